@@ -1,0 +1,18 @@
+// rlhf-node: RLHF math at native speed. The package root: tensors, runtime, ops.
+export { Tensor, tensor } from './tensor';
+export type { Dtype, DeviceSpec, TensorOptions, TypedArray } from './tensor';
+export { RlhfError } from './errors';
+export type { ErrorCode } from './errors';
+export { backends, buildInfo, getNumThreads, memoryStats, opTable, setNumThreads } from './runtime';
+export type { Backends, BuildInfo, MemoryStats, OpRow } from './runtime';
+export {
+  discountedReturns, discountedReturnsAsync, gae, gaeAsync, tokenGae, tokenGaeAsync,
+} from './ops/advantages';
+export type {
+  AdvantagesOut, AdvantagesResult, DiscountedReturnsInputs, DiscountedReturnsOptions, GaeInputs, GaeOptions, MaskMode,
+  TokenGaeInputs, TokenGaeOptions,
+} from './ops/advantages';
+export {
+  maskedMean, maskedMeanAsync, maskedVar, maskedVarAsync, maskedWhiten, maskedWhitenAsync,
+} from './ops/statistics';
+export type { MaskedVarOptions, MaskedWhitenOptions, WhitenPreset } from './ops/statistics';

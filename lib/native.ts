@@ -1,0 +1,135 @@
+// The boundary with the native addon: the loader and the whole native surface as one interface.
+// Ops take positional arguments in the order written here; the C++ side (native/addon/ops.cpp)
+// re-checks every one of them.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { RlhfError } from './errors';
+
+/** CUDA memory owned by a JS object (native/addon/device_buffer.h). */
+export interface DeviceBuffer {
+  dispose(): void;
+  isDisposed(): boolean;
+  copyFromHost(host: ArrayBufferView): void;
+  copyToHost(host: ArrayBufferView): void;
+  copyFromDevice(src: DeviceBuffer): void;
+}
+
+/** A buffer argument: host memory as a TypedArray, or device memory. */
+export type Raw = Float32Array | Int32Array | Uint8Array | DeviceBuffer;
+type Opt<T> = T | null;
+/** A discount or lambda: a number, or an array of T (per step) or T*N (per element) values. */
+export type RawRate = number | Float32Array | DeviceBuffer;
+
+export interface NativeOpRow {
+  name: string;
+  family: string;
+  cuda: boolean;
+  cpuTol: number;
+  cudaTol: number;
+}
+
+export interface NativeBuildInfo {
+  cuda: boolean;
+  cudaArchitectures: string[];
+  cudaVersion: string;
+  cudaRequest: string;
+  simd: string;
+  simdCompiled: string;
+  compiler: string;
+  buildType: string;
+  napiVersion: number;
+}
+
+export interface NativeBackends {
+  cpu: { available: boolean; threads: number; hardwareThreads: number; simd: string };
+  cuda: {
+    compiled: boolean;
+    devices: number;
+    runtimeVersion: string;
+    driverVersion: string;
+    deviceList: { index: number; name: string; computeCapability: string; totalMemory: number; peakBandwidthGBs: number }[];
+  };
+}
+
+export interface NativeMemoryStats {
+  liveAllocations: number;
+  liveBytes: number;
+  peakBytes: number;
+  totalAllocations: number;
+}
+
+export interface NativeAddon {
+  gae(T: number, N: number, rewards: Raw, values: Raw, nextValues: Opt<Raw>, lastValues: Opt<Raw>,
+      terminated: Opt<Raw>, truncated: Opt<Raw>, dones: Opt<Raw>, nextDone: Opt<Raw>,
+      gamma: RawRate, lambda: RawRate, advantages: Raw, returns: Raw, async: boolean): void | Promise<void>;
+  tokenGae(B: number, T: number, rewards: Raw, values: Raw, mask: Opt<Raw>, lastValues: Opt<Raw>,
+           gamma: number, lambda: number, maskMode: number, advantages: Raw, returns: Raw,
+           async: boolean): void | Promise<void>;
+  discountedReturns(B: number, T: number, rewards: Raw, mask: Opt<Raw>, gamma: number, returns: Raw,
+                    async: boolean): void | Promise<void>;
+  maskedMean(x: Raw, mask: Opt<Raw>, async: boolean): number | Promise<number>;
+  maskedVar(x: Raw, mask: Opt<Raw>, unbiased: boolean, async: boolean): number | Promise<number>;
+  maskedWhiten(x: Raw, mask: Opt<Raw>, preset: number, shiftMean: boolean, scaleByStd: boolean, eps: number,
+               out: Raw, async: boolean): void | Promise<void>;
+  firstNonFinite(x: Raw): number;
+
+  buildInfo(): NativeBuildInfo;
+  backends(): NativeBackends;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  memoryStats(device: number): NativeMemoryStats;
+  synchronize(device: number): void;
+  opTable(): NativeOpRow[];
+  measureBandwidth(elements: number, repeats: number, async: boolean): number | Promise<number>;
+  setCpuPath(path: 'auto' | 'baseline' | 'reference'): void;
+  DeviceBuffer: new (bytes: number, device: number) => DeviceBuffer;
+}
+
+const root = path.resolve(__dirname, '..');
+
+/** Where the addon may be, in the order tried: cmake-js's output, then node-gyp's. */
+export const addonCandidates: readonly string[] = [
+  path.join(root, 'build', 'Release', 'rlhf.node'),
+  path.join(root, 'build', 'rlhf.node'),
+  path.join(root, 'build', 'Debug', 'rlhf.node'),
+];
+
+function loadAddon(): NativeAddon {
+  const override = process.env.RLHF_ADDON_PATH;
+  const candidates = override ? [override] : addonCandidates;
+  const causes: string[] = [];
+  for (const file of candidates) {
+    if (!fs.existsSync(file)) {
+      causes.push(`  ${file}: not found`);
+      continue;
+    }
+    try {
+      return require(file) as NativeAddon;
+    } catch (e) {
+      causes.push(`  ${file}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  throw new RlhfError('E_ADDON_LOAD',
+    'rlhf-node: the native addon could not be loaded. Tried:\n' + causes.join('\n') +
+    `\nBuild it with \`npm run build\` in ${root} (needs cmake >= 3.18 and a C++17 compiler; ` +
+    'RLHF_CUDA=0 skips CUDA), or `npm run build:gyp` for the CPU-only node-gyp build.');
+}
+
+let cached: NativeAddon | null = null;
+
+/** The addon, loaded on first use. */
+export function native(): NativeAddon {
+  if (cached === null) cached = loadAddon();
+  return cached;
+}
+
+/** Build facts written by scripts/build-native.js, or null for a node-gyp build. */
+export function buildRecord(): Record<string, unknown> | null {
+  const file = path.join(root, 'build', 'rlhf-build.json');
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+}

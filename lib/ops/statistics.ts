@@ -1,0 +1,96 @@
+// Masked statistics and whitening (SEMANTICS.md §2). The moments are accumulated in float64 in
+// a fixed order (the same result for any thread count); the presets turn them into the numbers
+// TRL, verl, OpenRLHF and CleanRL compute.
+import { native } from '../native';
+import { Tensor } from '../tensor';
+import { arg, booleanOr, checkFinite, choice, commonDevice, numberIn, optionalArg, options, output, sameShape } from '../validate';
+
+type ArrayIn = Tensor | Float32Array;
+type MaskIn = Tensor | Uint8Array;
+
+function prepareMoments(op: string, x: unknown, mask: unknown) {
+  const xs = arg(op, 'x', x, 'float32');
+  const m = optionalArg(op, 'mask', mask, 'uint8');
+  sameShape(op, xs, m);
+  const device = commonDevice(op, [xs, m]);
+  return { xs, m, device };
+}
+
+/** Mean of x where mask != 0 (mask omitted: all); 0 when nothing is selected. */
+export function maskedMean(x: ArrayIn, mask?: MaskIn | null): number {
+  const { xs, m } = prepareMoments('maskedMean', x, mask);
+  return native().maskedMean(xs.raw, m?.raw ?? null, false) as number;
+}
+
+export function maskedMeanAsync(x: ArrayIn, mask?: MaskIn | null): Promise<number> {
+  const { xs, m } = prepareMoments('maskedMeanAsync', x, mask);
+  return native().maskedMean(xs.raw, m?.raw ?? null, true) as Promise<number>;
+}
+
+export interface MaskedVarOptions {
+  /** Bessel's correction (TRL, verl, CleanRL; default). False: population variance (OpenRLHF). */
+  unbiased?: boolean;
+}
+
+/** Variance of x where mask != 0. Unbiased needs at least 2 selected elements (RangeError). */
+export function maskedVar(x: ArrayIn, mask?: MaskIn | null, opts?: MaskedVarOptions): number {
+  const { xs, m } = prepareMoments('maskedVar', x, mask);
+  const unbiased = booleanOr('maskedVar', 'unbiased', options<MaskedVarOptions>('maskedVar', opts).unbiased, true);
+  return native().maskedVar(xs.raw, m?.raw ?? null, unbiased, false) as number;
+}
+
+export function maskedVarAsync(x: ArrayIn, mask?: MaskIn | null, opts?: MaskedVarOptions): Promise<number> {
+  const { xs, m } = prepareMoments('maskedVarAsync', x, mask);
+  const unbiased = booleanOr('maskedVarAsync', 'unbiased', options<MaskedVarOptions>('maskedVarAsync', opts).unbiased, true);
+  return native().maskedVar(xs.raw, m?.raw ?? null, unbiased, true) as Promise<number>;
+}
+
+export type WhitenPreset = 'trl' | 'verl' | 'openrlhf' | 'cleanrl';
+const whitenPresets: readonly WhitenPreset[] = ['trl', 'verl', 'openrlhf', 'cleanrl'];
+
+export interface MaskedWhitenOptions {
+  /**
+   * 'trl' (default): (x-mean)*rsqrt(var_unbiased+eps). 'verl': the same with verl's
+   * sum/(count+1e-8) means. 'openrlhf': population variance, rsqrt(max(var, eps)).
+   * 'cleanrl': (x-mean)/(std_unbiased+eps).
+   */
+  preset?: WhitenPreset;
+  /** False adds the mean back after scaling (reward whitening). Default true. */
+  shiftMean?: boolean;
+  /** False only centres (OpenRLHF's no_advantage_std_norm). Default true. */
+  scaleByStd?: boolean;
+  /** Default 1e-8 (every preset). */
+  eps?: number;
+  checkFinite?: boolean;
+  out?: Tensor;
+}
+
+function prepareWhiten(op: string, x: unknown, mask: unknown, opts: MaskedWhitenOptions | undefined) {
+  const { xs, m, device } = prepareMoments(op, x, mask);
+  const o = options<MaskedWhitenOptions>(op, opts);
+  const preset = whitenPresets.indexOf(choice(op, 'preset', o.preset, whitenPresets, 'trl'));
+  const shiftMean = booleanOr(op, 'shiftMean', o.shiftMean, true);
+  const scaleByStd = booleanOr(op, 'scaleByStd', o.scaleByStd, true);
+  const eps = numberIn(op, 'eps', o.eps, 0, 1, 1e-8);
+  if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [xs]);
+  const out = output(op, 'out', o.out, xs.shape, device);
+  const call = (async: boolean) =>
+    native().maskedWhiten(xs.raw, m?.raw ?? null, preset, shiftMean, scaleByStd, eps, out.raw(op, 'out'), async);
+  return { call, out };
+}
+
+/**
+ * Whitens every element of x with the mean and variance of the elements where mask != 0.
+ * A 1-D TypedArray input gives a 1-D float32 Tensor.
+ */
+export function maskedWhiten(x: ArrayIn, mask?: MaskIn | null, opts?: MaskedWhitenOptions): Tensor {
+  const p = prepareWhiten('maskedWhiten', x, mask, opts);
+  p.call(false);
+  return p.out;
+}
+
+export async function maskedWhitenAsync(x: ArrayIn, mask?: MaskIn | null, opts?: MaskedWhitenOptions): Promise<Tensor> {
+  const p = prepareWhiten('maskedWhitenAsync', x, mask, opts);
+  await p.call(true);
+  return p.out;
+}

@@ -1,0 +1,191 @@
+// Tensor: a shape, a dtype and a device over memory that is either a TypedArray (CPU, a
+// zero-copy view of the caller's array) or a DeviceBuffer (CUDA, owned by the tensor).
+import { RlhfError, describe, rangeError, typeError } from './errors';
+import { DeviceBuffer, Raw, native } from './native';
+
+export type Dtype = 'float32' | 'int32' | 'uint8';
+export type TypedArray = Float32Array | Int32Array | Uint8Array;
+export type DeviceSpec = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
+
+/** dtype -> TypedArray constructor: the one table of the package's element types. */
+export const arrayTypes = {
+  float32: Float32Array,
+  int32: Int32Array,
+  uint8: Uint8Array,
+} as const;
+
+export function dtypeOf(a: TypedArray): Dtype {
+  if (a instanceof Float32Array) return 'float32';
+  if (a instanceof Int32Array) return 'int32';
+  return 'uint8';
+}
+
+function isSupportedArray(a: unknown): a is TypedArray {
+  return a instanceof Float32Array || a instanceof Int32Array || a instanceof Uint8Array;
+}
+
+/** A device as the addon numbers it: -1 for the CPU, else the CUDA ordinal. */
+export type DeviceIndex = number;
+
+/** Parses a device string; 'auto' is CUDA when compiled in and a GPU is present. */
+export function parseDevice(device: unknown, op = 'tensor', arg = 'device'): DeviceIndex {
+  if (device === undefined || device === 'cpu') return -1;
+  if (device === 'auto') return native().backends().cuda.devices > 0 ? 0 : -1;
+  if (typeof device !== 'string') throw typeError(op, arg, "'cpu', 'cuda', 'cuda:N' or 'auto'", device);
+  const m = /^cuda(?::(\d+))?$/.exec(device);
+  if (m === null) throw rangeError(op, arg, `must be 'cpu', 'cuda', 'cuda:N' or 'auto', not '${device}'`);
+  const index = m[1] === undefined ? 0 : Number(m[1]);
+  const b = native().backends().cuda;
+  if (!b.compiled)
+    throw new RlhfError('E_CUDA_UNAVAILABLE', `${op}: device '${device}' requested but rlhf-node was built without CUDA ` +
+      '(rebuild with `RLHF_CUDA=1 npm run build` on a machine with nvcc)');
+  if (index >= b.devices)
+    throw new RlhfError('E_CUDA_UNAVAILABLE', `${op}: device '${device}' requested but this machine has ` +
+      `${b.devices} CUDA device(s)`);
+  return index;
+}
+
+export function deviceName(index: DeviceIndex): string {
+  return index < 0 ? 'cpu' : `cuda:${index}`;
+}
+
+function sizeOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+function checkShape(shape: unknown, op: string): readonly number[] {
+  if (!Array.isArray(shape)) throw typeError(op, 'shape', 'an array of non-negative integers', shape);
+  for (const d of shape)
+    if (!Number.isSafeInteger(d) || d < 0)
+      throw rangeError(op, 'shape', `must hold non-negative integers, but holds ${describe(d)}`);
+  return Object.freeze(shape.slice());
+}
+
+export class Tensor {
+  readonly shape: readonly number[];
+  readonly dtype: Dtype;
+  readonly size: number;
+  /** -1 for the CPU, else the CUDA ordinal. */
+  readonly deviceIndex: DeviceIndex;
+  #host: TypedArray | null;
+  #buffer: DeviceBuffer | null;
+  #disposed = false;
+
+  /** @internal Use rl.tensor(). */
+  constructor(shape: readonly number[], dtype: Dtype, deviceIndex: DeviceIndex, host: TypedArray | null,
+              buffer: DeviceBuffer | null) {
+    this.shape = shape;
+    this.dtype = dtype;
+    this.size = sizeOf(shape);
+    this.deviceIndex = deviceIndex;
+    this.#host = host;
+    this.#buffer = buffer;
+  }
+
+  get device(): string {
+    return deviceName(this.deviceIndex);
+  }
+
+  get isDisposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** @internal The memory as the addon takes it; throws E_DISPOSED after dispose(). */
+  raw(op: string, arg: string): Raw {
+    if (this.#disposed) throw new RlhfError('E_DISPOSED', `${op}: \`${arg}\` has been disposed`);
+    return this.#host ?? (this.#buffer as DeviceBuffer);
+  }
+
+  /** CPU: the zero-copy view. CUDA: a blocking copy to a new TypedArray. */
+  dataSync(): TypedArray {
+    const raw = this.raw('dataSync', 'tensor');
+    if (this.#host !== null) return this.#host;
+    const host = new arrayTypes[this.dtype](this.size);
+    (raw as DeviceBuffer).copyToHost(host);
+    return host;
+  }
+
+  /** The data on the host, from any device. */
+  async data(): Promise<TypedArray> {
+    return this.dataSync();
+  }
+
+  /** This tensor on another device: a copy, or this tensor itself when it is already there. */
+  to(device: DeviceSpec): Tensor {
+    const target = parseDevice(device, 'to', 'device');
+    this.raw('to', 'tensor');
+    if (target === this.deviceIndex) return this;
+    if (target < 0) return new Tensor(this.shape, this.dtype, -1, this.dataSync(), null);
+    const host = this.#host ?? this.dataSync();
+    return uploadTensor(host, this.shape, this.dtype, target);
+  }
+
+  /** Frees device memory now (CPU tensors just become unusable). Idempotent. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#buffer?.dispose();
+    this.#buffer = null;
+    this.#host = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device})`;
+  }
+}
+
+function uploadTensor(host: TypedArray, shape: readonly number[], dtype: Dtype, device: DeviceIndex): Tensor {
+  const buffer = new (native().DeviceBuffer)(host.byteLength, device);
+  buffer.copyFromHost(host);
+  return new Tensor(shape, dtype, device, null, buffer);
+}
+
+/** @internal A new uninitialised tensor (zeros on the CPU). */
+export function emptyTensor(shape: readonly number[], dtype: Dtype, device: DeviceIndex): Tensor {
+  if (device < 0) return new Tensor(shape, dtype, -1, new arrayTypes[dtype](sizeOf(shape)), null);
+  const bytes = sizeOf(shape) * arrayTypes[dtype].BYTES_PER_ELEMENT;
+  return new Tensor(shape, dtype, device, null, new (native().DeviceBuffer)(bytes, device));
+}
+
+export interface TensorOptions {
+  device?: DeviceSpec;
+  dtype?: Dtype;
+}
+
+/**
+ * A tensor over `data` with `shape`. A TypedArray of the tensor's dtype is viewed without a copy
+ * on the CPU; a number[] is converted (dtype float32 unless given).
+ */
+export function tensor(data: TypedArray | number[], shape?: number[], opts: TensorOptions = {}): Tensor {
+  const op = 'tensor';
+  if (opts === null || typeof opts !== 'object') throw typeError(op, 'opts', 'an options object', opts);
+  const { dtype } = opts;
+  if (dtype !== undefined && !(dtype in arrayTypes))
+    throw rangeError(op, 'dtype', `must be 'float32', 'int32' or 'uint8', not ${describe(dtype)}`);
+  let host: TypedArray;
+  if (Array.isArray(data)) {
+    const d = dtype ?? 'float32';
+    for (let i = 0; i < data.length; ++i)
+      if (typeof data[i] !== 'number') throw typeError(op, 'data', 'an array of numbers', data[i]);
+    host = arrayTypes[d].from(data);
+  } else if (isSupportedArray(data)) {
+    if (dtype !== undefined && dtypeOf(data) !== dtype)
+      throw typeError(op, 'data', `a ${arrayTypes[dtype].name} for dtype '${dtype}'`, data);
+    host = data;
+  } else {
+    throw typeError(op, 'data', 'a Float32Array, Int32Array, Uint8Array or number[]', data);
+  }
+  const s = shape === undefined ? [host.length] : checkShape(shape, op);
+  if (sizeOf(s) !== host.length)
+    throw rangeError(op, 'shape', `[${s.join(', ')}] holds ${sizeOf(s)} elements but \`data\` has ${host.length}`);
+  const device = parseDevice(opts.device, op);
+  const dt = dtypeOf(host);
+  if (device < 0) return new Tensor(Object.freeze(s.slice()), dt, -1, host, null);
+  return uploadTensor(host, Object.freeze(s.slice()), dt, device);
+}

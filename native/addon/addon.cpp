@@ -1,0 +1,33 @@
+// Module registration: one entry point per row of the op table, then the runtime functions.
+#include <napi.h>
+
+#include "device_buffer.h"
+#include "ops.h"
+#include "rlhf/op_table.h"
+
+namespace rlhf {
+namespace addon {
+
+static Napi::Object init(Napi::Env env, Napi::Object exports) {
+#define RLHF_REGISTER_OP(name, family, cuda, cpuTol, cudaTol) \
+  exports.Set(#name, Napi::Function::New(env, name, #name));
+  RLHF_OP_TABLE(RLHF_REGISTER_OP)
+#undef RLHF_REGISTER_OP
+  exports.Set("firstNonFinite", Napi::Function::New(env, firstNonFinite));
+  exports.Set("buildInfo", Napi::Function::New(env, buildInfo));
+  exports.Set("backends", Napi::Function::New(env, backends));
+  exports.Set("setNumThreads", Napi::Function::New(env, setNumThreads));
+  exports.Set("getNumThreads", Napi::Function::New(env, getNumThreads));
+  exports.Set("memoryStats", Napi::Function::New(env, memoryStats));
+  exports.Set("synchronize", Napi::Function::New(env, synchronize));
+  exports.Set("opTable", Napi::Function::New(env, opTable));
+  exports.Set("measureBandwidth", Napi::Function::New(env, measureBandwidth));
+  exports.Set("setCpuPath", Napi::Function::New(env, setCpuPath));
+  exports.Set("DeviceBuffer", DeviceBuffer::define(env));
+  return exports;
+}
+
+}  // namespace addon
+}  // namespace rlhf
+
+NODE_API_MODULE(rlhf, rlhf::addon::init)

@@ -1,0 +1,251 @@
+// Argument reading, named errors and the sync/async runner of the Node-API glue.
+#include "glue.h"
+
+#include <memory>
+#include <utility>
+
+#include "device_buffer.h"
+
+namespace rlhf {
+namespace addon {
+
+const char* dtypeName(Dtype d) {
+  switch (d) {
+    case Dtype::F32: return "Float32Array";
+    case Dtype::I32: return "Int32Array";
+    case Dtype::U8: return "Uint8Array";
+  }
+  return "?";
+}
+
+static napi_typedarray_type napiType(Dtype d) {
+  switch (d) {
+    case Dtype::F32: return napi_float32_array;
+    case Dtype::I32: return napi_int32_array;
+    case Dtype::U8: return napi_uint8_array;
+  }
+  return napi_float32_array;
+}
+
+static int64_t dtypeBytes(Dtype d) { return d == Dtype::U8 ? 1 : 4; }
+
+void throwTypeError(Napi::Env env, const std::string& message) {
+  throw Napi::TypeError::New(env, message);
+}
+
+void throwRangeError(Napi::Env env, const std::string& message) {
+  throw Napi::RangeError::New(env, message);
+}
+
+void throwCodedError(Napi::Env env, const char* code, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  throw e;
+}
+
+void throwKernelError(Napi::Env env, const KernelError& e) {
+  switch (e.kind) {
+    case ErrorKind::Type: throwTypeError(env, e.what());
+    case ErrorKind::Range: throwRangeError(env, e.what());
+    case ErrorKind::CudaUnavailable: throwCodedError(env, "E_CUDA_UNAVAILABLE", e.what());
+    case ErrorKind::Cuda: throwCodedError(env, "E_CUDA", e.what());
+    case ErrorKind::Disposed: throwCodedError(env, "E_DISPOSED", e.what());
+    case ErrorKind::Internal: break;
+  }
+  throwCodedError(env, "E_INTERNAL", e.what());
+}
+
+static std::string describe(Napi::Value v) {
+  if (v.IsNull()) return "null";
+  if (v.IsUndefined()) return "undefined";
+  if (v.IsTypedArray()) {
+    switch (v.As<Napi::TypedArray>().TypedArrayType()) {
+      case napi_int8_array: return "Int8Array";
+      case napi_uint8_array: return "Uint8Array";
+      case napi_uint8_clamped_array: return "Uint8ClampedArray";
+      case napi_int16_array: return "Int16Array";
+      case napi_uint16_array: return "Uint16Array";
+      case napi_int32_array: return "Int32Array";
+      case napi_uint32_array: return "Uint32Array";
+      case napi_float32_array: return "Float32Array";
+      case napi_float64_array: return "Float64Array";
+      default: return "a TypedArray";
+    }
+  }
+  if (v.IsArray()) return "an Array";
+  if (v.IsNumber()) return "a number";
+  if (v.IsString()) return "a string";
+  if (v.IsBoolean()) return "a boolean";
+  return "an object";
+}
+
+Buffer bufferArg(const Napi::CallbackInfo& info, size_t i, Dtype dtype, const char* op,
+                 const char* name, bool optional) {
+  Napi::Env env = info.Env();
+  Napi::Value v = info[i];
+  Buffer b;
+  if (optional && (v.IsNull() || v.IsUndefined())) return b;
+  b.js = v;
+  if (v.IsTypedArray()) {
+    napi_typedarray_type type;
+    size_t length;
+    void* data;
+    napi_value arrayBuffer;
+    size_t offset;
+    NAPI_THROW_IF_FAILED(env, napi_get_typedarray_info(env, v, &type, &length, &data, &arrayBuffer, &offset), b);
+    if (type != napiType(dtype))
+      throwTypeError(env, std::string(op) + ": expected a " + dtypeName(dtype) + " for `" + name +
+                              "` but received " + describe(v));
+    b.data = data;
+    b.length = static_cast<int64_t>(length);
+    return b;
+  }
+  if (DeviceBuffer::isDeviceBuffer(env, v)) {
+    DeviceBuffer* d = DeviceBuffer::unwrap(v);
+    if (d->disposed())
+      throwCodedError(env, "E_DISPOSED", std::string(op) + ": `" + name + "` has been disposed");
+    b.data = d->data();
+    b.length = d->bytes() / dtypeBytes(dtype);
+    b.device = d->device();
+    return b;
+  }
+  throwTypeError(env, std::string(op) + ": expected a " + dtypeName(dtype) + " or a CUDA buffer for `" +
+                          name + "` but received " + describe(v));
+}
+
+int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  Napi::Value v = info[i];
+  if (!v.IsNumber())
+    throwTypeError(info.Env(), std::string(op) + ": expected an integer for `" + name + "` but received " + describe(v));
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<int64_t>(d)))
+    throwRangeError(info.Env(), std::string(op) + ": expected a non-negative integer for `" + name +
+                                    "` but received " + std::to_string(d));
+  return static_cast<int64_t>(d);
+}
+
+double numberArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  Napi::Value v = info[i];
+  if (!v.IsNumber())
+    throwTypeError(info.Env(), std::string(op) + ": expected a number for `" + name + "` but received " + describe(v));
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+bool boolArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  Napi::Value v = info[i];
+  if (!v.IsBoolean())
+    throwTypeError(info.Env(), std::string(op) + ": expected a boolean for `" + name + "` but received " + describe(v));
+  return v.As<Napi::Boolean>().Value();
+}
+
+void requireLength(Napi::Env env, const Buffer& b, int64_t expected, const char* op,
+                   const char* name, const std::string& shape) {
+  if (b.length != expected)
+    throwRangeError(env, std::string(op) + ": expected `" + name + "` to hold " + std::to_string(expected) +
+                             " elements (" + shape + ") but it holds " + std::to_string(b.length));
+}
+
+int commonDevice(Napi::Env env, const char* op,
+                 std::initializer_list<std::pair<const char*, const Buffer*>> buffers) {
+  int device = kCpu;
+  const char* first = nullptr;
+  for (const auto& [name, b] : buffers) {
+    if (!b->present()) continue;
+    if (first == nullptr) {
+      first = name;
+      device = b->device;
+    } else if (b->device != device) {
+      auto label = [](int d) { return d == kCpu ? std::string("cpu") : "cuda:" + std::to_string(d); };
+      throwRangeError(env, std::string(op) + ": all tensors must be on one device, but `" + first + "` is on " +
+                               label(device) + " and `" + name + "` on " + label(b->device));
+    }
+  }
+  return device;
+}
+
+namespace {
+
+// Runs a job on a libuv worker. Device buffers are pinned so that dispose() waits for the job;
+// every JS input is referenced so that the garbage collector cannot take a TypedArray mid-job.
+class KernelWorker : public Napi::AsyncWorker {
+ public:
+  KernelWorker(Napi::Env env, const std::vector<Buffer>& keep, std::function<ToJs()> job)
+      : Napi::AsyncWorker(env, "rlhf:kernel"), deferred_(Napi::Promise::Deferred::New(env)), job_(std::move(job)) {
+    for (const Buffer& b : keep) {
+      if (!b.present()) continue;
+      refs_.push_back(Napi::Persistent(Napi::Value(env, b.js)));
+      if (b.device != kCpu) {
+        DeviceBuffer* d = DeviceBuffer::unwrap(Napi::Value(env, b.js));
+        d->pin();
+        pinned_.push_back(d);
+      }
+    }
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      result_ = job_();
+    } catch (const KernelError& e) {
+      error_ = std::make_unique<KernelError>(e);
+    } catch (const std::exception& e) {
+      error_ = std::make_unique<KernelError>(ErrorKind::Internal, e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    release();
+    if (error_) {
+      try {
+        throwKernelError(env, *error_);
+      } catch (const Napi::Error& e) {
+        deferred_.Reject(e.Value());
+      }
+      return;
+    }
+    try {
+      deferred_.Resolve(result_(env));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override {
+    release();
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  void release() {
+    for (DeviceBuffer* d : pinned_) d->unpin();
+    pinned_.clear();
+    refs_.clear();
+  }
+  Napi::Promise::Deferred deferred_;
+  std::function<ToJs()> job_;
+  ToJs result_;
+  std::unique_ptr<KernelError> error_;
+  std::vector<Napi::Reference<Napi::Value>> refs_;
+  std::vector<DeviceBuffer*> pinned_;
+};
+
+}  // namespace
+
+Napi::Value runKernel(const Napi::CallbackInfo& info, bool async, const std::vector<Buffer>& keep,
+                      std::function<ToJs()> job) {
+  Napi::Env env = info.Env();
+  if (!async) {
+    try {
+      return job()(env);
+    } catch (const KernelError& e) {
+      throwKernelError(env, e);
+    }
+  }
+  auto* worker = new KernelWorker(env, keep, std::move(job));
+  Napi::Promise p = worker->promise();
+  worker->Queue();
+  return p;
+}
+
+}  // namespace addon
+}  // namespace rlhf

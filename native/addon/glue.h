@@ -1,0 +1,61 @@
+// Shared pieces of the Node-API glue: reading buffer arguments (a CPU TypedArray or a CUDA
+// DeviceBuffer), the precondition macros that throw named JS errors, and running a kernel either
+// synchronously or on a libuv worker behind a Promise.
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "rlhf/error.h"
+
+namespace rlhf {
+namespace addon {
+
+enum class Dtype { F32, I32, U8 };
+const char* dtypeName(Dtype d);
+
+constexpr int kCpu = -1;  // device index of host memory
+
+// A buffer argument as the kernels see it.
+struct Buffer {
+  void* data = nullptr;
+  int64_t length = 0;  // elements
+  int device = kCpu;
+  napi_value js = nullptr;  // the JS object, kept alive by async calls
+  bool present() const { return js != nullptr; }
+  template <typename T> T* as() const { return static_cast<T*>(data); }
+};
+
+// Throws a JS error of the given class with an optional `code` property.
+[[noreturn]] void throwTypeError(Napi::Env env, const std::string& message);
+[[noreturn]] void throwRangeError(Napi::Env env, const std::string& message);
+[[noreturn]] void throwCodedError(Napi::Env env, const char* code, const std::string& message);
+[[noreturn]] void throwKernelError(Napi::Env env, const KernelError& e);
+
+// Reads argument i as a buffer of the given dtype: a TypedArray (host memory) or a DeviceBuffer
+// (CUDA). With `optional`, null or undefined give an absent Buffer. `op` and `name` go in errors.
+Buffer bufferArg(const Napi::CallbackInfo& info, size_t i, Dtype dtype, const char* op,
+                 const char* name, bool optional = false);
+int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+double numberArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+bool boolArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+
+// RangeError unless the buffer holds exactly `expected` elements.
+void requireLength(Napi::Env env, const Buffer& b, int64_t expected, const char* op,
+                   const char* name, const std::string& shape);
+// The device shared by all present buffers; a RangeError naming the first that differs.
+int commonDevice(Napi::Env env, const char* op, std::initializer_list<std::pair<const char*, const Buffer*>> buffers);
+
+// What a kernel call hands back to JS once it has run.
+using ToJs = std::function<Napi::Value(Napi::Env)>;
+// Runs `job` now (returning its ToJs value) or, when `async`, on a libuv worker, returning a
+// Promise. Async calls keep `keep` referenced and pin device buffers until they settle. `job`
+// may throw KernelError.
+Napi::Value runKernel(const Napi::CallbackInfo& info, bool async, const std::vector<Buffer>& keep,
+                      std::function<ToJs()> job);
+
+}  // namespace addon
+}  // namespace rlhf

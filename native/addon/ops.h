@@ -1,0 +1,27 @@
+// Node-API entry points of the ops (ops.cpp) and of the runtime (runtime.cpp).
+#pragma once
+#include <napi.h>
+
+namespace rlhf {
+namespace addon {
+
+Napi::Value gae(const Napi::CallbackInfo& info);
+Napi::Value tokenGae(const Napi::CallbackInfo& info);
+Napi::Value discountedReturns(const Napi::CallbackInfo& info);
+Napi::Value maskedMean(const Napi::CallbackInfo& info);
+Napi::Value maskedVar(const Napi::CallbackInfo& info);
+Napi::Value maskedWhiten(const Napi::CallbackInfo& info);
+Napi::Value firstNonFinite(const Napi::CallbackInfo& info);
+
+Napi::Value buildInfo(const Napi::CallbackInfo& info);
+Napi::Value backends(const Napi::CallbackInfo& info);
+Napi::Value setNumThreads(const Napi::CallbackInfo& info);
+Napi::Value getNumThreads(const Napi::CallbackInfo& info);
+Napi::Value memoryStats(const Napi::CallbackInfo& info);
+Napi::Value synchronize(const Napi::CallbackInfo& info);
+Napi::Value opTable(const Napi::CallbackInfo& info);
+Napi::Value measureBandwidth(const Napi::CallbackInfo& info);
+Napi::Value setCpuPath(const Napi::CallbackInfo& info);
+
+}  // namespace addon
+}  // namespace rlhf

@@ -1,0 +1,162 @@
+// Node-API entry points of the runtime: what was built, what the machine offers, threads,
+// device memory statistics, the op table and the bandwidth roofline.
+#include <string>
+#include <thread>
+
+#include "glue.h"
+#include "ops.h"
+#include "rlhf/bandwidth.h"
+#include "rlhf/build_info.h"
+#include "rlhf/cuda.h"
+#include "rlhf/kernels.h"
+#include "rlhf/op_table.h"
+#include "thread_pool.h"
+
+namespace rlhf {
+namespace addon {
+
+static Napi::Array splitList(Napi::Env env, const std::string& list) {
+  Napi::Array out = Napi::Array::New(env);
+  size_t start = 0;
+  uint32_t k = 0;
+  while (start < list.size()) {
+    size_t end = list.find(';', start);
+    if (end == std::string::npos) end = list.size();
+    if (end > start) out.Set(k++, list.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+Napi::Value buildInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("cuda", Napi::Boolean::New(env, cuda::compiled()));
+  o.Set("cudaArchitectures", splitList(env, RLHF_BUILD_CUDA_ARCHS));
+  o.Set("cudaVersion", RLHF_BUILD_CUDA_VERSION);
+  o.Set("cudaRequest", RLHF_BUILD_CUDA_REQUEST);
+  o.Set("simd", cpuVariantName());
+  o.Set("simdCompiled", RLHF_BUILD_SIMD);
+  o.Set("compiler", RLHF_BUILD_COMPILER);
+  o.Set("buildType", RLHF_BUILD_TYPE);
+  o.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+  return o;
+}
+
+Napi::Value backends(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object cpu = Napi::Object::New(env);
+  cpu.Set("available", true);
+  cpu.Set("threads", ThreadPool::instance().numThreads());
+  cpu.Set("hardwareThreads", static_cast<double>(std::thread::hardware_concurrency()));
+  cpu.Set("simd", cpuVariantName());
+
+  Napi::Object cu = Napi::Object::New(env);
+  const int count = cuda::deviceCount();
+  cu.Set("compiled", cuda::compiled());
+  cu.Set("devices", count);
+  cu.Set("runtimeVersion", cuda::runtimeVersion());
+  cu.Set("driverVersion", cuda::driverVersion());
+  Napi::Array list = Napi::Array::New(env);
+  for (int d = 0; d < count; ++d) {
+    try {
+      const cuda::DeviceInfo di = cuda::deviceInfo(d);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("index", d);
+      o.Set("name", di.name);
+      o.Set("computeCapability", std::to_string(di.major) + "." + std::to_string(di.minor));
+      o.Set("totalMemory", static_cast<double>(di.totalMemory));
+      o.Set("peakBandwidthGBs", di.peakBandwidthGBs);
+      list.Set(static_cast<uint32_t>(d), o);
+    } catch (const KernelError& e) {
+      throwKernelError(env, e);
+    }
+  }
+  cu.Set("deviceList", list);
+
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("cpu", cpu);
+  o.Set("cuda", cu);
+  return o;
+}
+
+Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
+  const int64_t n = intArg(info, 0, "setNumThreads", "n");
+  if (n < 1 || n > 1024)
+    throwRangeError(info.Env(), "setNumThreads: expected `n` in [1, 1024] but received " + std::to_string(n));
+  ThreadPool::instance().setNumThreads(static_cast<int>(n));
+  return info.Env().Undefined();
+}
+
+Napi::Value getNumThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), ThreadPool::instance().numThreads());
+}
+
+// memoryStats(device) -> { liveAllocations, liveBytes, peakBytes, totalAllocations }
+Napi::Value memoryStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t device = intArg(info, 0, "memoryStats", "device");
+  cuda::MemoryStats s;
+  try {
+    s = cuda::memoryStats(static_cast<int>(device));
+  } catch (const KernelError& e) {
+    throwKernelError(env, e);
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("liveAllocations", static_cast<double>(s.liveAllocations));
+  o.Set("liveBytes", static_cast<double>(s.liveBytes));
+  o.Set("peakBytes", static_cast<double>(s.peakBytes));
+  o.Set("totalAllocations", static_cast<double>(s.totalAllocations));
+  return o;
+}
+
+Napi::Value synchronize(const Napi::CallbackInfo& info) {
+  const int64_t device = intArg(info, 0, "synchronize", "device");
+  try {
+    cuda::synchronize(static_cast<int>(device));
+  } catch (const KernelError& e) {
+    throwKernelError(info.Env(), e);
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value opTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array rows = Napi::Array::New(env);
+  for (int i = 0; i < kNumOps; ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", kOps[i].name);
+    o.Set("family", kOps[i].family);
+    o.Set("cuda", kOps[i].cuda);
+    o.Set("cpuTol", kOps[i].cpuTol);
+    o.Set("cudaTol", kOps[i].cudaTol);
+    rows.Set(static_cast<uint32_t>(i), o);
+  }
+  return rows;
+}
+
+// measureBandwidth(elements, repeats, async) -> GB/s (STREAM triad)
+Napi::Value measureBandwidth(const Napi::CallbackInfo& info) {
+  const int64_t n = intArg(info, 0, "measureBandwidth", "elements");
+  const int64_t repeats = intArg(info, 1, "measureBandwidth", "repeats");
+  const bool async = boolArg(info, 2, "measureBandwidth", "async");
+  if (n < 1 || repeats < 1) throwRangeError(info.Env(), "measureBandwidth: `elements` and `repeats` must be >= 1");
+  return runKernel(info, async, {}, [n, repeats]() -> ToJs {
+    const double gbs = measureTriadBandwidthGBs(n, static_cast<int>(repeats));
+    return [gbs](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, gbs); };
+  });
+}
+
+// setCpuPath('auto' | 'baseline' | 'reference'): which CPU code runs, for tests and benchmarks.
+Napi::Value setCpuPath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string p = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (p == "auto") rlhf::setCpuPath(CpuPath::Auto);
+  else if (p == "baseline") rlhf::setCpuPath(CpuPath::Baseline);
+  else if (p == "reference") rlhf::setCpuPath(CpuPath::Reference);
+  else throwRangeError(env, "setCpuPath: expected 'auto', 'baseline' or 'reference' but received '" + p + "'");
+  return env.Undefined();
+}
+
+}  // namespace addon
+}  // namespace rlhf

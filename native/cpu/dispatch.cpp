@@ -1,0 +1,135 @@
+// The optimised CPU entry points: split the work over the thread pool, run the chunk kernels of
+// the instruction-set variant this CPU supports.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "cpu_variants.h"
+#include "rlhf/kernels.h"
+#include "thread_pool.h"
+
+namespace rlhf {
+
+const ChunkKernels& baselineKernelsTable();
+#ifdef RLHF_HAVE_AVX2_VARIANT
+const ChunkKernels& avx2KernelsTable();
+#endif
+
+const ChunkKernels& baselineKernels() { return baselineKernelsTable(); }
+
+const ChunkKernels* avx2Kernels() {
+#ifdef RLHF_HAVE_AVX2_VARIANT
+  return &avx2KernelsTable();
+#else
+  return nullptr;
+#endif
+}
+
+static const ChunkKernels& chooseKernels() {
+  const char* forced = std::getenv("RLHF_SIMD");
+  if (forced != nullptr && std::strcmp(forced, "baseline") == 0) return baselineKernels();
+#if defined(RLHF_HAVE_AVX2_VARIANT) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return *avx2Kernels();
+#endif
+  return baselineKernels();
+}
+
+const ChunkKernels& activeKernels() {
+  static const ChunkKernels& k = chooseKernels();
+  return k;
+}
+
+static std::atomic<CpuPath> gPath{CpuPath::Auto};
+
+void setCpuPath(CpuPath p) { gPath.store(p); }
+CpuPath cpuPath() { return gPath.load(); }
+const char* cpuVariantName() { return activeKernels().name; }
+
+// The chunk kernels for this call, or null when the scalar reference should run instead.
+static const ChunkKernels* kernelsForCall() {
+  switch (gPath.load()) {
+    case CpuPath::Reference: return nullptr;
+    case CpuPath::Baseline: return &baselineKernels();
+    case CpuPath::Auto: break;
+  }
+  return &activeKernels();
+}
+
+// Below these many elements a call runs on the calling thread: waking the pool costs more.
+constexpr int64_t kMinElementsPerThread = 1 << 15;
+// Columns or offsets handed to one thread start on a multiple of this (a 64-byte line of floats).
+constexpr int64_t kLine = 16;
+
+// Outputs of at least this many bytes are written with non-temporal stores: they cannot stay
+// in the last-level cache anyway, and skipping the read-for-ownership saves a third of the
+// traffic of a typical op.
+constexpr int64_t kStreamingBytes = 16 << 20;
+static bool isStreaming(int64_t outputFloats) { return outputFloats * 4 >= kStreamingBytes; }
+
+void gaeCpu(const GaeArgs& a) {
+  const ChunkKernels* kp = kernelsForCall();
+  if (kp == nullptr) return gaeReference(a);
+  const ChunkKernels& k = *kp;
+  const int64_t grain = std::max<int64_t>(kLine, kMinElementsPerThread / std::max<int64_t>(a.T, 1));
+  const bool streaming = isStreaming(2 * a.T * a.N);
+  parallelFor(a.N, grain, kLine, [&](int64_t n0, int64_t n1) {
+    std::vector<float> scratch(static_cast<size_t>(3 * std::min(kGaeBlock, n1 - n0)));
+    k.gaeColumns(a, n0, n1, scratch.data(), streaming);
+  });
+}
+
+void tokenGaeCpu(const TokenGaeArgs& a) {
+  const ChunkKernels* kp = kernelsForCall();
+  if (kp == nullptr) return tokenGaeReference(a);
+  const ChunkKernels& k = *kp;
+  const int64_t grain = std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(a.T, 1));
+  const bool streaming = isStreaming(2 * a.B * a.T);
+  parallelFor(a.B, grain, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<float> scratch(static_cast<size_t>(rowScratchFloats(a.T)));
+    k.tokenGaeRows(a, b0, b1, scratch.data(), streaming);
+  });
+}
+
+void discountedReturnsCpu(const DiscountedReturnsArgs& a) {
+  const ChunkKernels* kp = kernelsForCall();
+  if (kp == nullptr) return discountedReturnsReference(a);
+  const ChunkKernels& k = *kp;
+  const int64_t grain = std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(a.T, 1));
+  const bool streaming = isStreaming(a.B * a.T);
+  parallelFor(a.B, grain, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<float> scratch(static_cast<size_t>(rowScratchFloats(a.T)));
+    k.discountedReturnsRows(a, b0, b1, scratch.data(), streaming);
+  });
+}
+
+MaskedMoments maskedMomentsCpu(const MaskedMomentsArgs& a) {
+  const ChunkKernels* kp = kernelsForCall();
+  if (kp == nullptr) return maskedMomentsReference(a);
+  const ChunkKernels& k = *kp;
+  const int64_t blocks = (a.n + kMomentsBlock - 1) / kMomentsBlock;
+  std::vector<MaskedMoments> partial(static_cast<size_t>(blocks));
+  const int64_t grain = std::max<int64_t>(1, kMinElementsPerThread / kMomentsBlock);
+  parallelFor(blocks, grain, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i = b * kMomentsBlock;
+      const int64_t len = std::min(kMomentsBlock, a.n - i);
+      partial[b] = k.blockMoments(a.x + i, a.mask != nullptr ? a.mask + i : nullptr, len);
+    }
+  });
+  MaskedMoments total;
+  for (const MaskedMoments& p : partial) total = combineMoments(total, p);
+  return total;
+}
+
+void affineCpu(const AffineArgs& a) {
+  const ChunkKernels* kp = kernelsForCall();
+  if (kp == nullptr) return affineReference(a);
+  const ChunkKernels& k = *kp;
+  const bool streaming = isStreaming(a.n);
+  parallelFor(a.n, kMinElementsPerThread, kLine, [&](int64_t i0, int64_t i1) { k.affineRange(a, i0, i1, streaming); });
+}
+
+}  // namespace rlhf

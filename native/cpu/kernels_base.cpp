@@ -1,0 +1,14 @@
+// The chunk kernels compiled for the x86-64 baseline (SSE2).
+#define RLHF_CHUNK_NS baseline
+#include "chunk_kernels.h"
+#include "cpu_variants.h"
+
+namespace rlhf {
+
+const ChunkKernels& baselineKernelsTable() {
+  static const ChunkKernels k = {"x86-64", baseline::gaeColumns, baseline::tokenGaeRows,
+                                 baseline::discountedReturnsRows, baseline::blockMoments, baseline::affineRange};
+  return k;
+}
+
+}  // namespace rlhf

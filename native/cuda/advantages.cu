@@ -1,0 +1,649 @@
+// CUDA GAE, token GAE and discounted returns (SEMANTICS.md §3), each with two algorithms:
+//
+//  - sequential: one thread per lane (a column of time-major GAE, a row of token GAE) walks
+//    time backwards with the scalar reference's operations in the reference's order. The build
+//    passes --fmad=false, so the results are bit-identical to the CPU.
+//  - tile scan: A_t = d_t + c_t*A_{t+1} is a backward associative scan over what each step
+//    does to the carried state, so that a few long lanes (T up to 128K and beyond) spread over
+//    thousands of threads. Results differ from the sequential walk by rounding only.
+//
+// The choice (chooseAlgorithm) depends on the shape alone, never on the GPU, so that a shape
+// rounds the same on every GPU. RLHF_CUDA_ADVANTAGES=sequential|scan forces one algorithm; the
+// conformance test and the benchmark use it to check and time both on every shape.
+//
+// Each op is described once, as a policy struct (GaeOp, TokenGaeOp, ReturnsOp) that the
+// kernels are templated on: how one step's inputs are loaded, the step itself (the reference
+// loop body), the step as a scan element (its Span), and where the outputs go.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "device.h"
+#include "rlhf/cuda.h"
+#include "rlhf/error.h"
+
+namespace rlhf {
+namespace cuda {
+
+namespace {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// --- scan elements ----------------------------------------------------------------------------
+// A Span is what a run of consecutive steps does to the state carried backwards in time.
+// combine(earlier, later) is the span of both (apply `later` first); apply(span, state) runs
+// it. Both are associative compositions, so any fixed tree of them gives the same result up
+// to rounding, and a fixed tree gives the same rounding every time.
+
+// GAE and discounted returns carry one number: A -> d + c*A.
+struct AffineSpan {
+  float c, d;
+  __device__ static AffineSpan identity() { return {1.0f, 0.0f}; }
+};
+
+__device__ AffineSpan combine(const AffineSpan& earlier, const AffineSpan& later) {
+  return {earlier.c * later.c, earlier.d + earlier.c * later.d};
+}
+
+__device__ float apply(const AffineSpan& s, float next) { return s.d + s.c * next; }
+
+__device__ AffineSpan shuffleDown(const AffineSpan& s, int offset) {
+  return {__shfl_down_sync(kFullMask, s.c, offset), __shfl_down_sync(kFullMask, s.d, offset)};
+}
+
+// Token GAE carries the advantage and the value of the next valid token (the bootstrap of the
+// next valid step). A span with no valid token passes both through; this is a select rather
+// than multiplying by 1 and adding 0, so that NaNs in tokens the reference never reads cannot
+// leak. A span with valid tokens maps adv -> D + C*adv + G*value and sets value to the value
+// of its first valid token W.
+struct TokenSpan {
+  float C, G, D, W;
+  bool has;
+  __device__ static TokenSpan identity() { return {1.0f, 0.0f, 0.0f, 0.0f, false}; }
+};
+
+struct TokenState {
+  float adv, value;
+};
+
+__device__ TokenSpan combine(const TokenSpan& earlier, const TokenSpan& later) {
+  if (!later.has) return earlier;
+  if (!earlier.has) return later;
+  return {earlier.C * later.C, earlier.C * later.G,
+          earlier.D + earlier.C * later.D + earlier.G * later.W, earlier.W, true};
+}
+
+__device__ TokenState apply(const TokenSpan& s, const TokenState& next) {
+  if (!s.has) return next;
+  return {s.D + s.C * next.adv + s.G * next.value, s.W};
+}
+
+__device__ TokenSpan shuffleDown(const TokenSpan& s, int offset) {
+  return {__shfl_down_sync(kFullMask, s.C, offset), __shfl_down_sync(kFullMask, s.G, offset),
+          __shfl_down_sync(kFullMask, s.D, offset), __shfl_down_sync(kFullMask, s.W, offset),
+          __shfl_down_sync(kFullMask, static_cast<int>(s.has), offset) != 0};
+}
+
+// --- the ops ----------------------------------------------------------------------------------
+// A lane is the independent recursion (a column n of [T,N], a row b of [B,T]); t is the step.
+// `load` reads step t of a lane and does the step's work that does not depend on the carried
+// state; `step` is the rest of the reference loop body, in the reference's order.
+
+struct GaeOp {
+  using Args = GaeArgs;
+  using Span = AffineSpan;
+  using State = float;  // A_{t+1}
+  struct In {
+    float c, d, v;  // gamma*lambda*carry, delta, V_t
+  };
+  struct Out {
+    float adv, ret;
+  };
+  static constexpr bool kTimeMajor = true;
+  static constexpr const char* kName = "gae";
+
+  __host__ __device__ static int64_t lanes(const Args& a) { return a.N; }
+  __host__ __device__ static int64_t steps(const Args& a) { return a.T; }
+  __device__ static int64_t index(const Args& a, int64_t n, int64_t t) { return t * a.N + n; }
+  __device__ static State boundary(const Args&, int64_t) { return 0.0f; }
+
+  __device__ static In load(const Args& a, int64_t n, int64_t t) {
+    const bool last = t == a.T - 1;
+    const int64_t i = t * a.N + n;
+    const float nextValue = last ? a.nextValuesLast[n] : a.nextValues[i];
+    const bool terminated =
+        a.terminated != nullptr && (last ? a.terminatedLast[n] : a.terminated[i]) != 0;
+    const bool truncated = a.truncated != nullptr && a.truncated[i] != 0;
+    const float gamma = a.gammaArray != nullptr
+                            ? a.gammaArray[t * a.gammaStrideT + n * a.gammaStrideN]
+                            : a.gammaValue;
+    const float lambda = a.lambdaArray != nullptr
+                             ? a.lambdaArray[t * a.lambdaStrideT + n * a.lambdaStrideN]
+                             : a.lambdaValue;
+    const float notTerminated = terminated ? 0.0f : 1.0f;
+    const float carry = (terminated || truncated) ? 0.0f : 1.0f;
+    const float v = a.values[i];
+    return {gamma * lambda * carry, a.rewards[i] + gamma * notTerminated * nextValue - v, v};
+  }
+
+  __device__ static Span leaf(const Args&, const In& in) { return {in.c, in.d}; }
+
+  __device__ static State step(const Args&, const In& in, State next, Out& out) {
+    const float A = in.d + in.c * next;
+    out = {A, A + in.v};
+    return A;
+  }
+
+  __device__ static void store(const Args& a, int64_t i, const Out& out) {
+    a.advantages[i] = out.adv;
+    a.returns[i] = out.ret;
+  }
+};
+
+struct TokenGaeOp {
+  using Args = TokenGaeArgs;
+  using Span = TokenSpan;
+  using State = TokenState;
+  struct In {
+    float r, v;  // zeroed where masked under Premask
+    bool valid;  // false only for masked tokens under Skip
+  };
+  struct Out {
+    float adv, ret;
+  };
+  static constexpr bool kTimeMajor = false;
+  static constexpr const char* kName = "tokenGae";
+
+  __host__ __device__ static int64_t lanes(const Args& a) { return a.B; }
+  __host__ __device__ static int64_t steps(const Args& a) { return a.T; }
+  __device__ static int64_t index(const Args& a, int64_t b, int64_t t) { return b * a.T + t; }
+  __device__ static State boundary(const Args& a, int64_t b) {
+    return {0.0f, a.lastValues != nullptr ? a.lastValues[b] : 0.0f};
+  }
+
+  __device__ static In load(const Args& a, int64_t b, int64_t t) {
+    const int64_t i = b * a.T + t;
+    const float r = a.rewards[i], v = a.values[i];
+    const bool valid =
+        a.maskMode == MaskMode::None || a.mask == nullptr || a.mask[i] != 0;
+    if (a.maskMode == MaskMode::Premask) return {valid ? r : 0.0f, valid ? v : 0.0f, true};
+    return {r, v, valid};
+  }
+
+  __device__ static Span leaf(const Args& a, const In& in) {
+    if (!in.valid) return Span::identity();
+    return {a.gamma * a.lambda, a.gamma, in.r - in.v, in.v, true};
+  }
+
+  __device__ static State step(const Args& a, const In& in, State s, Out& out) {
+    if (in.valid) {
+      s.adv = in.r + a.gamma * s.value - in.v + a.gamma * a.lambda * s.adv;
+      s.value = in.v;
+    }
+    out = {s.adv, s.adv + in.v};
+    return s;
+  }
+
+  __device__ static void store(const Args& a, int64_t i, const Out& out) {
+    a.advantages[i] = out.adv;
+    a.returns[i] = out.ret;
+  }
+};
+
+struct ReturnsOp {
+  using Args = DiscountedReturnsArgs;
+  using Span = AffineSpan;
+  using State = float;  // G_{t+1}
+  struct In {
+    float r;  // m_t*r_t, by select
+  };
+  struct Out {
+    float ret;
+  };
+  static constexpr bool kTimeMajor = false;
+  static constexpr const char* kName = "discountedReturns";
+
+  __host__ __device__ static int64_t lanes(const Args& a) { return a.B; }
+  __host__ __device__ static int64_t steps(const Args& a) { return a.T; }
+  __device__ static int64_t index(const Args& a, int64_t b, int64_t t) { return b * a.T + t; }
+  __device__ static State boundary(const Args&, int64_t) { return 0.0f; }
+
+  __device__ static In load(const Args& a, int64_t b, int64_t t) {
+    const int64_t i = b * a.T + t;
+    return {(a.mask == nullptr || a.mask[i] != 0) ? a.rewards[i] : 0.0f};
+  }
+
+  __device__ static Span leaf(const Args& a, const In& in) { return {a.gamma, in.r}; }
+
+  __device__ static State step(const Args& a, const In& in, State next, Out& out) {
+    const float G = in.r + a.gamma * next;
+    out = {G};
+    return G;
+  }
+
+  __device__ static void store(const Args& a, int64_t i, const Out& out) { a.returns[i] = out.ret; }
+};
+
+// A staged step: its inputs, then (written in place by the thread that runs it) its outputs.
+template <class Op>
+union Cell {
+  typename Op::In in;
+  typename Op::Out out;
+};
+
+// --- sequential, time-major: one thread per column, coalesced across the warp -----------------
+
+// Steps loaded ahead per thread: the loads of a chunk are independent of the recursion, so
+// they are all in flight together instead of one memory latency per step.
+constexpr int kPrefetch = 16;
+constexpr int kColumnThreads = 256;
+
+template <class Op>
+__global__ void __launch_bounds__(kColumnThreads) sequentialColumnsKernel(const typename Op::Args a) {
+  const int64_t lane = static_cast<int64_t>(blockIdx.x) * kColumnThreads + threadIdx.x;
+  if (lane >= Op::lanes(a)) return;
+  typename Op::State state = Op::boundary(a, lane);
+  for (int64_t end = Op::steps(a); end > 0; end -= kPrefetch) {
+    const int64_t begin = end > kPrefetch ? end - kPrefetch : 0;
+    typename Op::In in[kPrefetch];
+#pragma unroll
+    for (int k = 0; k < kPrefetch; ++k)
+      if (begin + k < end) in[k] = Op::load(a, lane, begin + k);
+#pragma unroll
+    for (int k = kPrefetch - 1; k >= 0; --k) {
+      if (begin + k >= end) continue;
+      typename Op::Out out;
+      state = Op::step(a, in[k], state, out);
+      Op::store(a, Op::index(a, lane, begin + k), out);
+    }
+  }
+}
+
+// --- sequential, batch-major: one thread per row, through transposed tiles --------------------
+// A thread per row reading its own row would touch 32 lines per warp load. Instead each warp
+// owns 32 rows and walks them backwards in [32 rows x 32 steps] tiles: lane j loads step
+// t0+j of every row (32 coalesced loads of 128 bytes), the tile is transposed through shared
+// memory (pitch 33: conflict-free both ways), each lane runs its row through the tile, and
+// the outputs go back the same way.
+
+constexpr int kRowWarps = 2;  // 2 x 32 x 33 cells of up to 12 bytes: 25 KB of shared memory
+constexpr int kTileSteps = 32;
+
+template <class Op>
+__global__ void __launch_bounds__(32 * kRowWarps) sequentialRowsKernel(const typename Op::Args a) {
+  __shared__ Cell<Op> cells[kRowWarps][32][kTileSteps + 1];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t lanes = Op::lanes(a), steps = Op::steps(a);
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kRowWarps + warp) * 32;
+  if (row0 >= lanes) return;  // warp-uniform; only __syncwarp follows
+  Cell<Op>(*tile)[kTileSteps + 1] = cells[warp];
+  const int64_t row = row0 + lane;
+  typename Op::State state{};
+  if (row < lanes) state = Op::boundary(a, row);
+
+  for (int64_t t0 = (steps - 1) / kTileSteps * kTileSteps; t0 >= 0; t0 -= kTileSteps) {
+    const int64_t t = t0 + lane;
+#pragma unroll 8
+    for (int r = 0; r < 32; ++r)
+      if (row0 + r < lanes && t < steps) tile[r][lane].in = Op::load(a, row0 + r, t);
+    __syncwarp();
+    if (row < lanes) {
+      for (int k = kTileSteps - 1; k >= 0; --k) {
+        if (t0 + k >= steps) continue;
+        typename Op::Out out;
+        state = Op::step(a, tile[lane][k].in, state, out);
+        tile[lane][k].out = out;
+      }
+    }
+    __syncwarp();
+#pragma unroll 8
+    for (int r = 0; r < 32; ++r)
+      if (row0 + r < lanes && t < steps) Op::store(a, Op::index(a, row0 + r, t), tile[r][lane].out);
+    __syncwarp();
+  }
+}
+
+// --- tile scan --------------------------------------------------------------------------------
+// A block of kScanThreads threads owns `width` adjacent lanes (up to 32 adjacent columns of
+// time-major GAE, so that each step's loads are contiguous; 1 row of batch-major data) and
+// walks a run of tiles backwards in time. A tile is rowsPerTile steps x width lanes, staged in
+// shared memory by coalesced loads. Thread tid handles lane col = tid % width and the `items`
+// consecutive steps of slot tid / width. Per tile:
+//   1. each thread composes the spans of its steps;
+//   2. a suffix scan over the slots of each lane: shuffles inside a warp, then the warps'
+//      totals through shared memory, gives each thread the span of every later step in the
+//      tile, which it applies to the carry (the state after the tile) to get its own carry;
+//   3. each thread runs the reference step over its steps from that carry, which also makes
+//      the outputs of the step-by-step recursion exact given the carry;
+//   4. the state at the tile's first step is the carry for the previous tile.
+// When there are too few lanes to fill the GPU, time is also cut into segments: a first kernel
+// computes each segment's span, and each block of the second derives its segment's carry by
+// applying the spans of the later segments to the boundary state.
+
+constexpr int kScanThreads = 256;
+constexpr int kScanWarps = kScanThreads / 32;
+constexpr int kMaxItems = 8;  // tiles of up to 2048 steps x lanes
+
+// One spare word per 32 cells, so that a thread walking its consecutive items and its
+// neighbours doing the same hit different banks.
+__host__ __device__ constexpr int padded(int i) { return i + i / 32; }
+
+struct ScanShape {
+  int64_t lanes, steps;
+  int width, logWidth;  // lanes per tile, a power of two up to 32
+  int items;            // consecutive steps per thread
+  int rowsPerTile;      // (kScanThreads / width) * items
+  int64_t tiles, laneGroups, paddedLanes;
+  int64_t segments, tilesPerSegment;
+};
+
+template <class Op>
+struct ScanShared {
+  Cell<Op> cells[padded(kScanThreads * kMaxItems)];
+  typename Op::Span warpTotals[kScanWarps][32];
+  typename Op::State carry[32];  // per lane of the block: the state after the current tile
+};
+
+// Where this thread sits in a tile, and which of its cells are real steps.
+struct TileThread {
+  int col, slot;
+  int64_t lane, t0;
+  __device__ TileThread(const ScanShape& s, int64_t lane0, int64_t tileStart)
+      : col(threadIdx.x & (s.width - 1)),
+        slot(threadIdx.x >> s.logWidth),
+        lane(lane0 + col),
+        t0(tileStart) {}
+  __device__ int row(const ScanShape& s, int k) const { return slot * s.items + k; }
+  __device__ int cell(const ScanShape& s, int k) const { return padded(row(s, k) * s.width + col); }
+  __device__ bool real(const ScanShape& s, int k) const {
+    return lane < s.lanes && t0 + row(s, k) < s.steps;
+  }
+};
+
+template <class Op>
+__device__ void stageTile(const typename Op::Args& a, const ScanShape& s, ScanShared<Op>& sh,
+                          int64_t lane0, int64_t t0) {
+  for (int k = 0; k < s.items; ++k) {
+    const int i = threadIdx.x + k * kScanThreads;
+    const int64_t t = t0 + (i >> s.logWidth), lane = lane0 + (i & (s.width - 1));
+    if (t < s.steps && lane < s.lanes) sh.cells[padded(i)].in = Op::load(a, lane, t);
+  }
+}
+
+template <class Op>
+__device__ void storeTile(const typename Op::Args& a, const ScanShape& s, const ScanShared<Op>& sh,
+                          int64_t lane0, int64_t t0) {
+  for (int k = 0; k < s.items; ++k) {
+    const int i = threadIdx.x + k * kScanThreads;
+    const int64_t t = t0 + (i >> s.logWidth), lane = lane0 + (i & (s.width - 1));
+    if (t < s.steps && lane < s.lanes) Op::store(a, Op::index(a, lane, t), sh.cells[padded(i)].out);
+  }
+}
+
+template <class Op>
+__device__ typename Op::Span threadSpan(const typename Op::Args& a, const ScanShape& s,
+                                        const ScanShared<Op>& sh, const TileThread& me) {
+  typename Op::Span span = Op::Span::identity();
+  for (int k = s.items - 1; k >= 0; --k)
+    if (me.real(s, k)) span = combine(Op::leaf(a, sh.cells[me.cell(s, k)].in), span);
+  return span;
+}
+
+// Inclusive suffix scan over the lanes of a warp that hold the same column (lane, lane+width,
+// ...): afterwards each holds the span from its own steps to the warp's last.
+template <class Span>
+__device__ Span warpSuffixScan(Span x, int width) {
+  const int lane = threadIdx.x % 32;
+  for (int offset = width; offset < 32; offset *= 2) {
+    const Span later = shuffleDown(x, offset);
+    if (lane + offset < 32) x = combine(x, later);
+  }
+  return x;
+}
+
+// Steps 1 and 2 shared by both kernels: returns this thread's inclusive suffix in its warp and
+// leaves each warp's total per column in sh.warpTotals.
+template <class Op>
+__device__ typename Op::Span scanTileSpans(const typename Op::Args& a, const ScanShape& s,
+                                           ScanShared<Op>& sh, const TileThread& me) {
+  const typename Op::Span inclusive = warpSuffixScan(threadSpan(a, s, sh, me), s.width);
+  if (threadIdx.x % 32 < s.width) sh.warpTotals[threadIdx.x / 32][me.col] = inclusive;
+  __syncthreads();
+  return inclusive;
+}
+
+// The span of a whole tile, for the threads with threadIdx.x < width (their lane's).
+template <class Op>
+__device__ typename Op::Span tileTotal(const typename Op::Args& a, const ScanShape& s,
+                                       ScanShared<Op>& sh, int64_t lane0, int64_t t0) {
+  const TileThread me(s, lane0, t0);
+  stageTile(a, s, sh, lane0, t0);
+  __syncthreads();
+  scanTileSpans(a, s, sh, me);
+  typename Op::Span total = Op::Span::identity();
+  for (int w = kScanWarps - 1; w >= 0; --w) total = combine(sh.warpTotals[w][me.col], total);
+  return total;
+}
+
+// Runs a tile from the carry in sh.carry, writes its outputs and leaves the carry for the
+// previous tile in sh.carry.
+template <class Op>
+__device__ void tileApply(const typename Op::Args& a, const ScanShape& s, ScanShared<Op>& sh,
+                          int64_t lane0, int64_t t0) {
+  using Span = typename Op::Span;
+  const TileThread me(s, lane0, t0);
+  stageTile(a, s, sh, lane0, t0);
+  __syncthreads();
+  const Span inclusive = scanTileSpans(a, s, sh, me);
+  Span exclusive = shuffleDown(inclusive, s.width);
+  if (threadIdx.x % 32 + s.width >= 32) exclusive = Span::identity();
+
+  typename Op::State state = sh.carry[me.col];
+  for (int w = kScanWarps - 1; w > static_cast<int>(threadIdx.x / 32); --w)
+    state = apply(sh.warpTotals[w][me.col], state);
+  state = apply(exclusive, state);
+  for (int k = s.items - 1; k >= 0; --k) {
+    if (!me.real(s, k)) continue;
+    Cell<Op>& cell = sh.cells[me.cell(s, k)];
+    typename Op::Out out;
+    state = Op::step(a, cell.in, state, out);
+    cell.out = out;
+  }
+  __syncthreads();  // every thread has read sh.carry and written its outputs
+  if (me.slot == 0) sh.carry[me.col] = state;
+  storeTile(a, s, sh, lane0, t0);
+}
+
+__host__ __device__ int64_t firstTileOf(const ScanShape& s, int64_t segment) {
+  return segment * s.tilesPerSegment;
+}
+__host__ __device__ int64_t endTileOf(const ScanShape& s, int64_t segment) {
+  const int64_t end = (segment + 1) * s.tilesPerSegment;
+  return end < s.tiles ? end : s.tiles;
+}
+
+// Grid (laneGroups, segments - 1): the span of segment blockIdx.y + 1 for each lane. Segment
+// 0's is never needed: no carry flows out of the first steps.
+template <class Op>
+__global__ void __launch_bounds__(kScanThreads)
+    scanSegmentsKernel(const typename Op::Args a, const ScanShape s, typename Op::Span* totals) {
+  __shared__ ScanShared<Op> sh;
+  const int64_t lane0 = static_cast<int64_t>(blockIdx.x) * s.width;
+  const int64_t segment = blockIdx.y + 1;
+  typename Op::Span total = Op::Span::identity();
+  for (int64_t tile = endTileOf(s, segment) - 1; tile >= firstTileOf(s, segment); --tile) {
+    __syncthreads();  // the previous tile is done with shared memory
+    total = combine(tileTotal(a, s, sh, lane0, tile * s.rowsPerTile), total);
+  }
+  if (threadIdx.x < s.width) totals[segment * s.paddedLanes + lane0 + threadIdx.x] = total;
+}
+
+// Grid (laneGroups, segments): runs segment blockIdx.y of each lane, writing the outputs.
+template <class Op>
+__global__ void __launch_bounds__(kScanThreads)
+    scanApplyKernel(const typename Op::Args a, const ScanShape s, const typename Op::Span* totals) {
+  __shared__ ScanShared<Op> sh;
+  const int64_t lane0 = static_cast<int64_t>(blockIdx.x) * s.width;
+  const int64_t segment = blockIdx.y;
+  if (threadIdx.x < s.width) {
+    const int64_t lane = lane0 + threadIdx.x;
+    typename Op::State state{};
+    if (lane < s.lanes) state = Op::boundary(a, lane);
+    for (int64_t later = s.segments - 1; later > segment; --later)
+      state = apply(totals[later * s.paddedLanes + lane], state);
+    sh.carry[threadIdx.x] = state;
+  }
+  for (int64_t tile = endTileOf(s, segment) - 1; tile >= firstTileOf(s, segment); --tile) {
+    __syncthreads();  // sh.carry is set; the previous tile is done with shared memory
+    tileApply(a, s, sh, lane0, tile * s.rowsPerTile);
+  }
+}
+
+// --- choosing and launching -------------------------------------------------------------------
+
+// Sequential from kManyLanes lanes: 16K threads are 4 warps on each of an H100's 132 SMs, each
+// warp with a tile or a prefetched chunk of loads in flight, which streams at close to full
+// bandwidth; the walk then costs no more than the scan and is bit-identical to the CPU.
+// Sequential too when T <= kShortT: the walk is one round of loads, cheaper than the scan's
+// block-wide steps. Everything else, the few-long-lanes shapes (a few thousand rows or fewer,
+// a long single row, N up to 16K environments), takes the scan.
+constexpr int64_t kManyLanes = 16384;
+constexpr int64_t kShortT = 32;
+// Blocks of the scan: with at least this many lane groups every SM of an H100-class GPU has a
+// block and time is not split; with fewer, time is cut into segments until there are about
+// twice this many blocks, but no more than kMaxSegments, which bounds the carry work of a block.
+constexpr int64_t kBusyBlocks = 128;
+constexpr int64_t kMaxSegments = 64;
+
+enum class Algorithm { Sequential, Scan };
+
+Algorithm chooseAlgorithm(int64_t lanes, int64_t steps) {
+  const char* forced = std::getenv("RLHF_CUDA_ADVANTAGES");
+  if (forced != nullptr && std::strcmp(forced, "sequential") == 0) return Algorithm::Sequential;
+  if (forced != nullptr && std::strcmp(forced, "scan") == 0) return Algorithm::Scan;
+  return lanes >= kManyLanes || steps <= kShortT ? Algorithm::Sequential : Algorithm::Scan;
+}
+
+ScanShape planScan(int64_t lanes, int64_t steps, bool timeMajor) {
+  ScanShape s{};
+  s.lanes = lanes;
+  s.steps = steps;
+  s.width = 1;
+  s.logWidth = 0;
+  while (timeMajor && s.width < 32 && s.width < lanes) {
+    s.width *= 2;
+    s.logWidth += 1;
+  }
+  const int slots = kScanThreads / s.width;
+  s.items = static_cast<int>(std::min<int64_t>(kMaxItems, ceilDiv(steps, slots)));
+  s.rowsPerTile = slots * s.items;
+  s.tiles = ceilDiv(steps, s.rowsPerTile);
+  s.laneGroups = ceilDiv(lanes, s.width);
+  s.paddedLanes = s.laneGroups * s.width;
+  int64_t segments = 1;
+  if (s.laneGroups < kBusyBlocks)
+    segments = std::min({s.tiles, kMaxSegments, ceilDiv(2 * kBusyBlocks, s.laneGroups)});
+  s.tilesPerSegment = ceilDiv(s.tiles, segments);
+  s.segments = ceilDiv(s.tiles, s.tilesPerSegment);
+  return s;
+}
+
+template <class Op>
+void launchSequential(const typename Op::Args& a, cudaStream_t stream) {
+  if constexpr (Op::kTimeMajor) {
+    const int64_t blocks = ceilDiv(Op::lanes(a), kColumnThreads);
+    sequentialColumnsKernel<Op><<<static_cast<unsigned>(blocks), kColumnThreads, 0, stream>>>(a);
+  } else {
+    const int64_t blocks = ceilDiv(Op::lanes(a), 32 * kRowWarps);
+    sequentialRowsKernel<Op><<<static_cast<unsigned>(blocks), 32 * kRowWarps, 0, stream>>>(a);
+  }
+  detail::checkLaunch(Op::kName);
+}
+
+template <class Op>
+void launchScan(const typename Op::Args& a, int device, cudaStream_t stream) {
+  const ScanShape s = planScan(Op::lanes(a), Op::steps(a), Op::kTimeMajor);
+  const unsigned groups = static_cast<unsigned>(s.laneGroups);
+  if (s.segments == 1) {
+    scanApplyKernel<Op><<<dim3(groups, 1), kScanThreads, 0, stream>>>(a, s, nullptr);
+    detail::checkLaunch(Op::kName);
+    return;
+  }
+  const size_t bytes = static_cast<size_t>(s.segments * s.paddedLanes) * sizeof(typename Op::Span);
+  detail::ScratchLease scratch(device, bytes);
+  auto* totals = static_cast<typename Op::Span*>(scratch.data());
+  const unsigned segments = static_cast<unsigned>(s.segments);
+  scanSegmentsKernel<Op><<<dim3(groups, segments - 1), kScanThreads, 0, stream>>>(a, s, totals);
+  detail::checkLaunch(Op::kName);
+  scanApplyKernel<Op><<<dim3(groups, segments), kScanThreads, 0, stream>>>(a, s, totals);
+  detail::checkLaunch(Op::kName);
+}
+
+template <class Op>
+void launch(const typename Op::Args& a, int device) {
+  const cudaStream_t stream = detail::activate(device);
+  if (Op::lanes(a) == 0 || Op::steps(a) == 0) return;
+  if (chooseAlgorithm(Op::lanes(a), Op::steps(a)) == Algorithm::Sequential)
+    launchSequential<Op>(a, stream);
+  else
+    launchScan<Op>(a, device, stream);
+}
+
+// --- preconditions: a null pointer or a negative size here would fault on the device and
+// poison the whole CUDA context, so they are caught on the host ------------------------------
+
+void requireShape(const char* op, int64_t rows, int64_t cols) {
+  if (rows < 0 || cols < 0)
+    throw KernelError(ErrorKind::Range, std::string(op) + ": negative shape [" +
+                                            std::to_string(rows) + "," + std::to_string(cols) + "]");
+}
+
+void requirePointer(const void* p, const char* op, const char* name) {
+  if (p == nullptr)
+    throw KernelError(ErrorKind::Internal, std::string(op) + ": `" + name + "` is a null pointer");
+}
+
+}  // namespace
+
+void gae(const GaeArgs& a, int device) {
+  requireShape("gae", a.T, a.N);
+  if (a.T > 0 && a.N > 0) {
+    requirePointer(a.rewards, "gae", "rewards");
+    requirePointer(a.values, "gae", "values");
+    requirePointer(a.nextValuesLast, "gae", "nextValuesLast");
+    if (a.T > 1) requirePointer(a.nextValues, "gae", "nextValues");
+    if (a.terminated != nullptr) requirePointer(a.terminatedLast, "gae", "terminatedLast");
+    requirePointer(a.advantages, "gae", "advantages");
+    requirePointer(a.returns, "gae", "returns");
+  }
+  launch<GaeOp>(a, device);
+}
+
+void tokenGae(const TokenGaeArgs& a, int device) {
+  requireShape("tokenGae", a.B, a.T);
+  if (a.B > 0 && a.T > 0) {
+    requirePointer(a.rewards, "tokenGae", "rewards");
+    requirePointer(a.values, "tokenGae", "values");
+    if (a.maskMode != MaskMode::None) requirePointer(a.mask, "tokenGae", "mask");
+    requirePointer(a.advantages, "tokenGae", "advantages");
+    requirePointer(a.returns, "tokenGae", "returns");
+  }
+  launch<TokenGaeOp>(a, device);
+}
+
+void discountedReturns(const DiscountedReturnsArgs& a, int device) {
+  requireShape("discountedReturns", a.B, a.T);
+  if (a.B > 0 && a.T > 0) {
+    requirePointer(a.rewards, "discountedReturns", "rewards");
+    requirePointer(a.returns, "discountedReturns", "returns");
+  }
+  launch<ReturnsOp>(a, device);
+}
+
+}  // namespace cuda
+}  // namespace rlhf

@@ -1,0 +1,41 @@
+// The CUDA interface (rlhf/cuda.h) of a build without CUDA: it reports no devices, and every
+// call that would need one throws a CudaUnavailable KernelError that says how to get CUDA.
+#include "rlhf/cuda.h"
+#include "rlhf/error.h"
+
+namespace rlhf {
+namespace cuda {
+
+namespace {
+
+[[noreturn]] void unavailable() {
+  throw KernelError(ErrorKind::CudaUnavailable,
+                    "rlhf-node was built without CUDA; rebuild with RLHF_CUDA=1 npm run "
+                    "build:native on a machine with nvcc");
+}
+
+}  // namespace
+
+bool compiled() { return false; }
+int deviceCount() { return 0; }
+std::string architectures() { return ""; }
+std::string runtimeVersion() { return ""; }
+std::string driverVersion() { return ""; }
+MemoryStats memoryStats(int) { return MemoryStats{}; }
+
+DeviceInfo deviceInfo(int) { unavailable(); }
+void* alloc(size_t, int) { unavailable(); }
+void free(void*, int) { unavailable(); }
+void copyToDevice(void*, const void*, size_t, int) { unavailable(); }
+void copyToHost(void*, const void*, size_t, int) { unavailable(); }
+void copyOnDevice(void*, const void*, size_t, int) { unavailable(); }
+void synchronize(int) { unavailable(); }
+void gae(const GaeArgs&, int) { unavailable(); }
+void tokenGae(const TokenGaeArgs&, int) { unavailable(); }
+void discountedReturns(const DiscountedReturnsArgs&, int) { unavailable(); }
+MaskedMoments maskedMoments(const MaskedMomentsArgs&, int) { unavailable(); }
+void affine(const AffineArgs&, int) { unavailable(); }
+int64_t firstNonFinite(const float*, int64_t, int) { unavailable(); }
+
+}  // namespace cuda
+}  // namespace rlhf

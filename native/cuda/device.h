@@ -1,0 +1,37 @@
+// What the CUDA kernel files share with runtime.cu: error checks that throw, the per-device
+// stream, and a scratch buffer for the kernels that need one. Internal to native/cuda.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <mutex>
+
+namespace rlhf {
+namespace cuda {
+namespace detail {
+
+// Throws KernelError(Cuda, "<what> failed: <cudaGetErrorString>") unless err is cudaSuccess.
+void check(cudaError_t err, const char* what);
+// Checks the launch just enqueued (bad configuration, missing kernel image for this GPU).
+void checkLaunch(const char* kernel);
+
+// Validates the device index (a Range KernelError), makes it current on this thread and
+// returns its stream, creating the stream on first use.
+cudaStream_t activate(int device);
+
+// Exclusive use of the device's scratch buffer while the kernels that use it are enqueued.
+// Every user enqueues on the same stream, so the next holder's kernels run after ours; the
+// buffer only grows, after waiting for the stream.
+class ScratchLease {
+ public:
+  ScratchLease(int device, size_t bytes);
+  void* data() const { return data_; }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+  void* data_ = nullptr;
+};
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace rlhf

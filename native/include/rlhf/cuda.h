@@ -1,0 +1,56 @@
+// The CUDA backend: device memory, one stream per device, and the kernel launchers. Kernel
+// arguments are the structs of kernels.h holding device pointers. When the addon was built
+// without CUDA (native/cuda/cuda_unavailable.cpp) `compiled()` is false, `deviceCount()` is 0
+// and everything else throws a CudaUnavailable KernelError. With CUDA compiled in but no driver
+// or no GPU, `deviceCount()` is 0 too: nothing here ever aborts.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "rlhf/kernels.h"
+
+namespace rlhf {
+namespace cuda {
+
+bool compiled();
+int deviceCount();
+std::string architectures();    // e.g. "sm_80;sm_90", as compiled; "" without CUDA
+std::string runtimeVersion();   // e.g. "13.0"; "" without CUDA
+std::string driverVersion();    // "" when there is no driver
+
+struct DeviceInfo {
+  std::string name;
+  int major = 0, minor = 0;
+  size_t totalMemory = 0;
+  double peakBandwidthGBs = 0;  // from the memory clock and bus width
+};
+DeviceInfo deviceInfo(int device);
+
+// Allocation counters kept by this backend's allocator (not the driver's view).
+struct MemoryStats {
+  int64_t liveAllocations = 0, liveBytes = 0, peakBytes = 0, totalAllocations = 0;
+};
+MemoryStats memoryStats(int device);
+
+void* alloc(size_t bytes, int device);  // bytes may be 0 (returns a unique non-null pointer)
+void free(void* ptr, int device);
+// Copies wait for the device's stream, so they see every kernel launched before them.
+void copyToDevice(void* dst, const void* src, size_t bytes, int device);
+void copyToHost(void* dst, const void* src, size_t bytes, int device);
+void copyOnDevice(void* dst, const void* src, size_t bytes, int device);
+void synchronize(int device);
+
+// Launchers: enqueue on the device's stream and return; launch errors are thrown as Cuda
+// KernelErrors. Pointers in the argument structs are device pointers; gammaValue/lambdaValue
+// are host scalars as on the CPU.
+void gae(const GaeArgs& a, int device);
+void tokenGae(const TokenGaeArgs& a, int device);
+void discountedReturns(const DiscountedReturnsArgs& a, int device);
+MaskedMoments maskedMoments(const MaskedMomentsArgs& a, int device);  // waits for the result
+void affine(const AffineArgs& a, int device);
+// Index of the first element of x[0..n) that is NaN or infinite, or -1; waits for the result.
+int64_t firstNonFinite(const float* x, int64_t n, int device);
+
+}  // namespace cuda
+}  // namespace rlhf

@@ -1,0 +1,15 @@
+// The one exception type that native code throws; the Node-API glue maps `kind` to a JS class.
+#pragma once
+#include <stdexcept>
+#include <string>
+
+namespace rlhf {
+
+enum class ErrorKind { Type, Range, CudaUnavailable, Cuda, Disposed, Internal };
+
+struct KernelError : std::runtime_error {
+  ErrorKind kind;
+  KernelError(ErrorKind k, const std::string& message) : std::runtime_error(message), kind(k) {}
+};
+
+}  // namespace rlhf

@@ -1,0 +1,34 @@
+// The one table of ops. The addon registers an entry point per row, exposes the table to
+// TypeScript (rl.opTable()), the native conformance test checks that it covers every row, and
+// the benchmarks iterate it.
+//   name        the public op name (also the Node-API entry point in native/addon/ops.cpp)
+//   family      the kernel family it belongs to
+//   cuda        1 when a CUDA kernel exists
+//   cpuTol      largest relative difference allowed between the optimised CPU kernel and the
+//               scalar reference (0: bit-identical, as for every elementwise or sequential op)
+//   cudaTol     the same for CUDA (parallel scans and trees reorder rounding)
+#pragma once
+
+#define RLHF_OP_TABLE(OP)                                 \
+  OP(gae, "advantages", 1, 0.0, 1e-5)                     \
+  OP(tokenGae, "advantages", 1, 0.0, 1e-5)                \
+  OP(discountedReturns, "advantages", 1, 0.0, 1e-5)       \
+  OP(maskedMean, "statistics", 1, 1e-12, 1e-12)           \
+  OP(maskedVar, "statistics", 1, 1e-10, 1e-10)            \
+  OP(maskedWhiten, "statistics", 1, 1e-6, 1e-6)
+
+namespace rlhf {
+
+struct OpInfo {
+  const char* name;
+  const char* family;
+  bool cuda;
+  double cpuTol, cudaTol;
+};
+
+#define RLHF_OP_INFO(name, family, cuda, cpuTol, cudaTol) OpInfo{#name, family, cuda != 0, cpuTol, cudaTol},
+inline constexpr OpInfo kOps[] = {RLHF_OP_TABLE(RLHF_OP_INFO)};
+#undef RLHF_OP_INFO
+inline constexpr int kNumOps = sizeof(kOps) / sizeof(kOps[0]);
+
+}  // namespace rlhf
