@@ -146,6 +146,11 @@ function uploadTensor(host: TypedArray, shape: readonly number[], dtype: Dtype, 
   return new Tensor(shape, dtype, device, null, buffer);
 }
 
+/** @internal A CPU tensor over `host` (no checks: for outputs the library allocates). */
+export function tensorView(host: TypedArray, shape: readonly number[]): Tensor {
+  return new Tensor(shape, dtypeOf(host), -1, host, null);
+}
+
 /** @internal A new uninitialised tensor (zeros on the CPU). */
 export function emptyTensor(shape: readonly number[], dtype: Dtype, device: DeviceIndex): Tensor {
   if (device < 0) return new Tensor(shape, dtype, -1, new arrayTypes[dtype](sizeOf(shape)), null);

@@ -2,7 +2,7 @@
 // is reported in the caller's terms (op, argument, expected, received); the addon re-checks.
 import { describe, rangeError, typeError } from './errors';
 import { Raw, native } from './native';
-import { Dtype, DeviceIndex, Tensor, TypedArray, arrayTypes, deviceName, emptyTensor } from './tensor';
+import { Dtype, DeviceIndex, Tensor, TypedArray, arrayTypes, deviceName, emptyTensor, tensorView } from './tensor';
 
 /** An array argument resolved to what the addon takes. */
 export interface Arg {
@@ -37,9 +37,15 @@ export function optionalArg(op: string, name: string, v: unknown, dtype: Dtype):
   return v === undefined || v === null ? null : arg(op, name, v, dtype);
 }
 
+function equalShapes(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; ++i) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 export function sameShape(op: string, a: Arg, b: Arg | null): void {
   if (b === null) return;
-  if (b.shape.length !== a.shape.length || b.shape.some((d, i) => d !== a.shape[i]))
+  if (!equalShapes(a.shape, b.shape))
     throw rangeError(op, b.name, `must have the shape of \`${a.name}\` [${a.shape.join(', ')}] but has [${b.shape.join(', ')}]`);
 }
 
@@ -90,10 +96,29 @@ export function choice<C extends string>(op: string, name: string, v: unknown, c
 /** An output: the caller's `out` tensor (checked) or a new one on `device`. */
 export function output(op: string, name: string, out: unknown, shape: readonly number[], device: DeviceIndex): Tensor {
   if (out === undefined || out === null) return emptyTensor(shape, 'float32', device);
+  return checkedOut(op, name, out, shape, device);
+}
+
+/**
+ * Two outputs of one shape. New CPU outputs share one allocation (two views of one buffer):
+ * for small calls the allocation, not the kernel, is the larger cost.
+ */
+export function outputPair(op: string, names: [string, string], outs: [unknown, unknown], shape: readonly number[],
+                           device: DeviceIndex): [Tensor, Tensor] {
+  const [a, b] = outs;
+  if (device < 0 && (a === undefined || a === null) && (b === undefined || b === null)) {
+    const size = shape.reduce((p, d) => p * d, 1);
+    const both = new Float32Array(2 * size);
+    return [tensorView(both.subarray(0, size), shape), tensorView(both.subarray(size), shape)];
+  }
+  return [output(op, names[0], a, shape, device), output(op, names[1], b, shape, device)];
+}
+
+function checkedOut(op: string, name: string, out: unknown, shape: readonly number[], device: DeviceIndex): Tensor {
   const a = arg(op, name, out, 'float32');
   if (a.tensor === null) throw typeError(op, name, 'a float32 Tensor', out);
   if (a.device !== device) throw rangeError(op, name, `is on ${deviceName(a.device)} but the inputs are on ${deviceName(device)}`);
-  if (a.shape.length !== shape.length || a.shape.some((d, i) => d !== shape[i]))
+  if (!equalShapes(a.shape, shape))
     throw rangeError(op, name, `must have shape [${shape.join(', ')}] but has [${a.shape.join(', ')}]`);
   return a.tensor;
 }

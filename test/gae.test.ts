@@ -193,6 +193,23 @@ t.test('hand case: gamma 0 gives A = r - V; lambda 0 gives the one-step TD error
   t.strictSame([...data(rl.gae(inputs, { gamma: 0.5, lambda: 0 }).advantages)], [1, 1.75, 2.5]);
 });
 
+t.test('lib/reference gaeReference reproduces the hand cases (it is the yardstick below and the bench js backend)', async (t) => {
+  const base = { rewards: [1, 2, 3], values: [0.5, 1, 1.5] };
+  const term = gaeReference(3, 1, { ...base, lastValues: [2], terminated: [0, 1, 0] }, { gamma: 0.5, lambda: 0.5 });
+  t.strictSame([...term.advantages], [1.25, 1, 2.5]);
+  t.strictSame([...term.returns], [1.75, 2, 4]);
+  const trunc = gaeReference(3, 1, { ...base, truncated: [0, 1, 0], nextValues: [1, 4, 2] }, { gamma: 0.5, lambda: 0.5 });
+  t.strictSame([...trunc.advantages], [1.75, 3, 2.5]);
+  const clean = gaeReference(3, 1, { ...base, lastValues: [2], dones: [0, 0, 0], nextDone: [1] }, { gamma: 0.5, lambda: 0.5 });
+  t.strictSame([...clean.advantages], [1.53125, 2.125, 1.5]);
+  const perStep = gaeReference(3, 1, { ...base, lastValues: [2] }, { gamma: [1, 0.5, 0], lambda: 1 });
+  t.strictSame([...perStep.advantages], [4, 2.5, 1.5]);
+  const twoEnvs = gaeReference(3, 2, { rewards: [1, 1, 2, 1, 3, 1], values: [0.5, 0, 1, 0, 1.5, 0], lastValues: [2, 4], terminated: [0, 0, 1, 0, 0, 0] },
+    { gamma: 0.5, lambda: 0.5 });
+  t.strictSame([...twoEnvs.advantages], [1.25, 1.4375, 1, 1.75, 2.5, 3]);
+  t.throws(() => gaeReference(3, 1, base, { gamma: 0.5, lambda: 0.5 }), RangeError, 'neither lastValues nor nextValues');
+});
+
 t.test('defaults are gamma 0.99 and lambda 0.95', async (t) => {
   const c = randomCase(rng(7), 20, 3);
   const out = rl.gae(tensorsOf(c));
@@ -414,7 +431,7 @@ t.test('out: the given tensors are returned, filled, and refilled by the next ca
   expectError(t, () => rl.gae(tensorsOf(c2), { out: { returns: new Float32Array(30) as never } }), TypeError,
     /gae: expected a float32 Tensor for `out.returns`/);
   expectError(t, () => rl.gae(tensorsOf(c2), { out: { returns: mt(new Uint8Array(30), [10, 3]) as never } }), TypeError,
-    /gae: expected a float32 Tensor or a Float32Array for `out.returns` but received a uint8 Tensor/);
+    /gae: expected a float32 Tensor or a Float32Array for `out.returns` but received an? uint8 Tensor$/);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -428,9 +445,9 @@ t.test('bad input: wrong kinds and dtypes are TypeErrors naming the argument', a
   expectError(t, () => rl.gae({ ...good, rewards: new Int32Array(6) as never }), TypeError,
     /gae: expected a float32 Tensor or a Float32Array for `rewards` but received Int32Array/);
   expectError(t, () => rl.gae({ ...good, values: rl.tensor(new Int32Array(6), [3, 2]) as never }), TypeError,
-    /gae: expected a float32 Tensor or a Float32Array for `values` but received a int32 Tensor/);
+    /gae: expected a float32 Tensor or a Float32Array for `values` but received an? int32 Tensor$/);
   expectError(t, () => rl.gae({ ...good, terminated: ft(new Float32Array(6), [3, 2]) as never }), TypeError,
-    /gae: expected a uint8 Tensor or a Uint8Array for `terminated` but received a float32 Tensor/);
+    /gae: expected a uint8 Tensor or a Uint8Array for `terminated` but received a float32 Tensor$/);
   expectError(t, () => rl.gae({ ...good, lastValues: 3 as never }), TypeError,
     /gae: expected a float32 Tensor or a Float32Array for `lastValues` but received 3/);
   expectError(t, () => rl.gae(null as never), TypeError, /gae: expected an object of tensors for `inputs` but received null/);
@@ -440,7 +457,8 @@ t.test('bad input: wrong kinds and dtypes are TypeErrors naming the argument', a
   expectError(t, () => rl.gae(good, { lambda: [0.9, 0.9, 0.9] as never }), TypeError,
     /gae: expected a number, a Float32Array or a float32 Tensor for `lambda` but received an Array/);
   expectError(t, () => rl.gae(good, { checkFinite: 1 as never }), TypeError, /gae: expected a boolean for `checkFinite` but received 1/);
-  expectError(t, () => rl.gae(good, { out: 3 as never }), TypeError, /gae: expected an options object for `options`/);
+  // `out` must be named as `out`, not as the whole `options` object.
+  expectError(t, () => rl.gae(good, { out: 3 as never }), TypeError, /gae: expected an object .*for `out` but received 3/);
 });
 
 t.test('bad input: shape and length mismatches are RangeErrors naming the argument', async (t) => {

@@ -6,7 +6,7 @@ import { RawRate, native } from '../native';
 import { Tensor } from '../tensor';
 import {
   Arg, arg, booleanOr, checkFinite, choice, commonDevice, matrixShape, numberIn, optionalArg, options, output,
-  requireSize, sameShape,
+  outputPair, requireSize, sameShape,
 } from '../validate';
 
 type ArrayIn = Tensor | Float32Array;
@@ -109,8 +109,8 @@ function prepareGae(op: string, inputs: GaeInputs, opts: GaeOptions | undefined)
   const lambda = rate(op, 'lambda', o.lambda, T, N, device, 0.95);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [rewards, values, nextValues, lastValues]);
   const out = options<AdvantagesOut>(op, o.out);
-  const advantages = output(op, 'out.advantages', out.advantages, rewards.shape, device);
-  const returns = output(op, 'out.returns', out.returns, rewards.shape, device);
+  const [advantages, returns] = outputPair(op, ['out.advantages', 'out.returns'], [out.advantages, out.returns],
+    rewards.shape, device);
   const call = (async: boolean) => native().gae(T, N, rewards.raw, values.raw, nextValues?.raw ?? null,
     lastValues?.raw ?? null, terminated?.raw ?? null, truncated?.raw ?? null, dones?.raw ?? null,
     nextDone?.raw ?? null, gamma.raw, lambda.raw, advantages.raw(op, 'out.advantages'),
@@ -183,8 +183,8 @@ function prepareTokenGae(op: string, inputs: TokenGaeInputs, opts: TokenGaeOptio
   const device = commonDevice(op, [rewards, values, mask, lastValues]);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [rewards, values, lastValues]);
   const out = options<AdvantagesOut>(op, o.out);
-  const advantages = output(op, 'out.advantages', out.advantages, rewards.shape, device);
-  const returns = output(op, 'out.returns', out.returns, rewards.shape, device);
+  const [advantages, returns] = outputPair(op, ['out.advantages', 'out.returns'], [out.advantages, out.returns],
+    rewards.shape, device);
   const call = (async: boolean) => native().tokenGae(B, T, rewards.raw, values.raw, mask?.raw ?? null,
     lastValues?.raw ?? null, gamma, lambda, maskModes.indexOf(maskMode), advantages.raw(op, 'out.advantages'),
     returns.raw(op, 'out.returns'), async);

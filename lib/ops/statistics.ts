@@ -1,6 +1,7 @@
 // Masked statistics and whitening (SEMANTICS.md §2). The moments are accumulated in float64 in
 // a fixed order (the same result for any thread count); the presets turn them into the numbers
 // TRL, verl, OpenRLHF and CleanRL compute.
+import { rangeError } from '../errors';
 import { native } from '../native';
 import { Tensor } from '../tensor';
 import { arg, booleanOr, checkFinite, choice, commonDevice, numberIn, optionalArg, options, output, sameShape } from '../validate';
@@ -57,7 +58,7 @@ export interface MaskedWhitenOptions {
   preset?: WhitenPreset;
   /** False adds the mean back after scaling (reward whitening). Default true. */
   shiftMean?: boolean;
-  /** False only centres (OpenRLHF's no_advantage_std_norm). Default true. */
+  /** False only centres: OpenRLHF's no_advantage_std_norm, so preset 'openrlhf' only. Default true. */
   scaleByStd?: boolean;
   /** Default 1e-8 (every preset). */
   eps?: number;
@@ -71,6 +72,8 @@ function prepareWhiten(op: string, x: unknown, mask: unknown, opts: MaskedWhiten
   const preset = whitenPresets.indexOf(choice(op, 'preset', o.preset, whitenPresets, 'trl'));
   const shiftMean = booleanOr(op, 'shiftMean', o.shiftMean, true);
   const scaleByStd = booleanOr(op, 'scaleByStd', o.scaleByStd, true);
+  if (!scaleByStd && preset !== whitenPresets.indexOf('openrlhf'))
+    throw rangeError(op, 'scaleByStd', "can be false only with preset 'openrlhf' (its no_advantage_std_norm mode)");
   const eps = numberIn(op, 'eps', o.eps, 0, 1, 1e-8);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [xs]);
   const out = output(op, 'out', o.out, xs.shape, device);

@@ -8,7 +8,7 @@
 namespace rlhf {
 namespace addon {
 
-static Napi::Object init(Napi::Env env, Napi::Object exports) {
+Napi::Object init(Napi::Env env, Napi::Object exports) {
 #define RLHF_REGISTER_OP(name, family, cuda, cpuTol, cudaTol) \
   exports.Set(#name, Napi::Function::New(env, name, #name));
   RLHF_OP_TABLE(RLHF_REGISTER_OP)
@@ -30,4 +30,6 @@ static Napi::Object init(Napi::Env env, Napi::Object exports) {
 }  // namespace addon
 }  // namespace rlhf
 
-NODE_API_MODULE(rlhf, rlhf::addon::init)
+// NODE_API_MODULE pastes the function's name into an identifier, so it takes a global name.
+static Napi::Object initRlhf(Napi::Env env, Napi::Object exports) { return rlhf::addon::init(env, exports); }
+NODE_API_MODULE(rlhf, initRlhf)

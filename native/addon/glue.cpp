@@ -138,11 +138,23 @@ bool boolArg(const Napi::CallbackInfo& info, size_t i, const char* op, const cha
   return v.As<Napi::Boolean>().Value();
 }
 
-void requireLength(Napi::Env env, const Buffer& b, int64_t expected, const char* op,
-                   const char* name, const std::string& shape) {
-  if (b.length != expected)
-    throwRangeError(env, std::string(op) + ": expected `" + name + "` to hold " + std::to_string(expected) +
-                             " elements (" + shape + ") but it holds " + std::to_string(b.length));
+void requireLength(Napi::Env env, const Buffer& b, const char* op, const char* name, int64_t rows, int64_t cols) {
+  if (cols > 0 && rows > (int64_t{1} << 53) / cols)
+    throwRangeError(env, std::string(op) + ": the shape [" + std::to_string(rows) + "," + std::to_string(cols) +
+                             "] is too large");
+  const int64_t expected = cols < 0 ? rows : rows * cols;
+  if (b.length == expected) return;
+  const std::string shape = cols < 0 ? "[" + std::to_string(rows) + "]"
+                                     : "[" + std::to_string(rows) + "," + std::to_string(cols) + "]";
+  throwRangeError(env, std::string(op) + ": expected `" + name + "` to hold " + std::to_string(expected) +
+                           " elements " + shape + " but it holds " + std::to_string(b.length));
+}
+
+void requireSameLength(Napi::Env env, const Buffer& b, const Buffer& like, const char* op, const char* name,
+                       const char* likeName) {
+  if (b.length != like.length)
+    throwRangeError(env, std::string(op) + ": expected `" + name + "` to hold as many elements as `" + likeName +
+                             "` (" + std::to_string(like.length) + ") but it holds " + std::to_string(b.length));
 }
 
 int commonDevice(Napi::Env env, const char* op,
@@ -169,7 +181,7 @@ namespace {
 // every JS input is referenced so that the garbage collector cannot take a TypedArray mid-job.
 class KernelWorker : public Napi::AsyncWorker {
  public:
-  KernelWorker(Napi::Env env, const std::vector<Buffer>& keep, std::function<ToJs()> job)
+  KernelWorker(Napi::Env env, std::initializer_list<Buffer> keep, std::function<ToJs()> job)
       : Napi::AsyncWorker(env, "rlhf:kernel"), deferred_(Napi::Promise::Deferred::New(env)), job_(std::move(job)) {
     for (const Buffer& b : keep) {
       if (!b.present()) continue;
@@ -231,16 +243,7 @@ class KernelWorker : public Napi::AsyncWorker {
 
 }  // namespace
 
-Napi::Value runKernel(const Napi::CallbackInfo& info, bool async, const std::vector<Buffer>& keep,
-                      std::function<ToJs()> job) {
-  Napi::Env env = info.Env();
-  if (!async) {
-    try {
-      return job()(env);
-    } catch (const KernelError& e) {
-      throwKernelError(env, e);
-    }
-  }
+Napi::Value queueKernel(Napi::Env env, std::initializer_list<Buffer> keep, std::function<ToJs()> job) {
   auto* worker = new KernelWorker(env, keep, std::move(job));
   Napi::Promise p = worker->promise();
   worker->Queue();

@@ -43,19 +43,35 @@ int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* op, const c
 double numberArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 bool boolArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 
-// RangeError unless the buffer holds exactly `expected` elements.
-void requireLength(Napi::Env env, const Buffer& b, int64_t expected, const char* op,
-                   const char* name, const std::string& shape);
+// RangeError unless the buffer holds exactly rows*cols elements; the message shows the shape
+// [rows,cols], or [rows] when cols < 0 (the string is only built on failure).
+void requireLength(Napi::Env env, const Buffer& b, const char* op, const char* name, int64_t rows,
+                   int64_t cols = -1);
+// RangeError unless `b` holds as many elements as `like`.
+void requireSameLength(Napi::Env env, const Buffer& b, const Buffer& like, const char* op, const char* name,
+                       const char* likeName);
 // The device shared by all present buffers; a RangeError naming the first that differs.
 int commonDevice(Napi::Env env, const char* op, std::initializer_list<std::pair<const char*, const Buffer*>> buffers);
 
 // What a kernel call hands back to JS once it has run.
 using ToJs = std::function<Napi::Value(Napi::Env)>;
-// Runs `job` now (returning its ToJs value) or, when `async`, on a libuv worker, returning a
-// Promise. Async calls keep `keep` referenced and pin device buffers until they settle. `job`
-// may throw KernelError.
-Napi::Value runKernel(const Napi::CallbackInfo& info, bool async, const std::vector<Buffer>& keep,
-                      std::function<ToJs()> job);
+
+// Queues `job` on a libuv worker and returns a Promise of its ToJs value. The JS objects of
+// `keep` stay referenced, and device buffers pinned, until it settles.
+Napi::Value queueKernel(Napi::Env env, std::initializer_list<Buffer> keep, std::function<ToJs()> job);
+
+// Runs `job` (a callable returning ToJs, which may throw KernelError) now, or on a worker behind
+// a Promise when `async`. The synchronous path allocates nothing: small calls stay cheap.
+template <typename Job>
+Napi::Value runKernel(const Napi::CallbackInfo& info, bool async, std::initializer_list<Buffer> keep, Job&& job) {
+  Napi::Env env = info.Env();
+  if (async) return queueKernel(env, keep, std::function<ToJs()>(std::forward<Job>(job)));
+  try {
+    return job()(env);
+  } catch (const KernelError& e) {
+    throwKernelError(env, e);
+  }
+}
 
 }  // namespace addon
 }  // namespace rlhf

@@ -13,10 +13,6 @@
 namespace rlhf {
 namespace addon {
 
-static std::string shape2(int64_t a, int64_t b) {
-  return "[" + std::to_string(a) + "," + std::to_string(b) + "]";
-}
-
 static Napi::Value undefinedResult(Napi::Env env) { return env.Undefined(); }
 
 // A discount or lambda: a number, or a Float32Array of T (per step) or T*N (per element).
@@ -69,17 +65,16 @@ Napi::Value gae(const Napi::CallbackInfo& info) {
   const Buffer returns = bufferArg(info, 13, Dtype::F32, op, "returns");
   const bool async = boolArg(info, 14, op, "async");
 
-  const std::string tn = shape2(T, N);
-  requireLength(env, rewards, T * N, op, "rewards", tn);
-  requireLength(env, values, T * N, op, "values", tn);
-  requireLength(env, advantages, T * N, op, "advantages", tn);
-  requireLength(env, returns, T * N, op, "returns", tn);
-  if (nextValues.present()) requireLength(env, nextValues, T * N, op, "nextValues", tn);
-  if (lastValues.present()) requireLength(env, lastValues, N, op, "lastValues", "[" + std::to_string(N) + "]");
-  if (terminated.present()) requireLength(env, terminated, T * N, op, "terminated", tn);
-  if (truncated.present()) requireLength(env, truncated, T * N, op, "truncated", tn);
-  if (dones.present()) requireLength(env, dones, T * N, op, "dones", tn);
-  if (nextDone.present()) requireLength(env, nextDone, N, op, "nextDone", "[" + std::to_string(N) + "]");
+  requireLength(env, rewards, op, "rewards", T, N);
+  requireLength(env, values, op, "values", T, N);
+  requireLength(env, advantages, op, "advantages", T, N);
+  requireLength(env, returns, op, "returns", T, N);
+  if (nextValues.present()) requireLength(env, nextValues, op, "nextValues", T, N);
+  if (lastValues.present()) requireLength(env, lastValues, op, "lastValues", N);
+  if (terminated.present()) requireLength(env, terminated, op, "terminated", T, N);
+  if (truncated.present()) requireLength(env, truncated, op, "truncated", T, N);
+  if (dones.present()) requireLength(env, dones, op, "dones", T, N);
+  if (nextDone.present()) requireLength(env, nextDone, op, "nextDone", N);
   if (!nextValues.present() && !lastValues.present() && T > 0)
     throwRangeError(env, "gae: `lastValues` is required unless `nextValues` is given");
   if (truncated.present() && !nextValues.present())
@@ -160,13 +155,12 @@ Napi::Value tokenGae(const Napi::CallbackInfo& info) {
   const Buffer returns = bufferArg(info, 10, Dtype::F32, op, "returns");
   const bool async = boolArg(info, 11, op, "async");
 
-  const std::string bt = shape2(B, T);
-  requireLength(env, rewards, B * T, op, "rewards", bt);
-  requireLength(env, values, B * T, op, "values", bt);
-  requireLength(env, advantages, B * T, op, "advantages", bt);
-  requireLength(env, returns, B * T, op, "returns", bt);
-  if (mask.present()) requireLength(env, mask, B * T, op, "mask", bt);
-  if (lastValues.present()) requireLength(env, lastValues, B, op, "lastValues", "[" + std::to_string(B) + "]");
+  requireLength(env, rewards, op, "rewards", B, T);
+  requireLength(env, values, op, "values", B, T);
+  requireLength(env, advantages, op, "advantages", B, T);
+  requireLength(env, returns, op, "returns", B, T);
+  if (mask.present()) requireLength(env, mask, op, "mask", B, T);
+  if (lastValues.present()) requireLength(env, lastValues, op, "lastValues", B);
   if (mode > 2) throwRangeError(env, "tokenGae: unknown `maskMode` " + std::to_string(mode));
   const MaskMode maskMode = static_cast<MaskMode>(mode);
   if (!mask.present() && maskMode != MaskMode::None)
@@ -205,10 +199,9 @@ Napi::Value discountedReturns(const Napi::CallbackInfo& info) {
   const float gamma = unitArg(info, 4, op, "gamma");
   const Buffer returns = bufferArg(info, 5, Dtype::F32, op, "returns");
   const bool async = boolArg(info, 6, op, "async");
-  const std::string bt = shape2(B, T);
-  requireLength(env, rewards, B * T, op, "rewards", bt);
-  requireLength(env, returns, B * T, op, "returns", bt);
-  if (mask.present()) requireLength(env, mask, B * T, op, "mask", bt);
+  requireLength(env, rewards, op, "rewards", B, T);
+  requireLength(env, returns, op, "returns", B, T);
+  if (mask.present()) requireLength(env, mask, op, "mask", B, T);
   const int device = commonDevice(env, op, {{"rewards", &rewards}, {"mask", &mask}, {"returns", &returns}});
   DiscountedReturnsArgs a;
   a.B = B;
@@ -231,7 +224,7 @@ static MaskedMomentsArgs momentsArgs(const Napi::CallbackInfo& info, const char*
                                      int& device) {
   x = bufferArg(info, 0, Dtype::F32, op, "x");
   mask = bufferArg(info, 1, Dtype::U8, op, "mask", true);
-  if (mask.present()) requireLength(info.Env(), mask, x.length, op, "mask", "the shape of `x`");
+  if (mask.present()) requireSameLength(info.Env(), mask, x, op, "mask", "x");
   device = commonDevice(info.Env(), op, {{"x", &x}, {"mask", &mask}});
   MaskedMomentsArgs a;
   a.n = x.length;
@@ -287,7 +280,7 @@ Napi::Value maskedWhiten(const Napi::CallbackInfo& info) {
   o.eps = numberArg(info, 5, op, "eps");
   if (!(o.eps >= 0 && o.eps < 1e300)) throwRangeError(env, "maskedWhiten: expected a finite `eps` >= 0 but received " + std::to_string(o.eps));
   const Buffer out = bufferArg(info, 6, Dtype::F32, op, "out");
-  requireLength(env, out, x.length, op, "out", "the shape of `x`");
+  requireSameLength(env, out, x, op, "out", "x");
   const bool async = boolArg(info, 7, op, "async");
   device = commonDevice(env, op, {{"x", &x}, {"mask", &mask}, {"out", &out}});
   float* outData = out.as<float>();

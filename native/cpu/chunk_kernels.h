@@ -6,7 +6,9 @@
 //
 // Included only by kernels_base.cpp and kernels_avx2.cpp.
 #include <cstdint>
-#if defined(__SSE2__)
+#if defined(__AVX2__)
+#include <immintrin.h>
+#elif defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
@@ -81,6 +83,35 @@ static void gaeBlockT(const GaeArgs& a, int64_t n0, int64_t w, float* __restrict
   }
 }
 
+// One column walked down time with scalars: for narrow rollouts (a few environments), where the
+// per-row setup of the vectorised block would cost more than the arithmetic.
+template <bool kTerminated, bool kTruncated>
+static void gaeColumnT(const GaeArgs& a, int64_t n) {
+  const int64_t T = a.T, N = a.N;
+  float next = 0.0f;
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const bool last = t == T - 1;
+    const int64_t i = t * N + n;
+    const float nv = last ? a.nextValuesLast[n] : a.nextValues[i];
+    const int32_t isTerm = kTerminated ? (last ? a.terminatedLast[n] : a.terminated[i]) != 0 : 0;
+    const int32_t isTrunc = kTruncated ? a.truncated[i] != 0 : 0;
+    const float gamma =
+        a.gammaArray != nullptr ? a.gammaArray[t * a.gammaStrideT + n * a.gammaStrideN] : a.gammaValue;
+    const float lambda =
+        a.lambdaArray != nullptr ? a.lambdaArray[t * a.lambdaStrideT + n * a.lambdaStrideN] : a.lambdaValue;
+    const float notTerminated = static_cast<float>(1 - isTerm);
+    const float carry = static_cast<float>(1 - (isTerm | isTrunc));
+    const float v = a.values[i];
+    const float delta = a.rewards[i] + gamma * notTerminated * nv - v;
+    next = delta + gamma * lambda * carry * next;
+    a.advantages[i] = next;
+    a.returns[i] = next + v;
+  }
+}
+
+// Below this many columns a thread walks each column on its own.
+constexpr int64_t kNarrow = 8;
+
 using GaeBlockFn = void (*)(const GaeArgs&, int64_t, int64_t, float*, float*, float*, bool);
 
 template <bool kTerminated, bool kTruncated>
@@ -94,6 +125,15 @@ static GaeBlockFn pickRates(const GaeArgs& a) {
 }
 
 void gaeColumns(const GaeArgs& a, int64_t n0, int64_t n1, float* scratch, bool streaming) {
+  if (n1 - n0 < kNarrow) {
+    for (int64_t n = n0; n < n1; ++n) {
+      if (a.terminated && a.truncated) gaeColumnT<true, true>(a, n);
+      else if (a.terminated) gaeColumnT<true, false>(a, n);
+      else if (a.truncated) gaeColumnT<false, true>(a, n);
+      else gaeColumnT<false, false>(a, n);
+    }
+    return;
+  }
   GaeBlockFn fn;
   if (a.terminated && a.truncated) fn = pickRates<true, true>(a);
   else if (a.terminated) fn = pickRates<true, false>(a);
@@ -153,10 +193,140 @@ static void tokenGaeGroup(const TokenGaeArgs& a, int64_t b, float* __restrict bu
   }
 }
 
+#if defined(__AVX2__)
+// Eight rows at once, vectorised across the rows: an 8x8 tile (8 rows x 8 time steps) of each
+// input is loaded row-wise and transposed in registers, the recursion runs over the tile's 8
+// steps with one lane per row, and the outputs are transposed back into the row buffers. Each
+// lane performs exactly the scalar code's operations in the same order: the same bits.
+
+static inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// Loads columns [t0, t0+8) of 8 rows of a [*,T] array and transposes: out[k] holds step t0+k.
+static inline void loadTile(const float* base, int64_t T, int64_t t0, __m256 out[8]) {
+  for (int g = 0; g < 8; ++g) out[g] = _mm256_loadu_ps(base + g * T + t0);
+  transpose8(out);
+}
+
+// The same for a uint8 mask, as all-ones / all-zero float lanes (valid / masked).
+static inline void loadMaskTile(const uint8_t* base, int64_t T, int64_t t0, __m256 out[8]) {
+  const __m256i zero = _mm256_setzero_si256();
+  for (int g = 0; g < 8; ++g) {
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(base + g * T + t0)));
+    out[g] = _mm256_castsi256_ps(_mm256_xor_si256(_mm256_cmpeq_epi32(v, zero), _mm256_set1_epi32(-1)));
+  }
+  transpose8(out);
+}
+
+// Transposes a tile of outputs (tile[k] = step t0+k) and stores each row's 8 values.
+static inline void storeTile(__m256 tile[8], float* rows, int64_t pitch, int64_t t0) {
+  transpose8(tile);
+  for (int g = 0; g < 8; ++g) _mm256_storeu_ps(rows + g * pitch + t0, tile[g]);
+}
+
+template <MaskMode kMode>
+static void tokenGaeTiles(const TokenGaeArgs& a, int64_t b, float* __restrict buf, bool streaming) {
+  const int64_t T = a.T, pitch = rowPitch(T);
+  // The last T % 8 steps, per row with scalars, leave each row's state for the tiles.
+  const int64_t tiled = T - T % 8;
+  alignas(32) float nextValue[8], nextAdv[8];
+  for (int g = 0; g < 8; ++g) {
+    nextValue[g] = a.lastValues != nullptr ? a.lastValues[b + g] : 0.0f;
+    nextAdv[g] = 0.0f;
+  }
+  const float gamma = a.gamma, gl = a.gamma * a.lambda;
+  for (int64_t t = T - 1; t >= tiled; --t) {
+    for (int g = 0; g < 8; ++g) {
+      const int64_t i = (b + g) * T + t;
+      const float r = a.rewards[i], v = a.values[i];
+      const bool valid = kMode == MaskMode::None || a.mask[i] != 0;
+      float A, ret;
+      if (kMode == MaskMode::Premask) {
+        const float rt = valid ? r : 0.0f, vt = valid ? v : 0.0f;
+        A = rt + gamma * nextValue[g] - vt + gl * nextAdv[g];
+        nextValue[g] = vt;
+        ret = A + vt;
+      } else if (kMode == MaskMode::Skip) {
+        const float candidate = r + gamma * nextValue[g] - v + gl * nextAdv[g];
+        A = valid ? candidate : nextAdv[g];
+        nextValue[g] = valid ? v : nextValue[g];
+        ret = A + v;
+      } else {
+        A = r + gamma * nextValue[g] - v + gl * nextAdv[g];
+        nextValue[g] = v;
+        ret = A + v;
+      }
+      nextAdv[g] = A;
+      buf[(2 * g) * pitch + t] = A;
+      buf[(2 * g + 1) * pitch + t] = ret;
+    }
+  }
+  __m256 nv = _mm256_load_ps(nextValue), na = _mm256_load_ps(nextAdv);
+  const __m256 vg = _mm256_set1_ps(gamma), vgl = _mm256_set1_ps(gl);
+  const float* rRows = a.rewards + b * T;
+  const float* vRows = a.values + b * T;
+  const uint8_t* mRows = kMode == MaskMode::None ? nullptr : a.mask + b * T;
+  // Advantages go to the even row buffers and returns to the odd ones (pitch 2*pitch apart).
+  float* advRows = buf;
+  float* retRows = buf + pitch;
+  for (int64_t t0 = tiled - 8; t0 >= 0; t0 -= 8) {
+    __m256 R[8], V[8], M[8], A[8], Ret[8];
+    loadTile(rRows, T, t0, R);
+    loadTile(vRows, T, t0, V);
+    if (kMode != MaskMode::None) loadMaskTile(mRows, T, t0, M);
+    for (int k = 7; k >= 0; --k) {
+      if (kMode == MaskMode::Premask) {
+        const __m256 rt = _mm256_and_ps(M[k], R[k]), vt = _mm256_and_ps(M[k], V[k]);
+        const __m256 adv = _mm256_add_ps(_mm256_sub_ps(_mm256_add_ps(rt, _mm256_mul_ps(vg, nv)), vt), _mm256_mul_ps(vgl, na));
+        nv = vt;
+        na = adv;
+        Ret[k] = _mm256_add_ps(adv, vt);
+      } else if (kMode == MaskMode::Skip) {
+        const __m256 candidate =
+            _mm256_add_ps(_mm256_sub_ps(_mm256_add_ps(R[k], _mm256_mul_ps(vg, nv)), V[k]), _mm256_mul_ps(vgl, na));
+        na = _mm256_blendv_ps(na, candidate, M[k]);
+        nv = _mm256_blendv_ps(nv, V[k], M[k]);
+        Ret[k] = _mm256_add_ps(na, V[k]);
+      } else {
+        na = _mm256_add_ps(_mm256_sub_ps(_mm256_add_ps(R[k], _mm256_mul_ps(vg, nv)), V[k]), _mm256_mul_ps(vgl, na));
+        nv = V[k];
+        Ret[k] = _mm256_add_ps(na, V[k]);
+      }
+      A[k] = na;
+    }
+    storeTile(A, advRows, 2 * pitch, t0);
+    storeTile(Ret, retRows, 2 * pitch, t0);
+  }
+  for (int g = 0; g < 8; ++g) {
+    storeRow(a.advantages + (b + g) * T, buf + (2 * g) * pitch, T, streaming);
+    storeRow(a.returns + (b + g) * T, buf + (2 * g + 1) * pitch, T, streaming);
+  }
+}
+#endif
+
 template <MaskMode kMode>
 static void tokenGaeRowsT(const TokenGaeArgs& a, int64_t b0, int64_t b1, float* buf, bool streaming) {
   int64_t b = b0;
-  for (; b + kRows <= b1; b += kRows) tokenGaeGroup<kMode, kRows>(a, b, buf, streaming);
+#if defined(__AVX2__)
+  for (; b + 8 <= b1; b += 8) tokenGaeTiles<kMode>(a, b, buf, streaming);
+#endif
+  for (; b + kScalarRows <= b1; b += kScalarRows) tokenGaeGroup<kMode, kScalarRows>(a, b, buf, streaming);
   for (; b < b1; ++b) tokenGaeGroup<kMode, 1>(a, b, buf, streaming);
 }
 
@@ -188,7 +358,7 @@ static void returnsGroup(const DiscountedReturnsArgs& a, int64_t b, float* __res
 template <bool kMasked>
 static void returnsRowsT(const DiscountedReturnsArgs& a, int64_t b0, int64_t b1, float* buf, bool streaming) {
   int64_t b = b0;
-  for (; b + kRows <= b1; b += kRows) returnsGroup<kMasked, kRows>(a, b, buf, streaming);
+  for (; b + kScalarRows <= b1; b += kScalarRows) returnsGroup<kMasked, kScalarRows>(a, b, buf, streaming);
   for (; b < b1; ++b) returnsGroup<kMasked, 1>(a, b, buf, streaming);
 }
 
@@ -203,6 +373,67 @@ void discountedReturnsRows(const DiscountedReturnsArgs& a, int64_t b0, int64_t b
 // element K so that the subtraction that follows loses nothing that matters (float squares are
 // exact in float64). Eight accumulators each, a fixed order that the compiler may vectorise.
 
+// Lane j of the eight accumulators takes elements i with i % 8 == j. The AVX2 form below keeps
+// exactly that assignment and operation order, so both forms give the same bits.
+struct MomentLanes {
+  double cnt[8] = {}, s1[8] = {}, s2[8] = {};
+};
+
+template <bool kMasked>
+static void accumulateScalar(const float* x, const uint8_t* m, int64_t i0, int64_t i1, double K, MomentLanes& L) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const int j = static_cast<int>(i & 7);
+    const bool valid = !kMasked || m[i] != 0;
+    const double d = valid ? static_cast<double>(x[i]) - K : 0.0;
+    L.cnt[j] += valid ? 1.0 : 0.0;
+    L.s1[j] += d;
+    L.s2[j] += d * d;
+  }
+}
+
+#if defined(__AVX2__)
+// Eight floats at a time: widened to two vectors of four doubles, invalid lanes zeroed by a
+// bit mask (not a multiply, so that a NaN in a masked-out element stays out).
+template <bool kMasked>
+static int64_t accumulateAvx2(const float* x, const uint8_t* m, int64_t len, double K, MomentLanes& L) {
+  const __m256d k = _mm256_set1_pd(K), one = _mm256_set1_pd(1.0);
+  __m256d c0 = _mm256_setzero_pd(), c1 = c0, a0 = c0, a1 = c0, b0 = c0, b1 = c0;
+  int64_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    const __m256 xf = _mm256_loadu_ps(x + i);
+    __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(xf)), k);
+    __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(xf, 1)), k);
+    __m256d v0 = one, v1 = one;
+    if (kMasked) {
+      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m + i));
+      const __m128i invalid = _mm_cmpeq_epi8(bytes, _mm_setzero_si128());
+      const __m256d bad0 = _mm256_castsi256_pd(_mm256_cvtepi8_epi64(invalid));
+      const __m256d bad1 = _mm256_castsi256_pd(_mm256_cvtepi8_epi64(_mm_srli_si128(invalid, 4)));
+      d0 = _mm256_andnot_pd(bad0, d0);
+      d1 = _mm256_andnot_pd(bad1, d1);
+      v0 = _mm256_andnot_pd(bad0, one);
+      v1 = _mm256_andnot_pd(bad1, one);
+    }
+    c0 = _mm256_add_pd(c0, v0);
+    c1 = _mm256_add_pd(c1, v1);
+    a0 = _mm256_add_pd(a0, d0);
+    a1 = _mm256_add_pd(a1, d1);
+    b0 = _mm256_add_pd(b0, _mm256_mul_pd(d0, d0));
+    b1 = _mm256_add_pd(b1, _mm256_mul_pd(d1, d1));
+  }
+  _mm256_storeu_pd(L.cnt, c0);
+  _mm256_storeu_pd(L.cnt + 4, c1);
+  _mm256_storeu_pd(L.s1, a0);
+  _mm256_storeu_pd(L.s1 + 4, a1);
+  _mm256_storeu_pd(L.s2, b0);
+  _mm256_storeu_pd(L.s2 + 4, b1);
+  return i;
+}
+#endif
+
+// One pass: sums of (x - K) and (x - K)^2 in float64, shifted by the block's first valid
+// element K so that the subtraction that follows loses nothing that matters (float squares are
+// exact in float64).
 template <bool kMasked>
 static MaskedMoments blockMomentsT(const float* x, const uint8_t* m, int64_t len) {
   int64_t first = 0;
@@ -211,30 +442,17 @@ static MaskedMoments blockMomentsT(const float* x, const uint8_t* m, int64_t len
   MaskedMoments out;
   if (first == len) return out;
   const double K = x[first];
-  constexpr int L = 8;
-  double cnt[L] = {}, s1[L] = {}, s2[L] = {};
-  int64_t i = 0;
-  for (; i + L <= len; i += L) {
-    for (int j = 0; j < L; ++j) {
-      const bool valid = !kMasked || m[i + j] != 0;
-      const double d = valid ? static_cast<double>(x[i + j]) - K : 0.0;
-      cnt[j] += valid ? 1.0 : 0.0;
-      s1[j] += d;
-      s2[j] += d * d;
-    }
-  }
-  for (int j = 0; i < len; ++i, ++j) {
-    const bool valid = !kMasked || m[i] != 0;
-    const double d = valid ? static_cast<double>(x[i]) - K : 0.0;
-    cnt[j] += valid ? 1.0 : 0.0;
-    s1[j] += d;
-    s2[j] += d * d;
-  }
+  MomentLanes L;
+  int64_t done = 0;
+#if defined(__AVX2__)
+  done = accumulateAvx2<kMasked>(x, m, len, K, L);
+#endif
+  accumulateScalar<kMasked>(x, m, done, len, K, L);
   double c = 0, a1 = 0, a2 = 0;
-  for (int j = 0; j < L; ++j) {
-    c += cnt[j];
-    a1 += s1[j];
-    a2 += s2[j];
+  for (int j = 0; j < 8; ++j) {
+    c += L.cnt[j];
+    a1 += L.s1[j];
+    a2 += L.s2[j];
   }
   out.count = c;
   out.mean = K + a1 / c;

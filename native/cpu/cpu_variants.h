@@ -8,8 +8,10 @@ namespace rlhf {
 
 // Time-major GAE works on column blocks of this many (its scratch: 3 blocks of floats).
 constexpr int64_t kGaeBlock = 2048;
-// Rows of token GAE and returns interleaved per thread (their scratch: 2*kRows row buffers).
-constexpr int kRows = 4;
+// Rows of token GAE and returns in flight per thread: 8 in the AVX2 tiles, 4 interleaved in the
+// scalar form. The scratch holds 2*kRows row buffers.
+constexpr int kRows = 8;
+constexpr int kScalarRows = 4;
 // Floats between row buffers: T rounded up to a line, plus a line so that the pitch is never a
 // multiple of 4 KiB.
 inline int64_t rowPitch(int64_t T) { return (T + 15) / 16 * 16 + 16; }

@@ -268,6 +268,13 @@ void testStatistics(int64_t n, double maskP, float offset) {
     w.out = refOut.back().data();
     affineReference(w);
   }
+  // The baseline and AVX2 moment kernels keep one lane order: the same bits, not just close.
+  setCpuPath(CpuPath::Baseline);
+  const MaskedMoments baseline = maskedMomentsCpu(a);
+  setCpuPath(CpuPath::Auto);
+  const MaskedMoments best = maskedMomentsCpu(a);
+  report(std::memcmp(&baseline, &best, sizeof baseline) == 0 || (std::isnan(baseline.mean) && std::isnan(best.mean)),
+         name + " moments bit-identical across instruction sets");
   forEachCpuConfig([&](const std::string& config) {
     const MaskedMoments got = maskedMomentsCpu(a);
     bool ok = got.count == ref.count && relClose(got.mean, ref.mean, tolOf("maskedMean")) &&

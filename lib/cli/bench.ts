@@ -1,0 +1,239 @@
+// `rlhf bench`: every op x backend x shape, timed through the public API (so the Node-API
+// crossing and validation are included), against the memory bandwidth measured in the same run
+// (STREAM triad on the library's thread pool). Backends: 'cpu' (the addon), 'cuda' (the addon
+// on a GPU, synchronised after each call), 'js' (the plain TypeScript loops of lib/reference).
+import * as fs from 'node:fs';
+
+import * as rl from '../index';
+import { native } from '../native';
+import { discountedReturnsReference, gaeReference, tokenGaeReference } from '../reference/advantages';
+import { maskedMeanReference, maskedWhitenReference } from '../reference/statistics';
+
+export type Backend = 'cpu' | 'cuda' | 'js';
+
+export interface BenchRow {
+  op: string;
+  shape: string;
+  backend: Backend;
+  medianUs: number;
+  elementsPerS: number;
+  gbPerS: number;
+  /** Share of the STREAM-triad bandwidth measured in this run, in percent. */
+  pctOfBandwidth: number;
+}
+
+export interface BenchReport {
+  bandwidthGBs: number;
+  threads: number;
+  simd: string;
+  cudaDevices: number;
+  rows: BenchRow[];
+}
+
+interface Case {
+  op: string;
+  shape: string;
+  elements: number;
+  /** Compulsory traffic: every input read once, every output written once (see README). */
+  bytes: number;
+  /** One call on a backend, or null when that backend does not run this case. */
+  prepare(backend: Backend, device: string): (() => void) | null;
+}
+
+function filled(n: number, f: (i: number) => number): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; ++i) a[i] = f(i);
+  return a;
+}
+
+function flags(n: number, every: number): Uint8Array {
+  const a = new Uint8Array(n);
+  for (let i = 0; i < n; i += every) a[i] = 1;
+  return a;
+}
+
+function responseMask(n: number): Uint8Array {
+  const a = new Uint8Array(n).fill(1);
+  for (let i = 0; i < n; i += 13) a[i] = 0;
+  return a;
+}
+
+// Tensors on the device a backend runs on (the js backend reads the host arrays).
+function on(device: string, a: Float32Array | Uint8Array, shape: number[]): rl.Tensor {
+  return rl.tensor(a, shape, { device: device as rl.DeviceSpec });
+}
+
+function syncAfter(device: string, fn: () => void): () => void {
+  if (device === 'cpu') return fn;
+  const index = Number(device.split(':')[1] ?? 0);
+  return () => {
+    fn();
+    native().synchronize(index);
+  };
+}
+
+function gaeCase(T: number, N: number): Case {
+  const n = T * N;
+  const rewards = filled(n, (i) => (i % 7) * 0.1);
+  const values = filled(n, (i) => (i % 5) * 0.2);
+  const lastValues = filled(N, () => 0.5);
+  const terminated = flags(n, 97);
+  return {
+    op: 'gae', shape: `[T=${T},N=${N}]`, elements: n, bytes: n * (4 + 4 + 1 + 4 + 4),
+    prepare(backend, device) {
+      if (backend === 'js') return () => { gaeReference(T, N, { rewards, values, lastValues, terminated }, { gamma: 0.99, lambda: 0.95 }); };
+      const inputs = { rewards: on(device, rewards, [T, N]), values: on(device, values, [T, N]),
+        lastValues: on(device, lastValues, [N]), terminated: on(device, terminated, [T, N]) };
+      const out = rl.gae(inputs);
+      return syncAfter(device, () => { rl.gae(inputs, { gamma: 0.99, lambda: 0.95, out }); });
+    },
+  };
+}
+
+function tokenGaeCase(B: number, T: number, maskMode: rl.MaskMode): Case {
+  const n = B * T;
+  const rewards = filled(n, (i) => (i % 7) * 0.1);
+  const values = filled(n, (i) => (i % 5) * 0.2);
+  const mask = responseMask(n);
+  return {
+    op: `tokenGae ${maskMode}`, shape: `[B=${B},T=${T}]`, elements: n, bytes: n * (4 + 4 + 1 + 4 + 4),
+    prepare(backend, device) {
+      if (backend === 'js') return () => { tokenGaeReference(B, T, { rewards, values, mask }, { gamma: 1, lambda: 0.95, maskMode }); };
+      const inputs = { rewards: on(device, rewards, [B, T]), values: on(device, values, [B, T]), mask: on(device, mask, [B, T]) };
+      const out = rl.tokenGae(inputs, { maskMode });
+      return syncAfter(device, () => { rl.tokenGae(inputs, { gamma: 1, lambda: 0.95, maskMode, out }); });
+    },
+  };
+}
+
+function returnsCase(B: number, T: number): Case {
+  const n = B * T;
+  const rewards = filled(n, (i) => (i % 7) * 0.1);
+  const mask = responseMask(n);
+  return {
+    op: 'discountedReturns', shape: `[B=${B},T=${T}]`, elements: n, bytes: n * (4 + 1 + 4),
+    prepare(backend, device) {
+      if (backend === 'js') return () => { discountedReturnsReference(B, T, { rewards, mask }, { gamma: 0.99 }); };
+      const inputs = { rewards: on(device, rewards, [B, T]), mask: on(device, mask, [B, T]) };
+      const out = rl.discountedReturns(inputs);
+      return syncAfter(device, () => { rl.discountedReturns(inputs, { gamma: 0.99, out }); });
+    },
+  };
+}
+
+function whitenCase(n: number): Case {
+  const x = filled(n, (i) => (i % 1000) * 0.001);
+  const mask = responseMask(n);
+  return {
+    // The mean and variance must be known before the first output: x and mask are read twice.
+    op: 'maskedWhiten', shape: `[${n}]`, elements: n, bytes: n * (2 * (4 + 1) + 4),
+    prepare(backend, device) {
+      if (backend === 'js') return () => { maskedWhitenReference(x, mask); };
+      const xs = on(device, x, [n]);
+      const ms = on(device, mask, [n]);
+      const out = rl.maskedWhiten(xs, ms);
+      return syncAfter(device, () => { rl.maskedWhiten(xs, ms, { out }); });
+    },
+  };
+}
+
+function meanCase(n: number): Case {
+  const x = filled(n, (i) => (i % 1000) * 0.001);
+  const mask = responseMask(n);
+  return {
+    op: 'maskedMean', shape: `[${n}]`, elements: n, bytes: n * (4 + 1),
+    prepare(backend, device) {
+      if (backend === 'js') return () => { maskedMeanReference(x, mask); };
+      const xs = on(device, x, [n]);
+      const ms = on(device, mask, [n]);
+      return () => { rl.maskedMean(xs, ms); };
+    },
+  };
+}
+
+export function benchCases(quick: boolean): Case[] {
+  const big = quick ? 1 << 18 : 1 << 22;
+  const T = 1024;
+  return [
+    gaeCase(T, big / T),
+    gaeCase(128, 1),
+    tokenGaeCase(big / T, T, 'premask'),
+    tokenGaeCase(big / T, T, 'skip'),
+    tokenGaeCase(1, quick ? 8192 : 131072, 'premask'),
+    returnsCase(big / T, T),
+    whitenCase(quick ? 1 << 20 : 1 << 24),
+    meanCase(quick ? 1 << 20 : 1 << 24),
+  ];
+}
+
+function medianSeconds(fn: () => void, minSeconds: number, minRuns: number): number {
+  fn();
+  const times: number[] = [];
+  const start = process.hrtime.bigint();
+  // Tiny calls are timed in batches so that the clock's own cost does not dominate.
+  let batch = 1;
+  for (;;) {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < batch; ++i) fn();
+    const dt = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (dt < 1e-4 && times.length === 0 && batch < 1 << 20) {
+      batch *= 10;
+      continue;
+    }
+    times.push(dt / batch);
+    const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
+    if (times.length >= minRuns && elapsed >= minSeconds) break;
+    if (times.length >= 10000) break;
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)];
+}
+
+export interface BenchOptions {
+  ops?: string[];
+  backends?: Backend[];
+  quick?: boolean;
+  threads?: number;
+  minSeconds?: number;
+}
+
+export function runBench(opts: BenchOptions = {}, log: (line: string) => void = () => {}): BenchReport {
+  if (opts.threads !== undefined) rl.setNumThreads(opts.threads);
+  const cudaDevices = rl.backends().cuda.devices;
+  const wanted = opts.backends ?? (['cpu', 'cuda', 'js'] as Backend[]);
+  const backends = wanted.filter((b) => b !== 'cuda' || cudaDevices > 0);
+  const bandwidthGBs = native().measureBandwidth(opts.quick ? 1 << 22 : 1 << 25, opts.quick ? 3 : 10, false) as number;
+  const report: BenchReport = { bandwidthGBs, threads: rl.getNumThreads(), simd: rl.buildInfo().simd, cudaDevices, rows: [] };
+  log(`threads ${report.threads}, SIMD ${report.simd}, STREAM triad ${bandwidthGBs.toFixed(2)} GB/s` +
+      (cudaDevices > 0 ? `, ${cudaDevices} CUDA device(s)` : ', no CUDA device'));
+  log(header());
+  for (const c of benchCases(opts.quick ?? false)) {
+    if (opts.ops && !opts.ops.some((o) => c.op === o || c.op.startsWith(`${o} `))) continue;
+    for (const backend of backends) {
+      const fn = c.prepare(backend, backend === 'cuda' ? 'cuda:0' : 'cpu');
+      if (fn === null) continue;
+      const minSeconds = opts.minSeconds ?? (backend === 'js' ? 0.5 : 0.3);
+      const s = medianSeconds(fn, minSeconds, backend === 'js' ? 3 : 5);
+      const gbPerS = c.bytes / s / 1e9;
+      const row: BenchRow = { op: c.op, shape: c.shape, backend, medianUs: s * 1e6, elementsPerS: c.elements / s, gbPerS,
+        pctOfBandwidth: (100 * gbPerS) / bandwidthGBs };
+      report.rows.push(row);
+      log(format(row));
+    }
+  }
+  return report;
+}
+
+function header(): string {
+  return `${'op'.padEnd(18)} ${'shape'.padEnd(18)} ${'backend'.padEnd(7)} ${'median us'.padStart(11)} ` +
+    `${'Melem/s'.padStart(9)} ${'GB/s'.padStart(7)} ${'of bw'.padStart(7)}`;
+}
+
+function format(r: BenchRow): string {
+  return `${r.op.padEnd(18)} ${r.shape.padEnd(18)} ${r.backend.padEnd(7)} ${r.medianUs.toFixed(1).padStart(11)} ` +
+    `${(r.elementsPerS / 1e6).toFixed(0).padStart(9)} ${r.gbPerS.toFixed(2).padStart(7)} ${(r.pctOfBandwidth.toFixed(1) + '%').padStart(7)}`;
+}
+
+export function writeJson(file: string, report: BenchReport): void {
+  fs.writeFileSync(file, JSON.stringify(report, null, 2) + '\n');
+}
