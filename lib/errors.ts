@@ -19,6 +19,9 @@ export function describe(v: unknown): string {
   if (v === undefined) return 'undefined';
   if (Array.isArray(v)) return 'an Array';
   if (ArrayBuffer.isView(v)) return v.constructor.name;
+  const dtype = (v as { dtype?: unknown }).dtype;
+  if (typeof v === 'object' && v.constructor?.name === 'Tensor' && typeof dtype === 'string')
+    return `${/^[aeio]/.test(dtype) ? 'an' : 'a'} ${dtype} Tensor`;
   if (typeof v === 'object') {
     const name = (v as object).constructor?.name;
     return name && name !== 'Object' ? `a ${name}` : 'an object';

@@ -23,7 +23,7 @@ const expectedKind: Record<Dtype, string> = {
 /** Reads a Tensor, or a TypedArray taken as 1-D, of the given dtype. */
 export function arg(op: string, name: string, v: unknown, dtype: Dtype): Arg {
   if (v instanceof Tensor) {
-    if (v.dtype !== dtype) throw typeError(op, name, expectedKind[dtype], `a ${v.dtype} Tensor`);
+    if (v.dtype !== dtype) throw typeError(op, name, expectedKind[dtype], v);
     return { name, raw: v.raw(op, name), shape: v.shape, size: v.size, device: v.deviceIndex, tensor: v };
   }
   if (v instanceof arrayTypes[dtype]) {
@@ -65,9 +65,9 @@ export function commonDevice(op: string, args: (Arg | null)[]): DeviceIndex {
   return first === null ? -1 : first.device;
 }
 
-export function options<T extends object>(op: string, v: unknown): Partial<T> {
+export function options<T extends object>(op: string, v: unknown, name = 'options', what = 'an options object'): Partial<T> {
   if (v === undefined) return {};
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw typeError(op, 'options', 'an options object', v);
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw typeError(op, name, what, v);
   return v as Partial<T>;
 }
 

@@ -563,6 +563,21 @@ t.test('gaeAsync gives bit-identical results to gae', async (t) => {
   }
 });
 
+t.test('concurrent gaeAsync and maskedWhitenAsync calls each give their sync result', async (t) => {
+  const cases = [0, 1, 2, 3].map((k) => randomCase(rng(100 + k), 200, 500, { terminated: 0.02, truncated: 0.02 }));
+  const sync = cases.map(runGae);
+  const whitenSync = cases.map((c) => snapshot(rl.maskedWhiten(c.rewards)));
+  const [gaes, whitens] = await Promise.all([
+    Promise.all(cases.map((c) => rl.gaeAsync(tensorsOf(c), { gamma: c.gamma, lambda: c.lambda }))),
+    Promise.all(cases.map((c) => rl.maskedWhitenAsync(c.rewards))),
+  ]);
+  for (let k = 0; k < cases.length; ++k) {
+    expectBitIdentical(t, data(gaes[k].advantages), sync[k].adv, `case ${k}: concurrent gaeAsync advantages`);
+    expectBitIdentical(t, data(gaes[k].returns), sync[k].ret, `case ${k}: concurrent gaeAsync returns`);
+    expectBitIdentical(t, data(whitens[k]), whitenSync[k], `case ${k}: concurrent maskedWhitenAsync`);
+  }
+});
+
 t.test('gaeAsync reports bad input as a rejection naming gaeAsync, never a synchronous throw', async (t) => {
   const good = tensorsOf(randomCase(rng(23), 3, 2));
   let p: unknown;

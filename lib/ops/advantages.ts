@@ -108,7 +108,7 @@ function prepareGae(op: string, inputs: GaeInputs, opts: GaeOptions | undefined)
   const gamma = rate(op, 'gamma', o.gamma, T, N, device, 0.99);
   const lambda = rate(op, 'lambda', o.lambda, T, N, device, 0.95);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [rewards, values, nextValues, lastValues]);
-  const out = options<AdvantagesOut>(op, o.out);
+  const out = options<AdvantagesOut>(op, o.out, 'out', 'an object of output tensors');
   const [advantages, returns] = outputPair(op, ['out.advantages', 'out.returns'], [out.advantages, out.returns],
     rewards.shape, device);
   const call = (async: boolean) => native().gae(T, N, rewards.raw, values.raw, nextValues?.raw ?? null,
@@ -182,7 +182,7 @@ function prepareTokenGae(op: string, inputs: TokenGaeInputs, opts: TokenGaeOptio
   requireSize(op, lastValues, B, `${B} values (one per row)`);
   const device = commonDevice(op, [rewards, values, mask, lastValues]);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [rewards, values, lastValues]);
-  const out = options<AdvantagesOut>(op, o.out);
+  const out = options<AdvantagesOut>(op, o.out, 'out', 'an object of output tensors');
   const [advantages, returns] = outputPair(op, ['out.advantages', 'out.returns'], [out.advantages, out.returns],
     rewards.shape, device);
   const call = (async: boolean) => native().tokenGae(B, T, rewards.raw, values.raw, mask?.raw ?? null,

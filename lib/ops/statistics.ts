@@ -23,7 +23,7 @@ export function maskedMean(x: ArrayIn, mask?: MaskIn | null): number {
   return native().maskedMean(xs.raw, m?.raw ?? null, false) as number;
 }
 
-export function maskedMeanAsync(x: ArrayIn, mask?: MaskIn | null): Promise<number> {
+export async function maskedMeanAsync(x: ArrayIn, mask?: MaskIn | null): Promise<number> {
   const { xs, m } = prepareMoments('maskedMeanAsync', x, mask);
   return native().maskedMean(xs.raw, m?.raw ?? null, true) as Promise<number>;
 }
@@ -40,7 +40,7 @@ export function maskedVar(x: ArrayIn, mask?: MaskIn | null, opts?: MaskedVarOpti
   return native().maskedVar(xs.raw, m?.raw ?? null, unbiased, false) as number;
 }
 
-export function maskedVarAsync(x: ArrayIn, mask?: MaskIn | null, opts?: MaskedVarOptions): Promise<number> {
+export async function maskedVarAsync(x: ArrayIn, mask?: MaskIn | null, opts?: MaskedVarOptions): Promise<number> {
   const { xs, m } = prepareMoments('maskedVarAsync', x, mask);
   const unbiased = booleanOr('maskedVarAsync', 'unbiased', options<MaskedVarOptions>('maskedVarAsync', opts).unbiased, true);
   return native().maskedVar(xs.raw, m?.raw ?? null, unbiased, true) as Promise<number>;
