@@ -152,16 +152,23 @@ void gaeColumns(const GaeArgs& a, int64_t n0, int64_t n1, float* scratch, bool s
 // outputs go to row buffers whose pitch is not a multiple of 4 KiB: written in place, the rows
 // (T*4 bytes apart) would alias in the store buffer and in L1 sets and run several times slower.
 
-template <MaskMode kMode, int G>
-static void tokenGaeGroup(const TokenGaeArgs& a, int64_t b, float* __restrict buf, bool streaming) {
-  const int64_t T = a.T, pitch = rowPitch(T);
-  const float gamma = a.gamma, gl = a.gamma * a.lambda;
-  float nextValue[G], nextAdv[G];
+// Starting state of G rows: the bootstrap value, and no advantage yet.
+template <int G>
+static void tokenGaeStart(const TokenGaeArgs& a, int64_t b, float* nextValue, float* nextAdv) {
   for (int g = 0; g < G; ++g) {
     nextValue[g] = a.lastValues != nullptr ? a.lastValues[b + g] : 0.0f;
     nextAdv[g] = 0.0f;
   }
-  for (int64_t t = T - 1; t >= 0; --t) {
+}
+
+// Steps t = tEnd-1 down to tBegin of G rows with scalars, advancing their state; advantages go
+// to row buffer 2g, returns to 2g+1.
+template <MaskMode kMode, int G>
+static void tokenGaeSteps(const TokenGaeArgs& a, int64_t b, int64_t tEnd, int64_t tBegin, float* nextValue,
+                          float* nextAdv, float* __restrict buf) {
+  const int64_t T = a.T, pitch = rowPitch(T);
+  const float gamma = a.gamma, gl = a.gamma * a.lambda;
+  for (int64_t t = tEnd - 1; t >= tBegin; --t) {
     for (int g = 0; g < G; ++g) {
       const int64_t i = (b + g) * T + t;
       const float r = a.rewards[i], v = a.values[i];
@@ -187,10 +194,22 @@ static void tokenGaeGroup(const TokenGaeArgs& a, int64_t b, float* __restrict bu
       buf[(2 * g + 1) * pitch + t] = ret;
     }
   }
+}
+
+static void tokenGaeStoreRows(const TokenGaeArgs& a, int64_t b, int G, const float* buf, bool streaming) {
+  const int64_t T = a.T, pitch = rowPitch(T);
   for (int g = 0; g < G; ++g) {
     storeRow(a.advantages + (b + g) * T, buf + (2 * g) * pitch, T, streaming);
     storeRow(a.returns + (b + g) * T, buf + (2 * g + 1) * pitch, T, streaming);
   }
+}
+
+template <MaskMode kMode, int G>
+static void tokenGaeGroup(const TokenGaeArgs& a, int64_t b, float* __restrict buf, bool streaming) {
+  float nextValue[G], nextAdv[G];
+  tokenGaeStart<G>(a, b, nextValue, nextAdv);
+  tokenGaeSteps<kMode, G>(a, b, a.T, 0, nextValue, nextAdv, buf);
+  tokenGaeStoreRows(a, b, G, buf, streaming);
 }
 
 #if defined(__AVX2__)
@@ -243,40 +262,12 @@ static inline void storeTile(__m256 tile[8], float* rows, int64_t pitch, int64_t
 template <MaskMode kMode>
 static void tokenGaeTiles(const TokenGaeArgs& a, int64_t b, float* __restrict buf, bool streaming) {
   const int64_t T = a.T, pitch = rowPitch(T);
-  // The last T % 8 steps, per row with scalars, leave each row's state for the tiles.
+  // The last T % 8 steps run with scalars and hand each row's state to the tiles.
   const int64_t tiled = T - T % 8;
   alignas(32) float nextValue[8], nextAdv[8];
-  for (int g = 0; g < 8; ++g) {
-    nextValue[g] = a.lastValues != nullptr ? a.lastValues[b + g] : 0.0f;
-    nextAdv[g] = 0.0f;
-  }
+  tokenGaeStart<8>(a, b, nextValue, nextAdv);
+  tokenGaeSteps<kMode, 8>(a, b, T, tiled, nextValue, nextAdv, buf);
   const float gamma = a.gamma, gl = a.gamma * a.lambda;
-  for (int64_t t = T - 1; t >= tiled; --t) {
-    for (int g = 0; g < 8; ++g) {
-      const int64_t i = (b + g) * T + t;
-      const float r = a.rewards[i], v = a.values[i];
-      const bool valid = kMode == MaskMode::None || a.mask[i] != 0;
-      float A, ret;
-      if (kMode == MaskMode::Premask) {
-        const float rt = valid ? r : 0.0f, vt = valid ? v : 0.0f;
-        A = rt + gamma * nextValue[g] - vt + gl * nextAdv[g];
-        nextValue[g] = vt;
-        ret = A + vt;
-      } else if (kMode == MaskMode::Skip) {
-        const float candidate = r + gamma * nextValue[g] - v + gl * nextAdv[g];
-        A = valid ? candidate : nextAdv[g];
-        nextValue[g] = valid ? v : nextValue[g];
-        ret = A + v;
-      } else {
-        A = r + gamma * nextValue[g] - v + gl * nextAdv[g];
-        nextValue[g] = v;
-        ret = A + v;
-      }
-      nextAdv[g] = A;
-      buf[(2 * g) * pitch + t] = A;
-      buf[(2 * g + 1) * pitch + t] = ret;
-    }
-  }
   __m256 nv = _mm256_load_ps(nextValue), na = _mm256_load_ps(nextAdv);
   const __m256 vg = _mm256_set1_ps(gamma), vgl = _mm256_set1_ps(gl);
   const float* rRows = a.rewards + b * T;
@@ -313,10 +304,7 @@ static void tokenGaeTiles(const TokenGaeArgs& a, int64_t b, float* __restrict bu
     storeTile(A, advRows, 2 * pitch, t0);
     storeTile(Ret, retRows, 2 * pitch, t0);
   }
-  for (int g = 0; g < 8; ++g) {
-    storeRow(a.advantages + (b + g) * T, buf + (2 * g) * pitch, T, streaming);
-    storeRow(a.returns + (b + g) * T, buf + (2 * g + 1) * pitch, T, streaming);
-  }
+  tokenGaeStoreRows(a, b, 8, buf, streaming);
 }
 #endif
 
