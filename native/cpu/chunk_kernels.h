@@ -327,12 +327,12 @@ void tokenGaeRows(const TokenGaeArgs& a, int64_t b0, int64_t b1, float* scratch,
   endStreaming(streaming);
 }
 
+// Steps t = tEnd-1 down to tBegin of G rows of returns with scalars; row g's buffer is g.
 template <bool kMasked, int G>
-static void returnsGroup(const DiscountedReturnsArgs& a, int64_t b, float* __restrict buf, bool streaming) {
+static void returnsSteps(const DiscountedReturnsArgs& a, int64_t b, int64_t tEnd, int64_t tBegin, float* next,
+                         float* __restrict buf) {
   const int64_t T = a.T, pitch = rowPitch(T);
-  float next[G];
-  for (int g = 0; g < G; ++g) next[g] = 0.0f;
-  for (int64_t t = T - 1; t >= 0; --t) {
+  for (int64_t t = tEnd - 1; t >= tBegin; --t) {
     for (int g = 0; g < G; ++g) {
       const int64_t i = (b + g) * T + t;
       const float r = (!kMasked || a.mask[i] != 0) ? a.rewards[i] : 0.0f;
@@ -340,12 +340,50 @@ static void returnsGroup(const DiscountedReturnsArgs& a, int64_t b, float* __res
       buf[g * pitch + t] = next[g];
     }
   }
-  for (int g = 0; g < G; ++g) storeRow(a.returns + (b + g) * T, buf + g * pitch, T, streaming);
 }
+
+static void returnsStoreRows(const DiscountedReturnsArgs& a, int64_t b, int G, const float* buf, bool streaming) {
+  for (int g = 0; g < G; ++g) storeRow(a.returns + (b + g) * a.T, buf + g * rowPitch(a.T), a.T, streaming);
+}
+
+template <bool kMasked, int G>
+static void returnsGroup(const DiscountedReturnsArgs& a, int64_t b, float* __restrict buf, bool streaming) {
+  float next[G] = {};
+  returnsSteps<kMasked, G>(a, b, a.T, 0, next, buf);
+  returnsStoreRows(a, b, G, buf, streaming);
+}
+
+#if defined(__AVX2__)
+// Eight rows at once with transposed tiles, as tokenGaeTiles.
+template <bool kMasked>
+static void returnsTiles(const DiscountedReturnsArgs& a, int64_t b, float* __restrict buf, bool streaming) {
+  const int64_t T = a.T, pitch = rowPitch(T);
+  const int64_t tiled = T - T % 8;
+  alignas(32) float next[8] = {};
+  returnsSteps<kMasked, 8>(a, b, T, tiled, next, buf);
+  __m256 g = _mm256_load_ps(next);
+  const __m256 gamma = _mm256_set1_ps(a.gamma);
+  for (int64_t t0 = tiled - 8; t0 >= 0; t0 -= 8) {
+    __m256 R[8], M[8], G[8];
+    loadTile(a.rewards + b * T, T, t0, R);
+    if (kMasked) loadMaskTile(a.mask + b * T, T, t0, M);
+    for (int k = 7; k >= 0; --k) {
+      const __m256 r = kMasked ? _mm256_and_ps(M[k], R[k]) : R[k];
+      g = _mm256_add_ps(r, _mm256_mul_ps(gamma, g));
+      G[k] = g;
+    }
+    storeTile(G, buf, pitch, t0);
+  }
+  returnsStoreRows(a, b, 8, buf, streaming);
+}
+#endif
 
 template <bool kMasked>
 static void returnsRowsT(const DiscountedReturnsArgs& a, int64_t b0, int64_t b1, float* buf, bool streaming) {
   int64_t b = b0;
+#if defined(__AVX2__)
+  for (; b + 8 <= b1; b += 8) returnsTiles<kMasked>(a, b, buf, streaming);
+#endif
   for (; b + kScalarRows <= b1; b += kScalarRows) returnsGroup<kMasked, kScalarRows>(a, b, buf, streaming);
   for (; b < b1; ++b) returnsGroup<kMasked, 1>(a, b, buf, streaming);
 }
