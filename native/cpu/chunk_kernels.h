@@ -238,8 +238,14 @@ static inline void transpose8(__m256 r[8]) {
 }
 
 // Loads columns [t0, t0+8) of 8 rows of a [*,T] array and transposes: out[k] holds step t0+k.
+// Eight rows walked backwards are more streams than the hardware prefetcher follows, so the
+// lines kTilePrefetch steps further back are requested by hand.
+constexpr int64_t kTilePrefetch = 64;
 static inline void loadTile(const float* base, int64_t T, int64_t t0, __m256 out[8]) {
-  for (int g = 0; g < 8; ++g) out[g] = _mm256_loadu_ps(base + g * T + t0);
+  for (int g = 0; g < 8; ++g) {
+    out[g] = _mm256_loadu_ps(base + g * T + t0);
+    if (t0 >= kTilePrefetch) _mm_prefetch(reinterpret_cast<const char*>(base + g * T + t0 - kTilePrefetch), _MM_HINT_T0);
+  }
   transpose8(out);
 }
 
