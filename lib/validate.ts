@@ -108,8 +108,8 @@ export function outputPair(op: string, names: [string, string], outs: [unknown, 
   const [a, b] = outs;
   if (device < 0 && (a === undefined || a === null) && (b === undefined || b === null)) {
     const size = shape.reduce((p, d) => p * d, 1);
-    const both = new Float32Array(2 * size);
-    return [tensorView(both.subarray(0, size), shape), tensorView(both.subarray(size), shape)];
+    const both = new ArrayBuffer(8 * size);
+    return [tensorView(new Float32Array(both, 0, size), shape), tensorView(new Float32Array(both, 4 * size, size), shape)];
   }
   return [output(op, names[0], a, shape, device), output(op, names[1], b, shape, device)];
 }

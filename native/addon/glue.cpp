@@ -79,31 +79,31 @@ static std::string describe(Napi::Value v) {
   return "an object";
 }
 
+// Each Node-API call costs tens of nanoseconds and an op reads up to fifteen arguments, so these
+// readers make as few calls as they can: the common, valid case is one or two calls.
 Buffer bufferArg(const Napi::CallbackInfo& info, size_t i, Dtype dtype, const char* op,
                  const char* name, bool optional) {
   Napi::Env env = info.Env();
   Napi::Value v = info[i];
   Buffer b;
-  if (optional && (v.IsNull() || v.IsUndefined())) return b;
-  b.js = v;
-  if (v.IsTypedArray()) {
-    napi_typedarray_type type;
-    size_t length;
-    void* data;
-    napi_value arrayBuffer;
-    size_t offset;
-    NAPI_THROW_IF_FAILED(env, napi_get_typedarray_info(env, v, &type, &length, &data, &arrayBuffer, &offset), b);
+  napi_typedarray_type type;
+  size_t length;
+  void* data;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) == napi_ok) {
     if (type != napiType(dtype))
       throwTypeError(env, std::string(op) + ": expected a " + dtypeName(dtype) + " for `" + name +
                               "` but received " + describe(v));
+    b.js = v;
     b.data = data;
     b.length = static_cast<int64_t>(length);
     return b;
   }
+  if (optional && (v.IsNull() || v.IsUndefined())) return b;
   if (DeviceBuffer::isDeviceBuffer(env, v)) {
     DeviceBuffer* d = DeviceBuffer::unwrap(v);
     if (d->disposed())
       throwCodedError(env, "E_DISPOSED", std::string(op) + ": `" + name + "` has been disposed");
+    b.js = v;
     b.data = d->data();
     b.length = d->bytes() / dtypeBytes(dtype);
     b.device = d->device();
@@ -113,11 +113,17 @@ Buffer bufferArg(const Napi::CallbackInfo& info, size_t i, Dtype dtype, const ch
                           name + "` but received " + describe(v));
 }
 
+static double numberOrThrow(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name,
+                            const char* expected) {
+  double d;
+  if (napi_get_value_double(info.Env(), info[i], &d) != napi_ok)
+    throwTypeError(info.Env(), std::string(op) + ": expected " + expected + " for `" + name + "` but received " +
+                                   describe(info[i]));
+  return d;
+}
+
 int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  Napi::Value v = info[i];
-  if (!v.IsNumber())
-    throwTypeError(info.Env(), std::string(op) + ": expected an integer for `" + name + "` but received " + describe(v));
-  const double d = v.As<Napi::Number>().DoubleValue();
+  const double d = numberOrThrow(info, i, op, name, "an integer");
   if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<int64_t>(d)))
     throwRangeError(info.Env(), std::string(op) + ": expected a non-negative integer for `" + name +
                                     "` but received " + std::to_string(d));
@@ -125,17 +131,15 @@ int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* op, const c
 }
 
 double numberArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  Napi::Value v = info[i];
-  if (!v.IsNumber())
-    throwTypeError(info.Env(), std::string(op) + ": expected a number for `" + name + "` but received " + describe(v));
-  return v.As<Napi::Number>().DoubleValue();
+  return numberOrThrow(info, i, op, name, "a number");
 }
 
 bool boolArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  Napi::Value v = info[i];
-  if (!v.IsBoolean())
-    throwTypeError(info.Env(), std::string(op) + ": expected a boolean for `" + name + "` but received " + describe(v));
-  return v.As<Napi::Boolean>().Value();
+  bool b;
+  if (napi_get_value_bool(info.Env(), info[i], &b) != napi_ok)
+    throwTypeError(info.Env(), std::string(op) + ": expected a boolean for `" + name + "` but received " +
+                                   describe(info[i]));
+  return b;
 }
 
 void requireLength(Napi::Env env, const Buffer& b, const char* op, const char* name, int64_t rows, int64_t cols) {

@@ -24,8 +24,8 @@ struct Rate {
 
 static Rate rateArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t T, int64_t N) {
   Rate r;
-  if (info[i].IsNumber()) {
-    const double v = info[i].As<Napi::Number>().DoubleValue();
+  double v;
+  if (napi_get_value_double(info.Env(), info[i], &v) == napi_ok) {
     if (!(v >= 0 && v <= 1))
       throwRangeError(info.Env(), std::string("gae: expected `") + name + "` in [0, 1] but received " + std::to_string(v));
     r.value = static_cast<float>(v);
