@@ -81,27 +81,29 @@ void gaeCpu(const GaeArgs& a) {
   });
 }
 
-void tokenGaeCpu(const TokenGaeArgs& a) {
-  const ChunkKernels* kp = kernelsForCall();
-  if (kp == nullptr) return tokenGaeReference(a);
-  const ChunkKernels& k = *kp;
-  const int64_t grain = std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(a.T, 1));
-  const bool streaming = isStreaming(2 * a.B * a.T);
-  parallelFor(a.B, grain, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<float> scratch(static_cast<size_t>(rowScratchFloats(a.T)));
-    k.tokenGaeRows(a, b0, b1, scratch.data(), streaming);
+// Spreads the B rows of a [B,T] op over the pool; each part gets its own row buffers.
+template <typename RowsFn>
+static void forRowParts(int64_t B, int64_t T, RowsFn rows) {
+  const int64_t grain = std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(T, 1));
+  parallelFor(B, grain, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<float> scratch(static_cast<size_t>(rowScratchFloats(T)));
+    rows(b0, b1, scratch.data());
   });
 }
 
+void tokenGaeCpu(const TokenGaeArgs& a) {
+  const ChunkKernels* k = kernelsForCall();
+  if (k == nullptr) return tokenGaeReference(a);
+  const bool streaming = isStreaming(2 * a.B * a.T);
+  forRowParts(a.B, a.T, [&](int64_t b0, int64_t b1, float* scratch) { k->tokenGaeRows(a, b0, b1, scratch, streaming); });
+}
+
 void discountedReturnsCpu(const DiscountedReturnsArgs& a) {
-  const ChunkKernels* kp = kernelsForCall();
-  if (kp == nullptr) return discountedReturnsReference(a);
-  const ChunkKernels& k = *kp;
-  const int64_t grain = std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(a.T, 1));
+  const ChunkKernels* k = kernelsForCall();
+  if (k == nullptr) return discountedReturnsReference(a);
   const bool streaming = isStreaming(a.B * a.T);
-  parallelFor(a.B, grain, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<float> scratch(static_cast<size_t>(rowScratchFloats(a.T)));
-    k.discountedReturnsRows(a, b0, b1, scratch.data(), streaming);
+  forRowParts(a.B, a.T, [&](int64_t b0, int64_t b1, float* scratch) {
+    k->discountedReturnsRows(a, b0, b1, scratch, streaming);
   });
 }
 
