@@ -312,14 +312,14 @@ __global__ void __launch_bounds__(32 * kRowWarps) sequentialRowsKernel(const typ
 // A block of kScanThreads threads owns `width` adjacent lanes (up to 32 adjacent columns of
 // time-major GAE, so that each step's loads are contiguous; 1 row of batch-major data) and
 // walks a run of tiles backwards in time. A tile is rowsPerTile steps x width lanes, staged in
-// shared memory by coalesced loads. Thread tid handles lane col = tid % width and the `items`
-// consecutive steps of slot tid / width. Per tile:
+// shared memory by coalesced loads that are issued one tile ahead, so that they are in flight
+// while the block scans the current tile. Thread tid handles lane col = tid % width and the
+// `items` consecutive steps of slot tid / width. Per tile:
 //   1. each thread composes the spans of its steps;
-//   2. a suffix scan over the slots of each lane: shuffles inside a warp, then the warps'
-//      totals through shared memory, gives each thread the span of every later step in the
+//   2. a suffix scan over the slots of each lane (shuffles inside a warp, then the warps'
+//      totals through shared memory) gives each thread the span of every later step in the
 //      tile, which it applies to the carry (the state after the tile) to get its own carry;
-//   3. each thread runs the reference step over its steps from that carry, which also makes
-//      the outputs of the step-by-step recursion exact given the carry;
+//   3. each thread runs the reference step over its own steps from that carry;
 //   4. the state at the tile's first step is the carry for the previous tile.
 // When there are too few lanes to fill the GPU, time is also cut into segments: a first kernel
 // computes each segment's span, and each block of the second derives its segment's carry by
@@ -365,23 +365,71 @@ struct TileThread {
   }
 };
 
+// The tile element that this thread loads and stores (not the ones it computes): element
+// i = tid + k*kScanThreads of the tile, step i / width, lane i % width, so that consecutive
+// threads touch consecutive addresses.
+struct TileElement {
+  int i;
+  int64_t lane, t;
+  bool real;
+  __device__ TileElement(const ScanShape& s, int64_t lane0, int64_t t0, int k)
+      : i(static_cast<int>(threadIdx.x) + k * kScanThreads),
+        lane(lane0 + (i & (s.width - 1))),
+        t(t0 + (i >> s.logWidth)),
+        real(k < s.items && t < s.steps && lane < s.lanes) {}
+};
+
+// One thread's share of a tile's inputs, held in registers between its load and its staging.
 template <class Op>
-__device__ void stageTile(const typename Op::Args& a, const ScanShape& s, ScanShared<Op>& sh,
-                          int64_t lane0, int64_t t0) {
-  for (int k = 0; k < s.items; ++k) {
-    const int i = threadIdx.x + k * kScanThreads;
-    const int64_t t = t0 + (i >> s.logWidth), lane = lane0 + (i & (s.width - 1));
-    if (t < s.steps && lane < s.lanes) sh.cells[padded(i)].in = Op::load(a, lane, t);
+struct TileInputs {
+  typename Op::In in[kMaxItems];
+};
+
+// Unrolled over kMaxItems so that all of a thread's loads are issued before any is waited for.
+template <class Op>
+__device__ void loadTile(const typename Op::Args& a, const ScanShape& s, int64_t lane0, int64_t t0,
+                         TileInputs<Op>& inputs) {
+#pragma unroll
+  for (int k = 0; k < kMaxItems; ++k) {
+    const TileElement e(s, lane0, t0, k);
+    if (e.real) inputs.in[k] = Op::load(a, e.lane, e.t);
+  }
+}
+
+template <class Op>
+__device__ void stageTile(const ScanShape& s, ScanShared<Op>& sh, int64_t lane0, int64_t t0,
+                          const TileInputs<Op>& inputs) {
+#pragma unroll
+  for (int k = 0; k < kMaxItems; ++k) {
+    const TileElement e(s, lane0, t0, k);
+    if (e.real) sh.cells[padded(e.i)].in = inputs.in[k];
   }
 }
 
 template <class Op>
 __device__ void storeTile(const typename Op::Args& a, const ScanShape& s, const ScanShared<Op>& sh,
                           int64_t lane0, int64_t t0) {
-  for (int k = 0; k < s.items; ++k) {
-    const int i = threadIdx.x + k * kScanThreads;
-    const int64_t t = t0 + (i >> s.logWidth), lane = lane0 + (i & (s.width - 1));
-    if (t < s.steps && lane < s.lanes) Op::store(a, Op::index(a, lane, t), sh.cells[padded(i)].out);
+#pragma unroll
+  for (int k = 0; k < kMaxItems; ++k) {
+    const TileElement e(s, lane0, t0, k);
+    if (e.real) Op::store(a, Op::index(a, e.lane, e.t), sh.cells[padded(e.i)].out);
+  }
+}
+
+// Runs body(t0) for the tiles [firstTile, endTile) from the last to the first, with each
+// tile's inputs staged in sh.cells and the next tile's loads in flight meanwhile.
+template <class Op, class Body>
+__device__ void walkTiles(const typename Op::Args& a, const ScanShape& s, ScanShared<Op>& sh,
+                          int64_t lane0, int64_t firstTile, int64_t endTile, Body body) {
+  TileInputs<Op> ahead;
+  loadTile(a, s, lane0, (endTile - 1) * s.rowsPerTile, ahead);
+  for (int64_t tile = endTile - 1; tile >= firstTile; --tile) {
+    const int64_t t0 = tile * s.rowsPerTile;
+    __syncthreads();  // the previous tile is done with shared memory
+    stageTile(s, sh, lane0, t0, ahead);
+    __syncthreads();
+    if (tile > firstTile) loadTile(a, s, lane0, t0 - s.rowsPerTile, ahead);
+    body(t0);
   }
 }
 
@@ -417,28 +465,24 @@ __device__ typename Op::Span scanTileSpans(const typename Op::Args& a, const Sca
   return inclusive;
 }
 
-// The span of a whole tile, for the threads with threadIdx.x < width (their lane's).
+// The span of the staged tile, for the threads with threadIdx.x < width (their lane's).
 template <class Op>
 __device__ typename Op::Span tileTotal(const typename Op::Args& a, const ScanShape& s,
                                        ScanShared<Op>& sh, int64_t lane0, int64_t t0) {
   const TileThread me(s, lane0, t0);
-  stageTile(a, s, sh, lane0, t0);
-  __syncthreads();
   scanTileSpans(a, s, sh, me);
   typename Op::Span total = Op::Span::identity();
   for (int w = kScanWarps - 1; w >= 0; --w) total = combine(sh.warpTotals[w][me.col], total);
   return total;
 }
 
-// Runs a tile from the carry in sh.carry, writes its outputs and leaves the carry for the
-// previous tile in sh.carry.
+// Runs the staged tile from the carry in sh.carry, writes its outputs and leaves the carry
+// for the previous tile in sh.carry.
 template <class Op>
 __device__ void tileApply(const typename Op::Args& a, const ScanShape& s, ScanShared<Op>& sh,
                           int64_t lane0, int64_t t0) {
   using Span = typename Op::Span;
   const TileThread me(s, lane0, t0);
-  stageTile(a, s, sh, lane0, t0);
-  __syncthreads();
   const Span inclusive = scanTileSpans(a, s, sh, me);
   Span exclusive = shuffleDown(inclusive, s.width);
   if (threadIdx.x % 32 + s.width >= 32) exclusive = Span::identity();
@@ -476,11 +520,32 @@ __global__ void __launch_bounds__(kScanThreads)
   const int64_t lane0 = static_cast<int64_t>(blockIdx.x) * s.width;
   const int64_t segment = blockIdx.y + 1;
   typename Op::Span total = Op::Span::identity();
-  for (int64_t tile = endTileOf(s, segment) - 1; tile >= firstTileOf(s, segment); --tile) {
-    __syncthreads();  // the previous tile is done with shared memory
-    total = combine(tileTotal(a, s, sh, lane0, tile * s.rowsPerTile), total);
-  }
+  walkTiles(a, s, sh, lane0, firstTileOf(s, segment), endTileOf(s, segment),
+            [&](int64_t t0) { total = combine(tileTotal(a, s, sh, lane0, t0), total); });
   if (threadIdx.x < s.width) totals[segment * s.paddedLanes + lane0 + threadIdx.x] = total;
+}
+
+// Spans of later segments read ahead per round: a carry is up to kMaxSegments - 1 of them,
+// and one memory latency per span would dominate a block's time.
+constexpr int kCarryPrefetch = 8;
+
+// The state after `segment` for one lane: the boundary state run through every later segment.
+template <class Op>
+__device__ typename Op::State segmentCarry(const typename Op::Args& a, const ScanShape& s,
+                                           const typename Op::Span* totals, int64_t segment,
+                                           int64_t lane) {
+  typename Op::State state{};
+  if (lane < s.lanes) state = Op::boundary(a, lane);
+  for (int64_t later = s.segments - 1; later > segment; later -= kCarryPrefetch) {
+    typename Op::Span spans[kCarryPrefetch];
+#pragma unroll
+    for (int j = 0; j < kCarryPrefetch; ++j)
+      if (later - j > segment) spans[j] = totals[(later - j) * s.paddedLanes + lane];
+#pragma unroll
+    for (int j = 0; j < kCarryPrefetch; ++j)
+      if (later - j > segment) state = apply(spans[j], state);
+  }
+  return state;
 }
 
 // Grid (laneGroups, segments): runs segment blockIdx.y of each lane, writing the outputs.
@@ -490,18 +555,9 @@ __global__ void __launch_bounds__(kScanThreads)
   __shared__ ScanShared<Op> sh;
   const int64_t lane0 = static_cast<int64_t>(blockIdx.x) * s.width;
   const int64_t segment = blockIdx.y;
-  if (threadIdx.x < s.width) {
-    const int64_t lane = lane0 + threadIdx.x;
-    typename Op::State state{};
-    if (lane < s.lanes) state = Op::boundary(a, lane);
-    for (int64_t later = s.segments - 1; later > segment; --later)
-      state = apply(totals[later * s.paddedLanes + lane], state);
-    sh.carry[threadIdx.x] = state;
-  }
-  for (int64_t tile = endTileOf(s, segment) - 1; tile >= firstTileOf(s, segment); --tile) {
-    __syncthreads();  // sh.carry is set; the previous tile is done with shared memory
-    tileApply(a, s, sh, lane0, tile * s.rowsPerTile);
-  }
+  if (threadIdx.x < s.width) sh.carry[threadIdx.x] = segmentCarry<Op>(a, s, totals, segment, lane0 + threadIdx.x);
+  walkTiles(a, s, sh, lane0, firstTileOf(s, segment), endTileOf(s, segment),
+            [&](int64_t t0) { tileApply(a, s, sh, lane0, t0); });
 }
 
 // --- choosing and launching -------------------------------------------------------------------

@@ -1,0 +1,362 @@
+// CUDA kernel timings: every op of the CUDA backend on the shapes that matter, timed with CUDA
+// events on the backend's own stream after a warm-up, with L2 flushed before every timed
+// launch (a memset over twice the L2 size), as the median of at least 20 launches and 0.2 s.
+// Bandwidth is the op's compulsory traffic (each input read once, each output written once)
+// over the median time, set against the device-to-device copy bandwidth measured here and the
+// theoretical peak from the memory clock and bus width.
+//
+// Usage: rlhf_cuda_bench [--json FILE] [--algorithms]
+//   --algorithms  also times each advantage op under both forced algorithms
+//                 (RLHF_CUDA_ADVANTAGES=sequential|scan), for tuning the shape heuristic.
+// Prints "no CUDA device" and exits 0 where there is no GPU.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../cuda/device.h"
+#include "rlhf/cuda.h"
+#include "rlhf/error.h"
+#include "rlhf/kernels.h"
+#include "rlhf/whiten.h"
+
+namespace {
+
+namespace cu = rlhf::cuda;
+using rlhf::cuda::detail::check;
+
+constexpr int kDevice = 0;
+constexpr int kMinLaunches = 20;
+constexpr double kMinSeconds = 0.2;
+constexpr int kMaxLaunches = 100000;
+
+// Device memory owned by the bench, filled from the host.
+class DeviceArray {
+ public:
+  template <class T>
+  explicit DeviceArray(const std::vector<T>& host) : ptr_(cu::alloc(host.size() * sizeof(T), kDevice)) {
+    cu::copyToDevice(ptr_, host.data(), host.size() * sizeof(T), kDevice);
+  }
+  explicit DeviceArray(size_t bytes) : ptr_(cu::alloc(bytes, kDevice)) {}
+  ~DeviceArray() {
+    try {
+      cu::free(ptr_, kDevice);
+    } catch (const rlhf::KernelError& e) {
+      std::fprintf(stderr, "free: %s\n", e.what());
+    }
+  }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_;
+};
+
+std::vector<float> uniform(size_t n, float lo, float hi, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(gen);
+  return v;
+}
+
+std::vector<uint8_t> bernoulli(size_t n, double p, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::bernoulli_distribution dist(p);
+  std::vector<uint8_t> v(n);
+  for (uint8_t& x : v) x = dist(gen) ? 1 : 0;
+  return v;
+}
+
+// Rows valid up to a length between 70% and 100% of T: a response mask with padding.
+std::vector<uint8_t> responseMask(int64_t B, int64_t T, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int64_t> length(T * 7 / 10, T);
+  std::vector<uint8_t> m(static_cast<size_t>(B * T), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t len = length(gen);
+    std::fill(m.begin() + b * T, m.begin() + b * T + len, uint8_t{1});
+  }
+  return m;
+}
+
+class Timer {
+ public:
+  explicit Timer(cudaStream_t stream) : stream_(stream) {
+    check(cudaEventCreate(&start_), "cudaEventCreate");
+    check(cudaEventCreate(&stop_), "cudaEventCreate");
+    int l2 = 0;
+    check(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, kDevice), "cudaDeviceGetAttribute(L2)");
+    flushBytes_ = std::max<size_t>(2 * static_cast<size_t>(l2), 1 << 20);
+    check(cudaMalloc(&flush_, flushBytes_), "cudaMalloc (L2 flush buffer)");
+  }
+  ~Timer() {
+    cudaFree(flush_);
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+
+  // Median time of `op` in microseconds.
+  double medianUs(const std::function<void()>& op) {
+    op();
+    op();
+    check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (warm-up)");
+    std::vector<float> ms;
+    const auto begin = std::chrono::steady_clock::now();
+    auto seconds = [&] {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    };
+    while ((static_cast<int>(ms.size()) < kMinLaunches || seconds() < kMinSeconds) &&
+           static_cast<int>(ms.size()) < kMaxLaunches) {
+      check(cudaMemsetAsync(flush_, static_cast<int>(ms.size() & 0xff), flushBytes_, stream_), "L2 flush");
+      check(cudaEventRecord(start_, stream_), "cudaEventRecord");
+      op();
+      check(cudaEventRecord(stop_, stream_), "cudaEventRecord");
+      check(cudaEventSynchronize(stop_), "cudaEventSynchronize");
+      float t = 0;
+      check(cudaEventElapsedTime(&t, start_, stop_), "cudaEventElapsedTime");
+      ms.push_back(t);
+    }
+    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+    return 1e3 * ms[ms.size() / 2];
+  }
+
+ private:
+  cudaStream_t stream_;
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+  void* flush_ = nullptr;
+  size_t flushBytes_ = 0;
+};
+
+struct Result {
+  std::string op, shape, algorithm;
+  double medianUs, bytes, targetUs;
+};
+
+struct Bench {
+  Timer& timer;
+  std::vector<Result> results;
+  bool algorithms = false;
+
+  void time(const std::string& op, const std::string& shape, double bytes, const std::function<void()>& fn,
+            double targetUs = 0) {
+    results.push_back({op, shape, "auto", timer.medianUs(fn), bytes, targetUs});
+  }
+
+  // Advantage ops: the shape-based choice, and on request each algorithm forced.
+  void timeAdvantage(const std::string& op, const std::string& shape, double bytes,
+                     const std::function<void()>& fn, double targetUs = 0) {
+    time(op, shape, bytes, fn, targetUs);
+    if (!algorithms) return;
+    for (const char* algorithm : {"sequential", "scan"}) {
+      setenv("RLHF_CUDA_ADVANTAGES", algorithm, 1);
+      results.push_back({op, shape, algorithm, timer.medianUs(fn), bytes, targetUs});
+    }
+    unsetenv("RLHF_CUDA_ADVANTAGES");
+  }
+};
+
+std::string shape2(const char* a, int64_t x, const char* b, int64_t y) {
+  return std::string("[") + a + "=" + std::to_string(x) + "," + b + "=" + std::to_string(y) + "]";
+}
+
+// CleanRL-style rollouts: rewards, values, dones as `terminated` shifted by one step.
+void benchGae(Bench& bench, int64_t T, int64_t N, double targetUs) {
+  const size_t n = static_cast<size_t>(T * N);
+  DeviceArray rewards(uniform(n, -1, 1, 1)), values(uniform(n, -1, 1, 2)),
+      lastValues(uniform(static_cast<size_t>(N), -1, 1, 3)), dones(bernoulli(n, 0.01, 4)),
+      nextDone(bernoulli(static_cast<size_t>(N), 0.01, 5));
+  DeviceArray advantages(n * sizeof(float)), returns(n * sizeof(float));
+  rlhf::GaeArgs a;
+  a.T = T;
+  a.N = N;
+  a.rewards = rewards.as<float>();
+  a.values = values.as<float>();
+  a.nextValues = values.as<float>() + N;
+  a.nextValuesLast = lastValues.as<float>();
+  a.terminated = dones.as<uint8_t>() + N;
+  a.terminatedLast = nextDone.as<uint8_t>();
+  a.gammaValue = 0.99f;
+  a.lambdaValue = 0.95f;
+  a.advantages = advantages.as<float>();
+  a.returns = returns.as<float>();
+  // rewards, values, dones and the outputs once each; lastValues and nextDone once.
+  const double bytes = 17.0 * static_cast<double>(n) + 5.0 * static_cast<double>(N);
+  bench.timeAdvantage("gae", shape2("T", T, "N", N), bytes, [&] { cu::gae(a, kDevice); }, targetUs);
+}
+
+void benchTokenGae(Bench& bench, int64_t B, int64_t T, rlhf::MaskMode mode, const char* name,
+                   double targetUs) {
+  const size_t n = static_cast<size_t>(B * T);
+  DeviceArray rewards(uniform(n, -1, 1, 6)), values(uniform(n, -1, 1, 7)), mask(responseMask(B, T, 8));
+  DeviceArray advantages(n * sizeof(float)), returns(n * sizeof(float));
+  rlhf::TokenGaeArgs a;
+  a.B = B;
+  a.T = T;
+  a.rewards = rewards.as<float>();
+  a.values = values.as<float>();
+  a.mask = mask.as<uint8_t>();
+  a.gamma = 1.0f;
+  a.lambda = 0.95f;
+  a.maskMode = mode;
+  a.advantages = advantages.as<float>();
+  a.returns = returns.as<float>();
+  bench.timeAdvantage(name, shape2("B", B, "T", T), 17.0 * static_cast<double>(n),
+                      [&] { cu::tokenGae(a, kDevice); }, targetUs);
+}
+
+void benchReturns(Bench& bench, int64_t B, int64_t T) {
+  const size_t n = static_cast<size_t>(B * T);
+  DeviceArray rewards(uniform(n, -1, 1, 9)), mask(responseMask(B, T, 10));
+  DeviceArray returns(n * sizeof(float));
+  rlhf::DiscountedReturnsArgs a;
+  a.B = B;
+  a.T = T;
+  a.rewards = rewards.as<float>();
+  a.mask = mask.as<uint8_t>();
+  a.gamma = 0.99f;
+  a.returns = returns.as<float>();
+  bench.timeAdvantage("discountedReturns", shape2("B", B, "T", T), 9.0 * static_cast<double>(n),
+                      [&] { cu::discountedReturns(a, kDevice); });
+}
+
+// Moments (which wait for their result on the host), the affine map, and both as one whitening.
+void benchWhiten(Bench& bench, int64_t n) {
+  const size_t count = static_cast<size_t>(n);
+  DeviceArray x(uniform(count, -3, 5, 11)), mask(bernoulli(count, 0.8, 12)), out(count * sizeof(float));
+  rlhf::MaskedMomentsArgs m;
+  m.n = n;
+  m.x = x.as<float>();
+  m.mask = mask.as<uint8_t>();
+  rlhf::AffineArgs affine = rlhf::planWhiten(cu::maskedMoments(m, kDevice), rlhf::WhitenOptions{});
+  affine.n = n;
+  affine.x = x.as<float>();
+  affine.out = out.as<float>();
+  const std::string shape = "[n=" + std::to_string(n) + "]";
+  const double elements = static_cast<double>(n);
+  bench.time("maskedMoments", shape, 5.0 * elements, [&] { cu::maskedMoments(m, kDevice); });
+  bench.time("affine", shape, 8.0 * elements, [&] { cu::affine(affine, kDevice); });
+  // Two passes: x and mask for the moments, then x again and the output. The affine pass
+  // never reads the mask, so that is all the traffic two passes need.
+  bench.time("whiten", shape, 13.0 * elements, [&] {
+    rlhf::AffineArgs plan = rlhf::planWhiten(cu::maskedMoments(m, kDevice), rlhf::WhitenOptions{});
+    plan.n = n;
+    plan.x = x.as<float>();
+    plan.out = out.as<float>();
+    cu::affine(plan, kDevice);
+  });
+}
+
+// Device-to-device copy of 1 GiB: read once and written once.
+double measuredBandwidthGBs(Timer& timer, cudaStream_t stream) {
+  const size_t bytes = size_t{1} << 30;
+  DeviceArray src(bytes), dst(bytes);
+  check(cudaMemsetAsync(src.as<void>(), 1, bytes, stream), "cudaMemsetAsync");
+  const double us = timer.medianUs([&] {
+    check(cudaMemcpyAsync(dst.as<void>(), src.as<void>(), bytes, cudaMemcpyDeviceToDevice, stream),
+          "cudaMemcpyAsync (bandwidth)");
+  });
+  return 2.0 * static_cast<double>(bytes) / (us * 1e-6) / 1e9;
+}
+
+std::string percent(double part, double whole) {
+  if (whole <= 0) return "n/a";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f", 100.0 * part / whole);
+  return buf;
+}
+
+void printTable(const std::vector<Result>& results, double measured, double peak) {
+  std::printf("%-20s %-18s %-11s %12s %9s %11s %8s %s\n", "op", "shape", "algorithm", "median us", "GB/s",
+              "%measured", "%peak", "target");
+  for (const Result& r : results) {
+    const double gbs = r.bytes / (r.medianUs * 1e-6) / 1e9;
+    std::string target;
+    if (r.targetUs > 0) target = "< " + std::to_string(static_cast<int>(r.targetUs)) + " us: " + (r.medianUs < r.targetUs ? "met" : "MISSED");
+    std::printf("%-20s %-18s %-11s %12.2f %9.1f %11s %8s %s\n", r.op.c_str(), r.shape.c_str(), r.algorithm.c_str(),
+                r.medianUs, gbs, percent(gbs, measured).c_str(), percent(gbs, peak).c_str(), target.c_str());
+  }
+}
+
+bool writeJson(const char* path, const std::vector<Result>& results, double measured, double peak) {
+  FILE* f = std::fopen(path, "w");
+  if (f == nullptr) return false;
+  std::fprintf(f, "[\n");
+  for (size_t i = 0; i < results.size(); ++i) {
+    const Result& r = results[i];
+    const double gbs = r.bytes / (r.medianUs * 1e-6) / 1e9;
+    std::fprintf(f,
+                 "  {\"op\": \"%s\", \"shape\": \"%s\", \"backend\": \"cuda\", \"algorithm\": \"%s\", "
+                 "\"medianUs\": %.3f, \"gbPerS\": %.2f, \"pctOfMeasured\": %.2f, \"pctOfPeak\": %.2f, "
+                 "\"measuredGBs\": %.1f, \"peakGBs\": %.1f}%s\n",
+                 r.op.c_str(), r.shape.c_str(), r.algorithm.c_str(), r.medianUs, gbs,
+                 measured > 0 ? 100.0 * gbs / measured : 0.0, peak > 0 ? 100.0 * gbs / peak : 0.0, measured,
+                 peak, i + 1 < results.size() ? "," : "");
+  }
+  std::fprintf(f, "]\n");
+  return std::fclose(f) == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* jsonPath = nullptr;
+  bool algorithms = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) jsonPath = argv[++i];
+    else if (std::strcmp(argv[i], "--algorithms") == 0) algorithms = true;
+    else {
+      std::fprintf(stderr, "usage: rlhf_cuda_bench [--json FILE] [--algorithms]\n");
+      return 2;
+    }
+  }
+  if (cu::deviceCount() == 0) {
+    std::printf("no CUDA device\n");
+    return 0;
+  }
+  try {
+    const cu::DeviceInfo info = cu::deviceInfo(kDevice);
+    const cudaStream_t stream = cu::detail::activate(kDevice);
+    Timer timer(stream);
+    const double measured = measuredBandwidthGBs(timer, stream);
+    std::printf("%s (sm_%d%d), CUDA runtime %s, driver %s\n", info.name.c_str(), info.major, info.minor,
+                cu::runtimeVersion().c_str(), cu::driverVersion().c_str());
+    std::printf("bandwidth: %.0f GB/s measured (1 GiB device-to-device copy), %.0f GB/s theoretical peak\n\n",
+                measured, info.peakBandwidthGBs);
+
+    Bench bench{timer, {}, algorithms};
+    benchGae(bench, 1024, 4096, 0);
+    benchGae(bench, 64, 8192, 10);
+    benchGae(bench, 131072, 1, 50);
+    benchTokenGae(bench, 4096, 1024, rlhf::MaskMode::Premask, "tokenGae premask", 0);
+    benchTokenGae(bench, 4096, 1024, rlhf::MaskMode::Skip, "tokenGae skip", 0);
+    benchTokenGae(bench, 1, 131072, rlhf::MaskMode::Premask, "tokenGae premask", 50);
+    benchTokenGae(bench, 1, 131072, rlhf::MaskMode::Skip, "tokenGae skip", 50);
+    benchReturns(bench, 4096, 1024);
+    benchReturns(bench, 1, 131072);
+    benchWhiten(bench, int64_t{16} << 20);
+
+    printTable(bench.results, measured, info.peakBandwidthGBs);
+    if (jsonPath != nullptr && !writeJson(jsonPath, bench.results, measured, info.peakBandwidthGBs)) {
+      std::fprintf(stderr, "could not write %s\n", jsonPath);
+      return 1;
+    }
+  } catch (const rlhf::KernelError& e) {
+    std::fprintf(stderr, "rlhf_cuda_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
