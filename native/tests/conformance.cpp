@@ -339,6 +339,11 @@ int main() {
   for (int64_t n : {2, 3, 4095, 4096, 4097, 100003, 300000})
     for (double p : {1.0, 0.5, 0.02}) testStatistics(n, p, 0.0f);
   testStatistics(200000, 0.7, 1000.0f);  // a large mean: the shifted sums must not lose the variance
+  // Outputs of 16 MiB and more take the non-temporal store paths.
+  testGae(512, 4100, Flags::TerminatedTruncated, RateLayout::Scalar, RateLayout::Scalar);
+  for (MaskMode m : {MaskMode::Premask, MaskMode::Skip, MaskMode::None}) testTokenGae(2051, 1024, m, true);
+  testReturns(4099, 1024, true);
+  testStatistics(4200000, 0.5, 0.0f);
   testNanPropagation();
   testTooFewValid();
   for (const OpInfo& o : kOps) report(covered.count(o.name) == 1, std::string("op table row covered: ") + o.name);
