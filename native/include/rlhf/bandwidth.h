@@ -4,8 +4,8 @@
 
 namespace rlhf {
 
-// Best-of-`repeats` STREAM triad over three float arrays of n elements on the thread pool;
-// counts 12 bytes per element as STREAM does (the write-allocate read is not counted).
+// Best-of-`repeats` STREAM triad over three float arrays of n elements on the thread pool, with
+// non-temporal stores; counts 12 bytes per element as STREAM does.
 double measureTriadBandwidthGBs(int64_t n, int repeats);
 
 }  // namespace rlhf
