@@ -125,8 +125,9 @@ function whitenCase(n: number): Case {
   const x = filled(n, (i) => (i % 1000) * 0.001);
   const mask = responseMask(n);
   return {
-    // The mean and variance must be known before the first output: x and mask are read twice.
-    op: 'maskedWhiten', shape: `[${n}]`, elements: n, bytes: n * (2 * (4 + 1) + 4),
+    // The statistics must be known before the first output: x and mask are read for them, then
+    // x again by the affine pass (which whitens every element, so it does not read the mask).
+    op: 'maskedWhiten', shape: `[${n}]`, elements: n, bytes: n * (4 + 1 + 4 + 4),
     prepare(backend, device) {
       if (backend === 'js') return () => { maskedWhitenReference(x, mask); };
       const xs = on(device, x, [n]);

@@ -1,7 +1,7 @@
 // Native CPU benchmark (no Node): each op's optimised kernel on the thread pool, and its scalar
 // reference, against the STREAM-triad bandwidth measured in the same run. Bytes are the op's
-// compulsory traffic (every input read once, every output written once; whitening reads its
-// input twice because the mean must be known before the first output).
+// compulsory traffic (every input read once, every output written once; whitening reads x
+// twice because the statistics must be known before the first output: x and mask, then x).
 //   rlhf_native_bench [--threads N] [--quick]
 #include <algorithm>
 #include <chrono>
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
   for (int64_t i = 0; i < m; ++i) x[i] = static_cast<float>(i % 1000) * 0.001f;
   MaskedMomentsArgs ma{m, x.data(), xm.data()};
   std::vector<float> wout(m);
-  run("maskedWhiten", std::to_string(m), m * (2 * (4.0 + 1) + 4), [&] {
+  run("maskedWhiten", std::to_string(m), m * (4.0 + 1 + 4 + 4), [&] {
     AffineArgs a = planWhiten(maskedMomentsCpu(ma), WhitenOptions{});
     a.n = m;
     a.x = x.data();
