@@ -36,8 +36,8 @@ interface Case {
   elements: number;
   /** Compulsory traffic: every input read once, every output written once (see README). */
   bytes: number;
-  /** One call on a backend, or null when that backend does not run this case. */
-  prepare(backend: Backend, device: string): (() => void) | null;
+  /** Sets up the inputs on a backend and returns one call. */
+  prepare(backend: Backend, device: string): () => void;
 }
 
 function filled(n: number, f: (i: number) => number): Float32Array {
@@ -212,7 +212,6 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
     if (opts.ops && !opts.ops.some((o) => c.op === o || c.op.startsWith(`${o} `))) continue;
     for (const backend of backends) {
       const fn = c.prepare(backend, backend === 'cuda' ? 'cuda:0' : 'cpu');
-      if (fn === null) continue;
       const minSeconds = opts.minSeconds ?? (backend === 'js' ? 0.5 : 0.3);
       const s = medianSeconds(fn, minSeconds, backend === 'js' ? 3 : 5);
       const gbPerS = c.bytes / s / 1e9;

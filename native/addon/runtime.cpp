@@ -32,7 +32,7 @@ Napi::Value buildInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("cuda", Napi::Boolean::New(env, cuda::compiled()));
-  o.Set("cudaArchitectures", splitList(env, RLHF_BUILD_CUDA_ARCHS));
+  o.Set("cudaArchitectures", splitList(env, cuda::architectures()));
   o.Set("cudaVersion", RLHF_BUILD_CUDA_VERSION);
   o.Set("cudaRequest", RLHF_BUILD_CUDA_REQUEST);
   o.Set("simd", cpuVariantName());

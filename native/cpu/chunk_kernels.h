@@ -148,7 +148,8 @@ void gaeColumns(const GaeArgs& a, int64_t n0, int64_t n1, float* scratch, bool s
 }
 
 // --- batch-major token GAE and returns: rows [b0,b1) ----------------------------------------
-// One row alone is bound by the latency of its recursion, so kRows rows run interleaved. Their
+// One row alone is bound by the latency of its recursion, so several rows run together (8 in
+// the AVX2 tiles, kScalarRows interleaved otherwise). Their
 // outputs go to row buffers whose pitch is not a multiple of 4 KiB: written in place, the rows
 // (T*4 bytes apart) would alias in the store buffer and in L1 sets and run several times slower.
 
