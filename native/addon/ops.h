@@ -13,6 +13,14 @@ Napi::Value maskedVar(const Napi::CallbackInfo& info);
 Napi::Value maskedWhiten(const Napi::CallbackInfo& info);
 Napi::Value firstNonFinite(const Napi::CallbackInfo& info);
 
+Napi::Value logprobsFromLogits(const Napi::CallbackInfo& info);
+Napi::Value logprobsFromLogitsBackward(const Napi::CallbackInfo& info);
+Napi::Value klPenalty(const Napi::CallbackInfo& info);
+Napi::Value shapeRewards(const Napi::CallbackInfo& info);
+Napi::Value ppoPolicyLoss(const Napi::CallbackInfo& info);
+Napi::Value valueLoss(const Napi::CallbackInfo& info);
+Napi::Value actorLossFromLogits(const Napi::CallbackInfo& info);
+
 Napi::Value buildInfo(const Napi::CallbackInfo& info);
 Napi::Value backends(const Napi::CallbackInfo& info);
 Napi::Value setNumThreads(const Napi::CallbackInfo& info);

@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "rlhf/kernels.h"
+#include "rlhf/policy.h"
 
 namespace rlhf {
 
@@ -17,6 +18,26 @@ constexpr int kScalarRows = 4;
 inline int64_t rowPitch(int64_t T) { return (T + 15) / 16 * 16 + 16; }
 inline int64_t rowScratchFloats(int64_t T) { return 2 * kRows * rowPitch(T); }
 
+// The softmax statistics of one row of logits z, about its largest logit M:
+//   logsumexp_j(z_j/tau) = M/tau + logSum,  E = sum_j p_j z_j/tau = M/tau + meanShift,
+// so that entropy = logSum - meanShift and z_j/tau - lse = (z_j - M)/tau - logSum keep their
+// digits when the logits are large. All NaN when the row holds a NaN, a +inf, or only -inf.
+struct RowSoftmax {
+  float max = 0;
+  double logSum = 0, meanShift = 0;
+};
+
+// Sums of the policy and value losses over one block of tokens.
+struct PolicyBlock {
+  double loss = 0, kl2 = 0, kl3 = 0, klp = 0;
+  int64_t valid = 0, clipped = 0, lower = 0;
+};
+struct ValueBlock {
+  double loss = 0;
+  int64_t valid = 0, clipped = 0;
+  MaskedMoments returns, errors;
+};
+
 // `streaming`: the outputs are far larger than the cache, write them with non-temporal stores.
 struct ChunkKernels {
   const char* name;  // "avx2" or "x86-64" (the baseline every x86-64 CPU has)
@@ -26,6 +47,13 @@ struct ChunkKernels {
                                 bool streaming);
   MaskedMoments (*blockMoments)(const float* x, const uint8_t* m, int64_t len);
   void (*affineRange)(const AffineArgs&, int64_t i0, int64_t i1, bool streaming);
+  RowSoftmax (*rowSoftmax)(const float* z, int64_t V, float tau);
+  void (*rowSoftmaxGrad)(const float* z, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp, float gH,
+                         float* out, bool streaming);
+  void (*klRange)(const KlPenaltyArgs&, int64_t i0, int64_t i1);
+  PolicyBlock (*policyBlock)(const PolicyLossArgs&, const double* rowWeight, const float* seqLogRatio, int64_t i0,
+                             int64_t i1);
+  ValueBlock (*valueBlock)(const ValueLossArgs&, const double* rowWeight, int64_t i0, int64_t i1);
 };
 
 const ChunkKernels& baselineKernels();
@@ -33,5 +61,18 @@ const ChunkKernels* avx2Kernels();  // null when not compiled in
 // The variant in use: AVX2 when compiled in and the CPU has AVX2 and FMA, else the baseline.
 // RLHF_SIMD=baseline in the environment forces the baseline.
 const ChunkKernels& activeKernels();
+// The chunk kernels for this call (setCpuPath), or null when the scalar reference should run.
+const ChunkKernels* kernelsForCall();
+
+// --- shared by the dispatch files ---
+// Below these many elements a call runs on the calling thread: waking the pool costs more.
+constexpr int64_t kMinElementsPerThread = 1 << 15;
+// Columns or offsets handed to one thread start on a multiple of this (a 64-byte line of floats).
+constexpr int64_t kLine = 16;
+// Outputs of at least this many bytes are written with non-temporal stores: they cannot stay
+// in the last-level cache anyway, and skipping the read-for-ownership saves a third of the
+// traffic of a typical op.
+constexpr int64_t kStreamingBytes = 16 << 20;
+inline bool isStreaming(int64_t outputFloats) { return outputFloats * 4 >= kStreamingBytes; }
 
 }  // namespace rlhf

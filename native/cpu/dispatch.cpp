@@ -48,8 +48,7 @@ void setCpuPath(CpuPath p) { gPath.store(p); }
 CpuPath cpuPath() { return gPath.load(); }
 const char* cpuVariantName() { return activeKernels().name; }
 
-// The chunk kernels for this call, or null when the scalar reference should run instead.
-static const ChunkKernels* kernelsForCall() {
+const ChunkKernels* kernelsForCall() {
   switch (gPath.load()) {
     case CpuPath::Reference: return nullptr;
     case CpuPath::Baseline: return &baselineKernels();
@@ -57,17 +56,6 @@ static const ChunkKernels* kernelsForCall() {
   }
   return &activeKernels();
 }
-
-// Below these many elements a call runs on the calling thread: waking the pool costs more.
-constexpr int64_t kMinElementsPerThread = 1 << 15;
-// Columns or offsets handed to one thread start on a multiple of this (a 64-byte line of floats).
-constexpr int64_t kLine = 16;
-
-// Outputs of at least this many bytes are written with non-temporal stores: they cannot stay
-// in the last-level cache anyway, and skipping the read-for-ownership saves a third of the
-// traffic of a typical op.
-constexpr int64_t kStreamingBytes = 16 << 20;
-static bool isStreaming(int64_t outputFloats) { return outputFloats * 4 >= kStreamingBytes; }
 
 void gaeCpu(const GaeArgs& a) {
   const ChunkKernels* kp = kernelsForCall();

@@ -1,13 +1,16 @@
 // The chunk kernels compiled for the x86-64 baseline (SSE2).
 #define RLHF_CHUNK_NS baseline
 #include "chunk_kernels.h"
+#include "policy_chunks.h"
 #include "cpu_variants.h"
 
 namespace rlhf {
 
 const ChunkKernels& baselineKernelsTable() {
   static const ChunkKernels k = {"x86-64", baseline::gaeColumns, baseline::tokenGaeRows,
-                                 baseline::discountedReturnsRows, baseline::blockMoments, baseline::affineRange};
+                                 baseline::discountedReturnsRows, baseline::blockMoments, baseline::affineRange,
+                                 baseline::rowSoftmax, baseline::rowSoftmaxGrad, baseline::klRange, baseline::policyBlock,
+                                 baseline::valueBlock};
   return k;
 }
 

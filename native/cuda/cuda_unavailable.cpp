@@ -36,6 +36,14 @@ void discountedReturns(const DiscountedReturnsArgs&, int) { unavailable(); }
 MaskedMoments maskedMoments(const MaskedMomentsArgs&, int) { unavailable(); }
 void affine(const AffineArgs&, int) { unavailable(); }
 int64_t firstNonFinite(const float*, int64_t, int) { unavailable(); }
+void logprobs(const LogprobsArgs&, int) { unavailable(); }
+void logprobsBackward(const LogprobsBackwardArgs&, int) { unavailable(); }
+int64_t firstInvalidLabel(const int32_t*, int64_t, int64_t, int32_t, int) { unavailable(); }
+void klPenalty(const KlPenaltyArgs&, int) { unavailable(); }
+void shapeRewards(const ShapeRewardsArgs&, int) { unavailable(); }
+PolicyLossStats policyLoss(const PolicyLossArgs&, int) { unavailable(); }
+ValueLossStats valueLoss(const ValueLossArgs&, int) { unavailable(); }
+ActorLossStats actorLoss(const ActorLossArgs&, int) { unavailable(); }
 
 }  // namespace cuda
 }  // namespace rlhf

@@ -16,6 +16,7 @@
 #include "rlhf/error.h"
 #include "rlhf/kernels.h"
 #include "rlhf/op_table.h"
+#include "rlhf/policy.h"
 #include "rlhf/whiten.h"
 #include "thread_pool.h"
 
@@ -321,6 +322,349 @@ void testTooFewValid() {
   report(threw, "maskedWhiten trl with one valid element is a Range error");
 }
 
+
+// --- the policy family ---------------------------------------------------------------------------
+// Fast paths against the reference within the op's cpuTol, and bit-identical across thread
+// counts of one instruction-set variant (the first config of each variant is the yardstick).
+
+struct ThreadInvariance {
+  std::string variant;
+  std::vector<float> first;
+  // True when `got` equals the first output seen for this variant (recording it if new).
+  bool check(const std::string& config, const std::vector<float>& got) {
+    const std::string v = config.substr(0, config.find(' '));
+    if (v != variant) {
+      variant = v;
+      first = got;
+      return true;
+    }
+    return first.size() == got.size() && std::memcmp(first.data(), got.data(), got.size() * sizeof(float)) == 0;
+  }
+};
+
+std::vector<int32_t> randomLabels(int64_t n, int64_t V, double ignoreP) {
+  std::uniform_int_distribution<int32_t> d(0, static_cast<int32_t>(V - 1));
+  std::bernoulli_distribution ignore(ignoreP);
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (auto& x : v) x = ignore(rng) ? -100 : d(rng);
+  return v;
+}
+
+// Logits with the hazards of real ones: some -inf, some huge, one row far from 0.
+std::vector<float> hazardousLogits(int64_t N, int64_t V) {
+  auto z = randomFloats(N * V, -8, 8);
+  for (int64_t i = 0; i < N; ++i) {
+    if (i % 3 == 1) for (int64_t j = 0; j < V; j += 5) z[i * V + j] = -INFINITY;
+    if (i % 4 == 2) for (int64_t j = 0; j < V; ++j) z[i * V + j] += 3e4f;
+  }
+  return z;
+}
+
+void testLogprobs(int64_t N, int64_t V, float tau) {
+  covered.insert("logprobsFromLogits");
+  covered.insert("logprobsFromLogitsBackward");
+  auto z = hazardousLogits(N, V);
+  auto labels = randomLabels(N, V, 0.1);
+  // Keep the labels off the -inf logits so that every lp is finite.
+  for (int64_t i = 0; i < N; ++i)
+    if (labels[i] >= 0 && std::isinf(z[i * V + labels[i]])) labels[i] = static_cast<int32_t>((labels[i] + 1) % V);
+  auto gLp = randomFloats(N), gH = randomFloats(N);
+  LogprobsArgs a;
+  a.N = N;
+  a.V = V;
+  a.logits = z.data();
+  a.labels = labels.data();
+  a.temperature = tau;
+  Out refLp(N), refH(N);
+  a.logprobs = refLp.data();
+  a.entropy = refH.data();
+  logprobsReference(a);
+  LogprobsBackwardArgs g;
+  g.N = N;
+  g.V = V;
+  g.logits = z.data();
+  g.labels = labels.data();
+  g.temperature = tau;
+  g.gradLogprobs = gLp.data();
+  g.gradEntropy = gH.data();
+  Out refG(N * V);
+  g.gradLogits = refG.data();
+  logprobsBackwardReference(g);
+  const std::string name = "logprobs N=" + std::to_string(N) + " V=" + std::to_string(V) + " tau=" + std::to_string(tau);
+  ThreadInvariance inv;
+  forEachCpuConfig([&](const std::string& config) {
+    Out lp(N), H(N), grad(N * V);
+    LogprobsArgs f = a;
+    f.logprobs = lp.data();
+    f.entropy = H.data();
+    logprobsCpu(f);
+    LogprobsBackwardArgs fg = g;
+    fg.gradLogits = grad.data();
+    logprobsBackwardCpu(fg);
+    std::string why;
+    const bool ok = close(lp.data(), refLp.data(), N, tolOf("logprobsFromLogits"), why) &&
+                    close(H.data(), refH.data(), N, tolOf("logprobsFromLogits"), why) &&
+                    close(grad.data(), refG.data(), N * V, tolOf("logprobsFromLogitsBackward"), why) &&
+                    lp.guardIntact(N) && H.guardIntact(N) && grad.guardIntact(N * V);
+    std::vector<float> all(lp.v.begin(), lp.v.begin() + N);
+    all.insert(all.end(), H.v.begin(), H.v.begin() + N);
+    all.insert(all.end(), grad.v.begin(), grad.v.begin() + N * V);
+    report(ok && inv.check(config, all), name + " [" + config + "] " + why);
+  });
+}
+
+void testKl() {
+  covered.insert("klPenalty");
+  const int64_t n = 5003;
+  auto lp = randomFloats(n, -6, 0), ref = randomFloats(n, -6, 0);
+  lp[7] = ref[7] + 1e-4f;  // the small-d series
+  lp[8] = ref[8] - 30.0f;  // beyond every clamp
+  lp[9] = NAN;
+  for (int e = 0; e < 4; ++e)
+    for (int variant = 0; variant < 3; ++variant) {
+      KlPenaltyArgs a;
+      a.n = n;
+      a.logprobs = lp.data();
+      a.refLogprobs = ref.data();
+      a.o.estimator = static_cast<KlEstimator>(e);
+      if (variant == 1) {
+        a.o.clampLogRatio = 20;
+        a.o.clampOutput = 10;
+      }
+      a.o.straightThrough = variant == 2;
+      Out rk(n), rg(n);
+      a.kl = rk.data();
+      a.grad = rg.data();
+      klPenaltyReference(a);
+      forEachCpuConfig([&](const std::string& config) {
+        Out k(n), g(n);
+        KlPenaltyArgs f = a;
+        f.kl = k.data();
+        f.grad = g.data();
+        klPenaltyCpu(f);
+        std::string why;
+        const bool ok = close(k.data(), rk.data(), n, tolOf("klPenalty"), why) &&
+                        close(g.data(), rg.data(), n, tolOf("klPenalty"), why) && k.guardIntact(n) && g.guardIntact(n);
+        report(ok, "klPenalty estimator=" + std::to_string(e) + " variant=" + std::to_string(variant) + " [" + config +
+                       "] " + why);
+      });
+    }
+}
+
+void testShapeRewards(int64_t B, int64_t T) {
+  covered.insert("shapeRewards");
+  auto scores = randomFloats(B, -5, 5), kl = randomFloats(B * T);
+  auto mask = responseMask(B, T);
+  auto eos = randomFlags(B, 0.7);
+  for (int placement = 0; placement < 2; ++placement) {
+    ShapeRewardsArgs a;
+    a.B = B;
+    a.T = T;
+    a.scores = scores.data();
+    a.kl = kl.data();
+    a.mask = mask.data();
+    a.hasEos = eos.data();
+    a.klCoef = 0.05f;
+    a.placement = static_cast<ScorePlacement>(placement);
+    a.missingEosPenalty = 1.0f;
+    a.scoreClip = 3.0f;
+    Out ref(B * T);
+    a.rewards = ref.data();
+    shapeRewardsReference(a);
+    forEachCpuConfig([&](const std::string& config) {
+      Out got(B * T);
+      ShapeRewardsArgs f = a;
+      f.rewards = got.data();
+      shapeRewardsCpu(f);
+      std::string why;
+      report(close(got.data(), ref.data(), B * T, 0, why) && got.guardIntact(B * T),
+             "shapeRewards B=" + std::to_string(B) + " placement=" + std::to_string(placement) + " [" + config + "] " + why);
+    });
+  }
+}
+
+bool statsClose(const PolicyLossStats& g, const PolicyLossStats& r, double tol) {
+  return relClose(g.loss, r.loss, tol) && relClose(g.clipfrac, r.clipfrac, tol) &&
+         relClose(g.clipfracLower, r.clipfracLower, tol) && relClose(g.approxKl, r.approxKl, tol) &&
+         relClose(g.approxKlK3, r.approxKlK3, tol) && relClose(g.ppoKl, r.ppoKl, tol);
+}
+
+void testPolicyLoss(int64_t B, int64_t T, PolicyLossOptions o, bool masked, bool perRow) {
+  covered.insert("ppoPolicyLoss");
+  const int64_t n = B * T;
+  auto lp = randomFloats(n, -3, 0), adv = randomFloats(perRow ? B : n);
+  std::vector<float> old(static_cast<size_t>(n));
+  std::normal_distribution<float> shift(0, 0.3f);
+  for (int64_t i = 0; i < n; ++i) old[i] = lp[i] + shift(rng);
+  auto mask = responseMask(B, T);
+  if (o.normalizer == 0) o.normalizer = static_cast<double>(T);
+  PolicyLossArgs a;
+  a.B = B;
+  a.T = T;
+  a.logprobs = lp.data();
+  a.oldLogprobs = old.data();
+  a.advantages = adv.data();
+  a.advantagesPerRow = perRow;
+  a.mask = masked ? mask.data() : nullptr;
+  a.o = o;
+  Out rg(n);
+  a.grad = rg.data();
+  const PolicyLossStats ref = policyLossReference(a);
+  const std::string name = "ppoPolicyLoss B=" + std::to_string(B) + " T=" + std::to_string(T) + " agg=" +
+                           std::to_string(static_cast<int>(o.aggregation)) + " seq=" +
+                           std::to_string(static_cast<int>(o.importance)) + " dual=" + std::to_string(o.dualClip) +
+                           (masked ? " masked" : "") + (perRow ? " perRow" : "");
+  ThreadInvariance inv;
+  forEachCpuConfig([&](const std::string& config) {
+    Out g(n);
+    PolicyLossArgs f = a;
+    f.grad = g.data();
+    const PolicyLossStats s = policyLossCpu(f);
+    std::string why;
+    const double tol = tolOf("ppoPolicyLoss");
+    const bool ok = close(g.data(), rg.data(), n, tol, why) && g.guardIntact(n) && statsClose(s, ref, tol);
+    std::vector<float> all(g.v.begin(), g.v.begin() + n);
+    all.push_back(static_cast<float>(s.loss));
+    report(ok && inv.check(config, all), name + " [" + config + "] " + why + " loss " + std::to_string(s.loss) + " vs " +
+                                               std::to_string(ref.loss));
+  });
+}
+
+void testValueLoss(int64_t B, int64_t T, float clip, Aggregation agg, float offset) {
+  covered.insert("valueLoss");
+  const int64_t n = B * T;
+  auto v = randomFloats(n, offset - 2, offset + 2), old = randomFloats(n, offset - 2, offset + 2),
+       R = randomFloats(n, offset - 3, offset + 3);
+  auto mask = responseMask(B, T);
+  ValueLossArgs a;
+  a.B = B;
+  a.T = T;
+  a.values = v.data();
+  a.oldValues = old.data();
+  a.returns = R.data();
+  a.mask = mask.data();
+  a.clip = clip;
+  a.aggregation = agg;
+  a.normalizer = static_cast<double>(B * T);
+  Out rg(n);
+  a.grad = rg.data();
+  const ValueLossStats ref = valueLossReference(a);
+  ThreadInvariance inv;
+  forEachCpuConfig([&](const std::string& config) {
+    Out g(n);
+    ValueLossArgs f = a;
+    f.grad = g.data();
+    const ValueLossStats s = valueLossCpu(f);
+    std::string why;
+    const double tol = tolOf("valueLoss");
+    const bool ok = close(g.data(), rg.data(), n, tol, why) && g.guardIntact(n) && relClose(s.loss, ref.loss, tol) &&
+                    relClose(s.vfClipfrac, ref.vfClipfrac, tol) && relClose(s.explainedVariance, ref.explainedVariance, tol);
+    std::vector<float> all(g.v.begin(), g.v.begin() + n);
+    all.push_back(static_cast<float>(s.loss));
+    all.push_back(static_cast<float>(s.explainedVariance));
+    report(ok && inv.check(config, all), "valueLoss B=" + std::to_string(B) + " T=" + std::to_string(T) + " clip=" +
+                                             std::to_string(clip) + " agg=" + std::to_string(static_cast<int>(agg)) +
+                                             " [" + config + "] " + why);
+  });
+}
+
+void testActorLoss(int64_t B, int64_t T, int64_t V, ImportanceLevel level, float tau) {
+  covered.insert("actorLossFromLogits");
+  const int64_t n = B * T;
+  auto z = hazardousLogits(n, V);
+  auto labels = randomLabels(n, V, 0.05);
+  for (int64_t i = 0; i < n; ++i)
+    if (labels[i] >= 0 && std::isinf(z[i * V + labels[i]])) labels[i] = static_cast<int32_t>((labels[i] + 1) % V);
+  auto adv = randomFloats(n), ref = randomFloats(n, -12, -2), old = randomFloats(n, -12, -2);
+  auto mask = responseMask(B, T);
+  ActorLossArgs a;
+  a.B = B;
+  a.T = T;
+  a.V = V;
+  a.logits = z.data();
+  a.labels = labels.data();
+  a.temperature = tau;
+  a.oldLogprobs = old.data();
+  a.advantages = adv.data();
+  a.refLogprobs = ref.data();
+  a.mask = mask.data();
+  a.o.importance = level;
+  a.o.dualClip = 3;
+  a.o.aggregation = Aggregation::SeqMeanTokenMean;
+  a.entropyCoef = 0.01f;
+  a.klCoef = 0.1f;
+  a.klOptions.estimator = KlEstimator::K3;
+  // Old log-probs near the new ones, so that some ratios fall inside the clip range.
+  LogprobsArgs l;
+  l.N = n;
+  l.V = V;
+  l.logits = z.data();
+  l.labels = labels.data();
+  l.temperature = tau;
+  std::vector<float> lp0(static_cast<size_t>(n));
+  l.logprobs = lp0.data();
+  logprobsReference(l);
+  std::normal_distribution<float> shift(0, 0.2f);
+  for (int64_t i = 0; i < n; ++i) old[i] = lp0[i] + shift(rng);
+  Out rg(n * V), rlp(n), rH(n);
+  a.gradLogits = rg.data();
+  a.logprobs = rlp.data();
+  a.entropy = rH.data();
+  const ActorLossStats refS = actorLossReference(a);
+  const std::string name = "actorLoss B=" + std::to_string(B) + " T=" + std::to_string(T) + " V=" + std::to_string(V) +
+                           (level == ImportanceLevel::Sequence ? " sequence" : " token");
+  ThreadInvariance inv;
+  forEachCpuConfig([&](const std::string& config) {
+    Out g(n * V), lp(n), H(n);
+    ActorLossArgs f = a;
+    f.gradLogits = g.data();
+    f.logprobs = lp.data();
+    f.entropy = H.data();
+    const ActorLossStats s = actorLossCpu(f);
+    std::string why;
+    const double tol = tolOf("actorLossFromLogits");
+    const bool ok = close(g.data(), rg.data(), n * V, tol, why) && close(lp.data(), rlp.data(), n, tol, why) &&
+                    close(H.data(), rH.data(), n, tol, why) && g.guardIntact(n * V) && statsClose(s.policy, refS.policy, tol) &&
+                    relClose(s.loss, refS.loss, tol) && relClose(s.entropy, refS.entropy, tol) && relClose(s.kl, refS.kl, tol);
+    std::vector<float> all(g.v.begin(), g.v.begin() + n * V);
+    all.push_back(static_cast<float>(s.loss));
+    report(ok && inv.check(config, all), name + " [" + config + "] " + why + " loss " + std::to_string(s.loss) + " vs " +
+                                             std::to_string(refS.loss));
+  });
+}
+
+void testPolicyFamily() {
+  for (auto [N, V] : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {7, 1000}, {9, 4099}, {3, 32000}, {2, 128256}})
+    for (float tau : {1.0f, 0.7f}) testLogprobs(N, V, tau);
+  testLogprobs(160, 32000, 1.0f);  // 20 MB of gradient: the streaming stores
+  testKl();
+  for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {7, 33}, {300, 129}}) testShapeRewards(B, T);
+  for (int agg = 0; agg < 8; ++agg)
+    for (int level = 0; level < 2; ++level) {
+      PolicyLossOptions o;
+      o.aggregation = static_cast<Aggregation>(agg);
+      o.importance = static_cast<ImportanceLevel>(level);
+      o.normalizer = agg == 6 ? 37 * 301 : 0;
+      testPolicyLoss(37, 301, o, true, false);
+    }
+  PolicyLossOptions dual;
+  dual.dualClip = 3;
+  dual.clampLogRatio = 0.2f;
+  dual.clipHigh = 0.28f;
+  dual.clipfracMode = ClipfracMode::Ratio;
+  testPolicyLoss(5, 1000, dual, true, true);
+  testPolicyLoss(1, 100003, dual, false, false);
+  testPolicyLoss(64, 16384, PolicyLossOptions{}, true, false);
+  for (float clip : {kNoClamp, 0.2f})
+    for (int agg : {0, 1, 4, 6}) testValueLoss(37, 301, clip, static_cast<Aggregation>(agg), 0.0f);
+  testValueLoss(64, 16384, 0.5f, Aggregation::TokenMean, 500.0f);
+  for (ImportanceLevel level : {ImportanceLevel::Token, ImportanceLevel::Sequence}) {
+    testActorLoss(3, 5, 1, level, 1.0f);
+    testActorLoss(4, 9, 1000, level, 0.8f);
+    testActorLoss(2, 3, 32000, level, 1.0f);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -346,6 +690,7 @@ int main() {
   testStatistics(4200000, 0.5, 0.0f);
   testNanPropagation();
   testTooFewValid();
+  testPolicyFamily();
   for (const OpInfo& o : kOps) report(covered.count(o.name) == 1, std::string("op table row covered: ") + o.name);
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;

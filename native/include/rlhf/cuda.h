@@ -9,6 +9,7 @@
 #include <string>
 
 #include "rlhf/kernels.h"
+#include "rlhf/policy.h"
 
 namespace rlhf {
 namespace cuda {
@@ -51,6 +52,18 @@ MaskedMoments maskedMoments(const MaskedMomentsArgs& a, int device);  // waits f
 void affine(const AffineArgs& a, int device);
 // Index of the first element of x[0..n) that is NaN or infinite, or -1; waits for the result.
 int64_t firstNonFinite(const float* x, int64_t n, int device);
+
+// The policy-gradient family (policy.h). The losses wait for their scalar results; their
+// reductions are fixed-shape trees, so repeated runs give the same bits.
+void logprobs(const LogprobsArgs& a, int device);
+void logprobsBackward(const LogprobsBackwardArgs& a, int device);
+// Index of the first label neither in [0, V) nor ignoreIndex, or -1; waits for the result.
+int64_t firstInvalidLabel(const int32_t* labels, int64_t n, int64_t V, int32_t ignoreIndex, int device);
+void klPenalty(const KlPenaltyArgs& a, int device);
+void shapeRewards(const ShapeRewardsArgs& a, int device);
+PolicyLossStats policyLoss(const PolicyLossArgs& a, int device);
+ValueLossStats valueLoss(const ValueLossArgs& a, int device);
+ActorLossStats actorLoss(const ActorLossArgs& a, int device);
 
 }  // namespace cuda
 }  // namespace rlhf

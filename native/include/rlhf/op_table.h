@@ -15,7 +15,14 @@
   OP(discountedReturns, "advantages", 1, 0.0, 1e-5)       \
   OP(maskedMean, "statistics", 1, 1e-12, 1e-12)           \
   OP(maskedVar, "statistics", 1, 1e-10, 1e-10)            \
-  OP(maskedWhiten, "statistics", 1, 1e-6, 1e-6)
+  OP(maskedWhiten, "statistics", 1, 1e-6, 1e-6)           \
+  OP(logprobsFromLogits, "policy", 1, 2e-6, 1e-5)         \
+  OP(logprobsFromLogitsBackward, "policy", 1, 2e-6, 1e-5) \
+  OP(klPenalty, "policy", 1, 1e-6, 1e-6)                  \
+  OP(shapeRewards, "policy", 1, 0.0, 0.0)                 \
+  OP(ppoPolicyLoss, "policy", 1, 1e-6, 1e-5)              \
+  OP(valueLoss, "policy", 1, 1e-6, 1e-6)                  \
+  OP(actorLossFromLogits, "policy", 1, 2e-6, 1e-5)
 
 namespace rlhf {
 

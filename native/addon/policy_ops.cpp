@@ -1,0 +1,458 @@
+// Node-API entry points of the policy-gradient family (policy.h). As in ops.cpp, each re-checks
+// its arguments and dispatches on the device of its buffers; the positional order is declared
+// in lib/native.ts. The losses take their options as one object, read once per call.
+#include <cmath>
+#include <string>
+
+#include "glue.h"
+#include "ops.h"
+#include "rlhf/cuda.h"
+#include "rlhf/policy.h"
+
+namespace rlhf {
+namespace addon {
+
+namespace {
+
+// Labels compare as floats in the vectorised kernels: exact up to 2^24.
+constexpr int64_t kMaxVocabulary = int64_t{1} << 24;
+
+std::string str(double v) {
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  std::string s = std::to_string(v);
+  return s;
+}
+
+[[noreturn]] void rangeError(Napi::Env env, const char* op, const char* name, const std::string& what) {
+  throwRangeError(env, std::string(op) + ": `" + name + "` " + what);
+}
+
+// A number in (lo, hi] or [lo, hi] (closed when `closedLow`); Infinity passes only when hi is.
+double numberIn(Napi::Env env, double v, const char* op, const char* name, double lo, double hi, bool closedLow) {
+  const bool ok = (closedLow ? v >= lo : v > lo) && v <= hi;
+  if (!ok)
+    rangeError(env, op, name, std::string("must be in ") + (closedLow ? "[" : "(") + str(lo) + ", " + str(hi) +
+                                  "] but is " + str(v));
+  return v;
+}
+
+int32_t int32Arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  const double v = numberArg(info, i, op, name);
+  if (!(v >= -2147483648.0 && v <= 2147483647.0) || v != std::floor(v))
+    rangeError(info.Env(), op, name, "must be a 32-bit integer but is " + str(v));
+  return static_cast<int32_t>(v);
+}
+
+double objectNumber(Napi::Env env, Napi::Object o, const char* op, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throwTypeError(env, std::string(op) + ": expected a number for option `" + key + "`");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+bool objectBool(Napi::Env env, Napi::Object o, const char* op, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsBoolean()) throwTypeError(env, std::string(op) + ": expected a boolean for option `" + key + "`");
+  return v.As<Napi::Boolean>().Value();
+}
+
+Napi::Object objectArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  if (!info[i].IsObject()) throwTypeError(info.Env(), std::string(op) + ": expected an object for `" + name + "`");
+  return info[i].As<Napi::Object>();
+}
+
+template <typename Enum>
+Enum enumOption(Napi::Env env, Napi::Object o, const char* op, const char* key, int count) {
+  const double v = objectNumber(env, o, op, key);
+  if (!(v >= 0 && v < count) || v != std::floor(v)) rangeError(env, op, key, "is not a known choice (" + str(v) + ")");
+  return static_cast<Enum>(static_cast<int32_t>(v));
+}
+
+// Aggregations that divide by a caller's normalizer.
+bool usesNormalizer(Aggregation a) {
+  return a == Aggregation::SeqMeanTokenSumNorm || a == Aggregation::DrGrpo || a == Aggregation::Dapo;
+}
+
+// { aggregation, normalizer } of a loss.
+void readAggregation(Napi::Env env, Napi::Object o, const char* op, Aggregation& mode, double& normalizer) {
+  mode = enumOption<Aggregation>(env, o, op, "aggregation", 8);
+  normalizer = objectNumber(env, o, op, "normalizer");
+  if (usesNormalizer(mode) && !(normalizer > 0 && std::isfinite(normalizer)))
+    rangeError(env, op, "normalizer", "must be a finite number > 0 but is " + str(normalizer));
+}
+
+// { clipLow, clipHigh, dualClip, clampLogRatio, aggregation, normalizer, importance, clipfracMode }
+PolicyLossOptions policyOptions(Napi::Env env, Napi::Object o, const char* op) {
+  PolicyLossOptions p;
+  p.clipLow = static_cast<float>(numberIn(env, objectNumber(env, o, op, "clipLow"), op, "clipLow", 0, 1, false));
+  if (p.clipLow >= 1) rangeError(env, op, "clipLow", "must be < 1");
+  p.clipHigh = static_cast<float>(numberIn(env, objectNumber(env, o, op, "clipHigh"), op, "clipHigh", 0, 10, false));
+  const double dual = objectNumber(env, o, op, "dualClip");
+  if (dual != 0 && !(dual > 1 && std::isfinite(dual)))
+    rangeError(env, op, "dualClip", "must be > 1 (or off) but is " + str(dual));
+  p.dualClip = static_cast<float>(dual);
+  p.clampLogRatio = static_cast<float>(
+      numberIn(env, objectNumber(env, o, op, "clampLogRatio"), op, "clampLogRatio", 0, INFINITY, false));
+  readAggregation(env, o, op, p.aggregation, p.normalizer);
+  p.importance = enumOption<ImportanceLevel>(env, o, op, "importance", 2);
+  p.clipfracMode = enumOption<ClipfracMode>(env, o, op, "clipfracMode", 2);
+  return p;
+}
+
+// { estimator, clampLogRatio, clampOutput, straightThrough }
+KlOptions klOptions(Napi::Env env, Napi::Object o, const char* op) {
+  KlOptions k;
+  k.estimator = enumOption<KlEstimator>(env, o, op, "estimator", 4);
+  k.clampLogRatio = static_cast<float>(
+      numberIn(env, objectNumber(env, o, op, "clampLogRatio"), op, "clampLogRatio", 0, INFINITY, false));
+  k.clampOutput =
+      static_cast<float>(numberIn(env, objectNumber(env, o, op, "clampOutput"), op, "clampOutput", 0, INFINITY, false));
+  k.straightThrough = objectBool(env, o, op, "straightThrough");
+  return k;
+}
+
+void requireVocabulary(Napi::Env env, const char* op, int64_t V) {
+  if (V < 1 || V > kMaxVocabulary)
+    rangeError(env, op, "V", "(the vocabulary) must be in [1, " + std::to_string(kMaxVocabulary) + "] but is " +
+                                 std::to_string(V));
+}
+
+// Throws a Range KernelError naming the first label that is neither in [0, V) nor ignoreIndex.
+void checkLabels(const char* op, const int32_t* labels, int64_t n, int64_t V, int32_t ignoreIndex, int device) {
+  const int64_t i = device == kCpu ? firstInvalidLabelCpu(labels, n, V, ignoreIndex)
+                                   : cuda::firstInvalidLabel(labels, n, V, ignoreIndex, device);
+  if (i < 0) return;
+  int32_t value = 0;
+  if (device == kCpu) value = labels[i];
+  else cuda::copyToHost(&value, labels + i, sizeof value, device);
+  throw KernelError(ErrorKind::Range, std::string(op) + ": `labels` holds " + std::to_string(value) + " at index " +
+                                          std::to_string(i) + ", outside [0, " + std::to_string(V) +
+                                          ") and not the ignoreIndex " + std::to_string(ignoreIndex));
+}
+
+float temperatureArg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  const double t = numberArg(info, i, op, "temperature");
+  if (!(t > 0 && std::isfinite(t))) rangeError(info.Env(), op, "temperature", "must be a finite number > 0 but is " + str(t));
+  return static_cast<float>(t);
+}
+
+ToJs noResult() {
+  return [](Napi::Env env) -> Napi::Value { return env.Undefined(); };
+}
+
+ToJs policyStatsResult(const PolicyLossStats& s) {
+  return [s](Napi::Env env) -> Napi::Value {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("loss", s.loss);
+    o.Set("clipfrac", s.clipfrac);
+    o.Set("clipfracLower", s.clipfracLower);
+    o.Set("approxKl", s.approxKl);
+    o.Set("approxKlK3", s.approxKlK3);
+    o.Set("ppoKl", s.ppoKl);
+    return o;
+  };
+}
+
+}  // namespace
+
+// logprobsFromLogits(N, V, logits, labels, temperature, ignoreIndex, logprobs, entropy?, async)
+Napi::Value logprobsFromLogits(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "logprobsFromLogits";
+  const int64_t N = intArg(info, 0, op, "N"), V = intArg(info, 1, op, "V");
+  requireVocabulary(env, op, V);
+  const Buffer logits = bufferArg(info, 2, Dtype::F32, op, "logits");
+  const Buffer labels = bufferArg(info, 3, Dtype::I32, op, "labels");
+  LogprobsArgs a;
+  a.temperature = temperatureArg(info, 4, op);
+  a.ignoreIndex = int32Arg(info, 5, op, "ignoreIndex");
+  const Buffer logprobs = bufferArg(info, 6, Dtype::F32, op, "logprobs");
+  const Buffer entropy = bufferArg(info, 7, Dtype::F32, op, "entropy", true);
+  const bool async = boolArg(info, 8, op, "async");
+  requireLength(env, logits, op, "logits", N, V);
+  requireLength(env, labels, op, "labels", N);
+  requireLength(env, logprobs, op, "logprobs", N);
+  if (entropy.present()) requireLength(env, entropy, op, "entropy", N);
+  const int device = commonDevice(env, op, {{"logits", &logits}, {"labels", &labels}, {"logprobs", &logprobs},
+                                           {"entropy", &entropy}});
+  a.N = N;
+  a.V = V;
+  a.logits = logits.data;
+  a.labels = labels.as<int32_t>();
+  a.logprobs = logprobs.as<float>();
+  a.entropy = entropy.as<float>();
+  return runKernel(info, async, {logits, labels, logprobs, entropy}, [a, device, op]() -> ToJs {
+    if (a.N == 0) return noResult();
+    checkLabels(op, a.labels, a.N, a.V, a.ignoreIndex, device);
+    if (device == kCpu) logprobsCpu(a);
+    else cuda::logprobs(a, device);
+    return noResult();
+  });
+}
+
+// logprobsFromLogitsBackward(N, V, logits, labels, gradLogprobs, gradEntropy?, temperature, ignoreIndex,
+//                            gradLogits, async)
+Napi::Value logprobsFromLogitsBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "logprobsFromLogitsBackward";
+  const int64_t N = intArg(info, 0, op, "N"), V = intArg(info, 1, op, "V");
+  requireVocabulary(env, op, V);
+  const Buffer logits = bufferArg(info, 2, Dtype::F32, op, "logits");
+  const Buffer labels = bufferArg(info, 3, Dtype::I32, op, "labels");
+  const Buffer gradLogprobs = bufferArg(info, 4, Dtype::F32, op, "gradLogprobs");
+  const Buffer gradEntropy = bufferArg(info, 5, Dtype::F32, op, "gradEntropy", true);
+  LogprobsBackwardArgs a;
+  a.temperature = temperatureArg(info, 6, op);
+  a.ignoreIndex = int32Arg(info, 7, op, "ignoreIndex");
+  const Buffer gradLogits = bufferArg(info, 8, Dtype::F32, op, "gradLogits");
+  const bool async = boolArg(info, 9, op, "async");
+  requireLength(env, logits, op, "logits", N, V);
+  requireLength(env, labels, op, "labels", N);
+  requireLength(env, gradLogprobs, op, "gradLogprobs", N);
+  if (gradEntropy.present()) requireLength(env, gradEntropy, op, "gradEntropy", N);
+  requireLength(env, gradLogits, op, "gradLogits", N, V);
+  const int device = commonDevice(env, op, {{"logits", &logits}, {"labels", &labels}, {"gradLogprobs", &gradLogprobs},
+                                           {"gradEntropy", &gradEntropy}, {"gradLogits", &gradLogits}});
+  a.N = N;
+  a.V = V;
+  a.logits = logits.data;
+  a.labels = labels.as<int32_t>();
+  a.gradLogprobs = gradLogprobs.as<float>();
+  a.gradEntropy = gradEntropy.as<float>();
+  a.gradLogits = gradLogits.data;
+  return runKernel(info, async, {logits, labels, gradLogprobs, gradEntropy, gradLogits}, [a, device, op]() -> ToJs {
+    if (a.N == 0) return noResult();
+    checkLabels(op, a.labels, a.N, a.V, a.ignoreIndex, device);
+    if (device == kCpu) logprobsBackwardCpu(a);
+    else cuda::logprobsBackward(a, device);
+    return noResult();
+  });
+}
+
+// klPenalty(logprobs, refLogprobs, { estimator, clampLogRatio, clampOutput, straightThrough }, kl, grad, async)
+Napi::Value klPenalty(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "klPenalty";
+  const Buffer logprobs = bufferArg(info, 0, Dtype::F32, op, "logprobs");
+  const Buffer ref = bufferArg(info, 1, Dtype::F32, op, "refLogprobs");
+  KlPenaltyArgs a;
+  a.o = klOptions(env, objectArg(info, 2, op, "options"), op);
+  const Buffer kl = bufferArg(info, 3, Dtype::F32, op, "kl");
+  const Buffer grad = bufferArg(info, 4, Dtype::F32, op, "grad");
+  const bool async = boolArg(info, 5, op, "async");
+  requireSameLength(env, ref, logprobs, op, "refLogprobs", "logprobs");
+  requireSameLength(env, kl, logprobs, op, "kl", "logprobs");
+  requireSameLength(env, grad, logprobs, op, "grad", "logprobs");
+  const int device =
+      commonDevice(env, op, {{"logprobs", &logprobs}, {"refLogprobs", &ref}, {"kl", &kl}, {"grad", &grad}});
+  a.n = logprobs.length;
+  a.logprobs = logprobs.as<float>();
+  a.refLogprobs = ref.as<float>();
+  a.kl = kl.as<float>();
+  a.grad = grad.as<float>();
+  return runKernel(info, async, {logprobs, ref, kl, grad}, [a, device]() -> ToJs {
+    if (a.n == 0) return noResult();
+    if (device == kCpu) klPenaltyCpu(a);
+    else cuda::klPenalty(a, device);
+    return noResult();
+  });
+}
+
+// shapeRewards(B, T, scores, kl, mask, hasEos?, klCoef, placement, missingEosPenalty, scoreClip, rewards, async)
+Napi::Value shapeRewards(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "shapeRewards";
+  const int64_t B = intArg(info, 0, op, "B"), T = intArg(info, 1, op, "T");
+  const Buffer scores = bufferArg(info, 2, Dtype::F32, op, "scores");
+  const Buffer kl = bufferArg(info, 3, Dtype::F32, op, "kl");
+  const Buffer mask = bufferArg(info, 4, Dtype::U8, op, "mask");
+  const Buffer hasEos = bufferArg(info, 5, Dtype::U8, op, "hasEos", true);
+  ShapeRewardsArgs a;
+  a.klCoef = static_cast<float>(numberIn(env, numberArg(info, 6, op, "klCoef"), op, "klCoef", 0, 1e30, true));
+  const int64_t placement = intArg(info, 7, op, "scorePlacement");
+  if (placement > 1) rangeError(env, op, "scorePlacement", "is not a known choice");
+  a.placement = static_cast<ScorePlacement>(placement);
+  a.missingEosPenalty = static_cast<float>(numberArg(info, 8, op, "missingEosPenalty"));
+  if (!std::isfinite(a.missingEosPenalty)) rangeError(env, op, "missingEosPenalty", "must be finite");
+  a.scoreClip = static_cast<float>(numberIn(env, numberArg(info, 9, op, "scoreClip"), op, "scoreClip", 0, INFINITY, false));
+  const Buffer rewards = bufferArg(info, 10, Dtype::F32, op, "rewards");
+  const bool async = boolArg(info, 11, op, "async");
+  requireLength(env, scores, op, "scores", B);
+  requireLength(env, kl, op, "kl", B, T);
+  requireLength(env, mask, op, "mask", B, T);
+  if (hasEos.present()) requireLength(env, hasEos, op, "hasEos", B);
+  requireLength(env, rewards, op, "rewards", B, T);
+  const int device = commonDevice(env, op, {{"scores", &scores}, {"kl", &kl}, {"mask", &mask}, {"hasEos", &hasEos},
+                                           {"rewards", &rewards}});
+  a.B = B;
+  a.T = T;
+  a.scores = scores.as<float>();
+  a.kl = kl.as<float>();
+  a.mask = mask.as<uint8_t>();
+  a.hasEos = hasEos.as<uint8_t>();
+  a.rewards = rewards.as<float>();
+  return runKernel(info, async, {scores, kl, mask, hasEos, rewards}, [a, device]() -> ToJs {
+    if (a.B == 0 || a.T == 0) return noResult();
+    if (device == kCpu) shapeRewardsCpu(a);
+    else cuda::shapeRewards(a, device);
+    return noResult();
+  });
+}
+
+// ppoPolicyLoss(B, T, logprobs, oldLogprobs, advantages, mask?, options, grad, async) -> stats
+// advantages hold B*T values, or B (one per row).
+Napi::Value ppoPolicyLoss(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "ppoPolicyLoss";
+  const int64_t B = intArg(info, 0, op, "B"), T = intArg(info, 1, op, "T");
+  const Buffer logprobs = bufferArg(info, 2, Dtype::F32, op, "logprobs");
+  const Buffer old = bufferArg(info, 3, Dtype::F32, op, "oldLogprobs");
+  const Buffer adv = bufferArg(info, 4, Dtype::F32, op, "advantages");
+  const Buffer mask = bufferArg(info, 5, Dtype::U8, op, "mask", true);
+  PolicyLossArgs a;
+  a.o = policyOptions(env, objectArg(info, 6, op, "options"), op);
+  const Buffer grad = bufferArg(info, 7, Dtype::F32, op, "grad");
+  const bool async = boolArg(info, 8, op, "async");
+  requireLength(env, logprobs, op, "logprobs", B, T);
+  requireLength(env, old, op, "oldLogprobs", B, T);
+  if (adv.length != B * T && adv.length != B) requireLength(env, adv, op, "advantages", B, T);
+  if (mask.present()) requireLength(env, mask, op, "mask", B, T);
+  requireLength(env, grad, op, "grad", B, T);
+  const int device = commonDevice(env, op, {{"logprobs", &logprobs}, {"oldLogprobs", &old}, {"advantages", &adv},
+                                           {"mask", &mask}, {"grad", &grad}});
+  a.B = B;
+  a.T = T;
+  a.logprobs = logprobs.as<float>();
+  a.oldLogprobs = old.as<float>();
+  a.advantages = adv.as<float>();
+  a.advantagesPerRow = adv.length != B * T;
+  a.mask = mask.as<uint8_t>();
+  a.grad = grad.as<float>();
+  return runKernel(info, async, {logprobs, old, adv, mask, grad}, [a, device]() -> ToJs {
+    if (a.B == 0 || a.T == 0) return policyStatsResult(PolicyLossStats{});
+    return policyStatsResult(device == kCpu ? policyLossCpu(a) : cuda::policyLoss(a, device));
+  });
+}
+
+// valueLoss(B, T, values, oldValues?, returns, mask?, clip, { aggregation, normalizer }, grad, async) -> stats
+Napi::Value valueLoss(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "valueLoss";
+  const int64_t B = intArg(info, 0, op, "B"), T = intArg(info, 1, op, "T");
+  const Buffer values = bufferArg(info, 2, Dtype::F32, op, "values");
+  const Buffer oldValues = bufferArg(info, 3, Dtype::F32, op, "oldValues", true);
+  const Buffer returns = bufferArg(info, 4, Dtype::F32, op, "returns");
+  const Buffer mask = bufferArg(info, 5, Dtype::U8, op, "mask", true);
+  ValueLossArgs a;
+  a.clip = static_cast<float>(numberIn(env, numberArg(info, 6, op, "clip"), op, "clip", 0, INFINITY, false));
+  readAggregation(env, objectArg(info, 7, op, "options"), op, a.aggregation, a.normalizer);
+  const Buffer grad = bufferArg(info, 8, Dtype::F32, op, "grad");
+  const bool async = boolArg(info, 9, op, "async");
+  requireLength(env, values, op, "values", B, T);
+  requireLength(env, returns, op, "returns", B, T);
+  if (oldValues.present()) requireLength(env, oldValues, op, "oldValues", B, T);
+  else if (a.clip != kNoClamp) rangeError(env, op, "oldValues", "is required when `clip` is set");
+  if (mask.present()) requireLength(env, mask, op, "mask", B, T);
+  requireLength(env, grad, op, "grad", B, T);
+  const int device = commonDevice(env, op, {{"values", &values}, {"oldValues", &oldValues}, {"returns", &returns},
+                                           {"mask", &mask}, {"grad", &grad}});
+  a.B = B;
+  a.T = T;
+  a.values = values.as<float>();
+  a.oldValues = oldValues.as<float>();
+  a.returns = returns.as<float>();
+  a.mask = mask.as<uint8_t>();
+  a.grad = grad.as<float>();
+  return runKernel(info, async, {values, oldValues, returns, mask, grad}, [a, device]() -> ToJs {
+    ValueLossStats s;
+    s.explainedVariance = NAN;
+    if (a.B > 0 && a.T > 0) s = device == kCpu ? valueLossCpu(a) : cuda::valueLoss(a, device);
+    return [s](Napi::Env env) -> Napi::Value {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("loss", s.loss);
+      o.Set("vfClipfrac", s.vfClipfrac);
+      o.Set("explainedVariance", s.explainedVariance);
+      return o;
+    };
+  });
+}
+
+// actorLossFromLogits(B, T, V, logits, labels, oldLogprobs, advantages, refLogprobs?, mask?,
+//   { temperature, ignoreIndex, entropyCoef, klCoef, ...policy options }, { ...kl options },
+//   gradLogits, logprobs?, entropy?, async) -> stats
+Napi::Value actorLossFromLogits(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "actorLossFromLogits";
+  const int64_t B = intArg(info, 0, op, "B"), T = intArg(info, 1, op, "T"), V = intArg(info, 2, op, "V");
+  requireVocabulary(env, op, V);
+  const Buffer logits = bufferArg(info, 3, Dtype::F32, op, "logits");
+  const Buffer labels = bufferArg(info, 4, Dtype::I32, op, "labels");
+  const Buffer old = bufferArg(info, 5, Dtype::F32, op, "oldLogprobs");
+  const Buffer adv = bufferArg(info, 6, Dtype::F32, op, "advantages");
+  const Buffer ref = bufferArg(info, 7, Dtype::F32, op, "refLogprobs", true);
+  const Buffer mask = bufferArg(info, 8, Dtype::U8, op, "mask", true);
+  const Napi::Object o = objectArg(info, 9, op, "options");
+  ActorLossArgs a;
+  a.o = policyOptions(env, o, op);
+  a.temperature = static_cast<float>(objectNumber(env, o, op, "temperature"));
+  if (!(a.temperature > 0 && std::isfinite(a.temperature)))
+    rangeError(env, op, "temperature", "must be a finite number > 0 but is " + str(a.temperature));
+  const double ignore = objectNumber(env, o, op, "ignoreIndex");
+  if (!(ignore >= -2147483648.0 && ignore <= 2147483647.0) || ignore != std::floor(ignore))
+    rangeError(env, op, "ignoreIndex", "must be a 32-bit integer but is " + str(ignore));
+  a.ignoreIndex = static_cast<int32_t>(ignore);
+  a.entropyCoef = static_cast<float>(objectNumber(env, o, op, "entropyCoef"));
+  a.klCoef = static_cast<float>(objectNumber(env, o, op, "klCoef"));
+  if (!std::isfinite(a.entropyCoef)) rangeError(env, op, "entropyCoef", "must be finite");
+  if (!(a.klCoef >= 0 && std::isfinite(a.klCoef))) rangeError(env, op, "klCoef", "must be a finite number >= 0");
+  a.klOptions = klOptions(env, objectArg(info, 10, op, "kl"), op);
+  const Buffer gradLogits = bufferArg(info, 11, Dtype::F32, op, "gradLogits");
+  const Buffer logprobs = bufferArg(info, 12, Dtype::F32, op, "logprobs", true);
+  const Buffer entropy = bufferArg(info, 13, Dtype::F32, op, "entropy", true);
+  const bool async = boolArg(info, 14, op, "async");
+  const int64_t n = B * T;
+  requireLength(env, logits, op, "logits", n, V);
+  requireLength(env, labels, op, "labels", n);
+  requireLength(env, old, op, "oldLogprobs", n);
+  if (adv.length != n && adv.length != B) requireLength(env, adv, op, "advantages", B, T);
+  if (ref.present()) requireLength(env, ref, op, "refLogprobs", n);
+  if (mask.present()) requireLength(env, mask, op, "mask", n);
+  requireLength(env, gradLogits, op, "gradLogits", n, V);
+  if (logprobs.present()) requireLength(env, logprobs, op, "logprobs", n);
+  if (entropy.present()) requireLength(env, entropy, op, "entropy", n);
+  const int device = commonDevice(env, op, {{"logits", &logits}, {"labels", &labels}, {"oldLogprobs", &old},
+                                           {"advantages", &adv}, {"refLogprobs", &ref}, {"mask", &mask},
+                                           {"gradLogits", &gradLogits}, {"logprobs", &logprobs},
+                                           {"entropy", &entropy}});
+  a.B = B;
+  a.T = T;
+  a.V = V;
+  a.logits = logits.data;
+  a.labels = labels.as<int32_t>();
+  a.oldLogprobs = old.as<float>();
+  a.advantages = adv.as<float>();
+  a.advantagesPerRow = adv.length != n;
+  a.refLogprobs = ref.as<float>();
+  a.mask = mask.as<uint8_t>();
+  a.gradLogits = gradLogits.data;
+  a.logprobs = logprobs.as<float>();
+  a.entropy = entropy.as<float>();
+  return runKernel(info, async, {logits, labels, old, adv, ref, mask, gradLogits, logprobs, entropy},
+                   [a, device, op]() -> ToJs {
+                     ActorLossStats s;
+                     if (a.B > 0 && a.T > 0) {
+                       checkLabels(op, a.labels, a.B * a.T, a.V, a.ignoreIndex, device);
+                       s = device == kCpu ? actorLossCpu(a) : cuda::actorLoss(a, device);
+                     }
+                     return [s](Napi::Env env) -> Napi::Value {
+                       Napi::Object o = policyStatsResult(s.policy)(env).As<Napi::Object>();
+                       o.Set("policyLoss", s.policy.loss);
+                       o.Set("loss", s.loss);
+                       o.Set("entropy", s.entropy);
+                       o.Set("kl", s.kl);
+                       return o;
+                     };
+                   });
+}
+
+}  // namespace addon
+}  // namespace rlhf

@@ -1,0 +1,405 @@
+// The optimised CPU entry points of the policy-gradient family: rows of logits and blocks of
+// tokens spread over the thread pool, the chunk kernels of policy_chunks.h doing the work.
+// Losses are summed over fixed blocks of tokens combined in block order, so the thread count
+// never changes a bit of the result.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#include "../reference/policy_math.h"
+#include "cpu_variants.h"
+#include "rlhf/error.h"
+#include "rlhf/policy.h"
+#include "thread_pool.h"
+
+namespace rlhf {
+
+using namespace policy_math;
+
+// Tokens per block of the loss reductions: the only thing that fixes their rounding.
+constexpr int64_t kLossBlock = 8192;
+
+static void fenceStreams(bool streaming) {
+#if defined(__SSE2__)
+  if (streaming) _mm_sfence();
+#endif
+}
+
+static const float* f32(const void* p, LogitsDtype dtype) {
+  if (dtype != LogitsDtype::F32) throw KernelError(ErrorKind::Type, "the CPU kernels take float32 logits only");
+  return static_cast<const float*>(p);
+}
+
+// Rows of V logits per thread part: enough rows that a part is worth waking a thread.
+static int64_t rowGrain(int64_t V) { return std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(V, 1)); }
+
+// z_label/tau - logsumexp(z/tau) and the entropy, from a row's softmax statistics.
+static double logprobOf(const float* z, int32_t label, float tau, const RowSoftmax& s) {
+  return (static_cast<double>(z[label]) - s.max) / tau - s.logSum;
+}
+static double entropyOf(const RowSoftmax& s) { return s.logSum - s.meanShift; }
+
+int64_t firstInvalidLabelCpu(const int32_t* labels, int64_t n, int64_t V, int32_t ignoreIndex) {
+  for (int64_t i = 0; i < n; ++i)
+    if (labels[i] != ignoreIndex && (labels[i] < 0 || labels[i] >= V)) return i;
+  return -1;
+}
+
+void logprobsCpu(const LogprobsArgs& a) {
+  const ChunkKernels* k = kernelsForCall();
+  if (k == nullptr) return logprobsReference(a);
+  const float* logits = f32(a.logits, a.dtype);
+  parallelFor(a.N, rowGrain(a.V), 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int32_t label = a.labels[i];
+      if (label == a.ignoreIndex) {
+        a.logprobs[i] = 0;
+        if (a.entropy) a.entropy[i] = 0;
+        continue;
+      }
+      const float* z = logits + i * a.V;
+      const RowSoftmax s = k->rowSoftmax(z, a.V, a.temperature);
+      a.logprobs[i] = static_cast<float>(logprobOf(z, label, a.temperature, s));
+      if (a.entropy) a.entropy[i] = static_cast<float>(entropyOf(s));
+    }
+  });
+}
+
+void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
+  const ChunkKernels* k = kernelsForCall();
+  if (k == nullptr) return logprobsBackwardReference(a);
+  const float* logits = f32(a.logits, a.dtype);
+  float* grad = static_cast<float*>(a.gradLogits);
+  const bool streaming = isStreaming(a.N * a.V);
+  parallelFor(a.N, rowGrain(a.V), 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      float* out = grad + i * a.V;
+      const int32_t label = a.labels[i];
+      if (label == a.ignoreIndex) {
+        std::memset(out, 0, static_cast<size_t>(a.V) * sizeof(float));
+        continue;
+      }
+      const float* z = logits + i * a.V;
+      const RowSoftmax s = k->rowSoftmax(z, a.V, a.temperature);
+      k->rowSoftmaxGrad(z, a.V, a.temperature, s, label, a.gradLogprobs[i], a.gradEntropy ? a.gradEntropy[i] : 0.0f,
+                        out, streaming);
+    }
+    fenceStreams(streaming);
+  });
+}
+
+void klPenaltyCpu(const KlPenaltyArgs& a) {
+  const ChunkKernels* k = kernelsForCall();
+  if (k == nullptr) return klPenaltyReference(a);
+  parallelFor(a.n, kMinElementsPerThread, kLine, [&](int64_t i0, int64_t i1) { k->klRange(a, i0, i1); });
+}
+
+// Rows are independent and the work per element is a multiply: the reference's loop over a
+// slice of rows is already as fast as memory allows, so the threads run it on their slices.
+void shapeRewardsCpu(const ShapeRewardsArgs& a) {
+  if (kernelsForCall() == nullptr) return shapeRewardsReference(a);
+  parallelFor(a.B, std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(a.T, 1)), 1,
+              [&](int64_t b0, int64_t b1) {
+                ShapeRewardsArgs part = a;
+                part.B = b1 - b0;
+                part.scores = a.scores + b0;
+                part.kl = a.kl + b0 * a.T;
+                part.mask = a.mask + b0 * a.T;
+                part.hasEos = a.hasEos ? a.hasEos + b0 : nullptr;
+                part.rewards = a.rewards + b0 * a.T;
+                shapeRewardsReference(part);
+              });
+}
+
+// --- aggregation weights ----------------------------------------------------------------------
+
+struct RowCounts {
+  std::vector<double> valid;  // per row
+  double total = 0, nonEmpty = 0;
+};
+
+// Valid tokens per row: mask != 0 (null: all) and, when labels are given, label != ignoreIndex.
+static RowCounts countRows(int64_t B, int64_t T, const uint8_t* mask, const int32_t* labels = nullptr,
+                           int32_t ignoreIndex = 0) {
+  RowCounts c;
+  c.valid.assign(static_cast<size_t>(B), 0.0);
+  if (mask == nullptr && labels == nullptr) {
+    std::fill(c.valid.begin(), c.valid.end(), static_cast<double>(T));
+  } else {
+    parallelFor(B, std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(T, 1)), 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        int64_t n = 0;
+        for (int64_t i = b * T; i < (b + 1) * T; ++i)
+          n += (mask == nullptr || mask[i] != 0) && (labels == nullptr || labels[i] != ignoreIndex) ? 1 : 0;
+        c.valid[b] = static_cast<double>(n);
+      }
+    });
+  }
+  for (double n : c.valid) {
+    c.total += n;
+    c.nonEmpty += n > 0 ? 1 : 0;
+  }
+  return c;
+}
+
+static std::vector<double> rowWeights(const RowCounts& c, Aggregation mode, double normalizer, int64_t B) {
+  std::vector<double> w(c.valid.size());
+  for (size_t b = 0; b < w.size(); ++b)
+    w[b] = aggregationRowWeight(mode, normalizer, c.valid[b], c.total, c.nonEmpty, static_cast<double>(B));
+  return w;
+}
+
+// Runs `block(i0, i1)` over fixed blocks of kLossBlock tokens on the pool and returns the
+// results in block order.
+template <typename Result, typename BlockFn>
+static std::vector<Result> overBlocks(int64_t n, BlockFn block) {
+  const int64_t blocks = (n + kLossBlock - 1) / kLossBlock;
+  std::vector<Result> out(static_cast<size_t>(blocks));
+  parallelFor(blocks, std::max<int64_t>(1, kMinElementsPerThread / kLossBlock), 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) out[b] = block(b * kLossBlock, std::min(n, (b + 1) * kLossBlock));
+  });
+  return out;
+}
+
+// --- the PPO policy loss -------------------------------------------------------------------------
+
+// The sequence importance level's log weight of each row: the masked mean of lp - old.
+static std::vector<float> sequenceLogRatios(const PolicyLossArgs& a, const RowCounts& c) {
+  std::vector<float> s(static_cast<size_t>(a.B));
+  for (int64_t b = 0; b < a.B; ++b) {
+    double sum = 0;
+    for (int64_t i = b * a.T; i < (b + 1) * a.T; ++i)
+      if (a.mask == nullptr || a.mask[i] != 0) sum += static_cast<double>(a.logprobs[i]) - a.oldLogprobs[i];
+    s[b] = static_cast<float>(sum / std::max(c.valid[b], 1.0));
+  }
+  return s;
+}
+
+// With one ratio per row, d loss / d lp_bt is the row's summed d loss / d log-weight spread
+// evenly over its valid tokens.
+static void spreadRowGradients(const PolicyLossArgs& a, const RowCounts& c) {
+  for (int64_t b = 0; b < a.B; ++b) {
+    double sum = 0;
+    for (int64_t i = b * a.T; i < (b + 1) * a.T; ++i) sum += a.grad[i];
+    const float g = static_cast<float>(sum / std::max(c.valid[b], 1.0));
+    for (int64_t i = b * a.T; i < (b + 1) * a.T; ++i)
+      if (a.mask == nullptr || a.mask[i] != 0) a.grad[i] = g;
+  }
+}
+
+PolicyLossStats policyLossCpu(const PolicyLossArgs& a) {
+  const ChunkKernels* k = kernelsForCall();
+  if (k == nullptr) return policyLossReference(a);
+  const RowCounts c = countRows(a.B, a.T, a.mask);
+  const std::vector<double> w = rowWeights(c, a.o.aggregation, a.o.normalizer, a.B);
+  const bool sequence = a.o.importance == ImportanceLevel::Sequence;
+  const std::vector<float> seq = sequence ? sequenceLogRatios(a, c) : std::vector<float>();
+  const std::vector<PolicyBlock> parts = overBlocks<PolicyBlock>(
+      a.B * a.T, [&](int64_t i0, int64_t i1) { return k->policyBlock(a, w.data(), sequence ? seq.data() : nullptr, i0, i1); });
+  if (sequence) spreadRowGradients(a, c);
+  PolicyBlock t;
+  for (const PolicyBlock& p : parts) {
+    t.loss += p.loss;
+    t.kl2 += p.kl2;
+    t.kl3 += p.kl3;
+    t.klp += p.klp;
+    t.clipped += p.clipped;
+    t.lower += p.lower;
+  }
+  const double n = c.total;
+  PolicyLossStats s;
+  s.loss = t.loss;
+  if (n > 0) {
+    s.clipfrac = static_cast<double>(t.clipped) / n;
+    s.clipfracLower = static_cast<double>(t.lower) / n;
+    s.approxKl = t.kl2 / n;
+    s.approxKlK3 = t.kl3 / n;
+    s.ppoKl = t.klp / n;
+  }
+  return s;
+}
+
+// --- the value loss ------------------------------------------------------------------------------
+
+ValueLossStats valueLossCpu(const ValueLossArgs& a) {
+  const ChunkKernels* k = kernelsForCall();
+  if (k == nullptr) return valueLossReference(a);
+  const RowCounts c = countRows(a.B, a.T, a.mask);
+  const std::vector<double> w = rowWeights(c, a.aggregation, a.normalizer, a.B);
+  const std::vector<ValueBlock> parts =
+      overBlocks<ValueBlock>(a.B * a.T, [&](int64_t i0, int64_t i1) { return k->valueBlock(a, w.data(), i0, i1); });
+  double loss = 0, clipped = 0;
+  MaskedMoments returns, errors;
+  for (const ValueBlock& p : parts) {
+    loss += p.loss;
+    clipped += static_cast<double>(p.clipped);
+    returns = combineMoments(returns, p.returns);
+    errors = combineMoments(errors, p.errors);
+  }
+  ValueLossStats s;
+  s.loss = 0.5 * loss;
+  s.vfClipfrac = c.total > 0 ? clipped / c.total : 0;
+  s.explainedVariance = c.total > 0 && returns.m2 > 0 ? 1 - errors.m2 / returns.m2 : NAN;
+  return s;
+}
+
+// --- the fused actor loss ------------------------------------------------------------------------
+// Per token: the row's softmax statistics, then lp and H, then the token's terms of the three
+// losses and their gradients with respect to lp and H, then the row of d loss / d logits. At the
+// token importance level all of it happens while the row is in cache (one read of the logits);
+// the sequence level needs every lp of a row before any gradient, so it reads them twice.
+
+struct ActorToken {
+  double l = 0, kl = 0, gLp = 0;  // policy loss term, KL term, d(pg + klCoef*kl)/d lp (without 1/n spread)
+  bool clipped = false, lower = false;
+  double kl2 = 0, kl3 = 0, klp = 0;  // stats on the token's own clamped log-ratio
+};
+
+static ActorToken actorToken(const ActorLossArgs& a, int64_t i, double lp, double dUsed, double w) {
+  const PolicyLossOptions& o = a.o;
+  ActorToken t;
+  const double A = a.advantagesPerRow ? a.advantages[i / a.T] : a.advantages[i];
+  const double d = clampSym(dUsed, o.clampLogRatio);
+  const double r = std::exp(d);
+  const TokenLoss tl = tokenLoss(r, A, o);
+  t.l = tl.l;
+  t.gLp = std::fabs(dUsed) > o.clampLogRatio ? 0.0 : w * tl.dldr * r;
+  t.clipped = countsAsClipped(tl, r, o);
+  t.lower = tl.lowerActive;
+  const double dt = clampSym(lp - a.oldLogprobs[i], o.clampLogRatio);
+  t.kl2 = 0.5 * dt * dt;
+  t.kl3 = std::exp(dt) - 1 - dt;
+  t.klp = -dt;
+  return t;
+}
+
+static double klTerm(const ActorLossArgs& a, int64_t i, double lp, double w, double& gLp) {
+  if (a.refLogprobs == nullptr || a.klCoef == 0) return 0;
+  const KlValue k = klOf(lp - a.refLogprobs[i], a.klOptions);
+  gLp += static_cast<double>(a.klCoef) * w * k.grad;
+  return k.kl;
+}
+
+ActorLossStats actorLossCpu(const ActorLossArgs& a) {
+  const ChunkKernels* k = kernelsForCall();
+  if (k == nullptr) return actorLossReference(a);
+  const float* logits = f32(a.logits, a.dtype);
+  float* grad = static_cast<float*>(a.gradLogits);
+  const int64_t n = a.B * a.T, V = a.V;
+  const RowCounts c = countRows(a.B, a.T, a.mask, a.labels, a.ignoreIndex);
+  const std::vector<double> w = rowWeights(c, a.o.aggregation, a.o.normalizer, a.B);
+  const bool streaming = isStreaming(n * V);
+  const bool sequence = a.o.importance == ImportanceLevel::Sequence;
+  auto valid = [&](int64_t i) { return (a.mask == nullptr || a.mask[i] != 0) && a.labels[i] != a.ignoreIndex; };
+
+  std::vector<double> lp(static_cast<size_t>(n), 0.0), H(static_cast<size_t>(n), 0.0);
+  std::vector<RowSoftmax> soft(sequence ? static_cast<size_t>(n) : 0);
+  std::vector<ActorToken> tok(static_cast<size_t>(n));
+  std::vector<double> kl(static_cast<size_t>(n), 0.0);
+
+  auto writeGrad = [&](int64_t i, const RowSoftmax& s, double gLp) {
+    const float gH = static_cast<float>(-static_cast<double>(a.entropyCoef) * w[i / a.T]);
+    k->rowSoftmaxGrad(logits + i * V, V, a.temperature, s, a.labels[i], static_cast<float>(gLp), gH, grad + i * V,
+                      streaming);
+  };
+  auto zeroGrad = [&](int64_t i) { std::memset(grad + i * V, 0, static_cast<size_t>(V) * sizeof(float)); };
+  auto stats = [&](int64_t i) {
+    const float* z = logits + i * V;
+    const RowSoftmax s = k->rowSoftmax(z, V, a.temperature);
+    lp[i] = logprobOf(z, a.labels[i], a.temperature, s);
+    H[i] = entropyOf(s);
+    return s;
+  };
+
+  if (!sequence) {
+    parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        if (!valid(i)) {
+          zeroGrad(i);
+          continue;
+        }
+        const RowSoftmax s = stats(i);
+        const double wb = w[i / a.T];
+        tok[i] = actorToken(a, i, lp[i], lp[i] - a.oldLogprobs[i], wb);
+        double gLp = tok[i].gLp;
+        kl[i] = klTerm(a, i, lp[i], wb, gLp);
+        writeGrad(i, s, gLp);
+      }
+      fenceStreams(streaming);
+    });
+  } else {
+    parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        if (valid(i)) soft[i] = stats(i);
+    });
+    std::vector<double> gLp(static_cast<size_t>(n), 0.0);
+    for (int64_t b = 0; b < a.B; ++b) {
+      const int64_t r0 = b * a.T, r1 = r0 + a.T;
+      double seqD = 0;
+      for (int64_t i = r0; i < r1; ++i)
+        if (valid(i)) seqD += lp[i] - a.oldLogprobs[i];
+      const double nb = std::max(c.valid[b], 1.0);
+      seqD /= nb;
+      double rowGrad = 0;
+      for (int64_t i = r0; i < r1; ++i)
+        if (valid(i)) {
+          tok[i] = actorToken(a, i, lp[i], seqD, w[b]);
+          rowGrad += tok[i].gLp;
+        }
+      for (int64_t i = r0; i < r1; ++i)
+        if (valid(i)) {
+          gLp[i] = rowGrad / nb;
+          kl[i] = klTerm(a, i, lp[i], w[b], gLp[i]);
+        }
+    }
+    parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        if (valid(i)) writeGrad(i, soft[i], gLp[i]);
+        else zeroGrad(i);
+      }
+      fenceStreams(streaming);
+    });
+  }
+
+  // Sums in the reference's order: tokens within a row, rows in order.
+  ActorLossStats s;
+  double clipped = 0, lower = 0, kl2 = 0, kl3 = 0, klp = 0, pg = 0, ent = 0, klSum = 0;
+  for (int64_t b = 0; b < a.B; ++b) {
+    double rowL = 0, rowH = 0, rowKl = 0;
+    for (int64_t i = b * a.T; i < (b + 1) * a.T; ++i) {
+      if (a.logprobs) a.logprobs[i] = static_cast<float>(lp[i]);
+      if (a.entropy) a.entropy[i] = static_cast<float>(H[i]);
+      if (!valid(i)) continue;
+      rowL += tok[i].l;
+      rowH += H[i];
+      rowKl += kl[i];
+      clipped += tok[i].clipped ? 1 : 0;
+      lower += tok[i].lower ? 1 : 0;
+      kl2 += tok[i].kl2;
+      kl3 += tok[i].kl3;
+      klp += tok[i].klp;
+    }
+    pg += w[b] * rowL;
+    ent += w[b] * rowH;
+    klSum += w[b] * rowKl;
+  }
+  const double total = c.total;
+  s.policy.loss = pg;
+  if (total > 0) {
+    s.policy.clipfrac = clipped / total;
+    s.policy.clipfracLower = lower / total;
+    s.policy.approxKl = kl2 / total;
+    s.policy.approxKlK3 = kl3 / total;
+    s.policy.ppoKl = klp / total;
+  }
+  const bool withKl = a.refLogprobs != nullptr && a.klCoef != 0;
+  s.entropy = ent;
+  s.kl = withKl ? klSum : 0;
+  s.loss = pg + (withKl ? static_cast<double>(a.klCoef) * klSum : 0.0) - static_cast<double>(a.entropyCoef) * ent;
+  return s;
+}
+
+}  // namespace rlhf

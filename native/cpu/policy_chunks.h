@@ -1,0 +1,451 @@
+// Single-thread chunk kernels of the policy-gradient family, compiled once per instruction-set
+// variant (included by kernels_base.cpp and kernels_avx2.cpp after chunk_kernels.h). They use
+// the explicit vectors of simd.h: each lane keeps its own running sums in a fixed order, so
+// every result depends only on the input and the variant, never on the thread count.
+#include <cmath>
+#include <cstdint>
+
+#include "cpu_variants.h"
+#include "rlhf/policy.h"
+#include "simd.h"
+
+namespace rlhf {
+namespace RLHF_CHUNK_NS {
+
+using namespace simd;
+
+// --- one row of logits: the softmax statistics in a single pass ---------------------------------
+// The row goes in blocks of kSoftmaxVectors vectors. Each block is read once from memory while
+// its max is found, then again from L1: each lane rescales its sums only when its max grows,
+// then adds e = exp((z - max)/tau) (one exp per element) and e * (z - max)/tau for the entropy.
+// Working with z - max (exact in float32 for logits near the max) rather than z/tau keeps the
+// digits of large logits.
+constexpr int kSoftmaxVectors = 8;
+
+struct SoftmaxLanes {
+  VF m;                 // running max of z per lane (-inf until the lane sees a finite value)
+  VD sLo, sHi;          // sum of exp((z - m)/tau)
+  VD uLo, uHi;          // sum of exp((z - m)/tau) * (z - m)/tau, terms with exp = 0 left out
+};
+
+static inline void widen(VF x, VD& lo, VD& hi) {
+  lo = zeroD();
+  hi = zeroD();
+  accumulate(lo, hi, x);
+}
+
+// Moves every lane's sums from its max m to newMax: with delta = (m - m')/tau and c = exp(delta),
+// s' = c s and u' = c (u + s delta). Lanes that saw nothing yet (m = -inf) hold zeros and stay so.
+template <bool kScaled>
+static inline void rescale(SoftmaxLanes& L, VF newMax, VF tau) {
+  const VF seen = gt(L.m, set1(-__builtin_inff()));
+  VF delta = sub(L.m, newMax);
+  if (kScaled) delta = div(delta, tau);
+  delta = select(seen, delta, zero());
+  const VF c = select(seen, simd::exp(delta), zero());
+  VD cLo, cHi, dLo, dHi;
+  widen(c, cLo, cHi);
+  widen(delta, dLo, dHi);
+#if defined(__AVX2__)
+  L.uLo = _mm256_mul_pd(cLo, _mm256_add_pd(L.uLo, _mm256_mul_pd(L.sLo, dLo)));
+  L.uHi = _mm256_mul_pd(cHi, _mm256_add_pd(L.uHi, _mm256_mul_pd(L.sHi, dHi)));
+  L.sLo = _mm256_mul_pd(cLo, L.sLo);
+  L.sHi = _mm256_mul_pd(cHi, L.sHi);
+#else
+  L.uLo = _mm_mul_pd(cLo, _mm_add_pd(L.uLo, _mm_mul_pd(L.sLo, dLo)));
+  L.uHi = _mm_mul_pd(cHi, _mm_add_pd(L.uHi, _mm_mul_pd(L.sHi, dHi)));
+  L.sLo = _mm_mul_pd(cLo, L.sLo);
+  L.sHi = _mm_mul_pd(cHi, L.sHi);
+#endif
+  L.m = newMax;
+}
+
+// Loads n <= W floats, the missing lanes set to `fill`.
+static inline VF loadPartial(const float* p, int64_t n, float fill) {
+  alignas(32) float tmp[W];
+  for (int i = 0; i < W; ++i) tmp[i] = i < n ? p[i] : fill;
+  return load(tmp);
+}
+
+template <bool kScaled>
+static inline void softmaxBlock(SoftmaxLanes& L, const float* z, int64_t count, VF tau) {
+  const int64_t full = count / W, tail = count % W;
+  const VF tailValues = tail != 0 ? loadPartial(z + full * W, tail, -__builtin_inff()) : zero();
+  VF bm = set1(-__builtin_inff());
+  for (int64_t k = 0; k < full; ++k) bm = max(bm, load(z + k * W));
+  if (tail != 0) bm = max(bm, tailValues);
+  const VF newMax = max(L.m, bm);
+  if (anyLane(gt(newMax, L.m))) rescale<kScaled>(L, newMax, tau);
+  // Lanes whose max is still -inf subtract 0, so that their -inf elements give exp = 0.
+  const VF base = select(eq(L.m, set1(-__builtin_inff())), zero(), L.m);
+  VF s = zero(), u = zero();
+  auto add1 = [&](VF zv) {
+    VF x = sub(zv, base);
+    if (kScaled) x = div(x, tau);
+    const VF e = simd::exp(x);
+    s = add(s, e);
+    u = add(u, select(gt(e, zero()), mul(e, x), zero()));
+  };
+  for (int64_t k = 0; k < full; ++k) add1(load(z + k * W));
+  if (tail != 0) add1(tailValues);
+  accumulate(L.sLo, L.sHi, s);
+  accumulate(L.uLo, L.uHi, u);
+}
+
+template <bool kScaled>
+static RowSoftmax rowSoftmaxT(const float* z, int64_t V, float tau) {
+  SoftmaxLanes L{set1(-__builtin_inff()), zeroD(), zeroD(), zeroD(), zeroD()};
+  const VF vtau = set1(tau);
+  constexpr int64_t kBlock = kSoftmaxVectors * W;
+  for (int64_t j = 0; j < V; j += kBlock) softmaxBlock<kScaled>(L, z + j, V - j < kBlock ? V - j : kBlock, vtau);
+
+  // Combine the lanes about the row's max M, in lane order.
+  alignas(32) float m[W];
+  double s[W], u[W];
+  store(m, L.m);
+  storeD(s, L.sLo);
+  storeD(s + W / 2, L.sHi);
+  storeD(u, L.uLo);
+  storeD(u + W / 2, L.uHi);
+  float M = -__builtin_inff();
+  bool nan = false;
+  for (int i = 0; i < W; ++i) {
+    M = std::fmax(M, m[i]);
+    nan |= std::isnan(m[i]) || std::isnan(s[i]) || std::isnan(u[i]);
+  }
+  if (nan || std::isinf(M)) return {NAN, NAN, NAN};
+  double S = 0, U = 0;
+  for (int i = 0; i < W; ++i) {
+    if (m[i] == -__builtin_inff()) continue;
+    const double d = (static_cast<double>(m[i]) - M) / tau, c = std::exp(d);
+    S += c * s[i];
+    U += c * (u[i] + s[i] * d);
+  }
+  return {M, std::log(S), U / S};
+}
+
+RowSoftmax rowSoftmax(const float* z, int64_t V, float tau) {
+  return tau == 1.0f ? rowSoftmaxT<false>(z, V, tau) : rowSoftmaxT<true>(z, V, tau);
+}
+
+// --- one row of the logits' gradient -------------------------------------------------------------
+//   g_j = ((onehot_j - p_j) gLp - p_j (y_j - E) gH) / tau,   y = z/tau,
+//   p_j = exp(x_j - logSum),  y_j - E = x_j - meanShift,  x_j = (z_j - M)/tau.
+
+template <bool kScaled, bool kEntropy>
+static inline VF gradVector(VF z, float j0, const RowSoftmax& s, int32_t label, float gLp, float gH, VF tau) {
+  VF x = sub(z, set1(s.max));
+  if (kScaled) x = div(x, tau);
+  const VF p = simd::exp(sub(x, set1(static_cast<float>(s.logSum))));
+  const VF onehot = bitAnd(eq(add(iota(), set1(j0)), set1(static_cast<float>(label))), set1(1.0f));
+  VF g = mul(sub(onehot, p), set1(gLp));
+  if (kEntropy) {
+    const VF term = mul(mul(p, sub(x, set1(static_cast<float>(s.meanShift)))), set1(gH));
+    g = sub(g, select(gt(p, zero()), term, zero()));
+  }
+  return kScaled ? div(g, tau) : g;
+}
+
+template <bool kScaled, bool kEntropy>
+static void rowGradT(const float* z, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp, float gH,
+                     float* out, bool streaming) {
+  const VF vtau = set1(tau);
+  auto at = [&](int64_t j, VF zv) { return gradVector<kScaled, kEntropy>(zv, static_cast<float>(j), s, label, gLp, gH, vtau); };
+  // Writes the n < W elements from j with plain stores.
+  auto partial = [&](int64_t j, int64_t n) {
+    alignas(32) float tmp[W];
+    store(tmp, at(j, loadPartial(z + j, n, 0.0f)));
+    for (int64_t i = 0; i < n; ++i) out[j + i] = tmp[i];
+  };
+  int64_t j = 0;
+  if (streaming) {
+    // Non-temporal stores need aligned addresses: a head of plain stores gets there first.
+    const int64_t misaligned = static_cast<int64_t>((reinterpret_cast<uintptr_t>(out) / 4) % W);
+    const int64_t head = misaligned == 0 ? 0 : (W - misaligned < V ? W - misaligned : V);
+    if (head > 0) partial(0, head);
+    for (j = head; j + W <= V; j += W) stream(out + j, at(j, load(z + j)));
+  } else {
+    for (; j + W <= V; j += W) store(out + j, at(j, load(z + j)));
+  }
+  if (j < V) partial(j, V - j);
+}
+
+void rowSoftmaxGrad(const float* z, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp, float gH,
+                    float* out, bool streaming) {
+  const bool scaled = tau != 1.0f, entropy = gH != 0.0f;
+  if (scaled && entropy) rowGradT<true, true>(z, V, tau, s, label, gLp, gH, out, streaming);
+  else if (scaled) rowGradT<true, false>(z, V, tau, s, label, gLp, gH, out, streaming);
+  else if (entropy) rowGradT<false, true>(z, V, tau, s, label, gLp, gH, out, streaming);
+  else rowGradT<false, false>(z, V, tau, s, label, gLp, gH, out, streaming);
+}
+
+// --- KL estimators ---------------------------------------------------------------------------------
+
+// exp(-d) + d - 1, accurate where it is small: below |d| = 1/2 the cancellation of the direct
+// form would cost up to half the digits, so the Taylor series (terms d^n/n!) is used there.
+static inline VF k3Of(VF d) {
+  VF p = set1(-1.0f / 362880);
+  p = add(mul(p, d), set1(1.0f / 40320));
+  p = add(mul(p, d), set1(-1.0f / 5040));
+  p = add(mul(p, d), set1(1.0f / 720));
+  p = add(mul(p, d), set1(-1.0f / 120));
+  p = add(mul(p, d), set1(1.0f / 24));
+  p = add(mul(p, d), set1(-1.0f / 6));
+  p = add(mul(p, d), set1(0.5f));
+  const VF series = mul(mul(p, d), d);
+  const VF direct = sub(add(simd::exp(sub(zero(), d)), d), set1(1.0f));
+  return select(lt(absf(d), set1(0.5f)), series, direct);
+}
+
+// 1 - exp(-d), the k3 gradient, with the same care near 0.
+static inline VF k3GradOf(VF d) {
+  VF p = set1(-1.0f / 40320);
+  p = add(mul(p, d), set1(1.0f / 5040));
+  p = add(mul(p, d), set1(-1.0f / 720));
+  p = add(mul(p, d), set1(1.0f / 120));
+  p = add(mul(p, d), set1(-1.0f / 24));
+  p = add(mul(p, d), set1(1.0f / 6));
+  p = add(mul(p, d), set1(-0.5f));
+  p = add(mul(p, d), set1(1.0f));
+  const VF series = mul(p, d);
+  const VF direct = sub(set1(1.0f), simd::exp(sub(zero(), d)));
+  return select(lt(absf(d), set1(0.5f)), series, direct);
+}
+
+// clamp(x, -c, c) keeping NaN (max/min return their second operand when either is NaN).
+static inline VF clampSym(VF x, float c) { return min(set1(c), max(set1(-c), x)); }
+
+template <KlEstimator kEst>
+static inline void klVector(VF lp, VF ref, const KlOptions& o, VF& kl, VF& grad) {
+  const VF d = sub(lp, ref);
+  const VF ratioClamped = gt(absf(d), set1(o.clampLogRatio));
+  const VF dc = clampSym(d, o.clampLogRatio);
+  VF k, g;
+  switch (kEst) {
+    case KlEstimator::K1: k = dc; g = set1(1.0f); break;
+    case KlEstimator::K2: k = mul(mul(set1(0.5f), dc), dc); g = dc; break;
+    case KlEstimator::K3: k = k3Of(dc); g = k3GradOf(dc); break;
+    case KlEstimator::Abs:
+      k = absf(dc);
+      g = sub(bitAnd(gt(dc, zero()), set1(1.0f)), bitAnd(lt(dc, zero()), set1(1.0f)));
+      break;
+  }
+  const VF outClamped = gt(absf(k), set1(o.clampOutput));
+  g = select(bitOr(ratioClamped, outClamped), zero(), g);
+  kl = clampSym(k, o.clampOutput);
+  grad = o.straightThrough ? d : g;
+}
+
+template <KlEstimator kEst>
+static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
+  int64_t i = i0;
+  VF k, g;
+  for (; i + W <= i1; i += W) {
+    klVector<kEst>(load(a.logprobs + i), load(a.refLogprobs + i), a.o, k, g);
+    store(a.kl + i, k);
+    store(a.grad + i, g);
+  }
+  if (i < i1) {
+    alignas(32) float tk[W], tg[W];
+    klVector<kEst>(loadPartial(a.logprobs + i, i1 - i, 0.0f), loadPartial(a.refLogprobs + i, i1 - i, 0.0f), a.o, k, g);
+    store(tk, k);
+    store(tg, g);
+    for (int64_t j = 0; i + j < i1; ++j) {
+      a.kl[i + j] = tk[j];
+      a.grad[i + j] = tg[j];
+    }
+  }
+}
+
+void klRange(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
+  switch (a.o.estimator) {
+    case KlEstimator::K1: return klRangeT<KlEstimator::K1>(a, i0, i1);
+    case KlEstimator::K2: return klRangeT<KlEstimator::K2>(a, i0, i1);
+    case KlEstimator::K3: return klRangeT<KlEstimator::K3>(a, i0, i1);
+    case KlEstimator::Abs: return klRangeT<KlEstimator::Abs>(a, i0, i1);
+  }
+}
+
+// --- the PPO policy loss over a block of tokens -------------------------------------------------
+// Tokens [i0, i1) of the flat [B,T] batch, row by row. Writes the per-token gradient
+// w_b * dl/dr * r (0 where masked or where the log-ratio clamp is active) and returns the
+// block's sums. With `seqLogRatio` (the sequence importance level) every token of row b uses
+// that row's log-ratio; the caller then spreads each row's gradient over its tokens.
+
+struct PolicyLanes {
+  VD lossLo, lossHi, kl2Lo, kl2Hi, kl3Lo, kl3Hi, klpLo, klpHi;
+};
+
+static inline int popcount(int bits) { return __builtin_popcount(static_cast<unsigned>(bits)); }
+
+template <bool kPartial>
+static inline void policyVector(const PolicyLossArgs& a, int64_t i, int64_t n, int64_t b, float w,
+                                const float* seqLogRatio, PolicyLanes& L, PolicyBlock& out) {
+  const PolicyLossOptions& o = a.o;
+  const VF lp = kPartial ? loadPartial(a.logprobs + i, n, 0.0f) : load(a.logprobs + i);
+  const VF old = kPartial ? loadPartial(a.oldLogprobs + i, n, 0.0f) : load(a.oldLogprobs + i);
+  VF valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : eq(zero(), zero());
+  if (a.mask != nullptr) {
+    alignas(8) uint8_t mb[W] = {};
+    if (kPartial) for (int64_t j = 0; j < n; ++j) mb[j] = a.mask[i + j];
+    valid = bitAnd(valid, maskFromBytes(kPartial ? mb : a.mask + i));
+  }
+  const VF A = a.advantagesPerRow ? set1(a.advantages[b])
+                                  : (kPartial ? loadPartial(a.advantages + i, n, 0.0f) : load(a.advantages + i));
+  const VF dTok = sub(lp, old);
+  const VF dRaw = seqLogRatio != nullptr ? set1(seqLogRatio[b]) : dTok;
+  const VF clampActive = gt(absf(dRaw), set1(o.clampLogRatio));
+  const VF d = clampSym(dRaw, o.clampLogRatio);
+  const VF r = simd::exp(d);
+  const VF negA = sub(zero(), A);
+  const VF unclipped = mul(negA, r);
+  const VF clipped = mul(negA, min(set1(1.0f + o.clipHigh), max(set1(1.0f - o.clipLow), r)));
+  const VF clippedWins = gt(clipped, unclipped);
+  VF l = select(clippedWins, clipped, unclipped);
+  VF dldr = select(clippedWins, zero(), negA);
+  VF lower = zero();
+  if (o.dualClip > 0) {
+    const VF cap = mul(negA, set1(o.dualClip));
+    lower = bitAnd(lt(A, zero()), gt(l, cap));
+    l = select(lower, cap, l);
+    dldr = select(lower, zero(), dldr);
+  }
+  const VF grad = select(valid, select(clampActive, zero(), mul(mul(set1(w), dldr), r)), zero());
+  if (kPartial) {
+    alignas(32) float tmp[W];
+    store(tmp, grad);
+    for (int64_t j = 0; j < n; ++j) a.grad[i + j] = tmp[j];
+  } else {
+    store(a.grad + i, grad);
+  }
+  accumulate(L.lossLo, L.lossHi, select(valid, l, zero()));
+  const VF counted = o.clipfracMode == ClipfracMode::Branch
+                         ? clippedWins
+                         : bitOr(lt(r, set1(1.0f - o.clipLow)), gt(r, set1(1.0f + o.clipHigh)));
+  out.valid += popcount(anyLane(valid));
+  out.clipped += popcount(anyLane(bitAnd(valid, counted)));
+  out.lower += popcount(anyLane(bitAnd(valid, lower)));
+  // The KL stats take each token's own clamped log-ratio.
+  const VF dt = clampSym(dTok, o.clampLogRatio);
+  accumulate(L.kl2Lo, L.kl2Hi, select(valid, mul(mul(set1(0.5f), dt), dt), zero()));
+  accumulate(L.kl3Lo, L.kl3Hi, select(valid, k3Of(sub(zero(), dt)), zero()));
+  accumulate(L.klpLo, L.klpHi, select(valid, sub(zero(), dt), zero()));
+}
+
+PolicyBlock policyBlock(const PolicyLossArgs& a, const double* rowWeight, const float* seqLogRatio, int64_t i0,
+                        int64_t i1) {
+  PolicyBlock out;
+  const int64_t T = a.T;
+  for (int64_t i = i0; i < i1;) {
+    const int64_t b = i / T;
+    const int64_t end = (b + 1) * T < i1 ? (b + 1) * T : i1;
+    const float w = static_cast<float>(rowWeight[b]);
+    PolicyLanes L{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD()};
+    for (; i + W <= end; i += W) policyVector<false>(a, i, W, b, w, seqLogRatio, L, out);
+    if (i < end) {
+      policyVector<true>(a, i, end - i, b, w, seqLogRatio, L, out);
+      i = end;
+    }
+    out.loss += rowWeight[b] * (sumLanes(L.lossLo) + sumLanes(L.lossHi));
+    out.kl2 += sumLanes(L.kl2Lo) + sumLanes(L.kl2Hi);
+    out.kl3 += sumLanes(L.kl3Lo) + sumLanes(L.kl3Hi);
+    out.klp += sumLanes(L.klpLo) + sumLanes(L.klpHi);
+  }
+  return out;
+}
+
+// --- the value loss over a block of tokens ----------------------------------------------------------
+// Writes the per-token gradient 0.5 * w_b * dl/dv and returns the block's sums, with the moments
+// of the returns R and of the errors R - v about the block's first valid values (shifted sums,
+// so that a large common offset does not cancel the digits of the variances).
+
+struct ValueLanes {
+  VD lossLo, lossHi, r1Lo, r1Hi, r2Lo, r2Hi, e1Lo, e1Hi, e2Lo, e2Hi;
+};
+
+template <bool kPartial>
+static inline void valueVector(const ValueLossArgs& a, int64_t i, int64_t n, float w, float shiftR, float shiftE,
+                               ValueLanes& L, ValueBlock& out) {
+  const VF v = kPartial ? loadPartial(a.values + i, n, 0.0f) : load(a.values + i);
+  const VF R = kPartial ? loadPartial(a.returns + i, n, 0.0f) : load(a.returns + i);
+  VF valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : eq(zero(), zero());
+  if (a.mask != nullptr) {
+    alignas(8) uint8_t mb[W] = {};
+    if (kPartial) for (int64_t j = 0; j < n; ++j) mb[j] = a.mask[i + j];
+    valid = bitAnd(valid, maskFromBytes(kPartial ? mb : a.mask + i));
+  }
+  const VF err = sub(v, R);
+  VF l = mul(err, err);
+  VF dldv = mul(set1(2.0f), err);
+  VF clippedWins = zero();
+  if (a.clip != kNoClamp) {
+    const VF old = kPartial ? loadPartial(a.oldValues + i, n, 0.0f) : load(a.oldValues + i);
+    const VF vc = min(add(old, set1(a.clip)), max(sub(old, set1(a.clip)), v));
+    const VF ce = sub(vc, R);
+    const VF lc = mul(ce, ce);
+    clippedWins = gt(lc, l);
+    l = select(clippedWins, lc, l);
+    dldv = select(clippedWins, zero(), dldv);
+  }
+  const VF grad = select(valid, mul(set1(0.5f * w), dldv), zero());
+  if (kPartial) {
+    alignas(32) float tmp[W];
+    store(tmp, grad);
+    for (int64_t j = 0; j < n; ++j) a.grad[i + j] = tmp[j];
+  } else {
+    store(a.grad + i, grad);
+  }
+  accumulate(L.lossLo, L.lossHi, select(valid, l, zero()));
+  out.clipped += popcount(anyLane(bitAnd(valid, clippedWins)));
+  const VF dr = select(valid, sub(R, set1(shiftR)), zero());
+  const VF de = select(valid, sub(sub(R, v), set1(shiftE)), zero());
+  accumulate(L.r1Lo, L.r1Hi, dr);
+  accumulate(L.r2Lo, L.r2Hi, mul(dr, dr));
+  accumulate(L.e1Lo, L.e1Hi, de);
+  accumulate(L.e2Lo, L.e2Hi, mul(de, de));
+  out.valid += popcount(anyLane(valid));
+}
+
+static MaskedMoments momentsFromShifted(double count, double shift, double s1, double s2) {
+  MaskedMoments m;
+  if (count == 0) return m;
+  m.count = count;
+  m.mean = shift + s1 / count;
+  const double m2 = s2 - s1 * (s1 / count);
+  m.m2 = m2 < 0 ? 0.0 : m2;  // rounding can dip below 0; a NaN stays NaN
+  return m;
+}
+
+ValueBlock valueBlock(const ValueLossArgs& a, const double* rowWeight, int64_t i0, int64_t i1) {
+  ValueBlock out;
+  int64_t first = i0;
+  if (a.mask != nullptr)
+    while (first < i1 && a.mask[first] == 0) ++first;
+  if (first == i1) {
+    for (int64_t i = i0; i < i1; ++i) a.grad[i] = 0;
+    return out;
+  }
+  const float shiftR = a.returns[first], shiftE = a.returns[first] - a.values[first];
+  ValueLanes L{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD()};
+  const int64_t T = a.T;
+  for (int64_t i = i0; i < i1;) {
+    const int64_t b = i / T;
+    const int64_t end = (b + 1) * T < i1 ? (b + 1) * T : i1;
+    const float w = static_cast<float>(rowWeight[b]);
+    L.lossLo = zeroD();
+    L.lossHi = zeroD();
+    for (; i + W <= end; i += W) valueVector<false>(a, i, W, w, shiftR, shiftE, L, out);
+    if (i < end) {
+      valueVector<true>(a, i, end - i, w, shiftR, shiftE, L, out);
+      i = end;
+    }
+    out.loss += rowWeight[b] * (sumLanes(L.lossLo) + sumLanes(L.lossHi));
+  }
+  const double n = static_cast<double>(out.valid);
+  out.returns = momentsFromShifted(n, shiftR, sumLanes(L.r1Lo) + sumLanes(L.r1Hi), sumLanes(L.r2Lo) + sumLanes(L.r2Hi));
+  out.errors = momentsFromShifted(n, shiftE, sumLanes(L.e1Lo) + sumLanes(L.e1Hi), sumLanes(L.e2Lo) + sumLanes(L.e2Hi));
+  return out;
+}
+
+}  // namespace RLHF_CHUNK_NS
+}  // namespace rlhf

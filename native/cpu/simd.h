@@ -1,0 +1,154 @@
+// A small vector abstraction for the chunk kernels that need explicit SIMD (reductions with a
+// fixed lane order, exp): VF is 8 floats on AVX2 and 4 on the x86-64 baseline (SSE2); VD holds
+// half as many doubles, so a VF widens into two VDs. Each variant's code is the same algorithm
+// at its own width. Included inside the variant's namespace by the chunk-kernel headers.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#else
+#include <emmintrin.h>
+#endif
+
+namespace rlhf {
+namespace RLHF_CHUNK_NS {
+namespace simd {
+
+#if defined(__AVX2__)
+constexpr int W = 8;
+using VF = __m256;
+using VD = __m256d;
+using VI = __m256i;
+inline VF load(const float* p) { return _mm256_loadu_ps(p); }
+inline void store(float* p, VF v) { _mm256_storeu_ps(p, v); }
+inline void stream(float* p, VF v) { _mm256_stream_ps(p, v); }  // p 32-byte aligned
+inline VF set1(float x) { return _mm256_set1_ps(x); }
+inline VF add(VF a, VF b) { return _mm256_add_ps(a, b); }
+inline VF sub(VF a, VF b) { return _mm256_sub_ps(a, b); }
+inline VF mul(VF a, VF b) { return _mm256_mul_ps(a, b); }
+inline VF div(VF a, VF b) { return _mm256_div_ps(a, b); }
+// max(a, b): b when either is NaN (the x86 rule), so put the value whose NaN must survive second.
+inline VF max(VF a, VF b) { return _mm256_max_ps(a, b); }
+inline VF min(VF a, VF b) { return _mm256_min_ps(a, b); }
+inline VF lt(VF a, VF b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+inline VF gt(VF a, VF b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+inline VF eq(VF a, VF b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+inline VF isNan(VF a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
+inline VF bitAnd(VF a, VF b) { return _mm256_and_ps(a, b); }
+inline VF bitOr(VF a, VF b) { return _mm256_or_ps(a, b); }
+inline VF select(VF m, VF a, VF b) { return _mm256_blendv_ps(b, a, m); }  // m ? a : b
+inline int anyLane(VF m) { return _mm256_movemask_ps(m); }
+inline VF absf(VF a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+inline VI roundToInt(VF a) { return _mm256_cvtps_epi32(a); }
+inline VF intToFloat(VI a) { return _mm256_cvtepi32_ps(a); }
+// 2^k as a float, for k in [-126, 127].
+inline VF pow2(VI k) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23)); }
+inline VI shiftRight1(VI k) { return _mm256_srai_epi32(k, 1); }
+inline VI subInt(VI a, VI b) { return _mm256_sub_epi32(a, b); }
+// 0,1,...,W-1 as floats (for one-hot lanes).
+inline VF iota() { return _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7); }
+// Adds the low and high halves of x, widened to double, to two accumulators.
+inline void accumulate(VD& lo, VD& hi, VF x) {
+  lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(x)));
+  hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+}
+inline VD zeroD() { return _mm256_setzero_pd(); }
+inline void storeD(double* p, VD v) { _mm256_storeu_pd(p, v); }
+// All-ones lanes where the W bytes at p are non-zero.
+inline VF maskFromBytes(const uint8_t* p) {
+  const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_cmpgt_epi32(v, _mm256_setzero_si256()));
+}
+#else
+constexpr int W = 4;
+using VF = __m128;
+using VD = __m128d;
+using VI = __m128i;
+inline VF load(const float* p) { return _mm_loadu_ps(p); }
+inline void store(float* p, VF v) { _mm_storeu_ps(p, v); }
+inline void stream(float* p, VF v) { _mm_stream_ps(p, v); }  // p 16-byte aligned
+inline VF set1(float x) { return _mm_set1_ps(x); }
+inline VF add(VF a, VF b) { return _mm_add_ps(a, b); }
+inline VF sub(VF a, VF b) { return _mm_sub_ps(a, b); }
+inline VF mul(VF a, VF b) { return _mm_mul_ps(a, b); }
+inline VF div(VF a, VF b) { return _mm_div_ps(a, b); }
+inline VF max(VF a, VF b) { return _mm_max_ps(a, b); }
+inline VF min(VF a, VF b) { return _mm_min_ps(a, b); }
+inline VF lt(VF a, VF b) { return _mm_cmplt_ps(a, b); }
+inline VF gt(VF a, VF b) { return _mm_cmpgt_ps(a, b); }
+inline VF eq(VF a, VF b) { return _mm_cmpeq_ps(a, b); }
+inline VF isNan(VF a) { return _mm_cmpunord_ps(a, a); }
+inline VF bitAnd(VF a, VF b) { return _mm_and_ps(a, b); }
+inline VF bitOr(VF a, VF b) { return _mm_or_ps(a, b); }
+inline VF select(VF m, VF a, VF b) { return _mm_or_ps(_mm_and_ps(m, a), _mm_andnot_ps(m, b)); }
+inline int anyLane(VF m) { return _mm_movemask_ps(m); }
+inline VF absf(VF a) { return _mm_andnot_ps(_mm_set1_ps(-0.0f), a); }
+inline VI roundToInt(VF a) { return _mm_cvtps_epi32(a); }
+inline VF intToFloat(VI a) { return _mm_cvtepi32_ps(a); }
+inline VF pow2(VI k) { return _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(k, _mm_set1_epi32(127)), 23)); }
+inline VI shiftRight1(VI k) { return _mm_srai_epi32(k, 1); }
+inline VI subInt(VI a, VI b) { return _mm_sub_epi32(a, b); }
+inline VF iota() { return _mm_setr_ps(0, 1, 2, 3); }
+inline void accumulate(VD& lo, VD& hi, VF x) {
+  lo = _mm_add_pd(lo, _mm_cvtps_pd(x));
+  hi = _mm_add_pd(hi, _mm_cvtps_pd(_mm_movehl_ps(x, x)));
+}
+inline VD zeroD() { return _mm_setzero_pd(); }
+inline void storeD(double* p, VD v) { _mm_storeu_pd(p, v); }
+inline VF maskFromBytes(const uint8_t* p) {
+  int32_t word;
+  std::memcpy(&word, p, sizeof word);
+  const __m128i z = _mm_setzero_si128();
+  const __m128i v = _mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(word), z), z);
+  return _mm_castsi128_ps(_mm_cmpgt_epi32(v, z));
+}
+#endif
+
+inline VF zero() { return set1(0.0f); }
+
+// exp(x) to within 2 ulp (Cephes' range reduction and polynomial), denormal results included:
+// 0 below -104 (where the true value rounds to 0), +inf above ln(FLT_MAX), NaN for NaN. 2^k is
+// applied as two factors so that k may leave the normal exponent range at either end.
+inline VF exp(VF x) {
+  const VF hi = set1(88.72283905f), lo = set1(-104.0f);
+  const VF xc = min(max(x, lo), hi);
+  const VI k = roundToInt(mul(xc, set1(1.44269504088896341f)));
+  const VF kf = intToFloat(k);
+  // r = x - k*ln2, ln2 split in two so that k*ln2hi is exact.
+  VF r = sub(xc, mul(kf, set1(0.693359375f)));
+  r = sub(r, mul(kf, set1(-2.12194440e-4f)));
+  VF p = set1(1.9875691500e-4f);
+  p = add(mul(p, r), set1(1.3981999507e-3f));
+  p = add(mul(p, r), set1(8.3334519073e-3f));
+  p = add(mul(p, r), set1(4.1665795894e-2f));
+  p = add(mul(p, r), set1(1.6666665459e-1f));
+  p = add(mul(p, r), set1(5.0000001201e-1f));
+  p = add(add(mul(p, mul(r, r)), r), set1(1.0f));
+  const VI k1 = shiftRight1(k);
+  VF y = mul(mul(p, pow2(k1)), pow2(subInt(k, k1)));
+  y = select(lt(x, lo), zero(), y);
+  y = select(gt(x, hi), set1(__builtin_inff()), y);
+  return select(isNan(x), x, y);
+}
+
+// Sums of the lanes, in lane order.
+inline double sumLanes(VD v) {
+  double d[W / 2];
+  storeD(d, v);
+  double s = 0;
+  for (int i = 0; i < W / 2; ++i) s += d[i];
+  return s;
+}
+inline void lanes(VF v, float* out) { store(out, v); }
+
+// The scalar twin of exp(VF), for tails shorter than a vector.
+inline float expScalar(float x) {
+  alignas(32) float in[W] = {x}, out[W];
+  store(out, exp(load(in)));
+  return out[0];
+}
+
+}  // namespace simd
+}  // namespace RLHF_CHUNK_NS
+}  // namespace rlhf

@@ -1,0 +1,68 @@
+// The per-token formulas of the policy family in float64 (SEMANTICS.md §4-5), shared by the
+// scalar reference and the per-token part of the fused actor loss on the CPU, whose fast path
+// lies in the loops over the vocabulary, not here.
+#pragma once
+#include <cmath>
+
+#include "rlhf/policy.h"
+
+namespace rlhf {
+namespace policy_math {
+
+inline double clampSym(double x, double c) { return x > c ? c : (x < -c ? -c : x); }
+
+// A KL estimator of d = lp - ref and its derivative with respect to lp.
+struct KlValue {
+  double kl, grad;
+};
+
+inline KlValue klOf(double d, const KlOptions& o) {
+  const bool ratioClamped = std::fabs(d) > o.clampLogRatio;
+  const double dc = clampSym(d, o.clampLogRatio);
+  double k = 0, g = 0;
+  switch (o.estimator) {
+    case KlEstimator::K1: k = dc; g = 1; break;
+    case KlEstimator::K2: k = 0.5 * dc * dc; g = dc; break;
+    case KlEstimator::K3: k = std::exp(-dc) + dc - 1; g = 1 - std::exp(-dc); break;
+    case KlEstimator::Abs: k = std::fabs(dc); g = dc > 0 ? 1 : (dc < 0 ? -1 : 0); break;
+  }
+  if (ratioClamped) g = 0;
+  if (std::fabs(k) > o.clampOutput) g = 0;
+  k = clampSym(k, o.clampOutput);
+  if (o.straightThrough) g = d;
+  return {k, g};
+}
+
+// The clipped objective of one token with ratio r and advantage A.
+struct TokenLoss {
+  double l, dldr;
+  bool clippedWins, lowerActive;
+};
+
+inline TokenLoss tokenLoss(double r, double A, const PolicyLossOptions& o) {
+  const double unclipped = -A * r;
+  const double clipped = -A * std::fmin(std::fmax(r, 1.0 - o.clipLow), 1.0 + o.clipHigh);
+  TokenLoss t;
+  t.clippedWins = clipped > unclipped;
+  t.l = t.clippedWins ? clipped : unclipped;
+  t.dldr = t.clippedWins ? 0.0 : -A;
+  if (std::isnan(r) || std::isnan(A)) {
+    t.l = NAN;
+    t.dldr = NAN;
+  }
+  t.lowerActive = false;
+  if (o.dualClip > 0 && A < 0 && t.l > -A * o.dualClip) {
+    t.l = -A * o.dualClip;
+    t.dldr = 0;
+    t.lowerActive = true;
+  }
+  return t;
+}
+
+// Whether a token counts in clipfrac.
+inline bool countsAsClipped(const TokenLoss& t, double r, const PolicyLossOptions& o) {
+  return o.clipfracMode == ClipfracMode::Branch ? t.clippedWins : (r < 1.0 - o.clipLow || r > 1.0 + o.clipHigh);
+}
+
+}  // namespace policy_math
+}  // namespace rlhf
