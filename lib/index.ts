@@ -16,3 +16,14 @@ export {
   maskedMean, maskedMeanAsync, maskedVar, maskedVarAsync, maskedWhiten, maskedWhitenAsync,
 } from './ops/statistics';
 export type { MaskedVarOptions, MaskedWhitenOptions, WhitenPreset } from './ops/statistics';
+export {
+  AdaptiveKLController, FixedKLController, actorLossFromLogits, actorLossFromLogitsAsync, klPenalty, klPenaltyAsync,
+  logprobsFromLogits, logprobsFromLogitsAsync, logprobsFromLogitsBackward, logprobsFromLogitsBackwardAsync,
+  ppoPolicyLoss, ppoPolicyLossAsync, shapeRewards, shapeRewardsAsync, valueLoss, valueLossAsync,
+} from './ops/policy';
+export type {
+  ActorLossInputs, ActorLossOptions, ActorLossResult, AdaptiveKLOptions, Aggregation, AggregationOptions, KlEstimator,
+  KlOptions, KlPenaltyResult, LogprobsBackwardInputs, LogprobsBackwardOptions, LogprobsOptions, LogprobsResult,
+  PolicyLossInputs, PolicyLossOptions, PolicyLossResult, PolicyLossStats, ShapeRewardsInputs, ShapeRewardsOptions,
+  ValueLossInputs, ValueLossOptions, ValueLossResult,
+} from './ops/policy';

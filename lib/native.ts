@@ -59,6 +59,56 @@ export interface NativeMemoryStats {
   totalAllocations: number;
 }
 
+/** KL options as the addon takes them: enum indices, Infinity for "no clamp". */
+export interface NativeKlOptions {
+  estimator: number;
+  clampLogRatio: number;
+  clampOutput: number;
+  straightThrough: boolean;
+}
+
+export interface NativeAggregation {
+  aggregation: number;
+  normalizer: number;
+}
+
+export interface NativePolicyOptions extends NativeAggregation {
+  clipLow: number;
+  clipHigh: number;
+  dualClip: number;
+  clampLogRatio: number;
+  importance: number;
+  clipfracMode: number;
+}
+
+export interface NativeActorOptions extends NativePolicyOptions {
+  temperature: number;
+  ignoreIndex: number;
+  entropyCoef: number;
+  klCoef: number;
+}
+
+export interface NativePolicyStats {
+  loss: number;
+  clipfrac: number;
+  clipfracLower: number;
+  approxKl: number;
+  approxKlK3: number;
+  ppoKl: number;
+}
+
+export interface NativeValueStats {
+  loss: number;
+  vfClipfrac: number;
+  explainedVariance: number;
+}
+
+export interface NativeActorStats extends NativePolicyStats {
+  policyLoss: number;
+  entropy: number;
+  kl: number;
+}
+
 export interface NativeAddon {
   gae(T: number, N: number, rewards: Raw, values: Raw, nextValues: Opt<Raw>, lastValues: Opt<Raw>,
       terminated: Opt<Raw>, truncated: Opt<Raw>, dones: Opt<Raw>, nextDone: Opt<Raw>,
@@ -73,6 +123,25 @@ export interface NativeAddon {
   maskedWhiten(x: Raw, mask: Opt<Raw>, preset: number, shiftMean: boolean, scaleByStd: boolean, eps: number,
                out: Raw, async: boolean): void | Promise<void>;
   firstNonFinite(x: Raw): number;
+
+  logprobsFromLogits(N: number, V: number, logits: Raw, labels: Raw, temperature: number, ignoreIndex: number,
+                     logprobs: Raw, entropy: Opt<Raw>, async: boolean): void | Promise<void>;
+  logprobsFromLogitsBackward(N: number, V: number, logits: Raw, labels: Raw, gradLogprobs: Raw,
+                             gradEntropy: Opt<Raw>, temperature: number, ignoreIndex: number, gradLogits: Raw,
+                             async: boolean): void | Promise<void>;
+  klPenalty(logprobs: Raw, refLogprobs: Raw, options: NativeKlOptions, kl: Raw, grad: Raw,
+            async: boolean): void | Promise<void>;
+  shapeRewards(B: number, T: number, scores: Raw, kl: Raw, mask: Raw, hasEos: Opt<Raw>, klCoef: number,
+               scorePlacement: number, missingEosPenalty: number, scoreClip: number, rewards: Raw,
+               async: boolean): void | Promise<void>;
+  ppoPolicyLoss(B: number, T: number, logprobs: Raw, oldLogprobs: Raw, advantages: Raw, mask: Opt<Raw>,
+                options: NativePolicyOptions, grad: Raw, async: boolean): NativePolicyStats | Promise<NativePolicyStats>;
+  valueLoss(B: number, T: number, values: Raw, oldValues: Opt<Raw>, returns: Raw, mask: Opt<Raw>, clip: number,
+            options: NativeAggregation, grad: Raw, async: boolean): NativeValueStats | Promise<NativeValueStats>;
+  actorLossFromLogits(B: number, T: number, V: number, logits: Raw, labels: Raw, oldLogprobs: Raw, advantages: Raw,
+                      refLogprobs: Opt<Raw>, mask: Opt<Raw>, options: NativeActorOptions, kl: NativeKlOptions,
+                      gradLogits: Raw, logprobs: Opt<Raw>, entropy: Opt<Raw>,
+                      async: boolean): NativeActorStats | Promise<NativeActorStats>;
 
   buildInfo(): NativeBuildInfo;
   backends(): NativeBackends;
