@@ -23,7 +23,7 @@ export {
 } from './ops/policy';
 export type {
   ActorLossInputs, ActorLossOptions, ActorLossResult, AdaptiveKLOptions, Aggregation, AggregationOptions, KlEstimator,
-  KlOptions, KlPenaltyResult, LogprobsBackwardInputs, LogprobsBackwardOptions, LogprobsOptions, LogprobsResult,
+  KlOptions, KlPenaltyOptions, KlPenaltyResult, LogprobsBackwardInputs, LogprobsBackwardOptions, LogprobsOptions, LogprobsResult,
   PolicyLossInputs, PolicyLossOptions, PolicyLossResult, PolicyLossStats, ShapeRewardsInputs, ShapeRewardsOptions,
   ValueLossInputs, ValueLossOptions, ValueLossResult,
 } from './ops/policy';

@@ -7,6 +7,10 @@ import * as fs from 'node:fs';
 import * as rl from '../index';
 import { native } from '../native';
 import { discountedReturnsReference, gaeReference, tokenGaeReference } from '../reference/advantages';
+import {
+  actorLossReference, klPenaltyReference, logprobsBackwardReference, logprobsReference, ppoPolicyLossReference,
+  valueLossReference,
+} from '../reference/policy';
 import { maskedMeanReference, maskedWhitenReference } from '../reference/statistics';
 
 export type Backend = 'cpu' | 'cuda' | 'js';
@@ -59,7 +63,7 @@ function responseMask(n: number): Uint8Array {
 }
 
 // Tensors on the device a backend runs on (the js backend reads the host arrays).
-function on(device: string, a: Float32Array | Uint8Array, shape: number[]): rl.Tensor {
+function on(device: string, a: Float32Array | Uint8Array | Int32Array, shape: number[]): rl.Tensor {
   return rl.tensor(a, shape, { device: device as rl.DeviceSpec });
 }
 
@@ -152,6 +156,115 @@ function meanCase(n: number): Case {
   };
 }
 
+// Logits as a model produces them: a spread of a few units, labels drawn over the vocabulary.
+function logitsOf(N: number, V: number): { logits: Float32Array; labels: Int32Array } {
+  const logits = filled(N * V, (i) => ((i * 2654435761) % 1000) * 0.008 - 4);
+  const labels = new Int32Array(N);
+  for (let i = 0; i < N; ++i) labels[i] = (i * 7919) % V;
+  return { logits, labels };
+}
+
+function logprobsCase(N: number, V: number): Case {
+  const { logits, labels } = logitsOf(N, V);
+  return {
+    // The logits are read once; labels, log-probs and entropies are noise beside them.
+    op: 'logprobsFromLogits', shape: `[N=${N},V=${V}]`, elements: N * V, bytes: N * V * 4 + N * (4 + 4 + 4),
+    prepare(backend, device) {
+      if (backend === 'js') return () => { logprobsReference(N, V, logits, labels, { entropy: true }); };
+      const z = on(device, logits, [N, V]);
+      const y = on(device, labels, [N]);
+      const out = rl.logprobsFromLogits(z, y, { entropy: true });
+      return syncAfter(device, () => { rl.logprobsFromLogits(z, y, { entropy: true, out: out as { logprobs: rl.Tensor; entropy: rl.Tensor } }); });
+    },
+  };
+}
+
+function logprobsBackwardCase(N: number, V: number): Case {
+  const { logits, labels } = logitsOf(N, V);
+  const gradLogprobs = filled(N, (i) => 1 / (1 + (i % 3)));
+  const gradEntropy = filled(N, () => -0.01);
+  return {
+    // The logits read once, their gradient written once.
+    op: 'logprobsFromLogitsBackward', shape: `[N=${N},V=${V}]`, elements: N * V, bytes: N * V * (4 + 4) + N * 12,
+    prepare(backend, device) {
+      if (backend === 'js') return () => { logprobsBackwardReference(N, V, { logits, labels, gradLogprobs, gradEntropy }); };
+      const inputs = { logits: on(device, logits, [N, V]), labels: on(device, labels, [N]),
+        gradLogprobs: on(device, gradLogprobs, [N]), gradEntropy: on(device, gradEntropy, [N]) };
+      const out = rl.logprobsFromLogitsBackward(inputs);
+      return syncAfter(device, () => { rl.logprobsFromLogitsBackward(inputs, { out }); });
+    },
+  };
+}
+
+function klCase(n: number): Case {
+  const lp = filled(n, (i) => -1 - (i % 97) * 0.01);
+  const ref = filled(n, (i) => -1 - (i % 89) * 0.01);
+  return {
+    op: 'klPenalty k3', shape: `[${n}]`, elements: n, bytes: n * 4 * 4,
+    prepare(backend, device) {
+      if (backend === 'js') return () => { klPenaltyReference(lp, ref, { estimator: 'k3' }); };
+      const a = on(device, lp, [n]);
+      const b = on(device, ref, [n]);
+      const out = rl.klPenalty(a, b, { estimator: 'k3' });
+      return syncAfter(device, () => { rl.klPenalty(a, b, { estimator: 'k3', out }); });
+    },
+  };
+}
+
+// The PPO step's two losses over the same tokens, as a trainer calls them.
+function ppoValueCase(B: number, T: number): Case {
+  const n = B * T;
+  const lp = filled(n, (i) => -1 - (i % 97) * 0.01);
+  const old = filled(n, (i) => -1 - (i % 89) * 0.01);
+  const adv = filled(n, (i) => ((i % 11) - 5) * 0.2);
+  const values = filled(n, (i) => (i % 13) * 0.1);
+  const oldValues = filled(n, (i) => (i % 17) * 0.1);
+  const returns = filled(n, (i) => (i % 19) * 0.1);
+  const mask = responseMask(n);
+  return {
+    // Policy: lp, old, A, mask read, grad written; value: v, old, R, mask read, grad written.
+    op: 'ppoPolicyLoss+valueLoss', shape: `[B=${B},T=${T}]`, elements: n, bytes: n * (4 * 4 + 1) * 2,
+    prepare(backend, device) {
+      if (backend === 'js') return () => {
+        ppoPolicyLossReference(B, T, { logprobs: lp, oldLogprobs: old, advantages: adv, mask });
+        valueLossReference(B, T, { values, oldValues, returns, mask });
+      };
+      const p = { logprobs: on(device, lp, [B, T]), oldLogprobs: on(device, old, [B, T]),
+        advantages: on(device, adv, [B, T]), mask: on(device, mask, [B, T]) };
+      const v = { values: on(device, values, [B, T]), oldValues: on(device, oldValues, [B, T]),
+        returns: on(device, returns, [B, T]), mask: p.mask };
+      const gp = rl.ppoPolicyLoss(p).grad;
+      const gv = rl.valueLoss(v).grad;
+      return syncAfter(device, () => { rl.ppoPolicyLoss(p, { out: gp }); rl.valueLoss(v, { out: gv }); });
+    },
+  };
+}
+
+function actorCase(B: number, T: number, V: number): Case {
+  const n = B * T;
+  const { logits, labels } = logitsOf(n, V);
+  const old = filled(n, () => -Math.log(V));
+  const adv = filled(n, (i) => ((i % 11) - 5) * 0.2);
+  const ref = filled(n, () => -Math.log(V) - 0.1);
+  const mask = responseMask(n);
+  return {
+    // The logits read once and their gradient written once: the fused op's whole point.
+    op: 'actorLossFromLogits', shape: `[B=${B},T=${T},V=${V}]`, elements: n * V, bytes: n * V * (4 + 4) + n * 25,
+    prepare(backend, device) {
+      const opts = { entropyCoef: 0.01, klCoef: 0.05, kl: { estimator: 'k3' as const } };
+      if (backend === 'js') return () => {
+        actorLossReference(B, T, V, { logits, labels, oldLogprobs: old, advantages: adv, refLogprobs: ref, mask }, opts);
+      };
+      const inputs = { logits: on(device, logits, [B, T, V]), labels: on(device, labels, [B, T]),
+        oldLogprobs: on(device, old, [B, T]), advantages: on(device, adv, [B, T]), refLogprobs: on(device, ref, [B, T]),
+        mask: on(device, mask, [B, T]) };
+      const r = rl.actorLossFromLogits(inputs, opts);
+      const out = { gradLogits: r.gradLogits, logprobs: r.logprobs, entropy: r.entropy };
+      return syncAfter(device, () => { rl.actorLossFromLogits(inputs, { ...opts, out }); });
+    },
+  };
+}
+
 export function benchCases(quick: boolean): Case[] {
   const big = quick ? 1 << 18 : 1 << 22;
   const T = 1024;
@@ -164,6 +277,13 @@ export function benchCases(quick: boolean): Case[] {
     returnsCase(big / T, T),
     whitenCase(quick ? 1 << 20 : 1 << 24),
     meanCase(quick ? 1 << 20 : 1 << 24),
+    logprobsCase(quick ? 64 : 4096, 32000),
+    logprobsCase(quick ? 16 : 1024, 128256),
+    logprobsBackwardCase(quick ? 64 : 4096, 32000),
+    logprobsBackwardCase(quick ? 16 : 1024, 128256),
+    actorCase(quick ? 4 : 16, quick ? 16 : 256, 32000),
+    klCase(quick ? 1 << 20 : 1 << 24),
+    ppoValueCase(quick ? 256 : 16384, 1024),
   ];
 }
 
@@ -225,12 +345,12 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
 }
 
 function header(): string {
-  return `${'op'.padEnd(18)} ${'shape'.padEnd(18)} ${'backend'.padEnd(7)} ${'median us'.padStart(11)} ` +
+  return `${'op'.padEnd(26)} ${'shape'.padEnd(22)} ${'backend'.padEnd(7)} ${'median us'.padStart(11)} ` +
     `${'Melem/s'.padStart(9)} ${'GB/s'.padStart(7)} ${'of bw'.padStart(7)}`;
 }
 
 function format(r: BenchRow): string {
-  return `${r.op.padEnd(18)} ${r.shape.padEnd(18)} ${r.backend.padEnd(7)} ${r.medianUs.toFixed(1).padStart(11)} ` +
+  return `${r.op.padEnd(26)} ${r.shape.padEnd(22)} ${r.backend.padEnd(7)} ${r.medianUs.toFixed(1).padStart(11)} ` +
     `${(r.elementsPerS / 1e6).toFixed(0).padStart(9)} ${r.gbPerS.toFixed(2).padStart(7)} ${(r.pctOfBandwidth.toFixed(1) + '%').padStart(7)}`;
 }
 

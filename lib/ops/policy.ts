@@ -9,7 +9,8 @@ import {
 } from '../native';
 import { Tensor } from '../tensor';
 import {
-  Arg, arg, booleanOr, checkFinite, choice, commonDevice, matrixShape, optionalArg, options, output, sameShape,
+  Arg, arg, booleanOr, checkFinite, choice, commonDevice, matrixShape, optionalArg, options, output, outputPair,
+  sameShape,
 } from '../validate';
 
 type ArrayIn = Tensor | Float32Array;
@@ -187,6 +188,10 @@ export interface KlOptions {
   preset?: 'trl' | 'verl' | 'openrlhf';
 }
 
+export interface KlPenaltyOptions extends KlOptions {
+  out?: { kl?: Tensor; grad?: Tensor };
+}
+
 const klPresets = ['trl', 'verl', 'openrlhf'] as const;
 
 function klOptions(op: string, v: unknown, name = 'options'): NativeKlOptions {
@@ -215,20 +220,20 @@ function prepareKl(op: string, logprobs: unknown, refLogprobs: unknown, opts: un
   sameShape(op, lp, ref);
   const device = commonDevice(op, [lp, ref]);
   const k = klOptions(op, opts);
-  const kl = output(op, 'kl', undefined, lp.shape, device);
-  const grad = output(op, 'grad', undefined, lp.shape, device);
-  const call = (async: boolean) => native().klPenalty(lp.raw, ref.raw, k, kl.raw(op, 'kl'), grad.raw(op, 'grad'), async);
+  const out = options<{ kl?: Tensor; grad?: Tensor }>(op, (opts as KlPenaltyOptions | undefined)?.out, 'out', 'an object of output tensors');
+  const [kl, grad] = outputPair(op, ['out.kl', 'out.grad'], [out.kl, out.grad], lp.shape, device);
+  const call = (async: boolean) => native().klPenalty(lp.raw, ref.raw, k, kl.raw(op, 'out.kl'), grad.raw(op, 'out.grad'), async);
   return { call, result: { kl, grad } };
 }
 
 /** Per-token KL estimate between the policy and the reference, with its gradient. */
-export function klPenalty(logprobs: ArrayIn, refLogprobs: ArrayIn, opts?: KlOptions): KlPenaltyResult {
+export function klPenalty(logprobs: ArrayIn, refLogprobs: ArrayIn, opts?: KlPenaltyOptions): KlPenaltyResult {
   const p = prepareKl('klPenalty', logprobs, refLogprobs, opts);
   p.call(false);
   return p.result;
 }
 
-export async function klPenaltyAsync(logprobs: ArrayIn, refLogprobs: ArrayIn, opts?: KlOptions): Promise<KlPenaltyResult> {
+export async function klPenaltyAsync(logprobs: ArrayIn, refLogprobs: ArrayIn, opts?: KlPenaltyOptions): Promise<KlPenaltyResult> {
   const p = prepareKl('klPenaltyAsync', logprobs, refLogprobs, opts);
   await p.call(true);
   return p.result;
