@@ -82,9 +82,10 @@ static inline void softmaxBlock(SoftmaxLanes& L, const float* z, int64_t count, 
   auto add1 = [&](VF zv) {
     VF x = sub(zv, base);
     if (kScaled) x = div(x, tau);
-    const VF e = simd::exp(x);
+    VF xc;
+    const VF e = expSoftmax(x, xc);
     s = add(s, e);
-    u = add(u, select(gt(e, zero()), mul(e, x), zero()));
+    u = fmadd(e, xc, u);
   };
   for (int64_t k = 0; k < full; ++k) add1(load(z + k * W));
   if (tail != 0) add1(tailValues);
@@ -136,7 +137,8 @@ template <bool kScaled, bool kEntropy>
 static inline VF gradVector(VF z, float j0, const RowSoftmax& s, int32_t label, float gLp, float gH, VF tau) {
   VF x = sub(z, set1(s.max));
   if (kScaled) x = div(x, tau);
-  const VF p = simd::exp(sub(x, set1(static_cast<float>(s.logSum))));
+  VF xc;
+  const VF p = expSoftmax(sub(x, set1(static_cast<float>(s.logSum))), xc);
   const VF onehot = bitAnd(eq(add(iota(), set1(j0)), set1(static_cast<float>(label))), set1(1.0f));
   VF g = mul(sub(onehot, p), set1(gLp));
   if (kEntropy) {

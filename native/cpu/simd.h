@@ -28,6 +28,10 @@ inline VF add(VF a, VF b) { return _mm256_add_ps(a, b); }
 inline VF sub(VF a, VF b) { return _mm256_sub_ps(a, b); }
 inline VF mul(VF a, VF b) { return _mm256_mul_ps(a, b); }
 inline VF div(VF a, VF b) { return _mm256_div_ps(a, b); }
+// a*b + c with one rounding (the AVX2 variant is compiled with FMA). Used only inside exp and
+// the softmax sums, whose results are compared to the reference within a tolerance.
+inline VF fmadd(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
+inline VF fnmadd(VF a, VF b, VF c) { return _mm256_fnmadd_ps(a, b, c); }  // c - a*b
 // max(a, b): b when either is NaN (the x86 rule), so put the value whose NaN must survive second.
 inline VF max(VF a, VF b) { return _mm256_max_ps(a, b); }
 inline VF min(VF a, VF b) { return _mm256_min_ps(a, b); }
@@ -73,6 +77,8 @@ inline VF add(VF a, VF b) { return _mm_add_ps(a, b); }
 inline VF sub(VF a, VF b) { return _mm_sub_ps(a, b); }
 inline VF mul(VF a, VF b) { return _mm_mul_ps(a, b); }
 inline VF div(VF a, VF b) { return _mm_div_ps(a, b); }
+inline VF fmadd(VF a, VF b, VF c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
+inline VF fnmadd(VF a, VF b, VF c) { return _mm_sub_ps(c, _mm_mul_ps(a, b)); }
 inline VF max(VF a, VF b) { return _mm_max_ps(a, b); }
 inline VF min(VF a, VF b) { return _mm_min_ps(a, b); }
 inline VF lt(VF a, VF b) { return _mm_cmplt_ps(a, b); }
@@ -107,6 +113,20 @@ inline VF maskFromBytes(const uint8_t* p) {
 
 inline VF zero() { return set1(0.0f); }
 
+// exp(r + k ln2) / 2^k for the reduced argument: Cephes' polynomial, r = x - k ln2 with ln2
+// split in two so that k*ln2hi is exact.
+inline VF expReduced(VF x, VF kf) {
+  VF r = fnmadd(kf, set1(0.693359375f), x);
+  r = fnmadd(kf, set1(-2.12194440e-4f), r);
+  VF p = set1(1.9875691500e-4f);
+  p = fmadd(p, r, set1(1.3981999507e-3f));
+  p = fmadd(p, r, set1(8.3334519073e-3f));
+  p = fmadd(p, r, set1(4.1665795894e-2f));
+  p = fmadd(p, r, set1(1.6666665459e-1f));
+  p = fmadd(p, r, set1(5.0000001201e-1f));
+  return add(fmadd(p, mul(r, r), r), set1(1.0f));
+}
+
 // exp(x) to within 2 ulp (Cephes' range reduction and polynomial), denormal results included:
 // 0 below -104 (where the true value rounds to 0), +inf above ln(FLT_MAX), NaN for NaN. 2^k is
 // applied as two factors so that k may leave the normal exponent range at either end.
@@ -115,21 +135,26 @@ inline VF exp(VF x) {
   const VF xc = min(max(x, lo), hi);
   const VI k = roundToInt(mul(xc, set1(1.44269504088896341f)));
   const VF kf = intToFloat(k);
-  // r = x - k*ln2, ln2 split in two so that k*ln2hi is exact.
-  VF r = sub(xc, mul(kf, set1(0.693359375f)));
-  r = sub(r, mul(kf, set1(-2.12194440e-4f)));
-  VF p = set1(1.9875691500e-4f);
-  p = add(mul(p, r), set1(1.3981999507e-3f));
-  p = add(mul(p, r), set1(8.3334519073e-3f));
-  p = add(mul(p, r), set1(4.1665795894e-2f));
-  p = add(mul(p, r), set1(1.6666665459e-1f));
-  p = add(mul(p, r), set1(5.0000001201e-1f));
-  p = add(add(mul(p, mul(r, r)), r), set1(1.0f));
+  const VF p = expReduced(xc, kf);
   const VI k1 = shiftRight1(k);
   VF y = mul(mul(p, pow2(k1)), pow2(subInt(k, k1)));
   y = select(lt(x, lo), zero(), y);
   y = select(gt(x, hi), set1(__builtin_inff()), y);
   return select(isNan(x), x, y);
+}
+
+// exp(x) for the softmax, where x = (z - max)/tau <= 0 or NaN: the same polynomial, with every
+// x below -87 (whose exp is under 1.7e-38 of the row's largest term, a denormal) taken as 0, so
+// that 2^k needs one factor. `clamped` receives max(x, -87) (NaN for NaN), which times the result
+// is e*x without the NaN that 0 * -inf would give.
+inline VF expSoftmax(VF x, VF& clamped) {
+  const VF lo = set1(-87.0f);
+  const VF xc = max(lo, x);  // NaN stays NaN (max returns its second operand)
+  const VI k = roundToInt(mul(xc, set1(1.44269504088896341f)));
+  const VF kf = intToFloat(k);
+  const VF p = expReduced(xc, kf);
+  clamped = xc;
+  return select(lt(x, lo), zero(), mul(p, pow2(k)));
 }
 
 // Sums of the lanes, in lane order.

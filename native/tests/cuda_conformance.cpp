@@ -2,8 +2,10 @@
 // rlhf::cuda API alone (plain C++, no CUDA headers). Each advantage op runs under both of its
 // algorithms (RLHF_CUDA_ADVANTAGES=sequential and =scan) on every shape, so both are checked
 // on the shapes that pick either one: one lane, short and long lanes (T = 131072), tails that
-// are not multiples of 32, thousands of lanes, and empty inputs. Output buffers are filled with
-// a sentinel and followed by guard bytes that must stay untouched.
+// are not multiples of 32, thousands of lanes, and empty inputs. The policy-gradient family runs
+// against its scalar references with the op table's cudaTol, float16/bfloat16 logits against
+// the reference on the same rounded values. Output buffers are filled with a sentinel and
+// followed by guard bytes that must stay untouched.
 //
 // Usage: rlhf_cuda_tests [--quick]   (--quick leaves out the shapes of millions of elements,
 // for compute-sanitizer runs). Exits 77 (skipped) where there is no CUDA device.
@@ -24,6 +26,8 @@
 #include "rlhf/cuda.h"
 #include "rlhf/error.h"
 #include "rlhf/kernels.h"
+#include "rlhf/op_table.h"
+#include "rlhf/policy.h"
 
 namespace {
 
@@ -729,6 +733,945 @@ void statisticsCases(Report& report) {
   firstNonFiniteCase(report, (1 << 20) + 7, {{(1 << 20) + 6, -inf}});
 }
 
+// --- the policy-gradient family -----------------------------------------------------------------
+// Every launcher against its scalar reference (float64) with the op table's cudaTol; float16
+// and bfloat16 logits against the reference run on the same values rounded to that type.
+
+double cudaTol(const char* op) {
+  for (const rlhf::OpInfo& info : rlhf::kOps)
+    if (std::strcmp(info.name, op) == 0) return info.cudaTol;
+  std::printf("FAIL op table: no row %s\n", op);
+  std::exit(1);
+}
+
+// |got - want| <= bound, and NaN exactly where the reference has NaN.
+struct Comparison {
+  bool ok = true;
+  double worst = 0;  // largest error as a share of its bound
+  std::string detail;
+  void check(double got, double want, double bound, const std::string& what) {
+    if (!ok) return;
+    if (std::isnan(want) || std::isnan(got)) {
+      if (std::isnan(want) && std::isnan(got)) return;
+      ok = false;
+    } else {
+      const double err = std::fabs(got - want);
+      if (err == 0) return;
+      if (!(err <= bound)) ok = false;
+      if (ok) worst = std::max(worst, err / bound);
+    }
+    if (!ok) detail = what + " is " + fmt("%.9g", got) + ", reference " + fmt("%.9g", want) + " within " + fmt("%.2g", bound);
+  }
+  std::string summary() const { return ok ? "max error " + fmt("%.2g", worst) + " of the tolerance" : detail; }
+};
+
+// Logits as the device gets them (float32, or the bits of float16 / bfloat16) and as the
+// reference gets them: the same values, rounded to the dtype.
+uint16_t halfBits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint16_t sign = (u >> 16) & 0x8000u;
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return sign | 0x7e00;
+  if (a >= 0x477ff000u) return sign | 0x7c00;
+  if (a < 0x38800000u) {
+    float af;
+    std::memcpy(&af, &a, 4);
+    return sign | static_cast<uint16_t>(std::nearbyint(af * 0x1p24f));  // multiples of 2^-24, exact
+  }
+  const uint32_t mantissa = a & 0x7fffffu, kept = mantissa >> 13, rest = mantissa & 0x1fffu;
+  uint32_t r = (((a >> 23) - 112) << 10) | kept;
+  if (rest > 0x1000u || (rest == 0x1000u && (kept & 1))) r += 1;
+  return sign | static_cast<uint16_t>(r);
+}
+
+float halfValue(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  if (e == 0) return (sign ? -1.0f : 1.0f) * static_cast<float>(m) * 0x1p-24f;
+  const uint32_t bits = sign | (e == 0x1f ? 0x7f800000u | (m << 13) : ((e + 112) << 23) | (m << 13));
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t bf16Bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float bf16Value(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+const char* dtypeName(rlhf::LogitsDtype d) {
+  switch (d) {
+    case rlhf::LogitsDtype::F32: return "f32";
+    case rlhf::LogitsDtype::F16: return "f16";
+    case rlhf::LogitsDtype::BF16: return "bf16";
+  }
+  return "";
+}
+
+// Relative rounding of one conversion to the dtype (half an ulp), and the absolute one of
+// float16's subnormals: what writing the gradient in that type may add to its error.
+double outputRounding(rlhf::LogitsDtype d) {
+  return d == rlhf::LogitsDtype::F16 ? 0x1p-11 : d == rlhf::LogitsDtype::BF16 ? 0x1p-8 : 0.0;
+}
+double outputFloor(rlhf::LogitsDtype d) { return d == rlhf::LogitsDtype::F16 ? 0x1p-25 : 0.0; }
+
+struct Logits {
+  rlhf::LogitsDtype dtype;
+  std::vector<float> values;   // the reference's copy
+  std::vector<uint16_t> bits;  // the device's copy for float16 / bfloat16
+  Logits(std::vector<float> raw, rlhf::LogitsDtype d) : dtype(d), values(std::move(raw)) {
+    if (dtype == rlhf::LogitsDtype::F32) return;
+    bits.resize(values.size());
+    for (size_t i = 0; i < values.size(); ++i) {
+      bits[i] = dtype == rlhf::LogitsDtype::F16 ? halfBits(values[i]) : bf16Bits(values[i]);
+      values[i] = dtype == rlhf::LogitsDtype::F16 ? halfValue(bits[i]) : bf16Value(bits[i]);
+    }
+  }
+  const void* device(Uploads& up) const {
+    return dtype == rlhf::LogitsDtype::F32 ? static_cast<const void*>(up.of(values)) : up.of(bits);
+  }
+  size_t elementBytes() const { return dtype == rlhf::LogitsDtype::F32 ? 4 : 2; }
+  std::vector<float> download(const DeviceBuffer& b) const {
+    std::vector<float> out(values.size());
+    if (dtype == rlhf::LogitsDtype::F32) {
+      b.download(out.data());
+      return out;
+    }
+    std::vector<uint16_t> h(values.size());
+    b.download(h.data());
+    for (size_t i = 0; i < h.size(); ++i) out[i] = dtype == rlhf::LogitsDtype::F16 ? halfValue(h[i]) : bf16Value(h[i]);
+    return out;
+  }
+};
+
+enum class LogitsKind { Plain, NegInf, Huge, Ignored, NaN };
+const char* logitsKindName(LogitsKind k) {
+  switch (k) {
+    case LogitsKind::Plain: return "plain";
+    case LogitsKind::NegInf: return "-inf";
+    case LogitsKind::Huge: return "huge";
+    case LogitsKind::Ignored: return "ignoreIndex";
+    case LogitsKind::NaN: return "NaN";
+  }
+  return "";
+}
+
+constexpr int32_t kIgnore = -100;
+
+// Logits [N,V] and labels of a kind: -inf on a third of the entries and on whole rows but
+// the label; huge values about +-2e4 (exp would overflow without the max); a fifth of the
+// labels ignored (with NaN logits in one ignored row, which must not leak); NaN in one row.
+struct LogitsCase {
+  std::vector<float> raw;
+  std::vector<int32_t> labels;
+};
+
+LogitsCase makeLogits(Rng& rng, int64_t N, int64_t V, LogitsKind kind) {
+  LogitsCase c;
+  c.raw = rng.uniform(N * V, -6, 6);
+  c.labels.resize(static_cast<size_t>(N));
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t i = 0; i < N; ++i) {
+    const int32_t y = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(V));
+    c.labels[i] = y;
+    float* row = c.raw.data() + i * V;
+    switch (kind) {
+      case LogitsKind::Plain: break;
+      case LogitsKind::NegInf:
+        for (int64_t j = 0; j < V; ++j)
+          if (j != y && (i % 3 == 0 || rng.unit() < 0.33)) row[j] = -inf;
+        break;
+      case LogitsKind::Huge:
+        for (int64_t j = 0; j < V; ++j) row[j] = (i % 2 == 0 ? 2e4f : -2e4f) + row[j] * (i % 4 < 2 ? 1.0f : 3e3f);
+        break;
+      case LogitsKind::Ignored:
+        if (rng.unit() < 0.2 || i == 0) {
+          c.labels[i] = kIgnore;
+          if (i == 0) row[0] = nan;
+        }
+        break;
+      case LogitsKind::NaN:
+        if (i == N / 2) row[V / 2] = nan;
+        break;
+    }
+  }
+  return c;
+}
+
+// lp and H are O(log V) quantities: an absolute tolerance below 1, relative above.
+double unitScale(double want) { return std::max(1.0, std::fabs(want)); }
+
+bool guardsIntact(std::initializer_list<const DeviceBuffer*> buffers) {
+  for (const DeviceBuffer* b : buffers)
+    if (!b->guardIntact()) return false;
+  return true;
+}
+
+// Per row: lp and H forward, then the backward with random upstream gradients (gH given or
+// null), each run twice to check that the bits repeat.
+void logprobsCase(Report& report, int64_t N, int64_t V, rlhf::LogitsDtype dtype, float tau, LogitsKind kind,
+                  bool withEntropy, uint64_t seed) {
+  Rng rng(seed);
+  LogitsCase lc = makeLogits(rng, N, V, kind);
+  const Logits logits(std::move(lc.raw), dtype);
+  const std::vector<float> gLp = rng.uniform(N, -2, 2), gH = withEntropy ? rng.uniform(N, -1, 1) : std::vector<float>();
+  const std::string name = std::string("logprobs ") + dtypeName(dtype) + " " + logitsKindName(kind) +
+                           " tau=" + fmt("%g", tau) + (withEntropy ? "" : " no-entropy") + " " + shape("N", N, "V", V);
+
+  std::vector<float> wantLp(N), wantH(N), wantGrad(static_cast<size_t>(N * V));
+  rlhf::LogprobsArgs host;
+  host.N = N;
+  host.V = V;
+  host.logits = logits.values.data();
+  host.labels = lc.labels.data();
+  host.temperature = tau;
+  host.ignoreIndex = kIgnore;
+  host.logprobs = wantLp.data();
+  host.entropy = withEntropy ? wantH.data() : nullptr;
+  rlhf::logprobsReference(host);
+  rlhf::LogprobsBackwardArgs hostBack;
+  hostBack.N = N;
+  hostBack.V = V;
+  hostBack.logits = logits.values.data();
+  hostBack.labels = lc.labels.data();
+  hostBack.temperature = tau;
+  hostBack.ignoreIndex = kIgnore;
+  hostBack.gradLogprobs = gLp.data();
+  hostBack.gradEntropy = withEntropy ? gH.data() : nullptr;
+  hostBack.gradLogits = wantGrad.data();
+  rlhf::logprobsBackwardReference(hostBack);
+
+  try {
+    Uploads up;
+    DeviceBuffer lp(N * sizeof(float)), H(N * sizeof(float)), grad(static_cast<size_t>(N * V) * logits.elementBytes());
+    rlhf::LogprobsArgs dev = host;
+    dev.dtype = dtype;
+    dev.logits = logits.device(up);
+    dev.labels = up.of(lc.labels);
+    dev.logprobs = lp.as<float>();
+    dev.entropy = withEntropy ? H.as<float>() : nullptr;
+    rlhf::LogprobsBackwardArgs devBack = hostBack;
+    devBack.dtype = dtype;
+    devBack.logits = dev.logits;
+    devBack.labels = dev.labels;
+    devBack.gradLogprobs = up.of(gLp);
+    devBack.gradEntropy = up.of(gH);
+    devBack.gradLogits = grad.as<void>();
+
+    std::vector<float> gotLp(N), gotH(N), firstLp, firstH, firstGrad;
+    std::vector<float> gotGrad;
+    for (int run = 0; run < 2; ++run) {
+      cu::logprobs(dev, gDevice);
+      cu::logprobsBackward(devBack, gDevice);
+      lp.download(gotLp.data());
+      if (withEntropy) H.download(gotH.data());
+      gotGrad = logits.download(grad);
+      if (run == 0) {
+        firstLp = gotLp;
+        firstH = gotH;
+        firstGrad = gotGrad;
+      }
+    }
+    const bool repeat = std::memcmp(firstLp.data(), gotLp.data(), N * sizeof(float)) == 0 &&
+                        std::memcmp(firstH.data(), gotH.data(), N * sizeof(float)) == 0 &&
+                        std::memcmp(firstGrad.data(), gotGrad.data(), gotGrad.size() * sizeof(float)) == 0;
+
+    const double tolLp = cudaTol("logprobsFromLogits"), tolGrad = cudaTol("logprobsFromLogitsBackward");
+    Comparison fwd, back;
+    for (int64_t i = 0; i < N; ++i) {
+      fwd.check(gotLp[i], wantLp[i], tolLp * unitScale(wantLp[i]), "lp[" + std::to_string(i) + "]");
+      if (withEntropy) fwd.check(gotH[i], wantH[i], tolLp * unitScale(wantH[i]), "H[" + std::to_string(i) + "]");
+    }
+    // Each entry is (onehot - p) gLp - p (z/tau - E) gH over tau: float32 rounding makes
+    // errors of a few ulps of |gLp| and of |gH| (1 + H) (p |z/tau - E| stays below 1 + H),
+    // however small the entry itself (1 - p_y when p_y is close to 1).
+    for (int64_t i = 0; i < N; ++i) {
+      const double rowScale = (std::fabs(gLp[i]) + (withEntropy ? std::fabs(gH[i]) * (1 + std::fabs(wantH[i])) : 0)) / tau;
+      for (int64_t j = 0; j < V; ++j) {
+        const double want = wantGrad[i * V + j];
+        const double bound = tolGrad * (std::fabs(want) + rowScale) + outputRounding(dtype) * std::fabs(want) +
+                             outputFloor(dtype);
+        back.check(gotGrad[i * V + j], want, bound, "dz[" + std::to_string(i) + "," + std::to_string(j) + "]");
+      }
+    }
+    const bool guards = guardsIntact({&lp, &H, &grad});
+    report.record(fwd.ok && repeat && guards, name,
+                  "forward " + fwd.summary() + (repeat ? "" : "; NOT bit-identical on a second run") +
+                      (guards ? "" : "; guard bytes overwritten"));
+    report.record(back.ok && guards, "logprobsBackward" + name.substr(8), "gradient " + back.summary());
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+void firstInvalidLabelCase(Report& report, int64_t n, int64_t V, std::vector<std::pair<int64_t, int32_t>> bad) {
+  std::vector<int32_t> labels(static_cast<size_t>(n));
+  Rng rng(n + V);
+  for (int32_t& y : labels) y = rng.unit() < 0.1 ? kIgnore : static_cast<int32_t>(rng.next() % static_cast<uint64_t>(V));
+  for (const auto& [i, y] : bad) labels[static_cast<size_t>(i)] = y;
+  const int64_t want = rlhf::firstInvalidLabelCpu(labels.data(), n, V, kIgnore);
+  const std::string name = "firstInvalidLabel [n=" + std::to_string(n) + ",V=" + std::to_string(V) + "] with " +
+                           std::to_string(bad.size()) + " bad";
+  try {
+    Uploads up;
+    const int64_t got = cu::firstInvalidLabel(up.of(labels), n, V, kIgnore, gDevice);
+    report.record(got == want, name, "got " + std::to_string(got) + ", reference " + std::to_string(want));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+const char* estimatorName(rlhf::KlEstimator e) {
+  switch (e) {
+    case rlhf::KlEstimator::K1: return "k1";
+    case rlhf::KlEstimator::K2: return "k2";
+    case rlhf::KlEstimator::K3: return "k3";
+    case rlhf::KlEstimator::Abs: return "abs";
+  }
+  return "";
+}
+
+std::string klOptionsName(const rlhf::KlOptions& o) {
+  std::string s = estimatorName(o.estimator);
+  if (o.clampLogRatio != rlhf::kNoClamp) s += " clampLogRatio=" + fmt("%g", o.clampLogRatio);
+  if (o.clampOutput != rlhf::kNoClamp) s += " clampOutput=" + fmt("%g", o.clampOutput);
+  if (o.straightThrough) s += " straightThrough";
+  return s;
+}
+
+// Elementwise in float64 like the reference: the same bits but for the last ulp of exp.
+void klPenaltyCase(Report& report, int64_t n, const rlhf::KlOptions& o, uint64_t seed) {
+  Rng rng(seed);
+  const std::vector<float> lp = rng.uniform(n, -30, 0), ref = rng.uniform(n, -30, 0);
+  std::vector<float> wantKl(n), wantGrad(n);
+  rlhf::KlPenaltyArgs host;
+  host.n = n;
+  host.logprobs = lp.data();
+  host.refLogprobs = ref.data();
+  host.o = o;
+  host.kl = wantKl.data();
+  host.grad = wantGrad.data();
+  rlhf::klPenaltyReference(host);
+  const std::string name = "klPenalty " + klOptionsName(o) + " [n=" + std::to_string(n) + "]";
+  try {
+    Uploads up;
+    DeviceBuffer kl(n * sizeof(float)), grad(n * sizeof(float));
+    rlhf::KlPenaltyArgs dev = host;
+    dev.logprobs = up.of(lp);
+    dev.refLogprobs = up.of(ref);
+    dev.kl = kl.as<float>();
+    dev.grad = grad.as<float>();
+    cu::klPenalty(dev, gDevice);
+    std::vector<float> gotKl(n), gotGrad(n);
+    kl.download(gotKl.data());
+    grad.download(gotGrad.data());
+    const double tol = cudaTol("klPenalty");
+    Comparison c;
+    // k3 = exp(-d) + d - 1 cancels near d = 0: its error is relative to exp(-d) + |d| + 1.
+    for (int64_t i = 0; i < n; ++i) {
+      const double d = static_cast<double>(lp[i]) - ref[i];
+      const double scale = std::exp(-std::max(-30.0, std::min(30.0, d))) + std::fabs(d) + 1;
+      c.check(gotKl[i], wantKl[i], tol * scale, "kl[" + std::to_string(i) + "]");
+      c.check(gotGrad[i], wantGrad[i], tol * scale, "grad[" + std::to_string(i) + "]");
+    }
+    const bool guards = guardsIntact({&kl, &grad});
+    report.record(c.ok && guards, name, c.summary() + (guards ? "" : "; guard bytes overwritten"));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// Bit-identical (the op table's cudaTol is 0): the same float64 operations on the same values.
+void shapeRewardsCase(Report& report, int64_t B, int64_t T, rlhf::ScorePlacement placement, bool withEos,
+                      float scoreClip, uint64_t seed) {
+  Rng rng(seed);
+  const std::vector<float> scores = rng.uniform(B, -8, 8), kl = rng.uniform(B * T, -0.5f, 1.0f);
+  std::vector<uint8_t> mask = responseMask(rng, B, T, 0.1);
+  if (B > 1) std::fill(mask.begin() + T, mask.begin() + 2 * T, uint8_t{0});  // a row with nothing valid
+  if (B > 2) std::fill(mask.begin() + 2 * T, mask.begin() + 3 * T, uint8_t{1});  // one valid to the end
+  const std::vector<uint8_t> hasEos = withEos ? rng.flags(B, 0.5) : std::vector<uint8_t>();
+  std::vector<float> want(static_cast<size_t>(B * T));
+  rlhf::ShapeRewardsArgs host;
+  host.B = B;
+  host.T = T;
+  host.scores = scores.data();
+  host.kl = kl.data();
+  host.mask = mask.data();
+  host.hasEos = withEos ? hasEos.data() : nullptr;
+  host.klCoef = 0.05f;
+  host.placement = placement;
+  host.missingEosPenalty = 1.5f;
+  host.scoreClip = scoreClip;
+  host.rewards = want.data();
+  rlhf::shapeRewardsReference(host);
+  const std::string name = std::string("shapeRewards ") +
+                           (placement == rlhf::ScorePlacement::LastValid ? "last-valid" : "after-last") +
+                           (withEos ? " hasEos" : "") + (scoreClip != rlhf::kNoClamp ? " scoreClip" : "") + " " +
+                           shape("B", B, "T", T);
+  try {
+    Uploads up;
+    DeviceBuffer rewards(static_cast<size_t>(B * T) * sizeof(float));
+    rlhf::ShapeRewardsArgs dev = host;
+    dev.scores = up.of(scores);
+    dev.kl = up.of(kl);
+    dev.mask = up.of(mask);
+    dev.hasEos = up.of(hasEos);
+    dev.rewards = rewards.as<float>();
+    cu::shapeRewards(dev, gDevice);
+    std::vector<float> got(want.size());
+    rewards.download(got.data());
+    int64_t differ = 0;
+    for (size_t i = 0; i < got.size(); ++i) differ += sameBits(got[i], want[i]) ? 0 : 1;
+    const bool guards = rewards.guardIntact();
+    report.record(differ == 0 && guards, name,
+                  differ == 0 ? "bit-identical" : std::to_string(differ) + " elements differ" +
+                                                      std::string(guards ? "" : "; guard bytes overwritten"));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+const char* aggregationName(rlhf::Aggregation a) {
+  switch (a) {
+    case rlhf::Aggregation::TokenMean: return "token-mean";
+    case rlhf::Aggregation::SeqMeanTokenMean: return "seq-mean-token-mean";
+    case rlhf::Aggregation::SeqMeanTokenSum: return "seq-mean-token-sum";
+    case rlhf::Aggregation::SeqMeanTokenSumNorm: return "seq-mean-token-sum-norm";
+    case rlhf::Aggregation::Grpo: return "grpo";
+    case rlhf::Aggregation::Bnpo: return "bnpo";
+    case rlhf::Aggregation::DrGrpo: return "dr_grpo";
+    case rlhf::Aggregation::Dapo: return "dapo";
+  }
+  return "";
+}
+
+constexpr rlhf::Aggregation kAggregations[] = {
+    rlhf::Aggregation::TokenMean, rlhf::Aggregation::SeqMeanTokenMean,    rlhf::Aggregation::SeqMeanTokenSum,
+    rlhf::Aggregation::SeqMeanTokenSumNorm, rlhf::Aggregation::Grpo, rlhf::Aggregation::Bnpo,
+    rlhf::Aggregation::DrGrpo, rlhf::Aggregation::Dapo};
+
+// The normalizer the caller would resolve: T for the Dr. GRPO family, B*T for TRL's, a global
+// token count for DAPO.
+double defaultNormalizer(rlhf::Aggregation a, int64_t B, int64_t T) {
+  switch (a) {
+    case rlhf::Aggregation::SeqMeanTokenSumNorm: return static_cast<double>(T);
+    case rlhf::Aggregation::DrGrpo: return static_cast<double>(B * T);
+    case rlhf::Aggregation::Dapo: return 0.75 * static_cast<double>(B * T) + 3;
+    default: return 0;
+  }
+}
+
+// Losses and stats are float64 sums in another order than the reference's: relative
+// differences of about n * 2^-53, far inside cudaTol. The absolute floor of 1e-9 covers sums
+// that cancel to about 0, where a lost or doubled token would still be off by about 1/n.
+void checkStat(Comparison& c, double got, double want, double tol, const char* what) {
+  c.check(got, want, tol * std::fabs(want) + 1e-9, what);
+}
+
+bool sameStats(const void* a, const void* b, size_t bytes) { return std::memcmp(a, b, bytes) == 0; }
+
+struct PolicyInputs {
+  std::vector<float> lp, old, adv;
+  std::vector<uint8_t> mask;
+};
+
+PolicyInputs policyInputs(Rng& rng, int64_t B, int64_t T, bool perRow, bool withMask) {
+  PolicyInputs in;
+  in.lp = rng.uniform(B * T, -4, -0.1f);
+  // Ratios about 0.5..2: per token within +-0.4 of a per-row offset within +-0.3, so that the
+  // rows' mean log-ratios (Sequence importance) clip too.
+  in.old = in.lp;
+  for (int64_t b = 0; b < B; ++b) {
+    const float offset = static_cast<float>(rng.unit() - 0.5) * 0.6f;
+    for (int64_t t = 0; t < T; ++t) in.old[b * T + t] += offset + static_cast<float>(rng.unit() - 0.5) * 0.8f;
+  }
+  in.adv = rng.uniform(perRow ? B : B * T, -2, 2);
+  if (withMask) {
+    in.mask = responseMask(rng, B, T, 0.15);
+    if (B > 1) std::fill(in.mask.begin() + T, in.mask.begin() + 2 * T, uint8_t{0});
+    poisonMasked(in.lp, in.mask, 3);
+    poisonMasked(in.old, in.mask, 3);
+  }
+  return in;
+}
+
+std::string policyOptionsName(const rlhf::PolicyLossOptions& o, bool perRow, bool withMask) {
+  std::string s = aggregationName(o.aggregation);
+  s += o.importance == rlhf::ImportanceLevel::Sequence ? " sequence" : " token";
+  if (o.dualClip > 0) s += " dualClip=" + fmt("%g", o.dualClip);
+  if (o.clampLogRatio != rlhf::kNoClamp) s += " clampLogRatio=" + fmt("%g", o.clampLogRatio);
+  if (o.clipHigh != o.clipLow) s += " clipHigh=" + fmt("%g", o.clipHigh);
+  if (o.clipfracMode == rlhf::ClipfracMode::Ratio) s += " clipfrac=ratio";
+  if (perRow) s += " A[B]";
+  if (!withMask) s += " no-mask";
+  return s;
+}
+
+void policyLossCase(Report& report, int64_t B, int64_t T, rlhf::PolicyLossOptions o, bool perRow, bool withMask,
+                    uint64_t seed) {
+  Rng rng(seed);
+  const PolicyInputs in = policyInputs(rng, B, T, perRow, withMask);
+  o.normalizer = defaultNormalizer(o.aggregation, B, T);
+  std::vector<float> want(static_cast<size_t>(B * T));
+  rlhf::PolicyLossArgs host;
+  host.B = B;
+  host.T = T;
+  host.logprobs = in.lp.data();
+  host.oldLogprobs = in.old.data();
+  host.advantages = in.adv.data();
+  host.advantagesPerRow = perRow;
+  host.mask = withMask ? in.mask.data() : nullptr;
+  host.o = o;
+  host.grad = want.data();
+  const rlhf::PolicyLossStats ws = rlhf::policyLossReference(host);
+  const std::string name = "policyLoss " + policyOptionsName(o, perRow, withMask) + " " + shape("B", B, "T", T);
+  try {
+    Uploads up;
+    DeviceBuffer grad(static_cast<size_t>(B * T) * sizeof(float));
+    rlhf::PolicyLossArgs dev = host;
+    dev.logprobs = up.of(in.lp);
+    dev.oldLogprobs = up.of(in.old);
+    dev.advantages = up.of(in.adv);
+    dev.mask = up.of(in.mask);
+    dev.grad = grad.as<float>();
+    const rlhf::PolicyLossStats gs = cu::policyLoss(dev, gDevice);
+    std::vector<float> got(want.size()), again(want.size());
+    grad.download(got.data());
+    const rlhf::PolicyLossStats gs2 = cu::policyLoss(dev, gDevice);
+    grad.download(again.data());
+    const bool repeat = sameStats(&gs, &gs2, sizeof(gs)) && std::memcmp(got.data(), again.data(), got.size() * 4) == 0;
+    const double tol = cudaTol("ppoPolicyLoss");
+    Comparison c;
+    checkStat(c, gs.loss, ws.loss, tol, "loss");
+    checkStat(c, gs.clipfrac, ws.clipfrac, tol, "clipfrac");
+    checkStat(c, gs.clipfracLower, ws.clipfracLower, tol, "clipfracLower");
+    checkStat(c, gs.approxKl, ws.approxKl, tol, "approxKl");
+    checkStat(c, gs.approxKlK3, ws.approxKlK3, tol, "approxKlK3");
+    checkStat(c, gs.ppoKl, ws.ppoKl, tol, "ppoKl");
+    // Per token the same float64 operations; under Sequence the row's log-ratio is a sum in
+    // another order, which moves r by an ulp or so.
+    for (size_t i = 0; i < got.size(); ++i)
+      c.check(got[i], want[i], tol * std::fabs(want[i]) + 1e-12, "grad[" + std::to_string(i) + "]");
+    const bool guards = grad.guardIntact();
+    report.record(c.ok && repeat && guards, name,
+                  "loss " + fmt("%.9g", gs.loss) + " clipfrac " + fmt("%.4g", gs.clipfrac) + "; " + c.summary() +
+                      (repeat ? "" : "; NOT bit-identical on a second run") + (guards ? "" : "; guard overwritten"));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+void valueLossCase(Report& report, int64_t B, int64_t T, float clip, rlhf::Aggregation agg, bool withMask,
+                   uint64_t seed) {
+  Rng rng(seed);
+  const int64_t n = B * T;
+  std::vector<float> values = rng.uniform(n, -2, 2), oldValues = values, returns = rng.uniform(n, -1, 3);
+  for (float& v : oldValues) v += static_cast<float>(rng.unit() - 0.5);
+  std::vector<uint8_t> mask = withMask ? responseMask(rng, B, T, 0.15) : std::vector<uint8_t>();
+  if (withMask) {
+    if (B > 1) std::fill(mask.begin() + T, mask.begin() + 2 * T, uint8_t{0});
+    poisonMasked(values, mask, 3);
+    poisonMasked(returns, mask, 3);
+  }
+  std::vector<float> want(static_cast<size_t>(n));
+  rlhf::ValueLossArgs host;
+  host.B = B;
+  host.T = T;
+  host.values = values.data();
+  host.oldValues = clip != rlhf::kNoClamp ? oldValues.data() : nullptr;
+  host.returns = returns.data();
+  host.mask = withMask ? mask.data() : nullptr;
+  host.clip = clip;
+  host.aggregation = agg;
+  host.normalizer = defaultNormalizer(agg, B, T);
+  host.grad = want.data();
+  const rlhf::ValueLossStats ws = rlhf::valueLossReference(host);
+  const std::string name = std::string("valueLoss ") + aggregationName(agg) +
+                           (clip != rlhf::kNoClamp ? " clip=" + fmt("%g", clip) : std::string(" unclipped")) +
+                           (withMask ? "" : " no-mask") + " " + shape("B", B, "T", T);
+  try {
+    Uploads up;
+    DeviceBuffer grad(static_cast<size_t>(n) * sizeof(float));
+    rlhf::ValueLossArgs dev = host;
+    dev.values = up.of(values);
+    dev.oldValues = clip != rlhf::kNoClamp ? up.of(oldValues) : nullptr;
+    dev.returns = up.of(returns);
+    dev.mask = up.of(mask);
+    dev.grad = grad.as<float>();
+    const rlhf::ValueLossStats gs = cu::valueLoss(dev, gDevice);
+    const rlhf::ValueLossStats gs2 = cu::valueLoss(dev, gDevice);
+    std::vector<float> got(want.size());
+    grad.download(got.data());
+    const double tol = cudaTol("valueLoss");
+    Comparison c;
+    checkStat(c, gs.loss, ws.loss, tol, "loss");
+    checkStat(c, gs.vfClipfrac, ws.vfClipfrac, tol, "vfClipfrac");
+    // Moments combined pairwise against the reference's two passes: float64 both.
+    checkStat(c, gs.explainedVariance, ws.explainedVariance, tol, "explainedVariance");
+    for (size_t i = 0; i < got.size(); ++i)
+      c.check(got[i], want[i], tol * std::fabs(want[i]), "grad[" + std::to_string(i) + "]");
+    const bool repeat = sameStats(&gs, &gs2, sizeof(gs)), guards = grad.guardIntact();
+    report.record(c.ok && repeat && guards, name,
+                  "loss " + fmt("%.9g", gs.loss) + " ev " + fmt("%.6g", gs.explainedVariance) + "; " + c.summary() +
+                      (repeat ? "" : "; NOT bit-identical on a second run") + (guards ? "" : "; guard overwritten"));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// The fused actor loss: stats, lp and H, and the gradient with respect to the logits. The
+// gradient's tolerance needs each token's coefficients gLp and gH (as in logprobsCase); they
+// are rebuilt here from the reference's pieces: the policy loss's gradient on the reference
+// lp, the KL estimator's gradient and the aggregation weights.
+struct ActorSetup {
+  int64_t B, T, V;
+  rlhf::LogitsDtype dtype;
+  float tau;
+  LogitsKind kind;
+  rlhf::PolicyLossOptions o;
+  bool perRow, withMask, withRef, outputs;
+  float entropyCoef, klCoef;
+  rlhf::KlOptions kl;
+};
+
+std::vector<double> actorCoefficients(const ActorSetup& s, const rlhf::ActorLossArgs& host, const std::vector<float>& lp,
+                                      const std::vector<uint8_t>& valid, std::vector<double>& gH) {
+  const int64_t n = s.B * s.T;
+  std::vector<float> pg(static_cast<size_t>(n));
+  rlhf::PolicyLossArgs p;
+  p.B = s.B;
+  p.T = s.T;
+  p.logprobs = lp.data();
+  p.oldLogprobs = host.oldLogprobs;
+  p.advantages = host.advantages;
+  p.advantagesPerRow = s.perRow;
+  p.mask = valid.data();
+  p.o = host.o;
+  p.grad = pg.data();
+  rlhf::policyLossReference(p);
+  std::vector<float> klv(static_cast<size_t>(n)), klg(static_cast<size_t>(n));
+  if (s.withRef) {
+    rlhf::KlPenaltyArgs k;
+    k.n = n;
+    k.logprobs = lp.data();
+    k.refLogprobs = host.refLogprobs;
+    k.o = s.kl;
+    k.kl = klv.data();
+    k.grad = klg.data();
+    rlhf::klPenaltyReference(k);
+  }
+  std::vector<double> rowValid(static_cast<size_t>(s.B), 0.0);
+  double total = 0, nonEmpty = 0;
+  for (int64_t b = 0; b < s.B; ++b) {
+    for (int64_t t = 0; t < s.T; ++t) rowValid[b] += valid[b * s.T + t];
+    total += rowValid[b];
+    nonEmpty += rowValid[b] > 0 ? 1 : 0;
+  }
+  std::vector<double> gLp(static_cast<size_t>(n), 0.0);
+  gH.assign(static_cast<size_t>(n), 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    const double w = rlhf::aggregationRowWeight(host.o.aggregation, host.o.normalizer, rowValid[i / s.T], total,
+                                                nonEmpty, static_cast<double>(s.B));
+    gLp[i] = std::fabs(pg[i]) + (s.withRef ? std::fabs(s.klCoef * w * klg[i]) : 0.0);
+    gH[i] = std::fabs(s.entropyCoef * w);
+  }
+  return gLp;
+}
+
+std::string actorName(const ActorSetup& s) {
+  std::string name = std::string("actorLoss ") + dtypeName(s.dtype) + " " + logitsKindName(s.kind) + " " +
+                     policyOptionsName(s.o, s.perRow, s.withMask);
+  if (s.tau != 1) name += " tau=" + fmt("%g", s.tau);
+  if (s.withRef) name += " kl=" + fmt("%g", s.klCoef) + " " + klOptionsName(s.kl);
+  if (s.entropyCoef != 0) name += " ent=" + fmt("%g", s.entropyCoef);
+  if (!s.outputs) name += " no-lp-out";
+  return name + " [B=" + std::to_string(s.B) + ",T=" + std::to_string(s.T) + ",V=" + std::to_string(s.V) + "]";
+}
+
+void actorLossCase(Report& report, ActorSetup s, uint64_t seed) {
+  Rng rng(seed);
+  const int64_t n = s.B * s.T, V = s.V;
+  LogitsCase lc = makeLogits(rng, n, V, s.kind);
+  const Logits logits(std::move(lc.raw), s.dtype);
+  PolicyInputs in = policyInputs(rng, s.B, s.T, s.perRow, s.withMask);
+  const std::vector<float> ref = rng.uniform(n, -5, -0.5f);
+  s.o.normalizer = defaultNormalizer(s.o.aggregation, s.B, s.T);
+  std::vector<float> wantLp(n), wantH(n), wantGrad(static_cast<size_t>(n * V));
+  rlhf::ActorLossArgs host;
+  host.B = s.B;
+  host.T = s.T;
+  host.V = V;
+  host.logits = logits.values.data();
+  host.labels = lc.labels.data();
+  host.temperature = s.tau;
+  host.ignoreIndex = kIgnore;
+  host.oldLogprobs = in.old.data();
+  host.advantages = in.adv.data();
+  host.advantagesPerRow = s.perRow;
+  host.refLogprobs = s.withRef ? ref.data() : nullptr;
+  host.mask = s.withMask ? in.mask.data() : nullptr;
+  host.o = s.o;
+  host.entropyCoef = s.entropyCoef;
+  host.klCoef = s.klCoef;
+  host.klOptions = s.kl;
+  host.gradLogits = wantGrad.data();
+  host.logprobs = wantLp.data();
+  host.entropy = wantH.data();
+  const rlhf::ActorLossStats ws = rlhf::actorLossReference(host);
+  std::vector<uint8_t> valid(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    valid[i] = (!s.withMask || in.mask[i] != 0) && lc.labels[i] != kIgnore ? 1 : 0;
+  std::vector<double> gH;
+  const std::vector<double> gLp = actorCoefficients(s, host, wantLp, valid, gH);
+
+  const std::string name = actorName(s);
+  try {
+    Uploads up;
+    DeviceBuffer lp(n * sizeof(float)), H(n * sizeof(float)), grad(static_cast<size_t>(n * V) * logits.elementBytes());
+    rlhf::ActorLossArgs dev = host;
+    dev.dtype = s.dtype;
+    dev.logits = logits.device(up);
+    dev.labels = up.of(lc.labels);
+    dev.oldLogprobs = up.of(in.old);
+    dev.advantages = up.of(in.adv);
+    dev.refLogprobs = s.withRef ? up.of(ref) : nullptr;
+    dev.mask = s.withMask ? up.of(in.mask) : nullptr;
+    dev.gradLogits = grad.as<void>();
+    dev.logprobs = s.outputs ? lp.as<float>() : nullptr;
+    dev.entropy = s.outputs ? H.as<float>() : nullptr;
+    const rlhf::ActorLossStats gs = cu::actorLoss(dev, gDevice);
+    const std::vector<float> gotGrad = logits.download(grad);
+    const rlhf::ActorLossStats gs2 = cu::actorLoss(dev, gDevice);
+    const std::vector<float> again = logits.download(grad);
+    const bool repeat = sameStats(&gs, &gs2, sizeof(gs)) &&
+                        std::memcmp(gotGrad.data(), again.data(), gotGrad.size() * sizeof(float)) == 0;
+
+    // lp and H come from float32 row sums: the policy terms see lp with an error of about
+    // cudaTol, so the scalars are held to cudaTol too (plus the 1e-9 floor of checkStat).
+    const double tol = cudaTol("actorLossFromLogits");
+    Comparison c;
+    checkStat(c, gs.loss, ws.loss, tol, "loss");
+    checkStat(c, gs.policy.loss, ws.policy.loss, tol, "policy.loss");
+    checkStat(c, gs.entropy, ws.entropy, tol, "entropy");
+    checkStat(c, gs.kl, ws.kl, tol, "kl");
+    checkStat(c, gs.policy.approxKl, ws.policy.approxKl, tol, "approxKl");
+    checkStat(c, gs.policy.approxKlK3, ws.policy.approxKlK3, tol, "approxKlK3");
+    checkStat(c, gs.policy.ppoKl, ws.policy.ppoKl, tol, "ppoKl");
+    // A ratio on the clip boundary could flip with lp's last bits; random inputs never land
+    // there, so the clip fractions must agree exactly.
+    c.check(gs.policy.clipfrac, ws.policy.clipfrac, 1e-12, "clipfrac");
+    c.check(gs.policy.clipfracLower, ws.policy.clipfracLower, 1e-12, "clipfracLower");
+    if (s.outputs) {
+      std::vector<float> gotLp(n), gotH(n);
+      lp.download(gotLp.data());
+      H.download(gotH.data());
+      for (int64_t i = 0; i < n; ++i) {
+        c.check(gotLp[i], wantLp[i], tol * unitScale(wantLp[i]), "lp[" + std::to_string(i) + "]");
+        c.check(gotH[i], wantH[i], tol * unitScale(wantH[i]), "H[" + std::to_string(i) + "]");
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const double rowScale = (gLp[i] + gH[i] * (1 + std::fabs(wantH[i]))) / s.tau;
+      for (int64_t j = 0; j < V; ++j) {
+        const double want = wantGrad[i * V + j];
+        const double bound = tol * (std::fabs(want) + rowScale) + outputRounding(s.dtype) * std::fabs(want) +
+                             outputFloor(s.dtype);
+        c.check(gotGrad[i * V + j], want, bound, "dz[" + std::to_string(i) + "," + std::to_string(j) + "]");
+      }
+    }
+    const bool guards = guardsIntact({&lp, &H, &grad});
+    report.record(c.ok && repeat && guards, name,
+                  "loss " + fmt("%.9g", gs.loss) + "; " + c.summary() + (repeat ? "" : "; NOT bit-identical on a second run") +
+                      (guards ? "" : "; guard bytes overwritten"));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// Empty inputs return the documented values and launch nothing that reads a null pointer.
+void emptyPolicyCases(Report& report) {
+  try {
+    rlhf::LogprobsArgs lp;
+    lp.V = 32000;
+    cu::logprobs(lp, gDevice);
+    rlhf::LogprobsBackwardArgs back;
+    back.V = 32000;
+    cu::logprobsBackward(back, gDevice);
+    rlhf::KlPenaltyArgs kl;
+    cu::klPenalty(kl, gDevice);
+    rlhf::ShapeRewardsArgs shape0;
+    shape0.T = 5;
+    cu::shapeRewards(shape0, gDevice);
+    rlhf::PolicyLossArgs p;
+    p.B = 4;
+    const rlhf::PolicyLossStats ps = cu::policyLoss(p, gDevice);
+    rlhf::ValueLossArgs v;
+    v.T = 3;
+    const rlhf::ValueLossStats vs = cu::valueLoss(v, gDevice);
+    rlhf::ActorLossArgs a;
+    a.V = 128256;
+    const rlhf::ActorLossStats as = cu::actorLoss(a, gDevice);
+    cu::synchronize(gDevice);
+    const bool ok = ps.loss == 0 && ps.clipfrac == 0 && vs.loss == 0 && std::isnan(vs.explainedVariance) &&
+                    as.loss == 0 && cu::firstInvalidLabel(nullptr, 0, 5, kIgnore, gDevice) == -1;
+    report.record(ok, "policy family: empty inputs", "N=0, B=0, T=0 with V>0: zero losses, NaN explained variance");
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, "policy family: empty inputs", e.what());
+  }
+}
+
+void policyCases(Report& report) {
+  using rlhf::LogitsDtype;
+  uint64_t seed = 9000;
+  emptyPolicyCases(report);
+
+  // Log-probs: V = 1; small V (a warp per row) and odd V (packs cut by the row's alignment);
+  // a block per row; the two LLM vocabularies on a few rows.
+  struct LogitsShape {
+    int64_t N, V;
+  };
+  const std::vector<LogitsShape> shapes = {{5, 1}, {37, 7}, {64, 100}, {19, 1000}, {9, 1031}, {6, 5000}};
+  for (const LogitsShape& sh : shapes)
+    for (LogitsDtype d : {LogitsDtype::F32, LogitsDtype::F16, LogitsDtype::BF16})
+      for (LogitsKind k : {LogitsKind::Plain, LogitsKind::NegInf, LogitsKind::Huge, LogitsKind::Ignored})
+        logprobsCase(report, sh.N, sh.V, d, 1.0f, k, true, ++seed);
+  logprobsCase(report, 64, 100, LogitsDtype::F32, 0.7f, LogitsKind::Plain, true, ++seed);
+  logprobsCase(report, 6, 5000, LogitsDtype::F32, 1.3f, LogitsKind::Huge, true, ++seed);
+  logprobsCase(report, 19, 1000, LogitsDtype::F32, 1.0f, LogitsKind::Plain, false, ++seed);
+  logprobsCase(report, 9, 1031, LogitsDtype::BF16, 0.6f, LogitsKind::NegInf, false, ++seed);
+  logprobsCase(report, 8, 300, LogitsDtype::F32, 1.0f, LogitsKind::NaN, true, ++seed);
+  logprobsCase(report, 4, 3000, LogitsDtype::F16, 1.0f, LogitsKind::NaN, true, ++seed);
+  for (LogitsDtype d : {LogitsDtype::F32, LogitsDtype::F16, LogitsDtype::BF16}) {
+    logprobsCase(report, 3, 32000, d, 1.0f, LogitsKind::Plain, true, ++seed);
+    if (!gQuick) logprobsCase(report, 2, 128256, d, 1.0f, LogitsKind::Ignored, true, ++seed);
+  }
+  logprobsCase(report, 3, 32000, LogitsDtype::F32, 0.8f, LogitsKind::NegInf, true, ++seed);
+  if (!gQuick) logprobsCase(report, 2, 128256, LogitsDtype::BF16, 1.0f, LogitsKind::Huge, true, ++seed);
+
+  firstInvalidLabelCase(report, 1000, 50, {});
+  firstInvalidLabelCase(report, 1000, 50, {{999, 50}});
+  firstInvalidLabelCase(report, 100000, 32000, {{70000, -1}, {5000, 32000}, {99999, -101}});
+  firstInvalidLabelCase(report, 10000, 7, {{0, 7}});
+
+  for (rlhf::KlEstimator e : {rlhf::KlEstimator::K1, rlhf::KlEstimator::K2, rlhf::KlEstimator::K3, rlhf::KlEstimator::Abs}) {
+    rlhf::KlOptions o;
+    o.estimator = e;
+    klPenaltyCase(report, 10007, o, ++seed);
+    o.clampLogRatio = 20;
+    o.clampOutput = 10;
+    klPenaltyCase(report, 10007, o, ++seed);
+    o.straightThrough = true;
+    klPenaltyCase(report, 1001, o, ++seed);
+  }
+
+  for (rlhf::ScorePlacement pl : {rlhf::ScorePlacement::LastValid, rlhf::ScorePlacement::AfterLast}) {
+    shapeRewardsCase(report, 7, 50, pl, true, rlhf::kNoClamp, ++seed);
+    shapeRewardsCase(report, 5, 1, pl, false, rlhf::kNoClamp, ++seed);
+    shapeRewardsCase(report, 3, 3000, pl, true, 5.0f, ++seed);
+    shapeRewardsCase(report, 300, 33, pl, false, 5.0f, ++seed);
+  }
+
+  // Every aggregation, both importance levels, dual clip and the log-ratio clamp; rows of one
+  // item and of several (T = 1500: three items), advantages per token and per row.
+  for (rlhf::Aggregation agg : kAggregations) {
+    for (rlhf::ImportanceLevel level : {rlhf::ImportanceLevel::Token, rlhf::ImportanceLevel::Sequence}) {
+      rlhf::PolicyLossOptions o;
+      o.aggregation = agg;
+      o.importance = level;
+      policyLossCase(report, 6, 37, o, false, true, ++seed);
+      o.dualClip = 3;
+      o.clipHigh = 0.28f;
+      policyLossCase(report, 3, 1500, o, level == rlhf::ImportanceLevel::Sequence, true, ++seed);
+    }
+  }
+  {
+    rlhf::PolicyLossOptions o;
+    o.clampLogRatio = 0.3f;
+    o.clipfracMode = rlhf::ClipfracMode::Ratio;
+    policyLossCase(report, 40, 64, o, false, true, ++seed);
+    policyLossCase(report, 1, 20000, o, false, false, ++seed);
+    o.importance = rlhf::ImportanceLevel::Sequence;
+    o.clampLogRatio = 0.05f;
+    policyLossCase(report, 40, 64, o, true, true, ++seed);
+    o.importance = rlhf::ImportanceLevel::Token;
+    o.aggregation = rlhf::Aggregation::SeqMeanTokenMean;
+    if (!gQuick) policyLossCase(report, 256, 2048, o, false, true, ++seed);
+  }
+
+  for (rlhf::Aggregation agg : kAggregations) {
+    valueLossCase(report, 6, 37, 0.2f, agg, true, ++seed);
+    valueLossCase(report, 3, 1500, rlhf::kNoClamp, agg, agg == rlhf::Aggregation::TokenMean, ++seed);
+  }
+  valueLossCase(report, 1, 20000, 0.5f, rlhf::Aggregation::TokenMean, false, ++seed);
+
+  // The fused op: small V (warp rows) and a block per row, every dtype; the PPO options; the
+  // KL term under each estimator; the entropy bonus; ignored labels and masked tokens.
+  auto actor = [&](int64_t B, int64_t T, int64_t V, LogitsDtype d) {
+    ActorSetup s{B, T, V, d, 1.0f, LogitsKind::Ignored, rlhf::PolicyLossOptions{}, false, true, true, true,
+                 0.01f, 0.05f, rlhf::KlOptions{}};
+    return s;
+  };
+  for (LogitsDtype d : {LogitsDtype::F32, LogitsDtype::F16, LogitsDtype::BF16}) {
+    actorLossCase(report, actor(3, 20, 50, d), ++seed);
+    actorLossCase(report, actor(2, 5, 3000, d), ++seed);
+  }
+  for (rlhf::Aggregation agg : kAggregations) {
+    ActorSetup s = actor(4, 33, 64, LogitsDtype::F32);
+    s.o.aggregation = agg;
+    actorLossCase(report, s, ++seed);
+    s.o.importance = rlhf::ImportanceLevel::Sequence;
+    s.o.dualClip = 3;
+    actorLossCase(report, s, ++seed);
+  }
+  for (rlhf::KlEstimator e : {rlhf::KlEstimator::K1, rlhf::KlEstimator::K2, rlhf::KlEstimator::K3, rlhf::KlEstimator::Abs}) {
+    ActorSetup s = actor(2, 40, 20, LogitsDtype::F32);
+    s.kl.estimator = e;
+    s.kl.clampLogRatio = 20;
+    s.kl.clampOutput = 10;
+    s.kl.straightThrough = e == rlhf::KlEstimator::K3;
+    actorLossCase(report, s, ++seed);
+  }
+  {
+    ActorSetup s = actor(2, 24, 300, LogitsDtype::F32);
+    s.kind = LogitsKind::NegInf;
+    s.tau = 0.7f;
+    s.withRef = false;
+    s.klCoef = 0;
+    s.outputs = false;
+    actorLossCase(report, s, ++seed);
+    s.kind = LogitsKind::Huge;
+    s.tau = 1.0f;
+    s.withMask = false;
+    s.perRow = true;
+    s.entropyCoef = 0;
+    s.o.clampLogRatio = 0.2f;
+    actorLossCase(report, s, ++seed);
+    s = actor(1, 1, 1, LogitsDtype::F32);
+    s.kind = LogitsKind::Plain;
+    actorLossCase(report, s, ++seed);
+    s = actor(2, 600, 16, LogitsDtype::BF16);
+    s.o.importance = rlhf::ImportanceLevel::Sequence;
+    actorLossCase(report, s, ++seed);
+    s = actor(1, 3, 32000, LogitsDtype::BF16);
+    actorLossCase(report, s, ++seed);
+    if (!gQuick) {
+      s = actor(1, 2, 128256, LogitsDtype::F32);
+      s.kind = LogitsKind::Plain;
+      actorLossCase(report, s, ++seed);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -746,6 +1689,7 @@ int main(int argc, char** argv) {
     runtimeCases(report);
     advantageCases(report);
     statisticsCases(report);
+    policyCases(report);
     const cu::MemoryStats end = cu::memoryStats(gDevice);
     report.record(end.liveAllocations == 0 && end.liveBytes == 0, "memoryStats back to zero",
                   std::to_string(end.liveAllocations) + " live allocations, " + std::to_string(end.liveBytes) +
