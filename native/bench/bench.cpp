@@ -14,6 +14,7 @@
 
 #include "rlhf/bandwidth.h"
 #include "rlhf/kernels.h"
+#include "rlhf/policy.h"
 #include "rlhf/whiten.h"
 #include "thread_pool.h"
 
@@ -44,6 +45,92 @@ void print(const Row& r, double triad) {
   const double gbs = r.bytes / r.seconds / 1e9;
   std::printf("%-18s %-16s %-10s %12.1f %10.2f %8.1f%%\n", r.op.c_str(), r.shape.c_str(), r.path.c_str(),
               r.seconds * 1e6, gbs, 100.0 * gbs / triad);
+}
+
+using RunFn = std::function<void(const std::string&, const std::string&, double, const std::function<void()>&)>;
+
+// The policy family: log-probs forward and backward at LLM vocabularies, the fused actor loss,
+// KL, and the PPO policy + value losses over n tokens.
+void benchPolicy(const RunFn& run, bool quick, int64_t n, const std::vector<uint8_t>& mask) {
+  for (auto [N, V] : {std::pair<int64_t, int64_t>{quick ? 256 : 4096, 32000}, {quick ? 64 : 1024, 128256}}) {
+    std::vector<float> z(static_cast<size_t>(N * V)), lp(N), H(N), gLp(N, 1.0f), gH(N, -0.01f),
+        dz(static_cast<size_t>(N * V));
+    for (size_t i = 0; i < z.size(); ++i) z[i] = static_cast<float>((i * 2654435761u) % 1000) * 0.008f - 4;
+    std::vector<int32_t> y(N);
+    for (int64_t i = 0; i < N; ++i) y[i] = static_cast<int32_t>((i * 7919) % V);
+    const std::string shape = "[" + std::to_string(N) + "," + std::to_string(V) + "]";
+    LogprobsArgs f;
+    f.N = N;
+    f.V = V;
+    f.logits = z.data();
+    f.labels = y.data();
+    f.logprobs = lp.data();
+    f.entropy = H.data();
+    run("logprobs+entropy", shape, N * V * 4.0, [&] { logprobsCpu(f); });
+    LogprobsBackwardArgs b;
+    b.N = N;
+    b.V = V;
+    b.logits = z.data();
+    b.labels = y.data();
+    b.gradLogprobs = gLp.data();
+    b.gradEntropy = gH.data();
+    b.gradLogits = dz.data();
+    run("logprobs backward", shape, N * V * 8.0, [&] { logprobsBackwardCpu(b); });
+    ActorLossArgs a;
+    a.B = 1;
+    a.T = N;
+    a.V = V;
+    a.logits = z.data();
+    a.labels = y.data();
+    std::vector<float> old(N, -10.0f), adv(N, 0.5f), ref(N, -10.1f);
+    a.oldLogprobs = old.data();
+    a.advantages = adv.data();
+    a.refLogprobs = ref.data();
+    a.entropyCoef = 0.01f;
+    a.klCoef = 0.05f;
+    a.klOptions.estimator = KlEstimator::K3;
+    a.gradLogits = dz.data();
+    run("actorLoss", shape, N * V * 8.0, [&] { actorLossCpu(a); });
+  }
+  std::vector<float> lp(n), old(n), adv(n), v(n), vo(n), R(n), g1(n), g2(n);
+  for (int64_t i = 0; i < n; ++i) {
+    lp[i] = -1.0f - static_cast<float>(i % 97) * 0.01f;
+    old[i] = -1.0f - static_cast<float>(i % 89) * 0.01f;
+    adv[i] = static_cast<float>(i % 11 - 5) * 0.2f;
+    v[i] = static_cast<float>(i % 13) * 0.1f;
+    vo[i] = static_cast<float>(i % 17) * 0.1f;
+    R[i] = static_cast<float>(i % 19) * 0.1f;
+  }
+  KlPenaltyArgs k;
+  k.n = n;
+  k.logprobs = lp.data();
+  k.refLogprobs = old.data();
+  k.o.estimator = KlEstimator::K3;
+  k.kl = g1.data();
+  k.grad = g2.data();
+  run("klPenalty k3", std::to_string(n), n * 16.0, [&] { klPenaltyCpu(k); });
+  const int64_t T = 1024, B = n / T;
+  PolicyLossArgs p;
+  p.B = B;
+  p.T = T;
+  p.logprobs = lp.data();
+  p.oldLogprobs = old.data();
+  p.advantages = adv.data();
+  p.mask = mask.data();
+  p.grad = g1.data();
+  ValueLossArgs w;
+  w.B = B;
+  w.T = T;
+  w.values = v.data();
+  w.oldValues = vo.data();
+  w.returns = R.data();
+  w.mask = mask.data();
+  w.clip = 0.2f;
+  w.grad = g2.data();
+  run("ppo+value loss", "[" + std::to_string(B) + "," + std::to_string(T) + "]", n * 34.0, [&] {
+    policyLossCpu(p);
+    valueLossCpu(w);
+  });
 }
 
 }  // namespace
@@ -131,5 +218,6 @@ int main(int argc, char** argv) {
     a.out = wout.data();
     affineCpu(a);
   });
+  benchPolicy(run, quick, n, mask);
   return 0;
 }
