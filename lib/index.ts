@@ -27,3 +27,5 @@ export type {
   PolicyLossInputs, PolicyLossOptions, PolicyLossResult, PolicyLossStats, ShapeRewardsInputs, ShapeRewardsOptions,
   ValueLossInputs, ValueLossOptions, ValueLossResult,
 } from './ops/policy';
+export { bfloat16Bits, bfloat16Value, float16Bits, float16Value, fromHalfBits, toHalfBits } from './half';
+export type { HalfDtype } from './half';

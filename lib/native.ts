@@ -16,7 +16,7 @@ export interface DeviceBuffer {
 }
 
 /** A buffer argument: host memory as a TypedArray, or device memory. */
-export type Raw = Float32Array | Int32Array | Uint8Array | DeviceBuffer;
+export type Raw = Float32Array | Int32Array | Uint8Array | Uint16Array | DeviceBuffer;
 type Opt<T> = T | null;
 /** A discount or lambda: a number, or an array of T (per step) or T*N (per element) values. */
 export type RawRate = number | Float32Array | DeviceBuffer;
@@ -124,9 +124,9 @@ export interface NativeAddon {
                out: Raw, async: boolean): void | Promise<void>;
   firstNonFinite(x: Raw): number;
 
-  logprobsFromLogits(N: number, V: number, logits: Raw, labels: Raw, temperature: number, ignoreIndex: number,
+  logprobsFromLogits(N: number, V: number, logitsDtype: number, logits: Raw, labels: Raw, temperature: number, ignoreIndex: number,
                      logprobs: Raw, entropy: Opt<Raw>, async: boolean): void | Promise<void>;
-  logprobsFromLogitsBackward(N: number, V: number, logits: Raw, labels: Raw, gradLogprobs: Raw,
+  logprobsFromLogitsBackward(N: number, V: number, logitsDtype: number, logits: Raw, labels: Raw, gradLogprobs: Raw,
                              gradEntropy: Opt<Raw>, temperature: number, ignoreIndex: number, gradLogits: Raw,
                              async: boolean): void | Promise<void>;
   klPenalty(logprobs: Raw, refLogprobs: Raw, options: NativeKlOptions, kl: Raw, grad: Raw,
@@ -138,7 +138,7 @@ export interface NativeAddon {
                 options: NativePolicyOptions, grad: Raw, async: boolean): NativePolicyStats | Promise<NativePolicyStats>;
   valueLoss(B: number, T: number, values: Raw, oldValues: Opt<Raw>, returns: Raw, mask: Opt<Raw>, clip: number,
             options: NativeAggregation, grad: Raw, async: boolean): NativeValueStats | Promise<NativeValueStats>;
-  actorLossFromLogits(B: number, T: number, V: number, logits: Raw, labels: Raw, oldLogprobs: Raw, advantages: Raw,
+  actorLossFromLogits(B: number, T: number, V: number, logitsDtype: number, logits: Raw, labels: Raw, oldLogprobs: Raw, advantages: Raw,
                       refLogprobs: Opt<Raw>, mask: Opt<Raw>, options: NativeActorOptions, kl: NativeKlOptions,
                       gradLogits: Raw, logprobs: Opt<Raw>, entropy: Opt<Raw>,
                       async: boolean): NativeActorStats | Promise<NativeActorStats>;

@@ -1,10 +1,12 @@
 // Tensor: a shape, a dtype and a device over memory that is either a TypedArray (CPU, a
 // zero-copy view of the caller's array) or a DeviceBuffer (CUDA, owned by the tensor).
 import { RlhfError, describe, rangeError, typeError } from './errors';
+import { HalfDtype, toHalfBits } from './half';
 import { DeviceBuffer, Raw, native } from './native';
 
-export type Dtype = 'float32' | 'int32' | 'uint8';
-export type TypedArray = Float32Array | Int32Array | Uint8Array;
+/** float16 and bfloat16 hold their bits in a Uint16Array (see lib/half.ts); CUDA computes on them. */
+export type Dtype = 'float32' | 'int32' | 'uint8' | 'float16' | 'bfloat16';
+export type TypedArray = Float32Array | Int32Array | Uint8Array | Uint16Array;
 export type DeviceSpec = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 
 /** dtype -> TypedArray constructor: the one table of the package's element types. */
@@ -12,16 +14,24 @@ export const arrayTypes = {
   float32: Float32Array,
   int32: Int32Array,
   uint8: Uint8Array,
+  float16: Uint16Array,
+  bfloat16: Uint16Array,
 } as const;
 
-export function dtypeOf(a: TypedArray): Dtype {
+function isHalf(d: Dtype): d is HalfDtype {
+  return d === 'float16' || d === 'bfloat16';
+}
+
+/** The dtype of an array; a Uint16Array says nothing of which 16-bit float it holds: null. */
+export function dtypeOf(a: TypedArray): Dtype | null {
   if (a instanceof Float32Array) return 'float32';
   if (a instanceof Int32Array) return 'int32';
-  return 'uint8';
+  if (a instanceof Uint8Array) return 'uint8';
+  return null;
 }
 
 function isSupportedArray(a: unknown): a is TypedArray {
-  return a instanceof Float32Array || a instanceof Int32Array || a instanceof Uint8Array;
+  return a instanceof Float32Array || a instanceof Int32Array || a instanceof Uint8Array || a instanceof Uint16Array;
 }
 
 /** A device as the addon numbers it: -1 for the CPU, else the CUDA ordinal. */
@@ -147,8 +157,8 @@ function uploadTensor(host: TypedArray, shape: readonly number[], dtype: Dtype, 
 }
 
 /** @internal A CPU tensor over `host` (no checks: for outputs the library allocates). */
-export function tensorView(host: TypedArray, shape: readonly number[]): Tensor {
-  return new Tensor(shape, dtypeOf(host), -1, host, null);
+export function tensorView(host: Float32Array | Int32Array | Uint8Array, shape: readonly number[]): Tensor {
+  return new Tensor(shape, dtypeOf(host) as Dtype, -1, host, null);
 }
 
 /** @internal A new uninitialised tensor (zeros on the CPU). */
@@ -165,32 +175,41 @@ export interface TensorOptions {
 
 /**
  * A tensor over `data` with `shape`. A TypedArray of the tensor's dtype is viewed without a copy
- * on the CPU; a number[] is converted (dtype float32 unless given).
+ * on the CPU; a number[] is converted (dtype float32 unless given). For dtype 'float16' or
+ * 'bfloat16', `data` is a Uint16Array of the bits (viewed), or a Float32Array / number[] of
+ * values (rounded to nearest even into a new Uint16Array).
  */
 export function tensor(data: TypedArray | number[], shape?: number[], opts: TensorOptions = {}): Tensor {
   const op = 'tensor';
   if (opts === null || typeof opts !== 'object') throw typeError(op, 'opts', 'an options object', opts);
   const { dtype } = opts;
-  if (dtype !== undefined && !(dtype in arrayTypes))
-    throw rangeError(op, 'dtype', `must be 'float32', 'int32' or 'uint8', not ${describe(dtype)}`);
+  if (dtype !== undefined && !(typeof dtype === 'string' && dtype in arrayTypes))
+    throw rangeError(op, 'dtype', `must be 'float32', 'int32', 'uint8', 'float16' or 'bfloat16', not ${describe(dtype)}`);
   let host: TypedArray;
+  let dt: Dtype;
   if (Array.isArray(data)) {
-    const d = dtype ?? 'float32';
+    dt = dtype ?? 'float32';
     for (let i = 0; i < data.length; ++i)
       if (typeof data[i] !== 'number') throw typeError(op, 'data', 'an array of numbers', data[i]);
-    host = arrayTypes[d].from(data);
+    host = isHalf(dt) ? toHalfBits(data, dt) : arrayTypes[dt].from(data);
+  } else if (dtype !== undefined && isHalf(dtype) && data instanceof Float32Array) {
+    dt = dtype;
+    host = toHalfBits(data, dtype);
   } else if (isSupportedArray(data)) {
-    if (dtype !== undefined && dtypeOf(data) !== dtype)
+    const own = dtypeOf(data);
+    if (own === null && (dtype === undefined || !isHalf(dtype)))
+      throw typeError(op, 'data', "a Uint16Array only with dtype 'float16' or 'bfloat16' (it holds their bits)", data);
+    if (own !== null && dtype !== undefined && own !== dtype)
       throw typeError(op, 'data', `a ${arrayTypes[dtype].name} for dtype '${dtype}'`, data);
+    dt = own ?? (dtype as Dtype);
     host = data;
   } else {
-    throw typeError(op, 'data', 'a Float32Array, Int32Array, Uint8Array or number[]', data);
+    throw typeError(op, 'data', 'a Float32Array, Int32Array, Uint8Array, Uint16Array or number[]', data);
   }
   const s = shape === undefined ? [host.length] : checkShape(shape, op);
   if (sizeOf(s) !== host.length)
     throw rangeError(op, 'shape', `[${s.join(', ')}] holds ${sizeOf(s)} elements but \`data\` has ${host.length}`);
   const device = parseDevice(opts.device, op);
-  const dt = dtypeOf(host);
   if (device < 0) return new Tensor(Object.freeze(s.slice()), dt, -1, host, null);
   return uploadTensor(host, Object.freeze(s.slice()), dt, device);
 }

@@ -18,6 +18,8 @@ const expectedKind: Record<Dtype, string> = {
   float32: 'a float32 Tensor or a Float32Array',
   int32: 'an int32 Tensor or an Int32Array',
   uint8: 'a uint8 Tensor or a Uint8Array',
+  float16: 'a float16 Tensor',
+  bfloat16: 'a bfloat16 Tensor',
 };
 
 /** Reads a Tensor, or a TypedArray taken as 1-D, of the given dtype. */

@@ -65,12 +65,12 @@ t.test('tensor rejects a dtype option that does not match the TypedArray with a 
   expectError(t, () => rl.tensor(new Uint8Array(2), [2], { dtype: 'float32' }), TypeError,
     /tensor: .*`data` but received Uint8Array/);
   expectError(t, () => rl.tensor([1, 2], [2], { dtype: 'float64' as never }), RangeError,
-    /tensor: `dtype` must be 'float32', 'int32' or 'uint8', not 'float64'/);
+    /tensor: `dtype` must be 'float32', 'int32', 'uint8', 'float16' or 'bfloat16', not 'float64'/);
 });
 
 t.test('tensor rejects unsupported data with a TypeError naming `data`', async (t) => {
   expectError(t, () => rl.tensor(new Float64Array(2) as never, [2]), TypeError,
-    /tensor: expected a Float32Array, Int32Array, Uint8Array or number\[\] for `data` but received Float64Array/);
+    /tensor: expected a Float32Array, Int32Array, Uint8Array, Uint16Array or number\[\] for `data` but received Float64Array/);
   expectError(t, () => rl.tensor('abc' as never, [3]), TypeError, /tensor: .*`data` but received 'abc'/);
   expectError(t, () => rl.tensor([1, '2' as never, 3], [3]), TypeError,
     /tensor: expected an array of numbers for `data` but received '2'/);
@@ -239,4 +239,28 @@ t.test('the package root works through require() too', async (t) => {
   const viaRequire = require('../lib/index') as typeof rl;
   t.equal(viaRequire.tensor, rl.tensor);
   t.equal(viaRequire.maskedMean(rl.tensor([1, 3])), 2);
+});
+
+t.test('float16 and bfloat16 tensors hold rounded bits in a Uint16Array; a Uint16Array needs the dtype', async (t) => {
+  // float16: 1 = 0x3c00, 2.5 = 0x4100, 65504 the largest finite, 70000 overflows, 2^-24 the
+  // smallest denormal; 1e-7 rounds to 2^-23 (2 denormal steps).
+  const h = rl.tensor([1, 2.5, -3, 65504, 70000, 2 ** -24, 1e-7, 1 + 2 ** -11], [8], { dtype: 'float16' });
+  t.equal(h.dtype, 'float16');
+  t.strictSame([...h.dataSync()], [0x3c00, 0x4100, 0xc200, 0x7bff, 0x7c00, 0x0001, 0x0002, 0x3c00],
+    'round to nearest even, 1 + 2^-11 (a tie) rounds to 1');
+  t.strictSame([...rl.fromHalfBits(h.dataSync() as Uint16Array, 'float16')], [1, 2.5, -3, 65504, Infinity, 2 ** -24, 2 ** -23, 1]);
+  // bfloat16 keeps float32's exponent: 8 bits of mantissa.
+  const b = rl.tensor(Float32Array.from([1, 3.14159, -1e30, NaN]), [4], { dtype: 'bfloat16' });
+  t.strictSame([...b.dataSync()].slice(0, 2), [0x3f80, 0x4049]);
+  t.ok(Number.isNaN(rl.bfloat16Value(b.dataSync()[3])), 'NaN stays NaN');
+  const bits = new Uint16Array([0x3c00, 0x4000]);
+  t.equal(rl.tensor(bits, [2], { dtype: 'float16' }).dataSync(), bits, 'a Uint16Array of bits is viewed, not copied');
+  expectError(t, () => rl.tensor(new Uint16Array(2), [2]), TypeError,
+    /tensor: expected a Uint16Array only with dtype 'float16' or 'bfloat16'/);
+});
+
+t.test('half-precision logits are refused on the CPU with a TypeError naming `logits`', async (t) => {
+  const z = rl.tensor([1, 2, 3, 4], [2, 2], { dtype: 'bfloat16' });
+  expectError(t, () => rl.logprobsFromLogits(z, new Int32Array([0, 1])), TypeError,
+    /logprobsFromLogits: expected float32 on the CPU \(bfloat16 logits run on CUDA only\) for `logits`/);
 });

@@ -7,7 +7,7 @@ import { rangeError, typeError } from '../errors';
 import {
   NativeActorStats, NativeAggregation, NativeKlOptions, NativePolicyOptions, NativePolicyStats, NativeValueStats, native,
 } from '../native';
-import { Tensor } from '../tensor';
+import { Dtype, Tensor, deviceName, emptyTensor } from '../tensor';
 import {
   Arg, arg, booleanOr, checkFinite, choice, commonDevice, matrixShape, optionalArg, options, output, outputPair,
   sameShape,
@@ -58,6 +58,28 @@ function inputsObject<T>(op: string, v: unknown): T {
 
 // --- §1 log-probs and entropy from logits ---------------------------------------------------------
 
+const logitsDtypes: readonly Dtype[] = ['float32', 'float16', 'bfloat16'];
+
+/** Logits: a float32 Tensor, or a float16/bfloat16 one on CUDA. `dtype` is the addon's index. */
+function logitsArg(op: string, v: unknown): { z: Arg; dtype: number } {
+  if (!(v instanceof Tensor) || !logitsDtypes.includes(v.dtype))
+    throw typeError(op, 'logits', 'a float32 Tensor (or float16/bfloat16 on CUDA) of shape [..., V]', v);
+  if (v.dtype !== 'float32' && v.deviceIndex < 0)
+    throw typeError(op, 'logits', `float32 on the CPU (${v.dtype} logits run on CUDA only)`, v);
+  return { z: arg(op, 'logits', v, v.dtype), dtype: logitsDtypes.indexOf(v.dtype) };
+}
+
+/** The gradient of logits: the caller's `out` (same shape, dtype and device) or a new tensor. */
+function logitsGradOut(op: string, name: string, out: unknown, z: Arg): Tensor {
+  const like = z.tensor as Tensor;
+  if (like.dtype === 'float32') return output(op, name, out, z.shape, z.device);
+  if (out === undefined || out === null) return emptyTensor(z.shape, like.dtype, z.device);
+  if (!(out instanceof Tensor) || out.dtype !== like.dtype || out.deviceIndex !== z.device ||
+      out.shape.length !== z.shape.length || out.shape.some((d, i) => d !== z.shape[i]))
+    throw typeError(op, name, `a ${like.dtype} Tensor of shape [${z.shape.join(', ')}] on ${deviceName(z.device)}`, out);
+  return out;
+}
+
 export interface LogprobsOptions {
   /** Logits are divided by it (tau > 0). Default 1. */
   temperature?: number;
@@ -90,8 +112,7 @@ function logitsShape(op: string, logits: Arg, labels: Arg): { N: number; V: numb
 }
 
 function prepareLogprobs(op: string, logits: unknown, labels: unknown, opts: LogprobsOptions | undefined) {
-  const z = arg(op, 'logits', logits, 'float32');
-  if (z.tensor === null) throw typeError(op, 'logits', 'a float32 Tensor of shape [..., V]', logits);
+  const { z, dtype } = logitsArg(op, logits);
   const y = arg(op, 'labels', labels, 'int32');
   const { N, V, rowShape } = logitsShape(op, z, y);
   const device = commonDevice(op, [z, y]);
@@ -103,7 +124,7 @@ function prepareLogprobs(op: string, logits: unknown, labels: unknown, opts: Log
   const out = options<{ logprobs?: Tensor; entropy?: Tensor }>(op, o.out, 'out', 'an object of output tensors');
   const logprobs = output(op, 'out.logprobs', out.logprobs, rowShape, device);
   const entropy = withEntropy ? output(op, 'out.entropy', out.entropy, rowShape, device) : null;
-  const call = (async: boolean) => native().logprobsFromLogits(N, V, z.raw, y.raw, temperature, ignoreIndex,
+  const call = (async: boolean) => native().logprobsFromLogits(N, V, dtype, z.raw, y.raw, temperature, ignoreIndex,
     logprobs.raw(op, 'out.logprobs'), entropy?.raw(op, 'out.entropy') ?? null, async);
   const result: LogprobsResult = entropy ? { logprobs, entropy } : { logprobs };
   return { call, result };
@@ -139,8 +160,7 @@ export interface LogprobsBackwardOptions {
 
 function prepareLogprobsBackward(op: string, inputs: LogprobsBackwardInputs, opts: LogprobsBackwardOptions | undefined) {
   const i = inputsObject<LogprobsBackwardInputs>(op, inputs);
-  const z = arg(op, 'logits', i.logits, 'float32');
-  if (z.tensor === null) throw typeError(op, 'logits', 'a float32 Tensor of shape [..., V]', i.logits);
+  const { z, dtype } = logitsArg(op, i.logits);
   const y = arg(op, 'labels', i.labels, 'int32');
   const { N, V } = logitsShape(op, z, y);
   const gLp = arg(op, 'gradLogprobs', i.gradLogprobs, 'float32');
@@ -151,8 +171,8 @@ function prepareLogprobsBackward(op: string, inputs: LogprobsBackwardInputs, opt
   const o = options<LogprobsBackwardOptions>(op, opts);
   const temperature = inRange(op, 'temperature', o.temperature, 0, Number.MAX_VALUE, 1);
   const ignoreIndex = int32(op, 'ignoreIndex', o.ignoreIndex, -100);
-  const out = output(op, 'out', o.out, z.shape, device);
-  const call = (async: boolean) => native().logprobsFromLogitsBackward(N, V, z.raw, y.raw, gLp.raw, gH?.raw ?? null,
+  const out = logitsGradOut(op, 'out', o.out, z);
+  const call = (async: boolean) => native().logprobsFromLogitsBackward(N, V, dtype, z.raw, y.raw, gLp.raw, gH?.raw ?? null,
     temperature, ignoreIndex, out.raw(op, 'out'), async);
   return { call, out };
 }
@@ -555,6 +575,7 @@ export interface ActorLossResult {
   loss: number;
   /** d loss / d logits. */
   gradLogits: Tensor;
+  /** lp and H of the tokens that take part; 0 where masked (their logits are never read). */
   logprobs: Tensor;
   entropy: Tensor;
   stats: PolicyLossStats & { policyLoss: number; entropy: number; kl: number };
@@ -562,8 +583,7 @@ export interface ActorLossResult {
 
 function prepareActor(op: string, inputs: ActorLossInputs, opts: ActorLossOptions | undefined) {
   const i = inputsObject<ActorLossInputs>(op, inputs);
-  const z = arg(op, 'logits', i.logits, 'float32');
-  if (z.tensor === null) throw typeError(op, 'logits', 'a float32 Tensor of shape [B, T, V]', i.logits);
+  const { z, dtype } = logitsArg(op, i.logits);
   if (z.shape.length !== 2 && z.shape.length !== 3)
     throw rangeError(op, 'logits', `must have shape [B, T, V] or [N, V] but has [${z.shape.join(', ')}]`);
   const y = arg(op, 'labels', i.labels, 'int32');
@@ -591,10 +611,10 @@ function prepareActor(op: string, inputs: ActorLossInputs, opts: ActorLossOption
   const kl = klOptions(op, o.kl, 'kl');
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [z, old, adv, ref]);
   const out = options<{ gradLogits?: Tensor; logprobs?: Tensor; entropy?: Tensor }>(op, o.out, 'out', 'an object of output tensors');
-  const gradLogits = output(op, 'out.gradLogits', out.gradLogits, z.shape, device);
+  const gradLogits = logitsGradOut(op, 'out.gradLogits', out.gradLogits, z);
   const logprobs = output(op, 'out.logprobs', out.logprobs, rowShape, device);
   const entropy = output(op, 'out.entropy', out.entropy, rowShape, device);
-  const call = (async: boolean) => native().actorLossFromLogits(B, T, V, z.raw, y.raw, old.raw, adv.raw, ref?.raw ?? null,
+  const call = (async: boolean) => native().actorLossFromLogits(B, T, V, dtype, z.raw, y.raw, old.raw, adv.raw, ref?.raw ?? null,
     mask?.raw ?? null, nativeOptions, kl, gradLogits.raw(op, 'out.gradLogits'), logprobs.raw(op, 'out.logprobs'),
     entropy.raw(op, 'out.entropy'), async);
   const result = (s: NativeActorStats): ActorLossResult => ({

@@ -14,6 +14,7 @@ const char* dtypeName(Dtype d) {
     case Dtype::F32: return "Float32Array";
     case Dtype::I32: return "Int32Array";
     case Dtype::U8: return "Uint8Array";
+    case Dtype::F16: return "Uint16Array (float16 or bfloat16 bits)";
   }
   return "?";
 }
@@ -23,11 +24,20 @@ static napi_typedarray_type napiType(Dtype d) {
     case Dtype::F32: return napi_float32_array;
     case Dtype::I32: return napi_int32_array;
     case Dtype::U8: return napi_uint8_array;
+    case Dtype::F16: return napi_uint16_array;
   }
   return napi_float32_array;
 }
 
-static int64_t dtypeBytes(Dtype d) { return d == Dtype::U8 ? 1 : 4; }
+static int64_t dtypeBytes(Dtype d) {
+  switch (d) {
+    case Dtype::U8: return 1;
+    case Dtype::F16: return 2;
+    case Dtype::F32:
+    case Dtype::I32: break;
+  }
+  return 4;
+}
 
 void throwTypeError(Napi::Env env, const std::string& message) {
   throw Napi::TypeError::New(env, message);

@@ -14,7 +14,8 @@
 namespace rlhf {
 namespace addon {
 
-enum class Dtype { F32, I32, U8 };
+// F16: any 16-bit float (float16 or bfloat16); which one travels as a separate argument.
+enum class Dtype { F32, I32, U8, F16 };
 const char* dtypeName(Dtype d);
 
 constexpr int kCpu = -1;  // device index of host memory

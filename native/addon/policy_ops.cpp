@@ -135,6 +135,19 @@ float temperatureArg(const Napi::CallbackInfo& info, size_t i, const char* op) {
   return static_cast<float>(t);
 }
 
+// Logits of float32, or (CUDA only) float16 / bfloat16: argument i is the dtype (LogitsDtype),
+// argument i+1 the buffer. The CPU kernels take float32 only.
+Buffer logitsArg(const Napi::CallbackInfo& info, size_t i, const char* op, LogitsDtype& dtype) {
+  const int64_t d = intArg(info, i, op, "logitsDtype");
+  if (d > 2) rangeError(info.Env(), op, "logitsDtype", "is not a known dtype");
+  dtype = static_cast<LogitsDtype>(d);
+  Buffer b = bufferArg(info, i + 1, dtype == LogitsDtype::F32 ? Dtype::F32 : Dtype::F16, op, "logits");
+  if (dtype != LogitsDtype::F32 && b.device == kCpu)
+    throwTypeError(info.Env(), std::string(op) + ": float16 and bfloat16 `logits` are supported on CUDA only; "
+                                                 "pass float32 logits on the CPU");
+  return b;
+}
+
 ToJs noResult() {
   return [](Napi::Env env) -> Napi::Value { return env.Undefined(); };
 }
@@ -154,20 +167,20 @@ ToJs policyStatsResult(const PolicyLossStats& s) {
 
 }  // namespace
 
-// logprobsFromLogits(N, V, logits, labels, temperature, ignoreIndex, logprobs, entropy?, async)
+// logprobsFromLogits(N, V, logitsDtype, logits, labels, temperature, ignoreIndex, logprobs, entropy?, async)
 Napi::Value logprobsFromLogits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "logprobsFromLogits";
   const int64_t N = intArg(info, 0, op, "N"), V = intArg(info, 1, op, "V");
   requireVocabulary(env, op, V);
-  const Buffer logits = bufferArg(info, 2, Dtype::F32, op, "logits");
-  const Buffer labels = bufferArg(info, 3, Dtype::I32, op, "labels");
   LogprobsArgs a;
-  a.temperature = temperatureArg(info, 4, op);
-  a.ignoreIndex = int32Arg(info, 5, op, "ignoreIndex");
-  const Buffer logprobs = bufferArg(info, 6, Dtype::F32, op, "logprobs");
-  const Buffer entropy = bufferArg(info, 7, Dtype::F32, op, "entropy", true);
-  const bool async = boolArg(info, 8, op, "async");
+  const Buffer logits = logitsArg(info, 2, op, a.dtype);
+  const Buffer labels = bufferArg(info, 4, Dtype::I32, op, "labels");
+  a.temperature = temperatureArg(info, 5, op);
+  a.ignoreIndex = int32Arg(info, 6, op, "ignoreIndex");
+  const Buffer logprobs = bufferArg(info, 7, Dtype::F32, op, "logprobs");
+  const Buffer entropy = bufferArg(info, 8, Dtype::F32, op, "entropy", true);
+  const bool async = boolArg(info, 9, op, "async");
   requireLength(env, logits, op, "logits", N, V);
   requireLength(env, labels, op, "labels", N);
   requireLength(env, logprobs, op, "logprobs", N);
@@ -189,22 +202,23 @@ Napi::Value logprobsFromLogits(const Napi::CallbackInfo& info) {
   });
 }
 
-// logprobsFromLogitsBackward(N, V, logits, labels, gradLogprobs, gradEntropy?, temperature, ignoreIndex,
-//                            gradLogits, async)
+// logprobsFromLogitsBackward(N, V, logitsDtype, logits, labels, gradLogprobs, gradEntropy?, temperature,
+//                            ignoreIndex, gradLogits (the logits' dtype), async)
 Napi::Value logprobsFromLogitsBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "logprobsFromLogitsBackward";
   const int64_t N = intArg(info, 0, op, "N"), V = intArg(info, 1, op, "V");
   requireVocabulary(env, op, V);
-  const Buffer logits = bufferArg(info, 2, Dtype::F32, op, "logits");
-  const Buffer labels = bufferArg(info, 3, Dtype::I32, op, "labels");
-  const Buffer gradLogprobs = bufferArg(info, 4, Dtype::F32, op, "gradLogprobs");
-  const Buffer gradEntropy = bufferArg(info, 5, Dtype::F32, op, "gradEntropy", true);
   LogprobsBackwardArgs a;
-  a.temperature = temperatureArg(info, 6, op);
-  a.ignoreIndex = int32Arg(info, 7, op, "ignoreIndex");
-  const Buffer gradLogits = bufferArg(info, 8, Dtype::F32, op, "gradLogits");
-  const bool async = boolArg(info, 9, op, "async");
+  const Buffer logits = logitsArg(info, 2, op, a.dtype);
+  const Buffer labels = bufferArg(info, 4, Dtype::I32, op, "labels");
+  const Buffer gradLogprobs = bufferArg(info, 5, Dtype::F32, op, "gradLogprobs");
+  const Buffer gradEntropy = bufferArg(info, 6, Dtype::F32, op, "gradEntropy", true);
+  a.temperature = temperatureArg(info, 7, op);
+  a.ignoreIndex = int32Arg(info, 8, op, "ignoreIndex");
+  const Buffer gradLogits =
+      bufferArg(info, 9, a.dtype == LogitsDtype::F32 ? Dtype::F32 : Dtype::F16, op, "gradLogits");
+  const bool async = boolArg(info, 10, op, "async");
   requireLength(env, logits, op, "logits", N, V);
   requireLength(env, labels, op, "labels", N);
   requireLength(env, gradLogprobs, op, "gradLogprobs", N);
@@ -376,7 +390,7 @@ Napi::Value valueLoss(const Napi::CallbackInfo& info) {
   });
 }
 
-// actorLossFromLogits(B, T, V, logits, labels, oldLogprobs, advantages, refLogprobs?, mask?,
+// actorLossFromLogits(B, T, V, logitsDtype, logits, labels, oldLogprobs, advantages, refLogprobs?, mask?,
 //   { temperature, ignoreIndex, entropyCoef, klCoef, ...policy options }, { ...kl options },
 //   gradLogits, logprobs?, entropy?, async) -> stats
 Napi::Value actorLossFromLogits(const Napi::CallbackInfo& info) {
@@ -384,14 +398,14 @@ Napi::Value actorLossFromLogits(const Napi::CallbackInfo& info) {
   const char* op = "actorLossFromLogits";
   const int64_t B = intArg(info, 0, op, "B"), T = intArg(info, 1, op, "T"), V = intArg(info, 2, op, "V");
   requireVocabulary(env, op, V);
-  const Buffer logits = bufferArg(info, 3, Dtype::F32, op, "logits");
-  const Buffer labels = bufferArg(info, 4, Dtype::I32, op, "labels");
-  const Buffer old = bufferArg(info, 5, Dtype::F32, op, "oldLogprobs");
-  const Buffer adv = bufferArg(info, 6, Dtype::F32, op, "advantages");
-  const Buffer ref = bufferArg(info, 7, Dtype::F32, op, "refLogprobs", true);
-  const Buffer mask = bufferArg(info, 8, Dtype::U8, op, "mask", true);
-  const Napi::Object o = objectArg(info, 9, op, "options");
   ActorLossArgs a;
+  const Buffer logits = logitsArg(info, 3, op, a.dtype);
+  const Buffer labels = bufferArg(info, 5, Dtype::I32, op, "labels");
+  const Buffer old = bufferArg(info, 6, Dtype::F32, op, "oldLogprobs");
+  const Buffer adv = bufferArg(info, 7, Dtype::F32, op, "advantages");
+  const Buffer ref = bufferArg(info, 8, Dtype::F32, op, "refLogprobs", true);
+  const Buffer mask = bufferArg(info, 9, Dtype::U8, op, "mask", true);
+  const Napi::Object o = objectArg(info, 10, op, "options");
   a.o = policyOptions(env, o, op);
   a.temperature = static_cast<float>(objectNumber(env, o, op, "temperature"));
   if (!(a.temperature > 0 && std::isfinite(a.temperature)))
@@ -404,11 +418,12 @@ Napi::Value actorLossFromLogits(const Napi::CallbackInfo& info) {
   a.klCoef = static_cast<float>(objectNumber(env, o, op, "klCoef"));
   if (!std::isfinite(a.entropyCoef)) rangeError(env, op, "entropyCoef", "must be finite");
   if (!(a.klCoef >= 0 && std::isfinite(a.klCoef))) rangeError(env, op, "klCoef", "must be a finite number >= 0");
-  a.klOptions = klOptions(env, objectArg(info, 10, op, "kl"), op);
-  const Buffer gradLogits = bufferArg(info, 11, Dtype::F32, op, "gradLogits");
-  const Buffer logprobs = bufferArg(info, 12, Dtype::F32, op, "logprobs", true);
-  const Buffer entropy = bufferArg(info, 13, Dtype::F32, op, "entropy", true);
-  const bool async = boolArg(info, 14, op, "async");
+  a.klOptions = klOptions(env, objectArg(info, 11, op, "kl"), op);
+  const Buffer gradLogits =
+      bufferArg(info, 12, a.dtype == LogitsDtype::F32 ? Dtype::F32 : Dtype::F16, op, "gradLogits");
+  const Buffer logprobs = bufferArg(info, 13, Dtype::F32, op, "logprobs", true);
+  const Buffer entropy = bufferArg(info, 14, Dtype::F32, op, "entropy", true);
+  const bool async = boolArg(info, 15, op, "async");
   const int64_t n = B * T;
   requireLength(env, logits, op, "logits", n, V);
   requireLength(env, labels, op, "labels", n);

@@ -193,7 +193,8 @@ struct ValueLossArgs {
 //   pg the PPO policy loss of lp (PolicyLossOptions), kl = agg(KL(lp, ref)) with `kl`
 //   options (no term when refLogprobs is null or klCoef = 0), ent = agg(H) (no term when
 //   entropyCoef = 0), all three with the same aggregation weights.
-// gradLogits is d loss / d logits; logprobs and entropy ([B*T], optional) receive lp and H.
+// gradLogits is d loss / d logits; logprobs and entropy ([B*T], optional) receive lp and H of the
+// tokens that take part, 0 elsewhere (masked tokens' logits are never read: they are padding).
 struct ActorLossStats {
   PolicyLossStats policy;  // policy.loss is pg
   double loss = 0, entropy = 0, kl = 0;  // total, agg(H), agg(KL)
