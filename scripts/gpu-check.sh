@@ -2,9 +2,12 @@
 # The GPU check, in one go from the repo root of a machine with nvcc, cmake, ninja, PyTorch and
 # compute-sanitizer (Node only when a node binary was carried in .device/node.xz):
 #   1. build with CUDA in build-gpu/ (plain cmake; RLHF_CUDA_ARCHS defaults to 90),
-#   2. ctest (CPU and CUDA conformance),
+#   2. ctest (CPU and CUDA conformance, the policy-gradient family included),
 #   3. compute-sanitizer memcheck, then racecheck, on rlhf_cuda_tests --quick,
-#   4. rlhf_cuda_bench (both advantage algorithms) and the PyTorch side by side, as JSON,
+#   4. rlhf_cuda_bench (both advantage algorithms; log-probs, the fused actor loss with the
+#      device memory it allocated, PPO and value losses) and the PyTorch side by side (the
+#      same ops with their float64 differences), as JSON; policy-summary.log collects the
+#      lines of both that a reviewer of the policy kernels reads first,
 #   5. with .device/node.xz and node_modules: the addon through cmake-js, then the tap suite.
 # Every step logs to ${OUT:-./gpu-results}/<step>.log; the script goes on past a failing step,
 # prints a summary, and exits non-zero when any step failed.
@@ -87,6 +90,19 @@ if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
 else
   skip torch "PyTorch with CUDA is not importable"
 fi
+
+# The policy family at a glance: its conformance verdicts (from CTest's full log: ctest itself
+# prints a passing test's output only on failure), its bench rows, the actor loss's extra
+# device memory, and torch's numbers for the same ops.
+policy_summary() {
+  local log="$BUILD/Testing/Temporary/LastTest.log"
+  grep -hE '^(ok  |FAIL) (logprobs|firstInvalidLabel|klPenalty|shapeRewards|policyLoss|valueLoss|actorLoss|policy family)' \
+    "$log" | awk '{print $1}' | sort | uniq -c
+  grep -hE '^FAIL (logprobs|klPenalty|shapeRewards|policyLoss|valueLoss|actorLoss)' "$log"
+  grep -hE '^(logprobs|actorLoss|ppo|valueLoss)' "$OUT/cuda-bench.log" "$OUT/torch.log" 2>/dev/null
+  return 0
+}
+step policy-summary policy_summary
 
 if [ ! -f .device/node.xz ]; then
   skip tap "no node binary at .device/node.xz"

@@ -7,6 +7,15 @@ the python loops over 131072 steps take seconds, so they get a time budget inste
   gae (cleanrl-loop)       CleanRL ppo.py: a python loop over time on [T,N] tensors
   tokenGae (trl-loop)      TRL 0.9 PPOTrainer.compute_advantages: premask, loop over tokens
   whiten (trl-vectorised)  TRL masked_whiten: masked mean and Bessel-corrected variance, eager
+  logprobs (log-softmax)   log_softmax + gather for lp, verl's logsumexp - sum(p z) for entropy
+  logprobsBackward         the same through autograd, with upstream gradients for lp and H
+  actorLoss (eager)        lp and H from logits, clipped PPO with dual clip, k3 KL, entropy
+                           bonus, token-mean, then backward to the logits (what a PPO step runs)
+  ppoPolicyLoss, valueLoss TRL/verl-style clipped losses over 16M tokens, forward and backward
+
+The policy ops also report maxAbsDiff: the largest difference of torch's float32 (or bf16)
+result from the same computation in float64 on the same inputs, the measure that
+native/tests/cuda_conformance.cpp applies to the CUDA kernels.
 
 Bytes per op are the same compulsory traffic as cuda_bench.cu counts, so GB/s compare directly.
 
@@ -104,6 +113,123 @@ def response_mask(B, T, generator):
     return (torch.arange(T, device="cuda")[None, :] < lengths).float()
 
 
+def logprobs_entropy(logits, labels):
+    logits = logits.float()
+    logp = torch.log_softmax(logits, dim=-1)
+    lp = logp.gather(-1, labels[:, None]).squeeze(-1)
+    p = torch.softmax(logits, dim=-1)
+    entropy = torch.logsumexp(logits, dim=-1) - (p * logits).sum(-1)
+    return lp, entropy
+
+
+def ppo_loss(lp, old, adv, mask, eps=0.2, dual_clip=3.0):
+    ratio = torch.exp(lp - old)
+    pg1 = -adv * ratio
+    pg2 = -adv * torch.clamp(ratio, 1 - eps, 1 + eps)
+    loss = torch.maximum(pg1, pg2)
+    loss = torch.where(adv < 0, torch.minimum(loss, -adv * dual_clip), loss)
+    return (loss * mask).sum() / mask.sum()
+
+
+def value_loss(v, v_old, returns, mask, clip=0.2):
+    v_clipped = v_old + torch.clamp(v - v_old, -clip, clip)
+    loss = torch.maximum((v - returns) ** 2, (v_clipped - returns) ** 2)
+    return 0.5 * (loss * mask).sum() / mask.sum()
+
+
+def actor_loss(logits, labels, old, adv, ref, mask, entropy_coef=0.01, kl_coef=0.05):
+    lp, entropy = logprobs_entropy(logits, labels)
+    d = ref - lp
+    k3 = torch.exp(d) - d - 1
+    n = mask.sum()
+    return ppo_loss(lp, old, adv, mask) + kl_coef * (k3 * mask).sum() / n - entropy_coef * (entropy * mask).sum() / n
+
+
+def max_abs_diff(a, b):
+    return float((a.double() - b.double()).abs().max())
+
+
+def policy_cases(record, g):
+    """The policy family: timings, and each op's float64 difference on the same inputs."""
+    for N, V, dtype in [(4096, 32000, torch.float32), (1024, 128256, torch.float32), (1024, 128256, torch.bfloat16)]:
+        shape = f"[N={N},V={V}] {'f32' if dtype == torch.float32 else 'bf16'}"
+        elem = 4 if dtype == torch.float32 else 2
+        logits = ((torch.rand(N, V, device="cuda", generator=g) * 16 - 8)).to(dtype)
+        labels = torch.randint(0, V, (N,), device="cuda", generator=g)
+        lp, H = logprobs_entropy(logits, labels)
+        lp64, H64 = logprobs_entropy(logits.double(), labels)
+        diff = max(max_abs_diff(lp, lp64), max_abs_diff(H, H64))
+        record("logprobs", "log-softmax", shape, elem * N * V + 12.0 * N, lambda: logprobs_entropy(logits, labels), diff)
+
+        leaf = logits.detach().requires_grad_(True)
+        g_lp = torch.rand(N, device="cuda", generator=g) * 2 - 1
+        g_h = (torch.rand(N, device="cuda", generator=g) * 2 - 1) * 0.01
+
+        def backward(x=leaf):
+            lp_, h_ = logprobs_entropy(x, labels)
+            (grad,) = torch.autograd.grad((lp_ * g_lp + h_ * g_h).sum(), x)
+            return grad
+
+        leaf64 = logits.detach().double().requires_grad_(True)
+        diff = max_abs_diff(backward(), backward(leaf64))
+        record("logprobsBackward", "autograd", shape, 2.0 * elem * N * V + 12.0 * N, backward, diff)
+        del logits, leaf, leaf64
+        torch.cuda.empty_cache()
+
+    B, T, V = 8, 1024, 128256
+    N = B * T
+    for dtype in [torch.float32, torch.bfloat16]:
+        elem = 4 if dtype == torch.float32 else 2
+        logits = (torch.rand(N, V, device="cuda", generator=g) * 16 - 8).to(dtype).requires_grad_(True)
+        labels = torch.randint(0, V, (N,), device="cuda", generator=g)
+        old = torch.rand(N, device="cuda", generator=g) * 4 - 12
+        ref = torch.rand(N, device="cuda", generator=g) * 4 - 12
+        adv = torch.rand(N, device="cuda", generator=g) * 2 - 1
+        mask = response_mask(B, T, g).reshape(N)
+
+        def step(x=logits):
+            (grad,) = torch.autograd.grad(actor_loss(x, labels, old, adv, ref, mask), x)
+            return grad
+
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        extra = torch.cuda.max_memory_allocated() - base
+        shape = f"[N={N},V={V}] {'f32' if dtype == torch.float32 else 'bf16'}"
+        print(f"actorLoss {shape}: autograd peak {extra / 1e9:.2f} GB beyond the inputs", flush=True)
+        record("actorLoss", "eager+autograd", shape, 2.0 * elem * N * V + 25.0 * N, step, None)
+        del logits
+        torch.cuda.empty_cache()
+
+    B, T = 16384, 1024
+    n = B * T
+    lp = (torch.rand(n, device="cuda", generator=g) * 2.9 - 3).requires_grad_(True)
+    old = torch.rand(n, device="cuda", generator=g) * 2.9 - 3
+    adv = torch.rand(n, device="cuda", generator=g) * 2 - 1
+    mask = response_mask(B, T, g).reshape(n)
+    v = (torch.rand(n, device="cuda", generator=g) * 2 - 1).requires_grad_(True)
+    v_old = torch.rand(n, device="cuda", generator=g) * 2 - 1
+    returns = torch.rand(n, device="cuda", generator=g) * 2 - 1
+    shape = f"[B={B},T={T}]"
+
+    def ppo_step(x=lp):
+        loss = ppo_loss(x, old, adv, mask)
+        return loss, torch.autograd.grad(loss, x)[0]
+
+    def value_step(x=v):
+        loss = value_loss(x, v_old, returns, mask)
+        return loss, torch.autograd.grad(loss, x)[0]
+
+    loss32, grad32 = ppo_step()
+    loss64, grad64 = ppo_step(lp.detach().double().requires_grad_(True))
+    record("ppoPolicyLoss", "eager+autograd", shape, 17.0 * n, ppo_step,
+           max(max_abs_diff(loss32, loss64), max_abs_diff(grad32, grad64)))
+    loss32, grad32 = value_step()
+    loss64, grad64 = value_step(v.detach().double().requires_grad_(True))
+    record("valueLoss", "eager+autograd", shape, 17.0 * n, value_step,
+           max(max_abs_diff(loss32, loss64), max_abs_diff(grad32, grad64)))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the results here")
@@ -113,11 +239,15 @@ def main():
     timer = Timer()
     results = []
 
-    def record(op, impl, shape, bytes_, fn):
+    def record(op, impl, shape, bytes_, fn, max_abs_diff=None):
         us, runs = timer.median_us(fn)
         results.append({"op": op, "shape": shape, "backend": "torch", "impl": impl, "medianUs": round(us, 3),
                         "gbPerS": round(bytes_ / (us * 1e-6) / 1e9, 2), "runs": runs})
-        print(f"{op:10} {impl:16} {shape:18} {us:14.1f} us {results[-1]['gbPerS']:9.1f} GB/s  ({runs} runs)",
+        diff = ""
+        if max_abs_diff is not None:
+            results[-1]["maxAbsDiff"] = max_abs_diff
+            diff = f"  max |torch - float64| {max_abs_diff:.3g}"
+        print(f"{op:10} {impl:16} {shape:24} {us:14.1f} us {results[-1]['gbPerS']:9.1f} GB/s  ({runs} runs){diff}",
               flush=True)
 
     def rand(*shape):
@@ -139,6 +269,8 @@ def main():
     x = rand(n) * 4 + 1
     mask = (torch.rand(n, device="cuda", generator=g) < 0.8).float()
     record("whiten", "trl-vectorised", f"[n={n}]", 13.0 * n, lambda: trl_masked_whiten(x, mask))
+    del x, mask
+    policy_cases(record, g)
 
     if args.json:
         meta = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda}

@@ -46,8 +46,9 @@ function positiveOrNone(op: string, name: string, v: unknown, fallback: number |
 
 function int32(op: string, name: string, v: unknown, fallback: number): number {
   if (v === undefined) return fallback;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < -2147483648 || v > 2147483647)
-    throw typeError(op, name, 'a 32-bit integer', v);
+  if (typeof v !== 'number') throw typeError(op, name, 'a 32-bit integer', v);
+  if (!Number.isInteger(v) || v < -2147483648 || v > 2147483647)
+    throw rangeError(op, name, `must be a 32-bit integer but is ${v}`);
   return v;
 }
 

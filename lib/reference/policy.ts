@@ -608,6 +608,7 @@ export interface ActorLossReferenceOptions extends PolicyLossReferenceOptions {
 export interface ActorLossReference {
   loss: number;
   gradLogits: Float64Array;
+  /** lp and H of the tokens that take part; 0 on masked and ignored tokens (their rows are skipped). */
   logprobs: Float64Array;
   entropy: Float64Array;
   /** d loss / d lp and d loss / d H per token, for tests. */
@@ -621,7 +622,9 @@ export interface ActorLossReference {
  * weights for all three; tokens whose label is ignoreIndex count as masked. The KL term is left
  * out when refLogprobs is absent or klCoef = 0, the entropy term when entropyCoef = 0 (stats.kl is
  * then 0; stats.entropy is agg(H) always). gradLogits by the §1 backward of
- * gLp = dpg/dlp + klCoef w dKL/dlp and gH = -entropyCoef w.
+ * gLp = dpg/dlp + klCoef w dKL/dlp and gH = -entropyCoef w. The logprobs and entropy outputs
+ * hold 0 for tokens that take no part (masked ones as well as ignored ones), as the addon's do:
+ * the fused op skips their rows entirely.
  */
 export function actorLossReference(B: number, T: number, V: number, inputs: ActorLossReferenceInputs,
                                    opts: ActorLossReferenceOptions = {}): ActorLossReference {
@@ -655,11 +658,18 @@ export function actorLossReference(B: number, T: number, V: number, inputs: Acto
   if (ref !== null && klCoef !== 0) loss += klCoef * klAgg;
   if (entropyCoef !== 0) loss -= entropyCoef * entAgg;
   const gradLogits = logprobsBackwardReference(N, V, { logits: inputs.logits, labels: inputs.labels, gradLogprobs, gradEntropy }, lpOpts);
+  const lpOut = new Float64Array(N);
+  const hOut = new Float64Array(N);
+  for (let i = 0; i < N; ++i) {
+    if (mask[i] === 0) continue;
+    lpOut[i] = logprobs[i];
+    hOut[i] = H[i];
+  }
   return {
     loss,
     gradLogits,
-    logprobs,
-    entropy: H,
+    logprobs: lpOut,
+    entropy: hOut,
     gradLogprobs,
     gradEntropy,
     stats: { ...pg.stats, policyLoss: pg.loss, entropy: entAgg, kl: klAgg },

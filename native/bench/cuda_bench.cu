@@ -1,4 +1,5 @@
-// CUDA kernel timings: every op of the CUDA backend on the shapes that matter, timed with CUDA
+// CUDA kernel timings: every op of the CUDA backend on the shapes that matter (the policy family
+// at the vocabularies of LLM RLHF: 32000 and 128256, float32 and bfloat16), timed with CUDA
 // events on the backend's own stream after a warm-up, with L2 flushed before every timed
 // launch (a memset over twice the L2 size), as the median of at least 20 launches and 0.2 s.
 // Bandwidth is the op's compulsory traffic (each input read once, each output written once)
@@ -9,6 +10,7 @@
 //   --algorithms  also times each advantage op under both forced algorithms
 //                 (RLHF_CUDA_ADVANTAGES=sequential|scan), for tuning the shape heuristic.
 // Prints "no CUDA device" and exits 0 where there is no GPU.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -25,6 +27,7 @@
 #include "rlhf/cuda.h"
 #include "rlhf/error.h"
 #include "rlhf/kernels.h"
+#include "rlhf/policy.h"
 #include "rlhf/whiten.h"
 
 namespace {
@@ -260,6 +263,171 @@ void benchWhiten(Bench& bench, int64_t n) {
   });
 }
 
+// --- the policy-gradient family -------------------------------------------------------------
+// Logits of billions of elements are filled on the device: a hash of the index mapped to
+// [lo, hi), so that the inputs cost no host time and no host memory.
+
+__device__ float hashUnit(uint64_t i) {
+  i = (i ^ (i >> 30)) * 0xbf58476d1ce4e5b9ull;
+  i = (i ^ (i >> 27)) * 0x94d049bb133111ebull;
+  return static_cast<float>((i ^ (i >> 31)) >> 40) * 0x1p-24f;
+}
+
+__device__ void storeLogit(float* p, float x) { *p = x; }
+__device__ void storeLogit(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
+
+template <class T>
+__global__ void fillUniformKernel(T* p, int64_t n, uint64_t seed, float lo, float hi) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    storeLogit(p + i, lo + (hi - lo) * hashUnit(i * 0x9e3779b97f4a7c15ull + seed));
+}
+
+// Logits [N,V] on the device, float32 or bfloat16.
+struct DeviceLogits {
+  rlhf::LogitsDtype dtype;
+  size_t elementBytes;
+  DeviceArray data;
+  DeviceLogits(int64_t N, int64_t V, rlhf::LogitsDtype d, cudaStream_t stream)
+      : dtype(d), elementBytes(d == rlhf::LogitsDtype::F32 ? 4 : 2), data(static_cast<size_t>(N * V) * elementBytes) {
+    const int64_t n = N * V;
+    if (d == rlhf::LogitsDtype::F32)
+      fillUniformKernel<<<4096, 256, 0, stream>>>(data.as<float>(), n, 1, -8.0f, 8.0f);
+    else
+      fillUniformKernel<<<4096, 256, 0, stream>>>(data.as<__nv_bfloat16>(), n, 1, -8.0f, 8.0f);
+    check(cudaGetLastError(), "fillUniformKernel");
+    check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (fill)");
+  }
+  double bytes(int64_t N, int64_t V) const { return static_cast<double>(N) * static_cast<double>(V) * elementBytes; }
+};
+
+std::vector<int32_t> randomLabels(int64_t n, int64_t V, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int32_t> label(0, static_cast<int32_t>(V - 1));
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (int32_t& y : v) y = label(gen);
+  return v;
+}
+
+std::string rowsShape(int64_t N, int64_t V, rlhf::LogitsDtype d) {
+  return shape2("N", N, "V", V) + (d == rlhf::LogitsDtype::F32 ? " f32" : " bf16");
+}
+
+// Forward (lp and H) and backward (gLp and gH given) over [N,V]: the logits are read once
+// forward; the backward reads them and writes the gradient.
+void benchLogprobs(Bench& bench, int64_t N, int64_t V, rlhf::LogitsDtype dtype, cudaStream_t stream) {
+  const DeviceLogits logits(N, V, dtype, stream);
+  DeviceArray labels(randomLabels(N, V, 13)), gLp(uniform(static_cast<size_t>(N), -1, 1, 14)),
+      gH(uniform(static_cast<size_t>(N), -0.01f, 0.01f, 15));
+  DeviceArray lp(static_cast<size_t>(N) * 4), H(static_cast<size_t>(N) * 4), grad(static_cast<size_t>(logits.bytes(N, V)));
+  rlhf::LogprobsArgs f;
+  f.N = N;
+  f.V = V;
+  f.logits = logits.data.as<void>();
+  f.dtype = dtype;
+  f.labels = labels.as<int32_t>();
+  f.logprobs = lp.as<float>();
+  f.entropy = H.as<float>();
+  const double n = static_cast<double>(N);
+  bench.time("logprobs", rowsShape(N, V, dtype), logits.bytes(N, V) + 12.0 * n, [&] { cu::logprobs(f, kDevice); });
+  rlhf::LogprobsBackwardArgs b;
+  b.N = N;
+  b.V = V;
+  b.logits = f.logits;
+  b.dtype = dtype;
+  b.labels = f.labels;
+  b.gradLogprobs = gLp.as<float>();
+  b.gradEntropy = gH.as<float>();
+  b.gradLogits = grad.as<void>();
+  bench.time("logprobsBackward", rowsShape(N, V, dtype), 2 * logits.bytes(N, V) + 12.0 * n,
+             [&] { cu::logprobsBackward(b, kDevice); });
+}
+
+// The fused actor loss over [B*T, V] with every term on: compulsory traffic is the logits
+// read once and the gradient written once (the kernels read the logits twice). Also prints
+// the device memory the op allocated beyond its inputs and outputs, as the driver sees it.
+void benchActorLoss(Bench& bench, int64_t B, int64_t T, int64_t V, rlhf::LogitsDtype dtype, cudaStream_t stream) {
+  const int64_t N = B * T;
+  const size_t n = static_cast<size_t>(N);
+  size_t freeBefore = 0, freeAfter = 0, total = 0;
+  check(cudaMemGetInfo(&freeBefore, &total), "cudaMemGetInfo");
+  const double need = 2 * static_cast<double>(N) * V * (dtype == rlhf::LogitsDtype::F32 ? 4 : 2) + 64.0 * N;
+  if (need > 0.9 * static_cast<double>(freeBefore)) {
+    std::printf("actorLoss %s: skipped, needs %.1f GB of %.1f GB free\n", rowsShape(N, V, dtype).c_str(), need / 1e9,
+                freeBefore / 1e9);
+    return;
+  }
+  const DeviceLogits logits(N, V, dtype, stream);
+  DeviceArray grad(static_cast<size_t>(logits.bytes(N, V)));
+  DeviceArray labels(randomLabels(N, V, 16)), old(uniform(n, -12, -8, 17)), adv(uniform(n, -1, 1, 18)),
+      ref(uniform(n, -12, -8, 19)), mask(responseMask(B, T, 20)), lp(n * 4), H(n * 4);
+  rlhf::ActorLossArgs a;
+  a.B = B;
+  a.T = T;
+  a.V = V;
+  a.logits = logits.data.as<void>();
+  a.dtype = dtype;
+  a.labels = labels.as<int32_t>();
+  a.oldLogprobs = old.as<float>();
+  a.advantages = adv.as<float>();
+  a.refLogprobs = ref.as<float>();
+  a.mask = mask.as<uint8_t>();
+  a.o.dualClip = 3;
+  a.entropyCoef = 0.01f;
+  a.klCoef = 0.05f;
+  a.klOptions.estimator = rlhf::KlEstimator::K3;
+  a.gradLogits = grad.as<void>();
+  a.logprobs = lp.as<float>();
+  a.entropy = H.as<float>();
+  check(cudaMemGetInfo(&freeBefore, &total), "cudaMemGetInfo");
+  cu::actorLoss(a, kDevice);
+  cu::synchronize(kDevice);
+  check(cudaMemGetInfo(&freeAfter, &total), "cudaMemGetInfo");
+  std::printf("actorLoss %s: %lld bytes of device memory allocated beyond inputs and outputs (the scratch "
+              "buffer's growth, driver view; 0 when earlier ops already grew it enough)\n",
+              rowsShape(N, V, dtype).c_str(), static_cast<long long>(freeBefore) - static_cast<long long>(freeAfter));
+  bench.time("actorLoss", rowsShape(N, V, dtype), 2 * logits.bytes(N, V) + 25.0 * N, [&] { cu::actorLoss(a, kDevice); });
+}
+
+// PPO policy loss and value loss over B*T tokens, each returning its scalars to the host.
+void benchLosses(Bench& bench, int64_t B, int64_t T) {
+  const size_t n = static_cast<size_t>(B * T);
+  DeviceArray lp(uniform(n, -3, -0.1f, 21)), old(uniform(n, -3, -0.1f, 22)), adv(uniform(n, -1, 1, 23)),
+      mask(responseMask(B, T, 24)), values(uniform(n, -1, 1, 25)), oldValues(uniform(n, -1, 1, 26)),
+      returns(uniform(n, -1, 1, 27)), grad(n * 4);
+  rlhf::PolicyLossArgs p;
+  p.B = B;
+  p.T = T;
+  p.logprobs = lp.as<float>();
+  p.oldLogprobs = old.as<float>();
+  p.advantages = adv.as<float>();
+  p.mask = mask.as<uint8_t>();
+  p.o.dualClip = 3;
+  p.grad = grad.as<float>();
+  rlhf::ValueLossArgs v;
+  v.B = B;
+  v.T = T;
+  v.values = values.as<float>();
+  v.oldValues = oldValues.as<float>();
+  v.returns = returns.as<float>();
+  v.mask = mask.as<uint8_t>();
+  v.clip = 0.2f;
+  v.grad = grad.as<float>();
+  const std::string shape = shape2("B", B, "T", T);
+  const double tokens = static_cast<double>(n);
+  // lp, old, A and the gradient (4 bytes each) and the mask; values, old values, returns,
+  // the gradient and the mask.
+  bench.time("ppoPolicyLoss", shape, 17.0 * tokens, [&] { cu::policyLoss(p, kDevice); });
+  p.o.importance = rlhf::ImportanceLevel::Sequence;
+  bench.time("ppoPolicyLoss seq", shape, 17.0 * tokens, [&] { cu::policyLoss(p, kDevice); });
+  bench.time("valueLoss", shape, 17.0 * tokens, [&] { cu::valueLoss(v, kDevice); });
+  p.o.importance = rlhf::ImportanceLevel::Token;
+  bench.time("ppo+value", shape, 34.0 * tokens, [&] {
+    cu::policyLoss(p, kDevice);
+    cu::valueLoss(v, kDevice);
+  });
+}
+
 // Device-to-device copy of 1 GiB: read once and written once.
 double measuredBandwidthGBs(Timer& timer, cudaStream_t stream) {
   const size_t bytes = size_t{1} << 30;
@@ -280,13 +448,13 @@ std::string percent(double part, double whole) {
 }
 
 void printTable(const std::vector<Result>& results, double measured, double peak) {
-  std::printf("%-20s %-18s %-11s %12s %9s %11s %8s %s\n", "op", "shape", "algorithm", "median us", "GB/s",
+  std::printf("%-20s %-24s %-11s %12s %9s %11s %8s %s\n", "op", "shape", "algorithm", "median us", "GB/s",
               "%measured", "%peak", "target");
   for (const Result& r : results) {
     const double gbs = r.bytes / (r.medianUs * 1e-6) / 1e9;
     std::string target;
     if (r.targetUs > 0) target = "< " + std::to_string(static_cast<int>(r.targetUs)) + " us: " + (r.medianUs < r.targetUs ? "met" : "MISSED");
-    std::printf("%-20s %-18s %-11s %12.2f %9.1f %11s %8s %s\n", r.op.c_str(), r.shape.c_str(), r.algorithm.c_str(),
+    std::printf("%-20s %-24s %-11s %12.2f %9.1f %11s %8s %s\n", r.op.c_str(), r.shape.c_str(), r.algorithm.c_str(),
                 r.medianUs, gbs, percent(gbs, measured).c_str(), percent(gbs, peak).c_str(), target.c_str());
   }
 }
@@ -348,6 +516,12 @@ int main(int argc, char** argv) {
     benchReturns(bench, 4096, 1024);
     benchReturns(bench, 1, 131072);
     benchWhiten(bench, int64_t{16} << 20);
+    benchLogprobs(bench, 4096, 32000, rlhf::LogitsDtype::F32, stream);
+    benchLogprobs(bench, 1024, 128256, rlhf::LogitsDtype::F32, stream);
+    benchLogprobs(bench, 1024, 128256, rlhf::LogitsDtype::BF16, stream);
+    benchActorLoss(bench, 8, 1024, 128256, rlhf::LogitsDtype::F32, stream);
+    benchActorLoss(bench, 8, 1024, 128256, rlhf::LogitsDtype::BF16, stream);
+    benchLosses(bench, 16384, 1024);
 
     printTable(bench.results, measured, info.peakBandwidthGBs);
     if (jsonPath != nullptr && !writeJson(jsonPath, bench.results, measured, info.peakBandwidthGBs)) {

@@ -266,7 +266,7 @@ static ActorToken actorToken(const ActorLossArgs& a, int64_t i, double lp, doubl
   const double r = std::exp(d);
   const TokenLoss tl = tokenLoss(r, A, o);
   t.l = tl.l;
-  t.gLp = std::fabs(dUsed) > o.clampLogRatio ? 0.0 : w * tl.dldr * r;
+  t.gLp = std::fabs(dUsed) > o.clampLogRatio ? 0.0 : ratioGradient(w, tl, r);
   t.clipped = countsAsClipped(tl, r, o);
   t.lower = tl.lowerActive;
   const double dt = clampSym(lp - a.oldLogprobs[i], o.clampLogRatio);

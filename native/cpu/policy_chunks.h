@@ -312,7 +312,9 @@ static inline void policyVector(const PolicyLossArgs& a, int64_t i, int64_t n, i
     l = select(lower, cap, l);
     dldr = select(lower, zero(), dldr);
   }
-  const VF grad = select(valid, select(clampActive, zero(), mul(mul(set1(w), dldr), r)), zero());
+  // Zero wherever dl/dr is (also where r overflowed: 0 * inf would be NaN).
+  const VF gradZero = bitOr(clampActive, eq(dldr, zero()));
+  const VF grad = select(valid, select(gradZero, zero(), mul(mul(set1(w), dldr), r)), zero());
   if (kPartial) {
     alignas(32) float tmp[W];
     store(tmp, grad);
@@ -382,12 +384,16 @@ static inline void valueVector(const ValueLossArgs& a, int64_t i, int64_t n, flo
   VF clippedWins = zero();
   if (a.clip != kNoClamp) {
     const VF old = kPartial ? loadPartial(a.oldValues + i, n, 0.0f) : load(a.oldValues + i);
-    const VF vc = min(add(old, set1(a.clip)), max(sub(old, set1(a.clip)), v));
+    // max and min return their second operand when either is NaN: a NaN old value reaches vc.
+    const VF vc = min(max(v, sub(old, set1(a.clip))), add(old, set1(a.clip)));
     const VF ce = sub(vc, R);
     const VF lc = mul(ce, ce);
     clippedWins = gt(lc, l);
     l = select(clippedWins, lc, l);
     dldv = select(clippedWins, zero(), dldv);
+    const VF nan = isNan(lc);
+    l = select(nan, lc, l);
+    dldv = select(nan, lc, dldv);
   }
   const VF grad = select(valid, mul(set1(0.5f * w), dldv), zero());
   if (kPartial) {

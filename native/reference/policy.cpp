@@ -102,7 +102,7 @@ PolicyTokens policyTokens(int64_t B, int64_t T, const std::vector<double>& lp, c
       const double r = std::exp(d);
       const TokenLoss tl = tokenLoss(r, A, o);
       rowLoss += tl.l;
-      const double g = clampActive ? 0.0 : w[b] * tl.dldr * r;  // d(w l)/d(log-ratio)
+      const double g = clampActive ? 0.0 : ratioGradient(w[b], tl, r);
       if (o.importance == ImportanceLevel::Sequence) rowGradSum += g;
       else out.gradLp[i] = g;
       clipped += countsAsClipped(tl, r, o) ? 1 : 0;
@@ -236,12 +236,15 @@ ValueLossStats valueLossReference(const ValueLossArgs& a) {
       double l = unclipped, dldv = 2 * (v - R);
       if (a.clip != kNoClamp) {
         const double lo = a.oldValues[i] - static_cast<double>(a.clip), hi = a.oldValues[i] + static_cast<double>(a.clip);
-        const double vc = std::fmin(std::fmax(v, lo), hi);
+        const double vc = std::isnan(lo) ? NAN : (v < lo ? lo : (v > hi ? hi : v));
         const double clippedLoss = (vc - R) * (vc - R);
         if (clippedLoss > unclipped) {
           l = clippedLoss;
           dldv = (v < lo || v > hi) ? 0.0 : 2 * (v - R);
           clipped += 1;
+        } else if (std::isnan(clippedLoss)) {
+          l = NAN;
+          dldv = NAN;
         }
       }
       rowLoss += l;

@@ -59,6 +59,9 @@ inline TokenLoss tokenLoss(double r, double A, const PolicyLossOptions& o) {
   return t;
 }
 
+// d(w l)/d(log-ratio) = w * dl/dr * r, 0 wherever dl/dr is 0 (even where r overflowed to inf).
+inline double ratioGradient(double w, const TokenLoss& t, double r) { return t.dldr == 0 ? 0.0 : w * t.dldr * r; }
+
 // Whether a token counts in clipfrac.
 inline bool countsAsClipped(const TokenLoss& t, double r, const PolicyLossOptions& o) {
   return o.clipfracMode == ClipfracMode::Branch ? t.clippedWins : (r < 1.0 - o.clipLow || r > 1.0 + o.clipHigh);

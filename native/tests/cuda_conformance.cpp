@@ -841,15 +841,17 @@ struct Logits {
     return dtype == rlhf::LogitsDtype::F32 ? static_cast<const void*>(up.of(values)) : up.of(bits);
   }
   size_t elementBytes() const { return dtype == rlhf::LogitsDtype::F32 ? 4 : 2; }
-  std::vector<float> download(const DeviceBuffer& b) const {
-    std::vector<float> out(values.size());
+  // A buffer of `shift` + values.size() elements of the dtype, less the first `shift`.
+  std::vector<float> download(const DeviceBuffer& b, size_t shift = 0) const {
+    std::vector<float> out(values.size() + shift);
     if (dtype == rlhf::LogitsDtype::F32) {
       b.download(out.data());
-      return out;
+    } else {
+      std::vector<uint16_t> h(out.size());
+      b.download(h.data());
+      for (size_t i = 0; i < h.size(); ++i) out[i] = dtype == rlhf::LogitsDtype::F16 ? halfValue(h[i]) : bf16Value(h[i]);
     }
-    std::vector<uint16_t> h(values.size());
-    b.download(h.data());
-    for (size_t i = 0; i < h.size(); ++i) out[i] = dtype == rlhf::LogitsDtype::F16 ? halfValue(h[i]) : bf16Value(h[i]);
+    out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(shift));
     return out;
   }
 };
@@ -918,15 +920,18 @@ bool guardsIntact(std::initializer_list<const DeviceBuffer*> buffers) {
 }
 
 // Per row: lp and H forward, then the backward with random upstream gradients (gH given or
-// null), each run twice to check that the bits repeat.
+// null), each run twice to check that the bits repeat. gradShift > 0 places the gradient that
+// many elements after a 16-byte boundary, where the logits are on one: the gradient's rows
+// then sit differently from the logits' and take the element-by-element path.
 void logprobsCase(Report& report, int64_t N, int64_t V, rlhf::LogitsDtype dtype, float tau, LogitsKind kind,
-                  bool withEntropy, uint64_t seed) {
+                  bool withEntropy, uint64_t seed, int64_t gradShift = 0) {
   Rng rng(seed);
   LogitsCase lc = makeLogits(rng, N, V, kind);
   const Logits logits(std::move(lc.raw), dtype);
   const std::vector<float> gLp = rng.uniform(N, -2, 2), gH = withEntropy ? rng.uniform(N, -1, 1) : std::vector<float>();
   const std::string name = std::string("logprobs ") + dtypeName(dtype) + " " + logitsKindName(kind) +
-                           " tau=" + fmt("%g", tau) + (withEntropy ? "" : " no-entropy") + " " + shape("N", N, "V", V);
+                           " tau=" + fmt("%g", tau) + (withEntropy ? "" : " no-entropy") +
+                           (gradShift > 0 ? " gradient-shifted" : "") + " " + shape("N", N, "V", V);
 
   std::vector<float> wantLp(N), wantH(N), wantGrad(static_cast<size_t>(N * V));
   rlhf::LogprobsArgs host;
@@ -953,7 +958,8 @@ void logprobsCase(Report& report, int64_t N, int64_t V, rlhf::LogitsDtype dtype,
 
   try {
     Uploads up;
-    DeviceBuffer lp(N * sizeof(float)), H(N * sizeof(float)), grad(static_cast<size_t>(N * V) * logits.elementBytes());
+    DeviceBuffer lp(N * sizeof(float)), H(N * sizeof(float)),
+        grad(static_cast<size_t>(N * V + gradShift) * logits.elementBytes());
     rlhf::LogprobsArgs dev = host;
     dev.dtype = dtype;
     dev.logits = logits.device(up);
@@ -966,7 +972,7 @@ void logprobsCase(Report& report, int64_t N, int64_t V, rlhf::LogitsDtype dtype,
     devBack.labels = dev.labels;
     devBack.gradLogprobs = up.of(gLp);
     devBack.gradEntropy = up.of(gH);
-    devBack.gradLogits = grad.as<void>();
+    devBack.gradLogits = grad.as<char>() + gradShift * static_cast<int64_t>(logits.elementBytes());
 
     std::vector<float> gotLp(N), gotH(N), firstLp, firstH, firstGrad;
     std::vector<float> gotGrad;
@@ -975,7 +981,7 @@ void logprobsCase(Report& report, int64_t N, int64_t V, rlhf::LogitsDtype dtype,
       cu::logprobsBackward(devBack, gDevice);
       lp.download(gotLp.data());
       if (withEntropy) H.download(gotH.data());
-      gotGrad = logits.download(grad);
+      gotGrad = logits.download(grad, static_cast<size_t>(gradShift));
       if (run == 0) {
         firstLp = gotLp;
         firstH = gotH;
@@ -1549,6 +1555,8 @@ void policyCases(Report& report) {
   logprobsCase(report, 6, 5000, LogitsDtype::F32, 1.3f, LogitsKind::Huge, true, ++seed);
   logprobsCase(report, 19, 1000, LogitsDtype::F32, 1.0f, LogitsKind::Plain, false, ++seed);
   logprobsCase(report, 9, 1031, LogitsDtype::BF16, 0.6f, LogitsKind::NegInf, false, ++seed);
+  logprobsCase(report, 9, 1031, LogitsDtype::F32, 1.0f, LogitsKind::NegInf, true, ++seed, 1);
+  logprobsCase(report, 37, 7, LogitsDtype::F16, 1.0f, LogitsKind::Ignored, true, ++seed, 3);
   logprobsCase(report, 8, 300, LogitsDtype::F32, 1.0f, LogitsKind::NaN, true, ++seed);
   logprobsCase(report, 4, 3000, LogitsDtype::F16, 1.0f, LogitsKind::NaN, true, ++seed);
   for (LogitsDtype d : {LogitsDtype::F32, LogitsDtype::F16, LogitsDtype::BF16}) {
