@@ -52,8 +52,8 @@ struct ChunkKernels {
                          float* out, bool streaming);
   void (*klRange)(const KlPenaltyArgs&, int64_t i0, int64_t i1);
   PolicyBlock (*policyBlock)(const PolicyLossArgs&, const double* rowWeight, const float* seqLogRatio, int64_t i0,
-                             int64_t i1);
-  ValueBlock (*valueBlock)(const ValueLossArgs&, const double* rowWeight, int64_t i0, int64_t i1);
+                             int64_t i1, bool streaming);
+  ValueBlock (*valueBlock)(const ValueLossArgs&, const double* rowWeight, int64_t i0, int64_t i1, bool streaming);
 };
 
 const ChunkKernels& baselineKernels();

@@ -153,13 +153,14 @@ static std::vector<double> rowWeights(const RowCounts& c, Aggregation mode, doub
 }
 
 // Runs `block(i0, i1)` over fixed blocks of kLossBlock tokens on the pool and returns the
-// results in block order.
+// results in block order (fencing the streamed stores of each part).
 template <typename Result, typename BlockFn>
-static std::vector<Result> overBlocks(int64_t n, BlockFn block) {
+static std::vector<Result> overBlocks(int64_t n, bool streaming, BlockFn block) {
   const int64_t blocks = (n + kLossBlock - 1) / kLossBlock;
   std::vector<Result> out(static_cast<size_t>(blocks));
   parallelFor(blocks, std::max<int64_t>(1, kMinElementsPerThread / kLossBlock), 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) out[b] = block(b * kLossBlock, std::min(n, (b + 1) * kLossBlock));
+    fenceStreams(streaming);
   });
   return out;
 }
@@ -197,8 +198,10 @@ PolicyLossStats policyLossCpu(const PolicyLossArgs& a) {
   const std::vector<double> w = rowWeights(c, a.o.aggregation, a.o.normalizer, a.B);
   const bool sequence = a.o.importance == ImportanceLevel::Sequence;
   const std::vector<float> seq = sequence ? sequenceLogRatios(a, c) : std::vector<float>();
-  const std::vector<PolicyBlock> parts = overBlocks<PolicyBlock>(
-      a.B * a.T, [&](int64_t i0, int64_t i1) { return k->policyBlock(a, w.data(), sequence ? seq.data() : nullptr, i0, i1); });
+  const bool streaming = isStreaming(a.B * a.T);
+  const std::vector<PolicyBlock> parts = overBlocks<PolicyBlock>(a.B * a.T, streaming, [&](int64_t i0, int64_t i1) {
+    return k->policyBlock(a, w.data(), sequence ? seq.data() : nullptr, i0, i1, streaming);
+  });
   if (sequence) spreadRowGradients(a, c);
   PolicyBlock t;
   for (const PolicyBlock& p : parts) {
@@ -229,8 +232,9 @@ ValueLossStats valueLossCpu(const ValueLossArgs& a) {
   if (k == nullptr) return valueLossReference(a);
   const RowCounts c = countRows(a.B, a.T, a.mask);
   const std::vector<double> w = rowWeights(c, a.aggregation, a.normalizer, a.B);
-  const std::vector<ValueBlock> parts =
-      overBlocks<ValueBlock>(a.B * a.T, [&](int64_t i0, int64_t i1) { return k->valueBlock(a, w.data(), i0, i1); });
+  const bool streaming = isStreaming(a.B * a.T);
+  const std::vector<ValueBlock> parts = overBlocks<ValueBlock>(
+      a.B * a.T, streaming, [&](int64_t i0, int64_t i1) { return k->valueBlock(a, w.data(), i0, i1, streaming); });
   double loss = 0, clipped = 0;
   MaskedMoments returns, errors;
   for (const ValueBlock& p : parts) {

@@ -183,9 +183,9 @@ void rowSoftmaxGrad(const float* z, int64_t V, float tau, RowSoftmax s, int32_t 
 
 // --- KL estimators ---------------------------------------------------------------------------------
 
-// exp(-d) + d - 1, accurate where it is small: below |d| = 1/2 the cancellation of the direct
-// form would cost up to half the digits, so the Taylor series (terms d^n/n!) is used there.
-static inline VF k3Of(VF d) {
+// exp(-d) + d - 1 for |d| < 1/2 by its Taylor series (terms d^n/n!): there the direct form's
+// cancellation would cost up to half the digits.
+static inline VF k3Series(VF d) {
   VF p = set1(-1.0f / 362880);
   p = add(mul(p, d), set1(1.0f / 40320));
   p = add(mul(p, d), set1(-1.0f / 5040));
@@ -194,10 +194,15 @@ static inline VF k3Of(VF d) {
   p = add(mul(p, d), set1(1.0f / 24));
   p = add(mul(p, d), set1(-1.0f / 6));
   p = add(mul(p, d), set1(0.5f));
-  const VF series = mul(mul(p, d), d);
-  const VF direct = sub(add(simd::exp(sub(zero(), d)), d), set1(1.0f));
-  return select(lt(absf(d), set1(0.5f)), series, direct);
+  return mul(mul(p, d), d);
 }
+
+// exp(-d) + d - 1 given expNeg = exp(-d), accurate where it is small.
+static inline VF k3Given(VF d, VF expNeg) {
+  return select(lt(absf(d), set1(0.5f)), k3Series(d), sub(add(expNeg, d), set1(1.0f)));
+}
+
+static inline VF k3Of(VF d) { return k3Given(d, simd::exp(sub(zero(), d))); }
 
 // 1 - exp(-d), the k3 gradient, with the same care near 0.
 static inline VF k3GradOf(VF d) {
@@ -268,6 +273,12 @@ void klRange(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
   }
 }
 
+// A full vector of outputs: streamed past the cache when asked and the address allows.
+static inline void storeOut(float* p, VF v, bool streaming) {
+  if (streaming && (reinterpret_cast<uintptr_t>(p) % (4 * W)) == 0) stream(p, v);
+  else store(p, v);
+}
+
 // --- the PPO policy loss over a block of tokens -------------------------------------------------
 // Tokens [i0, i1) of the flat [B,T] batch, row by row. Writes the per-token gradient
 // w_b * dl/dr * r (0 where masked or where the log-ratio clamp is active) and returns the
@@ -282,7 +293,7 @@ static inline int popcount(int bits) { return __builtin_popcount(static_cast<uns
 
 template <bool kPartial>
 static inline void policyVector(const PolicyLossArgs& a, int64_t i, int64_t n, int64_t b, float w,
-                                const float* seqLogRatio, PolicyLanes& L, PolicyBlock& out) {
+                                const float* seqLogRatio, bool streaming, PolicyLanes& L, PolicyBlock& out) {
   const PolicyLossOptions& o = a.o;
   const VF lp = kPartial ? loadPartial(a.logprobs + i, n, 0.0f) : load(a.logprobs + i);
   const VF old = kPartial ? loadPartial(a.oldLogprobs + i, n, 0.0f) : load(a.oldLogprobs + i);
@@ -320,7 +331,7 @@ static inline void policyVector(const PolicyLossArgs& a, int64_t i, int64_t n, i
     store(tmp, grad);
     for (int64_t j = 0; j < n; ++j) a.grad[i + j] = tmp[j];
   } else {
-    store(a.grad + i, grad);
+    storeOut(a.grad + i, grad, streaming);
   }
   accumulate(L.lossLo, L.lossHi, select(valid, l, zero()));
   const VF counted = o.clipfracMode == ClipfracMode::Branch
@@ -332,12 +343,14 @@ static inline void policyVector(const PolicyLossArgs& a, int64_t i, int64_t n, i
   // The KL stats take each token's own clamped log-ratio.
   const VF dt = clampSym(dTok, o.clampLogRatio);
   accumulate(L.kl2Lo, L.kl2Hi, select(valid, mul(mul(set1(0.5f), dt), dt), zero()));
-  accumulate(L.kl3Lo, L.kl3Hi, select(valid, k3Of(sub(zero(), dt)), zero()));
+  // exp(d) - 1 - d is k3 at -d; at the token level r is already exp(dt).
+  const VF k3 = seqLogRatio == nullptr ? k3Given(sub(zero(), dt), r) : k3Of(sub(zero(), dt));
+  accumulate(L.kl3Lo, L.kl3Hi, select(valid, k3, zero()));
   accumulate(L.klpLo, L.klpHi, select(valid, sub(zero(), dt), zero()));
 }
 
 PolicyBlock policyBlock(const PolicyLossArgs& a, const double* rowWeight, const float* seqLogRatio, int64_t i0,
-                        int64_t i1) {
+                        int64_t i1, bool streaming) {
   PolicyBlock out;
   const int64_t T = a.T;
   for (int64_t i = i0; i < i1;) {
@@ -345,9 +358,9 @@ PolicyBlock policyBlock(const PolicyLossArgs& a, const double* rowWeight, const 
     const int64_t end = (b + 1) * T < i1 ? (b + 1) * T : i1;
     const float w = static_cast<float>(rowWeight[b]);
     PolicyLanes L{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD()};
-    for (; i + W <= end; i += W) policyVector<false>(a, i, W, b, w, seqLogRatio, L, out);
+    for (; i + W <= end; i += W) policyVector<false>(a, i, W, b, w, seqLogRatio, streaming, L, out);
     if (i < end) {
-      policyVector<true>(a, i, end - i, b, w, seqLogRatio, L, out);
+      policyVector<true>(a, i, end - i, b, w, seqLogRatio, streaming, L, out);
       i = end;
     }
     out.loss += rowWeight[b] * (sumLanes(L.lossLo) + sumLanes(L.lossHi));
@@ -369,7 +382,7 @@ struct ValueLanes {
 
 template <bool kPartial>
 static inline void valueVector(const ValueLossArgs& a, int64_t i, int64_t n, float w, float shiftR, float shiftE,
-                               ValueLanes& L, ValueBlock& out) {
+                               bool streaming, ValueLanes& L, ValueBlock& out) {
   const VF v = kPartial ? loadPartial(a.values + i, n, 0.0f) : load(a.values + i);
   const VF R = kPartial ? loadPartial(a.returns + i, n, 0.0f) : load(a.returns + i);
   VF valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : eq(zero(), zero());
@@ -401,7 +414,7 @@ static inline void valueVector(const ValueLossArgs& a, int64_t i, int64_t n, flo
     store(tmp, grad);
     for (int64_t j = 0; j < n; ++j) a.grad[i + j] = tmp[j];
   } else {
-    store(a.grad + i, grad);
+    storeOut(a.grad + i, grad, streaming);
   }
   accumulate(L.lossLo, L.lossHi, select(valid, l, zero()));
   out.clipped += popcount(anyLane(bitAnd(valid, clippedWins)));
@@ -424,7 +437,7 @@ static MaskedMoments momentsFromShifted(double count, double shift, double s1, d
   return m;
 }
 
-ValueBlock valueBlock(const ValueLossArgs& a, const double* rowWeight, int64_t i0, int64_t i1) {
+ValueBlock valueBlock(const ValueLossArgs& a, const double* rowWeight, int64_t i0, int64_t i1, bool streaming) {
   ValueBlock out;
   int64_t first = i0;
   if (a.mask != nullptr)
@@ -442,9 +455,9 @@ ValueBlock valueBlock(const ValueLossArgs& a, const double* rowWeight, int64_t i
     const float w = static_cast<float>(rowWeight[b]);
     L.lossLo = zeroD();
     L.lossHi = zeroD();
-    for (; i + W <= end; i += W) valueVector<false>(a, i, W, w, shiftR, shiftE, L, out);
+    for (; i + W <= end; i += W) valueVector<false>(a, i, W, w, shiftR, shiftE, streaming, L, out);
     if (i < end) {
-      valueVector<true>(a, i, end - i, w, shiftR, shiftE, L, out);
+      valueVector<true>(a, i, end - i, w, shiftR, shiftE, streaming, L, out);
       i = end;
     }
     out.loss += rowWeight[b] * (sumLanes(L.lossLo) + sumLanes(L.lossHi));
