@@ -27,5 +27,13 @@ export type {
   PolicyLossInputs, PolicyLossOptions, PolicyLossResult, PolicyLossStats, ShapeRewardsInputs, ShapeRewardsOptions,
   ValueLossInputs, ValueLossOptions, ValueLossResult,
 } from './ops/policy';
+export {
+  dpoLoss, dpoLossAsync, groupAdvantages, groupAdvantagesAsync, pairwiseRewardLoss, pairwiseRewardLossAsync,
+  sequenceLogprobs, sequenceLogprobsAsync, sequenceLogprobsBackward, sequenceLogprobsBackwardAsync,
+} from './ops/preference';
+export type {
+  DpoInputs, DpoLossType, DpoOptions, DpoResult, GroupAdvantagesOptions, GroupEstimator, PairwiseInputs, PairwiseOptions,
+  PairwiseResult, SequenceLogprobsBackwardInputs, SequenceLogprobsOptions,
+} from './ops/preference';
 export { bfloat16Bits, bfloat16Value, float16Bits, float16Value, fromHalfBits, toHalfBits } from './half';
 export type { HalfDtype } from './half';

@@ -109,6 +109,22 @@ export interface NativeActorStats extends NativePolicyStats {
   kl: number;
 }
 
+export interface NativePairwiseStats {
+  loss: number;
+  accuracy: number;
+  meanMargin: number;
+  meanChosen: number;
+  meanRejected: number;
+}
+
+export interface NativeDpoStats {
+  loss: number;
+  rewardsChosen: number;
+  rewardsRejected: number;
+  accuracy: number;
+  margin: number;
+}
+
 export interface NativeAddon {
   gae(T: number, N: number, rewards: Raw, values: Raw, nextValues: Opt<Raw>, lastValues: Opt<Raw>,
       terminated: Opt<Raw>, truncated: Opt<Raw>, dones: Opt<Raw>, nextDone: Opt<Raw>,
@@ -142,6 +158,18 @@ export interface NativeAddon {
                       refLogprobs: Opt<Raw>, mask: Opt<Raw>, options: NativeActorOptions, kl: NativeKlOptions,
                       gradLogits: Raw, logprobs: Opt<Raw>, entropy: Opt<Raw>,
                       async: boolean): NativeActorStats | Promise<NativeActorStats>;
+
+  pairwiseRewardLoss(chosen: Raw, rejected: Raw, margin: Opt<Raw>, marginValue: number, centerCoef: number,
+                     gradChosen: Raw, gradRejected: Raw, async: boolean): NativePairwiseStats | Promise<NativePairwiseStats>;
+  dpoLoss(policyChosen: Raw, policyRejected: Raw, refChosen: Raw, refRejected: Raw, chosenLengths: Opt<Raw>,
+          rejectedLengths: Opt<Raw>, lossType: number, beta: number, labelSmoothing: number, discopopTau: number,
+          gradChosen: Raw, gradRejected: Raw, async: boolean): NativeDpoStats | Promise<NativeDpoStats>;
+  sequenceLogprobs(B: number, T: number, tokenLogprobs: Raw, mask: Opt<Raw>, average: boolean, out: Raw,
+                   async: boolean): void | Promise<void>;
+  sequenceLogprobsBackward(B: number, T: number, gradSequence: Raw, mask: Opt<Raw>, average: boolean, out: Raw,
+                           async: boolean): void | Promise<void>;
+  groupAdvantages(rewards: Raw, groupSize: number, groupIds: Opt<Raw>, estimator: number, scale: number, eps: number,
+                  out: Raw, async: boolean): void | Promise<void>;
 
   buildInfo(): NativeBuildInfo;
   backends(): NativeBackends;

@@ -21,6 +21,12 @@ Napi::Value ppoPolicyLoss(const Napi::CallbackInfo& info);
 Napi::Value valueLoss(const Napi::CallbackInfo& info);
 Napi::Value actorLossFromLogits(const Napi::CallbackInfo& info);
 
+Napi::Value pairwiseRewardLoss(const Napi::CallbackInfo& info);
+Napi::Value dpoLoss(const Napi::CallbackInfo& info);
+Napi::Value sequenceLogprobs(const Napi::CallbackInfo& info);
+Napi::Value sequenceLogprobsBackward(const Napi::CallbackInfo& info);
+Napi::Value groupAdvantages(const Napi::CallbackInfo& info);
+
 Napi::Value buildInfo(const Napi::CallbackInfo& info);
 Napi::Value backends(const Napi::CallbackInfo& info);
 Napi::Value setNumThreads(const Napi::CallbackInfo& info);

@@ -4,6 +4,7 @@
 
 #include "rlhf/kernels.h"
 #include "rlhf/policy.h"
+#include "rlhf/preference.h"
 
 namespace rlhf {
 
@@ -38,6 +39,15 @@ struct ValueBlock {
   MaskedMoments returns, errors;
 };
 
+// Sums of the pairwise loss over a range of pairs.
+struct PairwiseBlock {
+  double loss = 0, center = 0, margin = 0, chosen = 0, rejected = 0;
+  int64_t correct = 0;
+};
+struct MaskedSum {
+  double sum = 0, count = 0;
+};
+
 // `streaming`: the outputs are far larger than the cache, write them with non-temporal stores.
 struct ChunkKernels {
   const char* name;  // "avx2" or "x86-64" (the baseline every x86-64 CPU has)
@@ -54,6 +64,8 @@ struct ChunkKernels {
   PolicyBlock (*policyBlock)(const PolicyLossArgs&, const double* rowWeight, const float* seqLogRatio, int64_t i0,
                              int64_t i1, bool streaming);
   ValueBlock (*valueBlock)(const ValueLossArgs&, const double* rowWeight, int64_t i0, int64_t i1, bool streaming);
+  PairwiseBlock (*pairwiseRange)(const PairwiseLossArgs&, int64_t i0, int64_t i1);
+  MaskedSum (*maskedRowSum)(const float* x, const uint8_t* m, int64_t T);
 };
 
 const ChunkKernels& baselineKernels();

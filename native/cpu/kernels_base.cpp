@@ -2,6 +2,7 @@
 #define RLHF_CHUNK_NS baseline
 #include "chunk_kernels.h"
 #include "policy_chunks.h"
+#include "preference_chunks.h"
 #include "cpu_variants.h"
 
 namespace rlhf {
@@ -10,7 +11,7 @@ const ChunkKernels& baselineKernelsTable() {
   static const ChunkKernels k = {"x86-64", baseline::gaeColumns, baseline::tokenGaeRows,
                                  baseline::discountedReturnsRows, baseline::blockMoments, baseline::affineRange,
                                  baseline::rowSoftmax, baseline::rowSoftmaxGrad, baseline::klRange, baseline::policyBlock,
-                                 baseline::valueBlock};
+                                 baseline::valueBlock, baseline::pairwiseRange, baseline::maskedRowSum};
   return k;
 }
 

@@ -5,11 +5,9 @@
 #include <algorithm>
 #include <cstring>
 #include <vector>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 #include "../reference/policy_math.h"
+#include "blocks.h"
 #include "cpu_variants.h"
 #include "rlhf/error.h"
 #include "rlhf/policy.h"
@@ -18,15 +16,6 @@
 namespace rlhf {
 
 using namespace policy_math;
-
-// Tokens per block of the loss reductions: the only thing that fixes their rounding.
-constexpr int64_t kLossBlock = 8192;
-
-static void fenceStreams(bool streaming) {
-#if defined(__SSE2__)
-  if (streaming) _mm_sfence();
-#endif
-}
 
 static const float* f32(const void* p, LogitsDtype dtype) {
   if (dtype != LogitsDtype::F32) throw KernelError(ErrorKind::Type, "the CPU kernels take float32 logits only");
@@ -150,19 +139,6 @@ static std::vector<double> rowWeights(const RowCounts& c, Aggregation mode, doub
   for (size_t b = 0; b < w.size(); ++b)
     w[b] = aggregationRowWeight(mode, normalizer, c.valid[b], c.total, c.nonEmpty, static_cast<double>(B));
   return w;
-}
-
-// Runs `block(i0, i1)` over fixed blocks of kLossBlock tokens on the pool and returns the
-// results in block order (fencing the streamed stores of each part).
-template <typename Result, typename BlockFn>
-static std::vector<Result> overBlocks(int64_t n, bool streaming, BlockFn block) {
-  const int64_t blocks = (n + kLossBlock - 1) / kLossBlock;
-  std::vector<Result> out(static_cast<size_t>(blocks));
-  parallelFor(blocks, std::max<int64_t>(1, kMinElementsPerThread / kLossBlock), 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) out[b] = block(b * kLossBlock, std::min(n, (b + 1) * kLossBlock));
-    fenceStreams(streaming);
-  });
-  return out;
 }
 
 // --- the PPO policy loss -------------------------------------------------------------------------

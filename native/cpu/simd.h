@@ -50,6 +50,12 @@ inline VF intToFloat(VI a) { return _mm256_cvtepi32_ps(a); }
 inline VF pow2(VI k) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23)); }
 inline VI shiftRight1(VI k) { return _mm256_srai_epi32(k, 1); }
 inline VI subInt(VI a, VI b) { return _mm256_sub_epi32(a, b); }
+inline VI bitsOf(VF a) { return _mm256_castps_si256(a); }
+inline VF fromBits(VI a) { return _mm256_castsi256_ps(a); }
+inline VI setInt(int32_t x) { return _mm256_set1_epi32(x); }
+inline VI andInt(VI a, VI b) { return _mm256_and_si256(a, b); }
+inline VI orInt(VI a, VI b) { return _mm256_or_si256(a, b); }
+inline VI shiftRight23(VI a) { return _mm256_srli_epi32(a, 23); }
 // 0,1,...,W-1 as floats (for one-hot lanes).
 inline VF iota() { return _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7); }
 // Adds the low and high halves of x, widened to double, to two accumulators.
@@ -95,6 +101,12 @@ inline VF intToFloat(VI a) { return _mm_cvtepi32_ps(a); }
 inline VF pow2(VI k) { return _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(k, _mm_set1_epi32(127)), 23)); }
 inline VI shiftRight1(VI k) { return _mm_srai_epi32(k, 1); }
 inline VI subInt(VI a, VI b) { return _mm_sub_epi32(a, b); }
+inline VI bitsOf(VF a) { return _mm_castps_si128(a); }
+inline VF fromBits(VI a) { return _mm_castsi128_ps(a); }
+inline VI setInt(int32_t x) { return _mm_set1_epi32(x); }
+inline VI andInt(VI a, VI b) { return _mm_and_si128(a, b); }
+inline VI orInt(VI a, VI b) { return _mm_or_si128(a, b); }
+inline VI shiftRight23(VI a) { return _mm_srli_epi32(a, 23); }
 inline VF iota() { return _mm_setr_ps(0, 1, 2, 3); }
 inline void accumulate(VD& lo, VD& hi, VF x) {
   lo = _mm_add_pd(lo, _mm_cvtps_pd(x));
@@ -155,6 +167,52 @@ inline VF expSoftmax(VF x, VF& clamped) {
   const VF p = expReduced(xc, kf);
   clamped = xc;
   return select(lt(x, lo), zero(), mul(p, pow2(k)));
+}
+
+// log(x) for x > 0 (Cephes' logf: x = m 2^e with m in [sqrt(1/2), sqrt(2)), a polynomial in
+// m - 1), to within 2 ulp for normal x. Callers keep x normal and positive.
+inline VF log(VF x) {
+  const VI bits = bitsOf(x);
+  VF e = intToFloat(subInt(shiftRight23(bits), setInt(126)));
+  VF m = fromBits(orInt(andInt(bits, setInt(0x007fffff)), setInt(0x3f000000)));  // [0.5, 1)
+  const VF small = lt(m, set1(0.707106781186547524f));
+  e = sub(e, bitAnd(small, set1(1.0f)));
+  m = sub(add(m, bitAnd(small, m)), set1(1.0f));
+  const VF z = mul(m, m);
+  VF y = set1(7.0376836292e-2f);
+  y = fmadd(y, m, set1(-1.1514610310e-1f));
+  y = fmadd(y, m, set1(1.1676998740e-1f));
+  y = fmadd(y, m, set1(-1.2420140846e-1f));
+  y = fmadd(y, m, set1(1.4249322787e-1f));
+  y = fmadd(y, m, set1(-1.6668057665e-1f));
+  y = fmadd(y, m, set1(2.0000714765e-1f));
+  y = fmadd(y, m, set1(-2.4999993993e-1f));
+  y = fmadd(y, m, set1(3.3333331174e-1f));
+  y = mul(mul(y, m), z);
+  y = fmadd(e, set1(-2.12194440e-4f), y);
+  y = fnmadd(set1(0.5f), z, y);
+  return fmadd(e, set1(0.693359375f), add(m, y));
+}
+
+// log(1 + u) for u in [0, 1], with the rounding of 1 + u corrected so that tiny u keep their
+// digits.
+inline VF log1p01(VF u) {
+  const VF w = add(set1(1.0f), u);
+  const VF correction = div(sub(sub(w, set1(1.0f)), u), w);
+  return sub(log(w), correction);
+}
+
+// softplus(z) = log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)), exact for large |z|; NaN stays
+// NaN. `expNegAbs` receives exp(-|z|) for the caller's sigmoid.
+inline VF softplus(VF z, VF& expNegAbs) {
+  expNegAbs = exp(sub(zero(), absf(z)));
+  return add(max(zero(), z), log1p01(expNegAbs));
+}
+
+// The logistic function from exp(-|z|): 1/(1+e) for z >= 0, e/(1+e) below.
+inline VF sigmoidFrom(VF z, VF expNegAbs) {
+  const VF r = div(set1(1.0f), add(set1(1.0f), expNegAbs));
+  return select(lt(z, zero()), mul(expNegAbs, r), r);
 }
 
 // Sums of the lanes, in lane order.

@@ -17,6 +17,7 @@
 #include "rlhf/kernels.h"
 #include "rlhf/op_table.h"
 #include "rlhf/policy.h"
+#include "rlhf/preference.h"
 #include "rlhf/whiten.h"
 #include "thread_pool.h"
 
@@ -665,6 +666,163 @@ void testPolicyFamily() {
   }
 }
 
+
+// --- the preference family -------------------------------------------------------------------------
+
+void testPairwise(int64_t N, bool perPairMargin) {
+  covered.insert("pairwiseRewardLoss");
+  auto rc = randomFloats(N, -4, 4), rr = randomFloats(N, -4, 4), margin = randomFloats(N, -1, 1);
+  if (N > 3) {
+    rc[0] = 100;  // margins of +-100 stay exact
+    rr[1] = 100;
+    rc[2] = NAN;
+  }
+  PairwiseLossArgs a;
+  a.N = N;
+  a.chosen = rc.data();
+  a.rejected = rr.data();
+  a.margin = perPairMargin ? margin.data() : nullptr;
+  a.marginValue = 0.5f;
+  a.centerCoef = 0.01f;
+  Out rgc(N), rgr(N);
+  a.gradChosen = rgc.data();
+  a.gradRejected = rgr.data();
+  const PairwiseLossStats ref = pairwiseLossReference(a);
+  ThreadInvariance inv;
+  forEachCpuConfig([&](const std::string& config) {
+    Out gc(N), gr(N);
+    PairwiseLossArgs f = a;
+    f.gradChosen = gc.data();
+    f.gradRejected = gr.data();
+    const PairwiseLossStats s = pairwiseLossCpu(f);
+    std::string why;
+    const double tol = tolOf("pairwiseRewardLoss");
+    const bool ok = close(gc.data(), rgc.data(), N, tol, why) && close(gr.data(), rgr.data(), N, tol, why) &&
+                    gc.guardIntact(N) && gr.guardIntact(N) && relClose(s.loss, ref.loss, tol) &&
+                    relClose(s.accuracy, ref.accuracy, tol) && relClose(s.meanMargin, ref.meanMargin, tol) &&
+                    relClose(s.meanChosen, ref.meanChosen, tol) && relClose(s.meanRejected, ref.meanRejected, tol);
+    std::vector<float> all(gc.v.begin(), gc.v.begin() + N);
+    all.push_back(static_cast<float>(s.loss));
+    report(ok && inv.check(config, all), "pairwiseRewardLoss N=" + std::to_string(N) + " [" + config + "] " + why);
+  });
+}
+
+void testDpo(int64_t N) {
+  covered.insert("dpoLoss");
+  auto pc = randomFloats(N, -60, -20), pr = randomFloats(N, -60, -20), rc = randomFloats(N, -60, -20),
+       rr = randomFloats(N, -60, -20);
+  std::vector<int32_t> nc(static_cast<size_t>(N)), nr(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) {
+    nc[i] = static_cast<int32_t>(1 + i % 37);
+    nr[i] = static_cast<int32_t>(1 + i % 23);
+  }
+  for (int type = 0; type < 12; ++type) {
+    DpoLossArgs a;
+    a.N = N;
+    a.policyChosen = pc.data();
+    a.policyRejected = pr.data();
+    a.refChosen = rc.data();
+    a.refRejected = rr.data();
+    a.type = static_cast<DpoLossType>(type);
+    a.labelSmoothing = 0.1f;
+    if (a.type == DpoLossType::Ipo || a.type == DpoLossType::SigmoidNorm) {
+      a.chosenLengths = nc.data();
+      a.rejectedLengths = nr.data();
+    }
+    Out rgc(N), rgr(N);
+    a.gradChosen = rgc.data();
+    a.gradRejected = rgr.data();
+    const DpoLossStats ref = dpoLossReference(a);
+    forEachCpuConfig([&](const std::string& config) {
+      Out gc(N), gr(N);
+      DpoLossArgs f = a;
+      f.gradChosen = gc.data();
+      f.gradRejected = gr.data();
+      const DpoLossStats s = dpoLossCpu(f);
+      std::string why;
+      const double tol = tolOf("dpoLoss");
+      const bool ok = close(gc.data(), rgc.data(), N, 0, why) && close(gr.data(), rgr.data(), N, 0, why) &&
+                      gc.guardIntact(N) && gr.guardIntact(N) && relClose(s.loss, ref.loss, tol) &&
+                      relClose(s.accuracy, ref.accuracy, tol) && relClose(s.margin, ref.margin, tol) &&
+                      relClose(s.rewardsChosen, ref.rewardsChosen, tol);
+      report(ok, "dpoLoss type=" + std::to_string(type) + " N=" + std::to_string(N) + " [" + config + "] " + why);
+    });
+  }
+}
+
+void testSequenceLogprobs(int64_t B, int64_t T) {
+  covered.insert("sequenceLogprobs");
+  covered.insert("sequenceLogprobsBackward");
+  auto lp = randomFloats(B * T, -8, 0), g = randomFloats(B);
+  auto mask = responseMask(B, T);
+  for (bool average : {false, true}) {
+    SequenceLogprobsArgs a{B, T, lp.data(), mask.data(), average, nullptr};
+    Out ref(B);
+    a.out = ref.data();
+    sequenceLogprobsReference(a);
+    SequenceLogprobsBackwardArgs gb{B, T, g.data(), mask.data(), average, nullptr};
+    Out refG(B * T);
+    gb.out = refG.data();
+    sequenceLogprobsBackwardReference(gb);
+    ThreadInvariance inv;
+    forEachCpuConfig([&](const std::string& config) {
+      Out got(B), gotG(B * T);
+      SequenceLogprobsArgs f = a;
+      f.out = got.data();
+      sequenceLogprobsCpu(f);
+      SequenceLogprobsBackwardArgs fb = gb;
+      fb.out = gotG.data();
+      sequenceLogprobsBackwardCpu(fb);
+      std::string why;
+      const bool ok = close(got.data(), ref.data(), B, tolOf("sequenceLogprobs"), why) &&
+                      close(gotG.data(), refG.data(), B * T, tolOf("sequenceLogprobsBackward"), why) &&
+                      got.guardIntact(B) && gotG.guardIntact(B * T);
+      report(ok && inv.check(config, std::vector<float>(got.v.begin(), got.v.begin() + B)),
+             "sequenceLogprobs B=" + std::to_string(B) + " T=" + std::to_string(T) + (average ? " average" : "") +
+                 " [" + config + "] " + why);
+    });
+  }
+}
+
+void testGroupAdvantages(int64_t N, int64_t groupSize) {
+  covered.insert("groupAdvantages");
+  auto r = randomFloats(N, -1, 3);
+  if (N > 5) r[5] = NAN;
+  std::vector<int32_t> ids(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) ids[i] = static_cast<int32_t>((i * 7) % 11) - 3;
+  for (int e = 0; e < 3; ++e)
+    for (int sc = 0; sc < 3; ++sc)
+      for (bool byIds : {false, true}) {
+        GroupAdvantagesArgs a;
+        a.N = N;
+        a.rewards = r.data();
+        a.groupSize = byIds ? 0 : groupSize;
+        a.groupIds = byIds ? ids.data() : nullptr;
+        a.estimator = static_cast<GroupEstimator>(e);
+        a.scale = static_cast<GroupScale>(sc);
+        Out ref(N);
+        a.out = ref.data();
+        groupAdvantagesReference(a);
+        forEachCpuConfig([&](const std::string& config) {
+          Out got(N);
+          GroupAdvantagesArgs f = a;
+          f.out = got.data();
+          groupAdvantagesCpu(f);
+          std::string why;
+          report(close(got.data(), ref.data(), N, 0, why) && got.guardIntact(N),
+                 "groupAdvantages N=" + std::to_string(N) + " estimator=" + std::to_string(e) + " scale=" +
+                     std::to_string(sc) + (byIds ? " ids" : "") + " [" + config + "] " + why);
+        });
+      }
+}
+
+void testPreferenceFamily() {
+  for (int64_t N : {1, 7, 8, 1000, 100003}) testPairwise(N, N % 2 == 1);
+  for (int64_t N : {1, 9, 20001}) testDpo(N);
+  for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {7, 33}, {300, 129}, {3, 20000}}) testSequenceLogprobs(B, T);
+  for (auto [N, G] : {std::pair<int64_t, int64_t>{1, 1}, {12, 4}, {64, 8}, {1000, 1}}) testGroupAdvantages(N, G);
+}
+
 }  // namespace
 
 int main() {
@@ -691,6 +849,7 @@ int main() {
   testNanPropagation();
   testTooFewValid();
   testPolicyFamily();
+  testPreferenceFamily();
   for (const OpInfo& o : kOps) report(covered.count(o.name) == 1, std::string("op table row covered: ") + o.name);
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;

@@ -1,0 +1,187 @@
+// The optimised CPU entry points of the preference family: pairs and rows spread over the thread
+// pool, reductions over fixed blocks combined in block order (the same bits for any thread count).
+#include <algorithm>
+#include <cmath>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "../reference/preference_math.h"
+#include "blocks.h"
+#include "cpu_variants.h"
+#include "rlhf/preference.h"
+#include "thread_pool.h"
+
+namespace rlhf {
+
+PairwiseLossStats pairwiseLossCpu(const PairwiseLossArgs& a) {
+  const ChunkKernels* k = kernelsForCall();
+  if (k == nullptr) return pairwiseLossReference(a);
+  PairwiseLossStats s;
+  if (a.N == 0) return s;
+  const std::vector<PairwiseBlock> parts =
+      overBlocks<PairwiseBlock>(a.N, false, [&](int64_t i0, int64_t i1) { return k->pairwiseRange(a, i0, i1); });
+  PairwiseBlock t;
+  for (const PairwiseBlock& p : parts) {
+    t.loss += p.loss;
+    t.center += p.center;
+    t.margin += p.margin;
+    t.chosen += p.chosen;
+    t.rejected += p.rejected;
+    t.correct += p.correct;
+  }
+  const double n = static_cast<double>(a.N);
+  s.loss = t.loss / n + static_cast<double>(a.centerCoef) * t.center / n;
+  s.accuracy = static_cast<double>(t.correct) / n;
+  s.meanMargin = t.margin / n;
+  s.meanChosen = t.chosen / n;
+  s.meanRejected = t.rejected / n;
+  return s;
+}
+
+// --- the DPO family ---------------------------------------------------------------------------------
+// Per pair, the shared float64 formulas of preference_math.h; the pairs spread over the pool in
+// fixed blocks whose sums combine in block order.
+
+struct DpoBlock {
+  double loss = 0, chosen = 0, rejected = 0, correct = 0;
+};
+
+DpoLossStats dpoLossCpu(const DpoLossArgs& a) {
+  if (kernelsForCall() == nullptr) return dpoLossReference(a);
+  DpoLossStats s;
+  if (a.N == 0) return s;
+  const double n = static_cast<double>(a.N), beta = a.beta;
+  const double delta = a.type == DpoLossType::BcoPair ? preference_math::bcoDelta(a) : 0.0;
+  const std::vector<DpoBlock> parts = overBlocks<DpoBlock>(a.N, false, [&](int64_t i0, int64_t i1) {
+    DpoBlock blk;
+    for (int64_t i = i0; i < i1; ++i) {
+      const double x = static_cast<double>(a.policyChosen[i]) - a.refChosen[i];
+      const double y = static_cast<double>(a.policyRejected[i]) - a.refRejected[i];
+      const double nc = a.chosenLengths ? a.chosenLengths[i] : 0, nr = a.rejectedLengths ? a.rejectedLengths[i] : 0;
+      const preference_math::DpoPair p =
+          preference_math::dpoPair(a.type, x, y, nc, nr, beta, a.labelSmoothing, a.discopopTau, delta);
+      blk.loss += p.l;
+      a.gradChosen[i] = static_cast<float>(p.dldx / n);
+      a.gradRejected[i] = static_cast<float>(p.dldy / n);
+      blk.chosen += beta * x;
+      blk.rejected += beta * y;
+      blk.correct += beta * x > beta * y ? 1 : 0;
+    }
+    return blk;
+  });
+  DpoBlock t;
+  for (const DpoBlock& p : parts) {
+    t.loss += p.loss;
+    t.chosen += p.chosen;
+    t.rejected += p.rejected;
+    t.correct += p.correct;
+  }
+  s.loss = t.loss / n;
+  s.rewardsChosen = t.chosen / n;
+  s.rewardsRejected = t.rejected / n;
+  s.accuracy = t.correct / n;
+  s.margin = (t.chosen - t.rejected) / n;
+  return s;
+}
+
+static int64_t rowGrain(int64_t T) { return std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(T, 1)); }
+
+void sequenceLogprobsCpu(const SequenceLogprobsArgs& a) {
+  const ChunkKernels* k = kernelsForCall();
+  if (k == nullptr) return sequenceLogprobsReference(a);
+  parallelFor(a.B, rowGrain(a.T), 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const MaskedSum r = k->maskedRowSum(a.tokenLogprobs + b * a.T, a.mask ? a.mask + b * a.T : nullptr, a.T);
+      a.out[b] = static_cast<float>(a.average ? (r.count > 0 ? r.sum / r.count : 0.0) : r.sum);
+    }
+  });
+}
+
+// Elementwise once each row's factor is known; the reference's own loop over a slice of rows is
+// as fast as memory allows (it vectorises), so the threads run it on their slices.
+void sequenceLogprobsBackwardCpu(const SequenceLogprobsBackwardArgs& a) {
+  if (kernelsForCall() == nullptr) return sequenceLogprobsBackwardReference(a);
+  parallelFor(a.B, rowGrain(a.T), 1, [&](int64_t b0, int64_t b1) {
+    SequenceLogprobsBackwardArgs part = a;
+    part.B = b1 - b0;
+    part.gradSequence = a.gradSequence + b0;
+    part.mask = a.mask ? a.mask + b0 * a.T : nullptr;
+    part.out = a.out + b0 * a.T;
+    sequenceLogprobsBackwardReference(part);
+  });
+}
+
+// --- group advantages ------------------------------------------------------------------------------
+// B is a few thousand rewards in practice, so one thread: the work is in finding the groups.
+// Contiguous groups need no lookup; group ids are mapped to slots once. Sums run in row order, in
+// two passes (mean, then squared deviations), as the reference does: the results are its bits.
+
+namespace {
+
+struct GroupSums {
+  double count = 0, sum = 0, m2 = 0;
+  double mean() const { return count > 0 ? sum / count : 0.0; }
+  double std() const { return count > 1 ? std::sqrt(m2 / (count - 1)) : 0.0; }
+};
+
+double advantageOf(const GroupAdvantagesArgs& a, double x, const GroupSums& g, double batchStd) {
+  if (std::isnan(x)) return 0.0;
+  switch (a.estimator) {
+    case GroupEstimator::Grpo: {
+      const double centred = x - g.mean();
+      if (a.scale == GroupScale::Group) return centred / (g.std() + a.eps);
+      if (a.scale == GroupScale::Batch) return centred / (batchStd + a.eps);
+      return centred;
+    }
+    case GroupEstimator::Rloo: return g.count > 1 ? (g.count * x - g.sum) / (g.count - 1) : 0.0;
+    case GroupEstimator::ReinforceBaseline: return x - g.mean();
+  }
+  return 0.0;
+}
+
+// The batch's std over every non-NaN reward.
+double batchStdOf(const GroupAdvantagesArgs& a) {
+  GroupSums all;
+  for (int64_t i = 0; i < a.N; ++i)
+    if (!std::isnan(a.rewards[i])) {
+      all.sum += a.rewards[i];
+      all.count += 1;
+    }
+  const double mean = all.mean();
+  for (int64_t i = 0; i < a.N; ++i)
+    if (!std::isnan(a.rewards[i])) all.m2 += (a.rewards[i] - mean) * (a.rewards[i] - mean);
+  return all.std();
+}
+
+}  // namespace
+
+void groupAdvantagesCpu(const GroupAdvantagesArgs& a) {
+  if (kernelsForCall() == nullptr) return groupAdvantagesReference(a);
+  const double batchStd = a.scale == GroupScale::Batch ? batchStdOf(a) : 0.0;
+  // slot[i]: the group of row i, numbered in order of first appearance.
+  std::vector<int64_t> slot(static_cast<size_t>(a.N));
+  int64_t groups = 0;
+  if (a.groupSize > 0) {
+    for (int64_t i = 0; i < a.N; ++i) slot[i] = i / a.groupSize;
+    groups = (a.N + a.groupSize - 1) / a.groupSize;
+  } else {
+    std::unordered_map<int32_t, int64_t> ids;
+    for (int64_t i = 0; i < a.N; ++i) slot[i] = ids.emplace(a.groupIds[i], static_cast<int64_t>(ids.size())).first->second;
+    groups = static_cast<int64_t>(ids.size());
+  }
+  std::vector<GroupSums> g(static_cast<size_t>(groups));
+  for (int64_t i = 0; i < a.N; ++i)
+    if (!std::isnan(a.rewards[i])) {
+      g[slot[i]].sum += a.rewards[i];
+      g[slot[i]].count += 1;
+    }
+  for (int64_t i = 0; i < a.N; ++i)
+    if (!std::isnan(a.rewards[i])) {
+      const double d = a.rewards[i] - g[slot[i]].mean();
+      g[slot[i]].m2 += d * d;
+    }
+  for (int64_t i = 0; i < a.N; ++i) a.out[i] = static_cast<float>(advantageOf(a, a.rewards[i], g[slot[i]], batchStd));
+}
+
+}  // namespace rlhf
