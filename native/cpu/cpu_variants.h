@@ -31,7 +31,7 @@ struct RowSoftmax {
 // Sums of the policy and value losses over one block of tokens.
 struct PolicyBlock {
   double loss = 0, kl2 = 0, kl3 = 0, klp = 0;
-  int64_t valid = 0, clipped = 0, lower = 0;
+  int64_t clipped = 0, lower = 0;
 };
 struct ValueBlock {
   double loss = 0;

@@ -110,6 +110,19 @@ struct RowCounts {
   double total = 0, nonEmpty = 0;
 };
 
+// Valid tokens of the row starting at i0; each case its own loop so that the counting vectorises.
+static int64_t validInRow(const uint8_t* mask, const int32_t* labels, int32_t ignoreIndex, int64_t i0, int64_t T) {
+  int64_t n = 0;
+  if (labels == nullptr) {
+    for (int64_t i = i0; i < i0 + T; ++i) n += mask[i] != 0;
+  } else if (mask == nullptr) {
+    for (int64_t i = i0; i < i0 + T; ++i) n += labels[i] != ignoreIndex;
+  } else {
+    for (int64_t i = i0; i < i0 + T; ++i) n += (mask[i] != 0) & (labels[i] != ignoreIndex);
+  }
+  return n;
+}
+
 // Valid tokens per row: mask != 0 (null: all) and, when labels are given, label != ignoreIndex.
 static RowCounts countRows(int64_t B, int64_t T, const uint8_t* mask, const int32_t* labels = nullptr,
                            int32_t ignoreIndex = 0) {
@@ -119,12 +132,7 @@ static RowCounts countRows(int64_t B, int64_t T, const uint8_t* mask, const int3
     std::fill(c.valid.begin(), c.valid.end(), static_cast<double>(T));
   } else {
     parallelFor(B, std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(T, 1)), 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        int64_t n = 0;
-        for (int64_t i = b * T; i < (b + 1) * T; ++i)
-          n += (mask == nullptr || mask[i] != 0) && (labels == nullptr || labels[i] != ignoreIndex) ? 1 : 0;
-        c.valid[b] = static_cast<double>(n);
-      }
+      for (int64_t b = b0; b < b1; ++b) c.valid[b] = static_cast<double>(validInRow(mask, labels, ignoreIndex, b * T, T));
     });
   }
   for (double n : c.valid) {

@@ -287,88 +287,120 @@ static inline void storeOut(float* p, VF v, bool streaming) {
 
 struct PolicyLanes {
   VD lossLo, lossHi, kl2Lo, kl2Hi, kl3Lo, kl3Hi, klpLo, klpHi;
+  int64_t clipped = 0, lower = 0;
 };
 
-static inline int popcount(int bits) { return __builtin_popcount(static_cast<unsigned>(bits)); }
+// What one block reads, copied out of the arguments: locals that no store through `grad` can
+// alias, so the compiler keeps them in registers across the loop.
+struct PolicyView {
+  const float* __restrict lp;
+  const float* __restrict old;
+  const float* __restrict adv;
+  const uint8_t* __restrict mask;
+  float* __restrict grad;
+  bool perRow, streaming, clamp, dual, ratioClipfrac;
+  float clampLogRatio, lo, hi, dualClip;
+};
 
 template <bool kPartial>
-static inline void policyVector(const PolicyLossArgs& a, int64_t i, int64_t n, int64_t b, float w,
-                                const float* seqLogRatio, bool streaming, PolicyLanes& L, PolicyBlock& out) {
-  const PolicyLossOptions& o = a.o;
-  const VF lp = kPartial ? loadPartial(a.logprobs + i, n, 0.0f) : load(a.logprobs + i);
-  const VF old = kPartial ? loadPartial(a.oldLogprobs + i, n, 0.0f) : load(a.oldLogprobs + i);
+static inline VF loadOr(const float* p, int64_t n) {
+  return kPartial ? loadPartial(p, n, 0.0f) : load(p);
+}
+
+template <bool kPartial>
+static inline VF validLanes(const uint8_t* mask, int64_t i, int64_t n) {
   VF valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : eq(zero(), zero());
-  if (a.mask != nullptr) {
+  if (mask != nullptr) {
     alignas(8) uint8_t mb[W] = {};
-    if (kPartial) for (int64_t j = 0; j < n; ++j) mb[j] = a.mask[i + j];
-    valid = bitAnd(valid, maskFromBytes(kPartial ? mb : a.mask + i));
+    if (kPartial) for (int64_t j = 0; j < n; ++j) mb[j] = mask[i + j];
+    valid = bitAnd(valid, maskFromBytes(kPartial ? mb : mask + i));
   }
-  const VF A = a.advantagesPerRow ? set1(a.advantages[b])
-                                  : (kPartial ? loadPartial(a.advantages + i, n, 0.0f) : load(a.advantages + i));
-  const VF dTok = sub(lp, old);
-  const VF dRaw = seqLogRatio != nullptr ? set1(seqLogRatio[b]) : dTok;
-  const VF clampActive = gt(absf(dRaw), set1(o.clampLogRatio));
-  const VF d = clampSym(dRaw, o.clampLogRatio);
+  return valid;
+}
+
+template <bool kPartial>
+static inline void storeOr(float* p, VF v, int64_t n, bool streaming) {
+  if (kPartial) {
+    alignas(32) float tmp[W];
+    store(tmp, v);
+    for (int64_t j = 0; j < n; ++j) p[j] = tmp[j];
+  } else {
+    storeOut(p, v, streaming);
+  }
+}
+
+template <bool kPartial, bool kSequence>
+static inline void policyVector(const PolicyView& v, int64_t i, int64_t n, float advRow, float seqD, VF w,
+                                PolicyLanes& L) {
+  const VF dTok = sub(loadOr<kPartial>(v.lp + i, n), loadOr<kPartial>(v.old + i, n));
+  const VF valid = validLanes<kPartial>(v.mask, i, n);
+  const VF A = v.perRow ? set1(advRow) : loadOr<kPartial>(v.adv + i, n);
+  const VF dRaw = kSequence ? set1(seqD) : dTok;
+  const VF clampActive = v.clamp ? gt(absf(dRaw), set1(v.clampLogRatio)) : zero();
+  const VF d = v.clamp ? clampSym(dRaw, v.clampLogRatio) : dRaw;
   const VF r = simd::exp(d);
   const VF negA = sub(zero(), A);
   const VF unclipped = mul(negA, r);
-  const VF clipped = mul(negA, min(set1(1.0f + o.clipHigh), max(set1(1.0f - o.clipLow), r)));
+  const VF clipped = mul(negA, min(set1(v.hi), max(set1(v.lo), r)));
   const VF clippedWins = gt(clipped, unclipped);
   VF l = select(clippedWins, clipped, unclipped);
   VF dldr = select(clippedWins, zero(), negA);
   VF lower = zero();
-  if (o.dualClip > 0) {
-    const VF cap = mul(negA, set1(o.dualClip));
+  if (v.dual) {
+    const VF cap = mul(negA, set1(v.dualClip));
     lower = bitAnd(lt(A, zero()), gt(l, cap));
     l = select(lower, cap, l);
     dldr = select(lower, zero(), dldr);
   }
   // Zero wherever dl/dr is (also where r overflowed: 0 * inf would be NaN).
   const VF gradZero = bitOr(clampActive, eq(dldr, zero()));
-  const VF grad = select(valid, select(gradZero, zero(), mul(mul(set1(w), dldr), r)), zero());
-  if (kPartial) {
-    alignas(32) float tmp[W];
-    store(tmp, grad);
-    for (int64_t j = 0; j < n; ++j) a.grad[i + j] = tmp[j];
-  } else {
-    storeOut(a.grad + i, grad, streaming);
-  }
+  storeOr<kPartial>(v.grad + i, select(valid, select(gradZero, zero(), mul(mul(w, dldr), r)), zero()), n, v.streaming);
   accumulate(L.lossLo, L.lossHi, select(valid, l, zero()));
-  const VF counted = o.clipfracMode == ClipfracMode::Branch
-                         ? clippedWins
-                         : bitOr(lt(r, set1(1.0f - o.clipLow)), gt(r, set1(1.0f + o.clipHigh)));
-  out.valid += popcount(anyLane(valid));
-  out.clipped += popcount(anyLane(bitAnd(valid, counted)));
-  out.lower += popcount(anyLane(bitAnd(valid, lower)));
-  // The KL stats take each token's own clamped log-ratio.
-  const VF dt = clampSym(dTok, o.clampLogRatio);
+  const VF counted = v.ratioClipfrac ? bitOr(lt(r, set1(v.lo)), gt(r, set1(v.hi))) : clippedWins;
+  L.clipped += countLanes(bitAnd(valid, counted));
+  L.lower += countLanes(bitAnd(valid, lower));
+  // The KL stats take each token's own clamped log-ratio; at the token level r is exp(dt) already.
+  const VF dt = kSequence && v.clamp ? clampSym(dTok, v.clampLogRatio) : (kSequence ? dTok : d);
+  const VF negDt = sub(zero(), dt);
   accumulate(L.kl2Lo, L.kl2Hi, select(valid, mul(mul(set1(0.5f), dt), dt), zero()));
-  // exp(d) - 1 - d is k3 at -d; at the token level r is already exp(dt).
-  const VF k3 = seqLogRatio == nullptr ? k3Given(sub(zero(), dt), r) : k3Of(sub(zero(), dt));
-  accumulate(L.kl3Lo, L.kl3Hi, select(valid, k3, zero()));
-  accumulate(L.klpLo, L.klpHi, select(valid, sub(zero(), dt), zero()));
+  accumulate(L.kl3Lo, L.kl3Hi, select(valid, kSequence ? k3Of(negDt) : k3Given(negDt, r), zero()));
+  accumulate(L.klpLo, L.klpHi, select(valid, negDt, zero()));
 }
 
-PolicyBlock policyBlock(const PolicyLossArgs& a, const double* rowWeight, const float* seqLogRatio, int64_t i0,
-                        int64_t i1, bool streaming) {
+template <bool kSequence>
+static PolicyBlock policyBlockT(const PolicyView& v, const PolicyLossArgs& a, const double* rowWeight,
+                                const float* seqLogRatio, int64_t i0, int64_t i1) {
   PolicyBlock out;
   const int64_t T = a.T;
   for (int64_t i = i0; i < i1;) {
     const int64_t b = i / T;
     const int64_t end = (b + 1) * T < i1 ? (b + 1) * T : i1;
-    const float w = static_cast<float>(rowWeight[b]);
-    PolicyLanes L{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD()};
-    for (; i + W <= end; i += W) policyVector<false>(a, i, W, b, w, seqLogRatio, streaming, L, out);
+    const VF w = set1(static_cast<float>(rowWeight[b]));
+    const float advRow = v.perRow ? v.adv[b] : 0.0f, seqD = kSequence ? seqLogRatio[b] : 0.0f;
+    PolicyLanes L{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), 0, 0};
+    for (; i + W <= end; i += W) policyVector<false, kSequence>(v, i, W, advRow, seqD, w, L);
     if (i < end) {
-      policyVector<true>(a, i, end - i, b, w, seqLogRatio, streaming, L, out);
+      policyVector<true, kSequence>(v, i, end - i, advRow, seqD, w, L);
       i = end;
     }
     out.loss += rowWeight[b] * (sumLanes(L.lossLo) + sumLanes(L.lossHi));
     out.kl2 += sumLanes(L.kl2Lo) + sumLanes(L.kl2Hi);
     out.kl3 += sumLanes(L.kl3Lo) + sumLanes(L.kl3Hi);
     out.klp += sumLanes(L.klpLo) + sumLanes(L.klpHi);
+    out.clipped += L.clipped;
+    out.lower += L.lower;
   }
   return out;
+}
+
+PolicyBlock policyBlock(const PolicyLossArgs& a, const double* rowWeight, const float* seqLogRatio, int64_t i0,
+                        int64_t i1, bool streaming) {
+  const PolicyLossOptions& o = a.o;
+  const PolicyView v{a.logprobs, a.oldLogprobs, a.advantages, a.mask, a.grad, a.advantagesPerRow, streaming,
+                     o.clampLogRatio != kNoClamp, o.dualClip > 0, o.clipfracMode == ClipfracMode::Ratio,
+                     o.clampLogRatio, 1.0f - o.clipLow, 1.0f + o.clipHigh, o.dualClip};
+  return seqLogRatio != nullptr ? policyBlockT<true>(v, a, rowWeight, seqLogRatio, i0, i1)
+                                : policyBlockT<false>(v, a, rowWeight, seqLogRatio, i0, i1);
 }
 
 // --- the value loss over a block of tokens ----------------------------------------------------------
@@ -378,27 +410,33 @@ PolicyBlock policyBlock(const PolicyLossArgs& a, const double* rowWeight, const 
 
 struct ValueLanes {
   VD lossLo, lossHi, r1Lo, r1Hi, r2Lo, r2Hi, e1Lo, e1Hi, e2Lo, e2Hi;
+  int64_t clipped = 0, valid = 0;
+};
+
+// The value loss's inputs and options as locals (see PolicyView).
+struct ValueView {
+  const float* __restrict values;
+  const float* __restrict old;
+  const float* __restrict returns;
+  const uint8_t* __restrict mask;
+  float* __restrict grad;
+  bool clipped, streaming;
+  float clip, shiftR, shiftE;
 };
 
 template <bool kPartial>
-static inline void valueVector(const ValueLossArgs& a, int64_t i, int64_t n, float w, float shiftR, float shiftE,
-                               bool streaming, ValueLanes& L, ValueBlock& out) {
-  const VF v = kPartial ? loadPartial(a.values + i, n, 0.0f) : load(a.values + i);
-  const VF R = kPartial ? loadPartial(a.returns + i, n, 0.0f) : load(a.returns + i);
-  VF valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : eq(zero(), zero());
-  if (a.mask != nullptr) {
-    alignas(8) uint8_t mb[W] = {};
-    if (kPartial) for (int64_t j = 0; j < n; ++j) mb[j] = a.mask[i + j];
-    valid = bitAnd(valid, maskFromBytes(kPartial ? mb : a.mask + i));
-  }
+static inline void valueVector(const ValueView& x, int64_t i, int64_t n, VF halfW, ValueLanes& L) {
+  const VF v = loadOr<kPartial>(x.values + i, n);
+  const VF R = loadOr<kPartial>(x.returns + i, n);
+  const VF valid = validLanes<kPartial>(x.mask, i, n);
   const VF err = sub(v, R);
   VF l = mul(err, err);
   VF dldv = mul(set1(2.0f), err);
   VF clippedWins = zero();
-  if (a.clip != kNoClamp) {
-    const VF old = kPartial ? loadPartial(a.oldValues + i, n, 0.0f) : load(a.oldValues + i);
+  if (x.clipped) {
+    const VF old = loadOr<kPartial>(x.old + i, n);
     // max and min return their second operand when either is NaN: a NaN old value reaches vc.
-    const VF vc = min(max(v, sub(old, set1(a.clip))), add(old, set1(a.clip)));
+    const VF vc = min(max(v, sub(old, set1(x.clip))), add(old, set1(x.clip)));
     const VF ce = sub(vc, R);
     const VF lc = mul(ce, ce);
     clippedWins = gt(lc, l);
@@ -408,23 +446,16 @@ static inline void valueVector(const ValueLossArgs& a, int64_t i, int64_t n, flo
     l = select(nan, lc, l);
     dldv = select(nan, lc, dldv);
   }
-  const VF grad = select(valid, mul(set1(0.5f * w), dldv), zero());
-  if (kPartial) {
-    alignas(32) float tmp[W];
-    store(tmp, grad);
-    for (int64_t j = 0; j < n; ++j) a.grad[i + j] = tmp[j];
-  } else {
-    storeOut(a.grad + i, grad, streaming);
-  }
+  storeOr<kPartial>(x.grad + i, select(valid, mul(halfW, dldv), zero()), n, x.streaming);
   accumulate(L.lossLo, L.lossHi, select(valid, l, zero()));
-  out.clipped += popcount(anyLane(bitAnd(valid, clippedWins)));
-  const VF dr = select(valid, sub(R, set1(shiftR)), zero());
-  const VF de = select(valid, sub(sub(R, v), set1(shiftE)), zero());
+  L.clipped += countLanes(bitAnd(valid, clippedWins));
+  L.valid += countLanes(valid);
+  const VF dr = select(valid, sub(R, set1(x.shiftR)), zero());
+  const VF de = select(valid, sub(sub(R, v), set1(x.shiftE)), zero());
   accumulate(L.r1Lo, L.r1Hi, dr);
   accumulate(L.r2Lo, L.r2Hi, mul(dr, dr));
   accumulate(L.e1Lo, L.e1Hi, de);
   accumulate(L.e2Lo, L.e2Hi, mul(de, de));
-  out.valid += popcount(anyLane(valid));
 }
 
 static MaskedMoments momentsFromShifted(double count, double shift, double s1, double s2) {
@@ -446,25 +477,28 @@ ValueBlock valueBlock(const ValueLossArgs& a, const double* rowWeight, int64_t i
     for (int64_t i = i0; i < i1; ++i) a.grad[i] = 0;
     return out;
   }
-  const float shiftR = a.returns[first], shiftE = a.returns[first] - a.values[first];
-  ValueLanes L{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD()};
+  const ValueView x{a.values, a.oldValues, a.returns, a.mask, a.grad, a.clip != kNoClamp, streaming, a.clip,
+                    a.returns[first], a.returns[first] - a.values[first]};
+  ValueLanes L{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), 0, 0};
   const int64_t T = a.T;
   for (int64_t i = i0; i < i1;) {
     const int64_t b = i / T;
     const int64_t end = (b + 1) * T < i1 ? (b + 1) * T : i1;
-    const float w = static_cast<float>(rowWeight[b]);
+    const VF halfW = set1(0.5f * static_cast<float>(rowWeight[b]));
     L.lossLo = zeroD();
     L.lossHi = zeroD();
-    for (; i + W <= end; i += W) valueVector<false>(a, i, W, w, shiftR, shiftE, streaming, L, out);
+    for (; i + W <= end; i += W) valueVector<false>(x, i, W, halfW, L);
     if (i < end) {
-      valueVector<true>(a, i, end - i, w, shiftR, shiftE, streaming, L, out);
+      valueVector<true>(x, i, end - i, halfW, L);
       i = end;
     }
     out.loss += rowWeight[b] * (sumLanes(L.lossLo) + sumLanes(L.lossHi));
   }
-  const double n = static_cast<double>(out.valid);
-  out.returns = momentsFromShifted(n, shiftR, sumLanes(L.r1Lo) + sumLanes(L.r1Hi), sumLanes(L.r2Lo) + sumLanes(L.r2Hi));
-  out.errors = momentsFromShifted(n, shiftE, sumLanes(L.e1Lo) + sumLanes(L.e1Hi), sumLanes(L.e2Lo) + sumLanes(L.e2Hi));
+  const double n = static_cast<double>(L.valid);
+  out.valid = L.valid;
+  out.clipped = L.clipped;
+  out.returns = momentsFromShifted(n, x.shiftR, sumLanes(L.r1Lo) + sumLanes(L.r1Hi), sumLanes(L.r2Lo) + sumLanes(L.r2Hi));
+  out.errors = momentsFromShifted(n, x.shiftE, sumLanes(L.e1Lo) + sumLanes(L.e1Hi), sumLanes(L.e2Lo) + sumLanes(L.e2Hi));
   return out;
 }
 

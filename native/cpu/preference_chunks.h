@@ -51,7 +51,7 @@ static inline void pairwiseVector(const PairwiseLossArgs& a, int64_t i, int64_t 
   accumulate(L.marginLo, L.marginHi, select(valid, sub(rc, rr), zero()));
   accumulate(L.chosenLo, L.chosenHi, select(valid, rc, zero()));
   accumulate(L.rejectedLo, L.rejectedHi, select(valid, rr, zero()));
-  correct += popcount(anyLane(bitAnd(valid, gt(rc, rr))));
+  correct += countLanes(bitAnd(valid, gt(rc, rr)));
 }
 
 PairwiseBlock pairwiseRange(const PairwiseLossArgs& a, int64_t i0, int64_t i1) {
@@ -76,14 +76,14 @@ MaskedSum maskedRowSum(const float* x, const uint8_t* m, int64_t T) {
   for (; t + W <= T; t += W) {
     const VF valid = m != nullptr ? maskFromBytes(m + t) : eq(zero(), zero());
     accumulate(lo, hi, select(valid, load(x + t), zero()));
-    count += popcount(anyLane(valid));
+    count += countLanes(valid);
   }
   if (t < T) {
     alignas(8) uint8_t mb[W] = {};
     for (int64_t j = 0; t + j < T; ++j) mb[j] = m != nullptr ? m[t + j] : 1;
     const VF valid = maskFromBytes(mb);
     accumulate(lo, hi, select(valid, loadPartial(x + t, T - t, 0.0f), zero()));
-    count += popcount(anyLane(valid));
+    count += countLanes(valid);
   }
   return {sumLanes(lo) + sumLanes(hi), static_cast<double>(count)};
 }

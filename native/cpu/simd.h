@@ -124,6 +124,8 @@ inline VF maskFromBytes(const uint8_t* p) {
 #endif
 
 inline VF zero() { return set1(0.0f); }
+// How many lanes of a comparison's result are set.
+inline int countLanes(VF m) { return __builtin_popcount(static_cast<unsigned>(anyLane(m))); }
 
 // exp(r + k ln2) / 2^k for the reduced argument: Cephes' polynomial, r = x - k ln2 with ln2
 // split in two so that k*ln2hi is exact.
