@@ -44,6 +44,9 @@ struct PairwiseBlock {
   double loss = 0, center = 0, margin = 0, chosen = 0, rejected = 0;
   int64_t correct = 0;
 };
+struct DpoBlock {
+  double loss = 0, chosen = 0, rejected = 0, correct = 0;  // chosen/rejected: sums of beta*x, beta*y
+};
 struct MaskedSum {
   double sum = 0, count = 0;
 };
@@ -66,6 +69,7 @@ struct ChunkKernels {
   ValueBlock (*valueBlock)(const ValueLossArgs&, const double* rowWeight, int64_t i0, int64_t i1, bool streaming);
   PairwiseBlock (*pairwiseRange)(const PairwiseLossArgs&, int64_t i0, int64_t i1);
   MaskedSum (*maskedRowSum)(const float* x, const uint8_t* m, int64_t T);
+  DpoBlock (*dpoRange)(const DpoLossArgs&, double bcoDelta, int64_t i0, int64_t i1);
 };
 
 const ChunkKernels& baselineKernels();

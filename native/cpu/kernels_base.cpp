@@ -11,7 +11,7 @@ const ChunkKernels& baselineKernelsTable() {
   static const ChunkKernels k = {"x86-64", baseline::gaeColumns, baseline::tokenGaeRows,
                                  baseline::discountedReturnsRows, baseline::blockMoments, baseline::affineRange,
                                  baseline::rowSoftmax, baseline::rowSoftmaxGrad, baseline::klRange, baseline::policyBlock,
-                                 baseline::valueBlock, baseline::pairwiseRange, baseline::maskedRowSum};
+                                 baseline::valueBlock, baseline::pairwiseRange, baseline::maskedRowSum, baseline::dpoRange};
   return k;
 }
 

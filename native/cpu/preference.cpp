@@ -39,37 +39,16 @@ PairwiseLossStats pairwiseLossCpu(const PairwiseLossArgs& a) {
   return s;
 }
 
-// --- the DPO family ---------------------------------------------------------------------------------
-// Per pair, the shared float64 formulas of preference_math.h; the pairs spread over the pool in
-// fixed blocks whose sums combine in block order.
-
-struct DpoBlock {
-  double loss = 0, chosen = 0, rejected = 0, correct = 0;
-};
+// --- the DPO family: float32 lanes over fixed blocks of pairs, sums in block order ----------------
 
 DpoLossStats dpoLossCpu(const DpoLossArgs& a) {
-  if (kernelsForCall() == nullptr) return dpoLossReference(a);
+  const ChunkKernels* k = kernelsForCall();
+  if (k == nullptr) return dpoLossReference(a);
   DpoLossStats s;
   if (a.N == 0) return s;
-  const double n = static_cast<double>(a.N), beta = a.beta;
   const double delta = a.type == DpoLossType::BcoPair ? preference_math::bcoDelta(a) : 0.0;
-  const std::vector<DpoBlock> parts = overBlocks<DpoBlock>(a.N, false, [&](int64_t i0, int64_t i1) {
-    DpoBlock blk;
-    for (int64_t i = i0; i < i1; ++i) {
-      const double x = static_cast<double>(a.policyChosen[i]) - a.refChosen[i];
-      const double y = static_cast<double>(a.policyRejected[i]) - a.refRejected[i];
-      const double nc = a.chosenLengths ? a.chosenLengths[i] : 0, nr = a.rejectedLengths ? a.rejectedLengths[i] : 0;
-      const preference_math::DpoPair p =
-          preference_math::dpoPair(a.type, x, y, nc, nr, beta, a.labelSmoothing, a.discopopTau, delta);
-      blk.loss += p.l;
-      a.gradChosen[i] = static_cast<float>(p.dldx / n);
-      a.gradRejected[i] = static_cast<float>(p.dldy / n);
-      blk.chosen += beta * x;
-      blk.rejected += beta * y;
-      blk.correct += beta * x > beta * y ? 1 : 0;
-    }
-    return blk;
-  });
+  const std::vector<DpoBlock> parts =
+      overBlocks<DpoBlock>(a.N, false, [&](int64_t i0, int64_t i1) { return k->dpoRange(a, delta, i0, i1); });
   DpoBlock t;
   for (const DpoBlock& p : parts) {
     t.loss += p.loss;
@@ -77,6 +56,7 @@ DpoLossStats dpoLossCpu(const DpoLossArgs& a) {
     t.rejected += p.rejected;
     t.correct += p.correct;
   }
+  const double n = static_cast<double>(a.N);
   s.loss = t.loss / n;
   s.rewardsChosen = t.chosen / n;
   s.rewardsRejected = t.rejected / n;

@@ -196,25 +196,23 @@ inline VF log(VF x) {
   return fmadd(e, set1(0.693359375f), add(m, y));
 }
 
-// log(1 + u) for u in [0, 1], with the rounding of 1 + u corrected so that tiny u keep their
-// digits.
-inline VF log1p01(VF u) {
-  const VF w = add(set1(1.0f), u);
-  const VF correction = div(sub(sub(w, set1(1.0f)), u), w);
-  return sub(log(w), correction);
-}
+// The logistic family of z from one exp, one log and one division: logsig(z), logsig(-z),
+// sig(z), sig(-z). With e = exp(-|z|): softplus(+-z) = max(+-z, 0) + log1p(e), exact for any
+// |z|, and log1p(e) = log(w) - ((w - 1) - e)/w with w = 1 + e, the correction restoring the digits
+// that rounding 1 + e loses. NaN stays NaN.
+struct Logistic {
+  VF ls, lsNeg, s, sNeg;
+};
 
-// softplus(z) = log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)), exact for large |z|; NaN stays
-// NaN. `expNegAbs` receives exp(-|z|) for the caller's sigmoid.
-inline VF softplus(VF z, VF& expNegAbs) {
-  expNegAbs = exp(sub(zero(), absf(z)));
-  return add(max(zero(), z), log1p01(expNegAbs));
-}
-
-// The logistic function from exp(-|z|): 1/(1+e) for z >= 0, e/(1+e) below.
-inline VF sigmoidFrom(VF z, VF expNegAbs) {
-  const VF r = div(set1(1.0f), add(set1(1.0f), expNegAbs));
-  return select(lt(z, zero()), mul(expNegAbs, r), r);
+inline Logistic logistic(VF z) {
+  const VF e = exp(sub(zero(), absf(z)));
+  const VF w = add(set1(1.0f), e);
+  const VF r = div(set1(1.0f), w);
+  const VF log1pE = sub(log(w), mul(sub(sub(w, set1(1.0f)), e), r));
+  const VF er = mul(e, r);
+  const VF negative = lt(z, zero());
+  return {sub(zero(), add(max(zero(), sub(zero(), z)), log1pE)), sub(zero(), add(max(zero(), z), log1pE)),
+          select(negative, er, r), select(negative, r, er)};
 }
 
 // Sums of the lanes, in lane order.
