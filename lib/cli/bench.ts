@@ -11,6 +11,7 @@ import {
   actorLossReference, klPenaltyReference, logprobsBackwardReference, logprobsReference, ppoPolicyLossReference,
   valueLossReference,
 } from '../reference/policy';
+import { dpoLossReference, pairwiseRewardLossReference, sequenceLogprobsReference } from '../reference/preference';
 import { maskedMeanReference, maskedWhitenReference } from '../reference/statistics';
 
 export type Backend = 'cpu' | 'cuda' | 'js';
@@ -265,6 +266,55 @@ function actorCase(B: number, T: number, V: number): Case {
   };
 }
 
+function pairwiseCase(n: number): Case {
+  const chosen = filled(n, (i) => (i % 97) * 0.05);
+  const rejected = filled(n, (i) => (i % 89) * 0.05);
+  return {
+    op: 'pairwiseRewardLoss', shape: `[${n}]`, elements: n, bytes: n * (4 + 4 + 4 + 4),
+    prepare(backend, device) {
+      if (backend === 'js') return () => { pairwiseRewardLossReference({ chosen, rejected }); };
+      const inputs = { chosen: on(device, chosen, [n]), rejected: on(device, rejected, [n]) };
+      const r = rl.pairwiseRewardLoss(inputs);
+      const out = { gradChosen: r.gradChosen, gradRejected: r.gradRejected };
+      return syncAfter(device, () => { rl.pairwiseRewardLoss(inputs, { out }); });
+    },
+  };
+}
+
+function dpoCase(n: number, lossType: rl.DpoLossType): Case {
+  const pc = filled(n, (i) => -20 - (i % 97) * 0.1);
+  const pr = filled(n, (i) => -20 - (i % 89) * 0.1);
+  const rc = filled(n, (i) => -20 - (i % 83) * 0.1);
+  const rr = filled(n, (i) => -20 - (i % 79) * 0.1);
+  return {
+    op: `dpoLoss ${lossType}`, shape: `[${n}]`, elements: n, bytes: n * (4 * 4 + 4 + 4),
+    prepare(backend, device) {
+      if (backend === 'js') return () => { dpoLossReference({ policyChosen: pc, policyRejected: pr, refChosen: rc, refRejected: rr }, { lossType }); };
+      const inputs = { policyChosen: on(device, pc, [n]), policyRejected: on(device, pr, [n]), refChosen: on(device, rc, [n]),
+        refRejected: on(device, rr, [n]) };
+      const r = rl.dpoLoss(inputs, { lossType });
+      const out = { gradChosen: r.gradChosen, gradRejected: r.gradRejected };
+      return syncAfter(device, () => { rl.dpoLoss(inputs, { lossType, out }); });
+    },
+  };
+}
+
+function sequenceCase(B: number, T: number): Case {
+  const n = B * T;
+  const lp = filled(n, (i) => -1 - (i % 97) * 0.01);
+  const mask = responseMask(n);
+  return {
+    op: 'sequenceLogprobs', shape: `[B=${B},T=${T}]`, elements: n, bytes: n * (4 + 1) + B * 4,
+    prepare(backend, device) {
+      if (backend === 'js') return () => { sequenceLogprobsReference(B, T, lp, mask); };
+      const x = on(device, lp, [B, T]);
+      const m = on(device, mask, [B, T]);
+      const out = rl.sequenceLogprobs(x, m);
+      return syncAfter(device, () => { rl.sequenceLogprobs(x, m, { out }); });
+    },
+  };
+}
+
 export function benchCases(quick: boolean): Case[] {
   const big = quick ? 1 << 18 : 1 << 22;
   const T = 1024;
@@ -284,6 +334,10 @@ export function benchCases(quick: boolean): Case[] {
     actorCase(quick ? 4 : 16, quick ? 16 : 256, 32000),
     klCase(quick ? 1 << 20 : 1 << 24),
     ppoValueCase(quick ? 256 : 16384, 1024),
+    pairwiseCase(quick ? 1 << 16 : 1 << 20),
+    dpoCase(quick ? 1 << 16 : 1 << 20, 'sigmoid'),
+    dpoCase(quick ? 1 << 16 : 1 << 20, 'ipo'),
+    sequenceCase(quick ? 256 : 4096, quick ? 1024 : 4096),
   ];
 }
 
