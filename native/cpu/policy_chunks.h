@@ -60,6 +60,14 @@ static inline void rescale(SoftmaxLanes& L, VF newMax, VF tau) {
   L.m = newMax;
 }
 
+// Elements (< W, at most n) before p reaches a vector-aligned address: a head done with plain
+// stores lets every following full vector stream.
+static inline int64_t alignHead(const float* p, int64_t n) {
+  const int64_t misaligned = static_cast<int64_t>((reinterpret_cast<uintptr_t>(p) / 4) % W);
+  const int64_t head = misaligned == 0 ? 0 : W - misaligned;
+  return head < n ? head : n;
+}
+
 // Loads n <= W floats, the missing lanes set to `fill`.
 static inline VF loadPartial(const float* p, int64_t n, float fill) {
   alignas(32) float tmp[W];
@@ -162,8 +170,7 @@ static void rowGradT(const float* z, int64_t V, float tau, RowSoftmax s, int32_t
   int64_t j = 0;
   if (streaming) {
     // Non-temporal stores need aligned addresses: a head of plain stores gets there first.
-    const int64_t misaligned = static_cast<int64_t>((reinterpret_cast<uintptr_t>(out) / 4) % W);
-    const int64_t head = misaligned == 0 ? 0 : (W - misaligned < V ? W - misaligned : V);
+    const int64_t head = alignHead(out, V);
     if (head > 0) partial(0, head);
     for (j = head; j + W <= V; j += W) stream(out + j, at(j, load(z + j)));
   } else {
@@ -378,6 +385,11 @@ static PolicyBlock policyBlockT(const PolicyView& v, const PolicyLossArgs& a, co
     const VF w = set1(static_cast<float>(rowWeight[b]));
     const float advRow = v.perRow ? v.adv[b] : 0.0f, seqD = kSequence ? seqLogRatio[b] : 0.0f;
     PolicyLanes L{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), 0, 0};
+    const int64_t head = v.streaming ? alignHead(v.grad + i, end - i) : 0;
+    if (head > 0) {
+      policyVector<true, kSequence>(v, i, head, advRow, seqD, w, L);
+      i += head;
+    }
     for (; i + W <= end; i += W) policyVector<false, kSequence>(v, i, W, advRow, seqD, w, L);
     if (i < end) {
       policyVector<true, kSequence>(v, i, end - i, advRow, seqD, w, L);
@@ -487,6 +499,11 @@ ValueBlock valueBlock(const ValueLossArgs& a, const double* rowWeight, int64_t i
     const VF halfW = set1(0.5f * static_cast<float>(rowWeight[b]));
     L.lossLo = zeroD();
     L.lossHi = zeroD();
+    const int64_t head = x.streaming ? alignHead(x.grad + i, end - i) : 0;
+    if (head > 0) {
+      valueVector<true>(x, i, head, halfW, L);
+      i += head;
+    }
     for (; i + W <= end; i += W) valueVector<false>(x, i, W, halfW, L);
     if (i < end) {
       valueVector<true>(x, i, end - i, halfW, L);
