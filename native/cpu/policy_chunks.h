@@ -292,10 +292,39 @@ static inline void storeOut(float* p, VF v, bool streaming) {
 // block's sums. With `seqLogRatio` (the sequence importance level) every token of row b uses
 // that row's log-ratio; the caller then spreads each row's gradient over its tokens.
 
+// Sums of a row segment: float lanes over at most kFlushVectors vectors (a few ulps at most),
+// flushed into float64 lanes; counts stay exact in float lanes (below 2^24 per segment).
+constexpr int kFlushVectors = 16;
+
 struct PolicyLanes {
-  VD lossLo, lossHi, kl2Lo, kl2Hi, kl3Lo, kl3Hi, klpLo, klpHi;
-  int64_t clipped = 0, lower = 0;
+  VF loss, d, d2, k3, clipped, lower;
+  VD lossLo, lossHi, dLo, dHi, d2Lo, d2Hi, k3Lo, k3Hi;
+  int pending;
 };
+
+static inline void flushInto(VF& f, VD& lo, VD& hi) {
+  accumulate(lo, hi, f);
+  f = zero();
+}
+
+static inline void flush(PolicyLanes& L) {
+  flushInto(L.loss, L.lossLo, L.lossHi);
+  flushInto(L.d, L.dLo, L.dHi);
+  flushInto(L.d2, L.d2Lo, L.d2Hi);
+  flushInto(L.k3, L.k3Lo, L.k3Hi);
+  L.pending = 0;
+}
+
+// Lane counts as floats: 1 where the mask is set.
+static inline VF ones(VF mask) { return bitAnd(mask, set1(1.0f)); }
+
+static inline double sumLanesF(VF v) {
+  alignas(32) float t[W];
+  store(t, v);
+  double s = 0;
+  for (int i = 0; i < W; ++i) s += t[i];
+  return s;
+}
 
 // What one block reads, copied out of the arguments: locals that no store through `grad` can
 // alias, so the compiler keeps them in registers across the loop.
@@ -362,16 +391,19 @@ static inline void policyVector(const PolicyView& v, int64_t i, int64_t n, float
   // Zero wherever dl/dr is (also where r overflowed: 0 * inf would be NaN).
   const VF gradZero = bitOr(clampActive, eq(dldr, zero()));
   storeOr<kPartial>(v.grad + i, select(valid, select(gradZero, zero(), mul(mul(w, dldr), r)), zero()), n, v.streaming);
-  accumulate(L.lossLo, L.lossHi, select(valid, l, zero()));
+  L.loss = add(L.loss, select(valid, l, zero()));
   const VF counted = v.ratioClipfrac ? bitOr(lt(r, set1(v.lo)), gt(r, set1(v.hi))) : clippedWins;
-  L.clipped += countLanes(bitAnd(valid, counted));
-  L.lower += countLanes(bitAnd(valid, lower));
-  // The KL stats take each token's own clamped log-ratio; at the token level r is exp(dt) already.
+  L.clipped = add(L.clipped, ones(bitAnd(valid, counted)));
+  L.lower = add(L.lower, ones(bitAnd(valid, lower)));
+  // The KL stats take each token's own clamped log-ratio dt: approxKl = mean(dt^2)/2, ppoKl =
+  // mean(-dt), approxKlK3 = mean(exp(dt) - 1 - dt) in float32 as CleanRL computes it (at the
+  // token level r is exp(dt) already).
   const VF dt = kSequence && v.clamp ? clampSym(dTok, v.clampLogRatio) : (kSequence ? dTok : d);
-  const VF negDt = sub(zero(), dt);
-  accumulate(L.kl2Lo, L.kl2Hi, select(valid, mul(mul(set1(0.5f), dt), dt), zero()));
-  accumulate(L.kl3Lo, L.kl3Hi, select(valid, kSequence ? k3Of(negDt) : k3Given(negDt, r), zero()));
-  accumulate(L.klpLo, L.klpHi, select(valid, negDt, zero()));
+  const VF rt = kSequence ? simd::exp(dt) : r;
+  L.d = add(L.d, select(valid, dt, zero()));
+  L.d2 = add(L.d2, select(valid, mul(dt, dt), zero()));
+  L.k3 = add(L.k3, select(valid, sub(sub(rt, set1(1.0f)), dt), zero()));
+  if (++L.pending == kFlushVectors) flush(L);
 }
 
 template <bool kSequence>
@@ -384,7 +416,8 @@ static PolicyBlock policyBlockT(const PolicyView& v, const PolicyLossArgs& a, co
     const int64_t end = (b + 1) * T < i1 ? (b + 1) * T : i1;
     const VF w = set1(static_cast<float>(rowWeight[b]));
     const float advRow = v.perRow ? v.adv[b] : 0.0f, seqD = kSequence ? seqLogRatio[b] : 0.0f;
-    PolicyLanes L{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), 0, 0};
+    PolicyLanes L{zero(), zero(), zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(),
+                  zeroD(), zeroD(), zeroD(), zeroD(), 0};
     const int64_t head = v.streaming ? alignHead(v.grad + i, end - i) : 0;
     if (head > 0) {
       policyVector<true, kSequence>(v, i, head, advRow, seqD, w, L);
@@ -395,12 +428,13 @@ static PolicyBlock policyBlockT(const PolicyView& v, const PolicyLossArgs& a, co
       policyVector<true, kSequence>(v, i, end - i, advRow, seqD, w, L);
       i = end;
     }
+    flush(L);
     out.loss += rowWeight[b] * (sumLanes(L.lossLo) + sumLanes(L.lossHi));
-    out.kl2 += sumLanes(L.kl2Lo) + sumLanes(L.kl2Hi);
-    out.kl3 += sumLanes(L.kl3Lo) + sumLanes(L.kl3Hi);
-    out.klp += sumLanes(L.klpLo) + sumLanes(L.klpHi);
-    out.clipped += L.clipped;
-    out.lower += L.lower;
+    out.kl2 += 0.5 * (sumLanes(L.d2Lo) + sumLanes(L.d2Hi));
+    out.kl3 += sumLanes(L.k3Lo) + sumLanes(L.k3Hi);
+    out.klp -= sumLanes(L.dLo) + sumLanes(L.dHi);
+    out.clipped += static_cast<int64_t>(sumLanesF(L.clipped));
+    out.lower += static_cast<int64_t>(sumLanesF(L.lower));
   }
   return out;
 }
@@ -420,10 +454,21 @@ PolicyBlock policyBlock(const PolicyLossArgs& a, const double* rowWeight, const 
 // of the returns R and of the errors R - v about the block's first valid values (shifted sums,
 // so that a large common offset does not cancel the digits of the variances).
 
+// As PolicyLanes: float lanes flushed into float64 every kFlushVectors vectors.
 struct ValueLanes {
+  VF loss, r1, r2, e1, e2, clipped, valid;
   VD lossLo, lossHi, r1Lo, r1Hi, r2Lo, r2Hi, e1Lo, e1Hi, e2Lo, e2Hi;
-  int64_t clipped = 0, valid = 0;
+  int pending;
 };
+
+static inline void flush(ValueLanes& L) {
+  flushInto(L.loss, L.lossLo, L.lossHi);
+  flushInto(L.r1, L.r1Lo, L.r1Hi);
+  flushInto(L.r2, L.r2Lo, L.r2Hi);
+  flushInto(L.e1, L.e1Lo, L.e1Hi);
+  flushInto(L.e2, L.e2Lo, L.e2Hi);
+  L.pending = 0;
+}
 
 // The value loss's inputs and options as locals (see PolicyView).
 struct ValueView {
@@ -459,15 +504,16 @@ static inline void valueVector(const ValueView& x, int64_t i, int64_t n, VF half
     dldv = select(nan, lc, dldv);
   }
   storeOr<kPartial>(x.grad + i, select(valid, mul(halfW, dldv), zero()), n, x.streaming);
-  accumulate(L.lossLo, L.lossHi, select(valid, l, zero()));
-  L.clipped += countLanes(bitAnd(valid, clippedWins));
-  L.valid += countLanes(valid);
+  L.loss = add(L.loss, select(valid, l, zero()));
+  L.clipped = add(L.clipped, ones(bitAnd(valid, clippedWins)));
+  L.valid = add(L.valid, ones(valid));
   const VF dr = select(valid, sub(R, set1(x.shiftR)), zero());
   const VF de = select(valid, sub(sub(R, v), set1(x.shiftE)), zero());
-  accumulate(L.r1Lo, L.r1Hi, dr);
-  accumulate(L.r2Lo, L.r2Hi, mul(dr, dr));
-  accumulate(L.e1Lo, L.e1Hi, de);
-  accumulate(L.e2Lo, L.e2Hi, mul(de, de));
+  L.r1 = add(L.r1, dr);
+  L.r2 = add(L.r2, mul(dr, dr));
+  L.e1 = add(L.e1, de);
+  L.e2 = add(L.e2, mul(de, de));
+  if (++L.pending == kFlushVectors) flush(L);
 }
 
 static MaskedMoments momentsFromShifted(double count, double shift, double s1, double s2) {
@@ -491,7 +537,8 @@ ValueBlock valueBlock(const ValueLossArgs& a, const double* rowWeight, int64_t i
   }
   const ValueView x{a.values, a.oldValues, a.returns, a.mask, a.grad, a.clip != kNoClamp, streaming, a.clip,
                     a.returns[first], a.returns[first] - a.values[first]};
-  ValueLanes L{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), 0, 0};
+  ValueLanes L{zero(), zero(), zero(), zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(),
+               zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), 0};
   const int64_t T = a.T;
   for (int64_t i = i0; i < i1;) {
     const int64_t b = i / T;
@@ -509,11 +556,12 @@ ValueBlock valueBlock(const ValueLossArgs& a, const double* rowWeight, int64_t i
       valueVector<true>(x, i, end - i, halfW, L);
       i = end;
     }
+    flush(L);
     out.loss += rowWeight[b] * (sumLanes(L.lossLo) + sumLanes(L.lossHi));
   }
-  const double n = static_cast<double>(L.valid);
-  out.valid = L.valid;
-  out.clipped = L.clipped;
+  out.valid = static_cast<int64_t>(sumLanesF(L.valid));
+  out.clipped = static_cast<int64_t>(sumLanesF(L.clipped));
+  const double n = static_cast<double>(out.valid);
   out.returns = momentsFromShifted(n, x.shiftR, sumLanes(L.r1Lo) + sumLanes(L.r1Hi), sumLanes(L.r2Lo) + sumLanes(L.r2Hi));
   out.errors = momentsFromShifted(n, x.shiftE, sumLanes(L.e1Lo) + sumLanes(L.e1Hi), sumLanes(L.e2Lo) + sumLanes(L.e2Hi));
   return out;
