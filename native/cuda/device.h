@@ -32,6 +32,23 @@ class ScratchLease {
   void* data_ = nullptr;
 };
 
+// MaskedMoments without its default member initialisers, which __shared__ memory cannot have.
+struct Moments {
+  double count, mean, m2;
+};
+
+// The formula of rlhf::combineMoments (kernels.h), operation for operation.
+__device__ inline Moments combine(const Moments& a, const Moments& b) {
+  if (b.count == 0) return a;
+  if (a.count == 0) return b;
+  Moments r;
+  r.count = a.count + b.count;
+  const double delta = b.mean - a.mean;
+  r.mean = a.mean + delta * (b.count / r.count);
+  r.m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / r.count);
+  return r;
+}
+
 }  // namespace detail
 }  // namespace cuda
 }  // namespace rlhf

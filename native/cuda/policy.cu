@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "../reference/policy_math.h"
 #include "device.h"
 #include "rlhf/cuda.h"
 #include "rlhf/error.h"
@@ -39,6 +40,11 @@ namespace rlhf {
 namespace cuda {
 
 namespace {
+
+using detail::Moments;
+using detail::combine;
+
+using namespace policy_math;
 
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kThreads = 256;
@@ -533,30 +539,6 @@ __global__ void __launch_bounds__(kThreads) firstInvalidLabelKernel(const int32_
 
 // --- KL penalties -----------------------------------------------------------------------------
 
-__device__ double clampSym(double x, double c) { return x > c ? c : (x < -c ? -c : x); }
-
-struct KlValue {
-  double kl, grad;
-};
-
-// The reference's klOf, operation for operation, in float64.
-__device__ KlValue klOf(double d, const KlOptions& o) {
-  const bool ratioClamped = fabs(d) > o.clampLogRatio;
-  const double dc = clampSym(d, o.clampLogRatio);
-  double k = 0, g = 0;
-  switch (o.estimator) {
-    case KlEstimator::K1: k = dc; g = 1; break;
-    case KlEstimator::K2: k = 0.5 * dc * dc; g = dc; break;
-    case KlEstimator::K3: k = exp(-dc) + dc - 1; g = 1 - exp(-dc); break;
-    case KlEstimator::Abs: k = fabs(dc); g = dc > 0 ? 1 : (dc < 0 ? -1 : 0); break;
-  }
-  if (ratioClamped) g = 0;
-  if (fabs(k) > o.clampOutput) g = 0;
-  k = clampSym(k, o.clampOutput);
-  if (o.straightThrough) g = d;
-  return {k, g};
-}
-
 // Grid-stride loops: the grid is capped, each thread taking several elements when n is large.
 constexpr int64_t kMaxGridBlocks = 65536;
 
@@ -763,33 +745,6 @@ __device__ PolicyPartial combine(const PolicyPartial& a, const PolicyPartial& b)
           a.klp + b.klp,   a.ent + b.ent,         a.kl + b.kl,       a.gradSum + b.gradSum};
 }
 
-struct TokenLoss {
-  double l, dldr;
-  bool clippedWins, lowerActive;
-};
-
-// The reference's tokenLoss, operation for operation.
-__device__ TokenLoss tokenLoss(double r, double A, const PolicyLossOptions& o) {
-  const double unclipped = -A * r;
-  const double rc = fmin(fmax(r, 1.0 - o.clipLow), 1.0 + o.clipHigh);
-  const double clipped = -A * rc;
-  TokenLoss t;
-  t.clippedWins = clipped > unclipped;
-  t.l = t.clippedWins ? clipped : unclipped;
-  t.dldr = t.clippedWins ? 0.0 : -A;
-  if (isNan(r) || isNan(A)) {
-    t.l = NAN;
-    t.dldr = NAN;
-  }
-  t.lowerActive = false;
-  if (o.dualClip > 0 && A < 0 && t.l > -A * o.dualClip) {
-    t.l = -A * o.dualClip;
-    t.dldr = 0;
-    t.lowerActive = true;
-  }
-  return t;
-}
-
 struct PolicyPass {
   Items it;
   Validity valid;
@@ -958,22 +913,6 @@ PolicyLossStats policyStats(const PolicyPartial& sum, double validTokens) {
 }
 
 // --- the value loss -----------------------------------------------------------------------------
-
-// Count, mean and sum of squared deviations, combined as rlhf::combineMoments (kernels.h).
-struct Moments {
-  double count, mean, m2;
-};
-
-__device__ Moments combine(const Moments& a, const Moments& b) {
-  if (b.count == 0) return a;
-  if (a.count == 0) return b;
-  Moments r;
-  r.count = a.count + b.count;
-  const double delta = b.mean - a.mean;
-  r.mean = a.mean + delta * (b.count / r.count);
-  r.m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / r.count);
-  return r;
-}
 
 // One lane's values as sums shifted by its first value K, so that m2 = s2 - s1^2/c loses
 // nothing that matters (as statistics.cu).

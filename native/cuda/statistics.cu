@@ -18,6 +18,9 @@ namespace cuda {
 
 namespace {
 
+using detail::Moments;
+using detail::combine;
+
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
@@ -33,23 +36,6 @@ void requireLength(const char* op, int64_t n) {
 }
 
 // --- masked moments ---------------------------------------------------------------------------
-
-// MaskedMoments without its default member initialisers, which __shared__ memory cannot have.
-struct Moments {
-  double count, mean, m2;
-};
-
-// The formula of rlhf::combineMoments (kernels.h), operation for operation.
-__device__ Moments combine(const Moments& a, const Moments& b) {
-  if (b.count == 0) return a;
-  if (a.count == 0) return b;
-  Moments r;
-  r.count = a.count + b.count;
-  const double delta = b.mean - a.mean;
-  r.mean = a.mean + delta * (b.count / r.count);
-  r.m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / r.count);
-  return r;
-}
 
 __device__ Moments shuffleDown(const Moments& m, int offset) {
   return {__shfl_down_sync(kFullMask, m.count, offset), __shfl_down_sync(kFullMask, m.mean, offset),

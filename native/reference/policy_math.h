@@ -1,33 +1,45 @@
 // The per-token formulas of the policy family in float64 (SEMANTICS.md §4-5), shared by the
-// scalar reference and the per-token part of the fused actor loss on the CPU, whose fast path
-// lies in the loops over the vocabulary, not here.
+// scalar reference, the per-token part of the fused actor loss on the CPU and the CUDA loss
+// kernels (whose fast paths lie elsewhere: the loops over the vocabulary, the reductions), so
+// that every backend computes a token's terms with the same operations.
 #pragma once
 #include <cmath>
 
 #include "rlhf/policy.h"
 
+#if defined(__CUDACC__)
+#define RLHF_HOST_DEVICE __host__ __device__
+#else
+#define RLHF_HOST_DEVICE
+#endif
+
 namespace rlhf {
 namespace policy_math {
 
-inline double clampSym(double x, double c) { return x > c ? c : (x < -c ? -c : x); }
+using std::exp;
+using std::fabs;
+using std::fmax;
+using std::fmin;
+
+RLHF_HOST_DEVICE inline double clampSym(double x, double c) { return x > c ? c : (x < -c ? -c : x); }
 
 // A KL estimator of d = lp - ref and its derivative with respect to lp.
 struct KlValue {
   double kl, grad;
 };
 
-inline KlValue klOf(double d, const KlOptions& o) {
-  const bool ratioClamped = std::fabs(d) > o.clampLogRatio;
+RLHF_HOST_DEVICE inline KlValue klOf(double d, const KlOptions& o) {
+  const bool ratioClamped = fabs(d) > o.clampLogRatio;
   const double dc = clampSym(d, o.clampLogRatio);
   double k = 0, g = 0;
   switch (o.estimator) {
     case KlEstimator::K1: k = dc; g = 1; break;
     case KlEstimator::K2: k = 0.5 * dc * dc; g = dc; break;
-    case KlEstimator::K3: k = std::exp(-dc) + dc - 1; g = 1 - std::exp(-dc); break;
-    case KlEstimator::Abs: k = std::fabs(dc); g = dc > 0 ? 1 : (dc < 0 ? -1 : 0); break;
+    case KlEstimator::K3: k = exp(-dc) + dc - 1; g = 1 - exp(-dc); break;
+    case KlEstimator::Abs: k = fabs(dc); g = dc > 0 ? 1 : (dc < 0 ? -1 : 0); break;
   }
   if (ratioClamped) g = 0;
-  if (std::fabs(k) > o.clampOutput) g = 0;
+  if (fabs(k) > o.clampOutput) g = 0;
   k = clampSym(k, o.clampOutput);
   if (o.straightThrough) g = d;
   return {k, g};
@@ -39,14 +51,14 @@ struct TokenLoss {
   bool clippedWins, lowerActive;
 };
 
-inline TokenLoss tokenLoss(double r, double A, const PolicyLossOptions& o) {
+RLHF_HOST_DEVICE inline TokenLoss tokenLoss(double r, double A, const PolicyLossOptions& o) {
   const double unclipped = -A * r;
-  const double clipped = -A * std::fmin(std::fmax(r, 1.0 - o.clipLow), 1.0 + o.clipHigh);
+  const double clipped = -A * fmin(fmax(r, 1.0 - o.clipLow), 1.0 + o.clipHigh);
   TokenLoss t;
   t.clippedWins = clipped > unclipped;
   t.l = t.clippedWins ? clipped : unclipped;
   t.dldr = t.clippedWins ? 0.0 : -A;
-  if (std::isnan(r) || std::isnan(A)) {
+  if (r != r || A != A) {  // NaN
     t.l = NAN;
     t.dldr = NAN;
   }
@@ -60,10 +72,10 @@ inline TokenLoss tokenLoss(double r, double A, const PolicyLossOptions& o) {
 }
 
 // d(w l)/d(log-ratio) = w * dl/dr * r, 0 wherever dl/dr is 0 (even where r overflowed to inf).
-inline double ratioGradient(double w, const TokenLoss& t, double r) { return t.dldr == 0 ? 0.0 : w * t.dldr * r; }
+RLHF_HOST_DEVICE inline double ratioGradient(double w, const TokenLoss& t, double r) { return t.dldr == 0 ? 0.0 : w * t.dldr * r; }
 
 // Whether a token counts in clipfrac.
-inline bool countsAsClipped(const TokenLoss& t, double r, const PolicyLossOptions& o) {
+RLHF_HOST_DEVICE inline bool countsAsClipped(const TokenLoss& t, double r, const PolicyLossOptions& o) {
   return o.clipfracMode == ClipfracMode::Branch ? t.clippedWins : (r < 1.0 - o.clipLow || r > 1.0 + o.clipHigh);
 }
 
