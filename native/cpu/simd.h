@@ -127,18 +127,29 @@ inline VF zero() { return set1(0.0f); }
 // How many lanes of a comparison's result are set.
 inline int countLanes(VF m) { return __builtin_popcount(static_cast<unsigned>(anyLane(m))); }
 
+// k = round(x / ln2) as a float and as an integer, by the magic-number trick: adding 1.5 * 2^23
+// leaves round(x log2(e)) in the low mantissa bits (|x log2(e)| < 2^22), one FMA and one
+// subtraction instead of a round trip through the integer conversions.
+inline VF nearestLog2Multiple(VF x, VI& k) {
+  const VF magic = set1(12582912.0f);
+  const VF t = fmadd(x, set1(1.44269504088896341f), magic);
+  k = subInt(bitsOf(t), bitsOf(magic));
+  return sub(t, magic);
+}
+
 // exp(r + k ln2) / 2^k for the reduced argument: Cephes' polynomial, r = x - k ln2 with ln2
-// split in two so that k*ln2hi is exact.
+// split in two so that k*ln2hi is exact. The polynomial is evaluated in Estrin's scheme (pairs of
+// terms, then powers of r^2) rather than Horner's: half the dependent steps, which is what bounds
+// a loop of exps.
 inline VF expReduced(VF x, VF kf) {
   VF r = fnmadd(kf, set1(0.693359375f), x);
   r = fnmadd(kf, set1(-2.12194440e-4f), r);
-  VF p = set1(1.9875691500e-4f);
-  p = fmadd(p, r, set1(1.3981999507e-3f));
-  p = fmadd(p, r, set1(8.3334519073e-3f));
-  p = fmadd(p, r, set1(4.1665795894e-2f));
-  p = fmadd(p, r, set1(1.6666665459e-1f));
-  p = fmadd(p, r, set1(5.0000001201e-1f));
-  return add(fmadd(p, mul(r, r), r), set1(1.0f));
+  const VF r2 = mul(r, r), r4 = mul(r2, r2);
+  const VF a = fmadd(set1(1.6666665459e-1f), r, set1(5.0000001201e-1f));
+  const VF b = fmadd(set1(8.3334519073e-3f), r, set1(4.1665795894e-2f));
+  const VF c = fmadd(set1(1.9875691500e-4f), r, set1(1.3981999507e-3f));
+  const VF p = fmadd(r4, c, fmadd(r2, b, a));
+  return add(fmadd(p, r2, r), set1(1.0f));
 }
 
 // exp(x) to within 2 ulp (Cephes' range reduction and polynomial), denormal results included:
@@ -147,8 +158,8 @@ inline VF expReduced(VF x, VF kf) {
 inline VF exp(VF x) {
   const VF hi = set1(88.72283905f), lo = set1(-104.0f);
   const VF xc = min(max(x, lo), hi);
-  const VI k = roundToInt(mul(xc, set1(1.44269504088896341f)));
-  const VF kf = intToFloat(k);
+  VI k;
+  const VF kf = nearestLog2Multiple(xc, k);
   const VF p = expReduced(xc, kf);
   const VI k1 = shiftRight1(k);
   VF y = mul(mul(p, pow2(k1)), pow2(subInt(k, k1)));
@@ -164,8 +175,8 @@ inline VF exp(VF x) {
 inline VF expSoftmax(VF x, VF& clamped) {
   const VF lo = set1(-87.0f);
   const VF xc = max(lo, x);  // NaN stays NaN (max returns its second operand)
-  const VI k = roundToInt(mul(xc, set1(1.44269504088896341f)));
-  const VF kf = intToFloat(k);
+  VI k;
+  const VF kf = nearestLog2Multiple(xc, k);
   const VF p = expReduced(xc, kf);
   clamped = xc;
   return select(lt(x, lo), zero(), mul(p, pow2(k)));
