@@ -14,58 +14,69 @@ using namespace simd;
 
 // --- the pairwise reward-model loss over pairs [i0, i1) ---------------------------------------------
 
+// Sums in float lanes flushed into float64 every kFlushVectors vectors (as the loss blocks of
+// policy_chunks.h); the margin's mean is the chosen mean minus the rejected one.
 struct PairwiseLanes {
-  VD lossLo, lossHi, centerLo, centerHi, marginLo, marginHi, chosenLo, chosenHi, rejectedLo, rejectedHi;
+  VF loss, center, chosen, rejected, correct;
+  VD lossLo, lossHi, centerLo, centerHi, chosenLo, chosenHi, rejectedLo, rejectedHi;
+  int pending;
+};
+
+static inline void flush(PairwiseLanes& L) {
+  flushInto(L.loss, L.lossLo, L.lossHi);
+  flushInto(L.center, L.centerLo, L.centerHi);
+  flushInto(L.chosen, L.chosenLo, L.chosenHi);
+  flushInto(L.rejected, L.rejectedLo, L.rejectedHi);
+  L.pending = 0;
+}
+
+// The pairwise loss's inputs and constants as locals no store can alias.
+struct PairwiseView {
+  const float* __restrict chosen;
+  const float* __restrict rejected;
+  const float* __restrict margin;
+  float* __restrict gradChosen;
+  float* __restrict gradRejected;
+  float marginValue, invN, centerScale;  // centerScale = 2 centerCoef / N
 };
 
 template <bool kPartial>
-static inline void pairwiseVector(const PairwiseLossArgs& a, int64_t i, int64_t n, PairwiseLanes& L,
-                                  int64_t& correct) {
-  const VF rc = kPartial ? loadPartial(a.chosen + i, n, 0.0f) : load(a.chosen + i);
-  const VF rr = kPartial ? loadPartial(a.rejected + i, n, 0.0f) : load(a.rejected + i);
-  const VF m = a.margin == nullptr ? set1(a.marginValue)
-                                   : (kPartial ? loadPartial(a.margin + i, n, 0.0f) : load(a.margin + i));
+static inline void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, PairwiseLanes& L) {
+  const VF rc = loadOr<kPartial>(v.chosen + i, n);
+  const VF rr = loadOr<kPartial>(v.rejected + i, n);
+  const VF m = v.margin == nullptr ? set1(v.marginValue) : loadOr<kPartial>(v.margin + i, n);
   const VF valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : eq(zero(), zero());
-  const VF delta = sub(sub(rc, rr), m);
-  const Logistic f = logistic(delta);
-  const VF loss = sub(zero(), f.ls);
-  const VF sig = f.s;
+  const Logistic f = logistic(sub(sub(rc, rr), m));
   const VF sum = add(rc, rr);
-  const float invN = 1.0f / static_cast<float>(a.N);
-  const VF g = mul(sub(sig, set1(1.0f)), set1(invN));
-  const VF c = mul(set1(2.0f * a.centerCoef * invN), sum);
-  const VF gc = add(g, c), gr = sub(c, g);
-  if (kPartial) {
-    alignas(32) float tc[W], tr[W];
-    store(tc, gc);
-    store(tr, gr);
-    for (int64_t j = 0; j < n; ++j) {
-      a.gradChosen[i + j] = tc[j];
-      a.gradRejected[i + j] = tr[j];
-    }
-  } else {
-    store(a.gradChosen + i, gc);
-    store(a.gradRejected + i, gr);
-  }
-  accumulate(L.lossLo, L.lossHi, select(valid, loss, zero()));
-  accumulate(L.centerLo, L.centerHi, select(valid, mul(sum, sum), zero()));
-  accumulate(L.marginLo, L.marginHi, select(valid, sub(rc, rr), zero()));
-  accumulate(L.chosenLo, L.chosenHi, select(valid, rc, zero()));
-  accumulate(L.rejectedLo, L.rejectedHi, select(valid, rr, zero()));
-  correct += countLanes(bitAnd(valid, gt(rc, rr)));
+  const VF g = mul(sub(f.s, set1(1.0f)), set1(v.invN));
+  const VF c = mul(set1(v.centerScale), sum);
+  storeOr<kPartial>(v.gradChosen + i, add(g, c), n, false);
+  storeOr<kPartial>(v.gradRejected + i, sub(c, g), n, false);
+  L.loss = add(L.loss, select(valid, sub(zero(), f.ls), zero()));
+  L.center = add(L.center, select(valid, mul(sum, sum), zero()));
+  L.chosen = add(L.chosen, select(valid, rc, zero()));
+  L.rejected = add(L.rejected, select(valid, rr, zero()));
+  L.correct = add(L.correct, ones(bitAnd(valid, gt(rc, rr))));
+  if (++L.pending == kFlushVectors) flush(L);
 }
 
 PairwiseBlock pairwiseRange(const PairwiseLossArgs& a, int64_t i0, int64_t i1) {
-  PairwiseLanes L{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD()};
-  PairwiseBlock out;
+  const float invN = static_cast<float>(1.0 / static_cast<double>(a.N));
+  const PairwiseView v{a.chosen, a.rejected, a.margin, a.gradChosen, a.gradRejected, a.marginValue, invN,
+                       static_cast<float>(2.0 * a.centerCoef / static_cast<double>(a.N))};
+  PairwiseLanes L{zero(), zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(),
+                  zeroD(), zeroD(), 0};
   int64_t i = i0;
-  for (; i + W <= i1; i += W) pairwiseVector<false>(a, i, W, L, out.correct);
-  if (i < i1) pairwiseVector<true>(a, i, i1 - i, L, out.correct);
+  for (; i + W <= i1; i += W) pairwiseVector<false>(v, i, W, L);
+  if (i < i1) pairwiseVector<true>(v, i, i1 - i, L);
+  flush(L);
+  PairwiseBlock out;
   out.loss = sumLanes(L.lossLo) + sumLanes(L.lossHi);
   out.center = sumLanes(L.centerLo) + sumLanes(L.centerHi);
-  out.margin = sumLanes(L.marginLo) + sumLanes(L.marginHi);
   out.chosen = sumLanes(L.chosenLo) + sumLanes(L.chosenHi);
   out.rejected = sumLanes(L.rejectedLo) + sumLanes(L.rejectedHi);
+  out.margin = out.chosen - out.rejected;
+  out.correct = static_cast<int64_t>(sumLanesF(L.correct));
   return out;
 }
 
@@ -160,17 +171,30 @@ static inline DpoLanes dpoVector(VF x, VF y, VF nc, VF nr, const DpoConsts& c) {
   return {zero(), zero(), zero()};
 }
 
+// Sums as the pairwise loss's: float lanes flushed into float64 every kFlushVectors vectors.
+struct DpoLanes2 {
+  VF loss, bx, by, correct;
+  VD lossLo, lossHi, bxLo, bxHi, byLo, byHi;
+  int pending;
+};
+
+static inline void flush(DpoLanes2& L) {
+  flushInto(L.loss, L.lossLo, L.lossHi);
+  flushInto(L.bx, L.bxLo, L.bxHi);
+  flushInto(L.by, L.byLo, L.byHi);
+  L.pending = 0;
+}
+
 template <DpoLossType kType>
 static DpoBlock dpoRangeT(const DpoLossArgs& a, const DpoConsts& c, float invN, int64_t i0, int64_t i1) {
-  VD lossLo = zeroD(), lossHi = zeroD(), xLo = zeroD(), xHi = zeroD(), yLo = zeroD(), yHi = zeroD();
-  int64_t correct = 0;
+  DpoLanes2 L{zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), 0};
   const VF vInvN = set1(invN);
   const float* __restrict pc = a.policyChosen;
   const float* __restrict pr = a.policyRejected;
   const float* __restrict rc = a.refChosen;
   const float* __restrict rr = a.refRejected;
-  const int32_t* nc = a.chosenLengths;
-  const int32_t* nr = a.rejectedLengths;
+  const int32_t* __restrict nc = a.chosenLengths;
+  const int32_t* __restrict nr = a.rejectedLengths;
   float* __restrict gc = a.gradChosen;
   float* __restrict gr = a.gradRejected;
   for (int64_t i = i0; i < i1; i += W) {
@@ -178,41 +202,39 @@ static DpoBlock dpoRangeT(const DpoLossArgs& a, const DpoConsts& c, float invN, 
     const bool partial = n < W;
     const VF x = partial ? sub(loadPartial(pc + i, n, 0.0f), loadPartial(rc + i, n, 0.0f)) : sub(load(pc + i), load(rc + i));
     const VF y = partial ? sub(loadPartial(pr + i, n, 0.0f), loadPartial(rr + i, n, 0.0f)) : sub(load(pr + i), load(rr + i));
-    alignas(32) float lc[W] = {}, lr[W] = {};
-    if (nc != nullptr)
-      for (int64_t j = 0; j < n; ++j) {
-        lc[j] = static_cast<float>(nc[i + j]);
-        lr[j] = static_cast<float>(nr[i + j]);
-      }
     // Padding lanes get lengths 1 so that they divide harmlessly; they are masked out below.
     const VF pad = lt(iota(), set1(static_cast<float>(n)));
-    const VF vnc = nc != nullptr ? select(pad, load(lc), set1(1.0f)) : zero();
-    const VF vnr = nc != nullptr ? select(pad, load(lr), set1(1.0f)) : zero();
-    const DpoLanes p = dpoVector<kType>(x, y, vnc, vnr, c);
-    const VF dx = mul(p.dx, vInvN), dy = mul(p.dy, vInvN);
-    if (partial) {
-      alignas(32) float tx[W], ty[W];
-      store(tx, dx);
-      store(ty, dy);
-      for (int64_t j = 0; j < n; ++j) {
-        gc[i + j] = tx[j];
-        gr[i + j] = ty[j];
+    VF vnc = zero(), vnr = zero();
+    if (nc != nullptr) {
+      alignas(32) float lc[W], lr[W];
+      for (int64_t j = 0; j < W; ++j) {
+        lc[j] = j < n ? static_cast<float>(nc[i + j]) : 1.0f;
+        lr[j] = j < n ? static_cast<float>(nr[i + j]) : 1.0f;
       }
-    } else {
-      store(gc + i, dx);
-      store(gr + i, dy);
+      vnc = load(lc);
+      vnr = load(lr);
     }
-    accumulate(lossLo, lossHi, select(pad, p.l, zero()));
+    const DpoLanes p = dpoVector<kType>(x, y, vnc, vnr, c);
+    if (partial) {
+      storeOr<true>(gc + i, mul(p.dx, vInvN), n, false);
+      storeOr<true>(gr + i, mul(p.dy, vInvN), n, false);
+    } else {
+      store(gc + i, mul(p.dx, vInvN));
+      store(gr + i, mul(p.dy, vInvN));
+    }
     const VF bx = mul(c.b, x), by = mul(c.b, y);
-    accumulate(xLo, xHi, select(pad, bx, zero()));
-    accumulate(yLo, yHi, select(pad, by, zero()));
-    correct += countLanes(bitAnd(pad, gt(bx, by)));
+    L.loss = add(L.loss, select(pad, p.l, zero()));
+    L.bx = add(L.bx, select(pad, bx, zero()));
+    L.by = add(L.by, select(pad, by, zero()));
+    L.correct = add(L.correct, ones(bitAnd(pad, gt(bx, by))));
+    if (++L.pending == kFlushVectors) flush(L);
   }
+  flush(L);
   DpoBlock out;
-  out.loss = sumLanes(lossLo) + sumLanes(lossHi);
-  out.chosen = sumLanes(xLo) + sumLanes(xHi);
-  out.rejected = sumLanes(yLo) + sumLanes(yHi);
-  out.correct = static_cast<double>(correct);
+  out.loss = sumLanes(L.lossLo) + sumLanes(L.lossHi);
+  out.chosen = sumLanes(L.bxLo) + sumLanes(L.bxHi);
+  out.rejected = sumLanes(L.byLo) + sumLanes(L.byHi);
+  out.correct = sumLanesF(L.correct);
   return out;
 }
 
