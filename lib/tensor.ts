@@ -156,14 +156,32 @@ function uploadTensor(host: TypedArray, shape: readonly number[], dtype: Dtype, 
   return new Tensor(shape, dtype, device, null, buffer);
 }
 
-/** @internal A CPU tensor over `host` (no checks: for outputs the library allocates). */
-export function tensorView(host: Float32Array | Int32Array | Uint8Array, shape: readonly number[]): Tensor {
-  return new Tensor(shape, dtypeOf(host) as Dtype, -1, host, null);
+// Small host outputs are carved from a shared slab, as Node's Buffer pool does: a new
+// ArrayBuffer costs more than the kernel of a small op. Each region is handed out once, so it
+// starts zeroed like a new array; regions start on 32-byte boundaries (whole SIMD vectors).
+const kSlabBytes = 64 * 1024;
+const kPooledMaxBytes = 4096;
+let slab: ArrayBuffer | null = null;
+let slabOffset = 0;
+
+/** @internal A zeroed host array of `size` elements of `dtype`. */
+export function hostArray(dtype: Dtype, size: number): TypedArray {
+  const Ctor = arrayTypes[dtype];
+  const bytes = size * Ctor.BYTES_PER_ELEMENT;
+  if (bytes === 0 || bytes > kPooledMaxBytes) return new Ctor(size);
+  const rounded = (bytes + 31) & ~31;
+  if (slab === null || slabOffset + rounded > kSlabBytes) {
+    slab = new ArrayBuffer(kSlabBytes);
+    slabOffset = 0;
+  }
+  const a = new Ctor(slab, slabOffset, size);
+  slabOffset += rounded;
+  return a;
 }
 
 /** @internal A new uninitialised tensor (zeros on the CPU). */
 export function emptyTensor(shape: readonly number[], dtype: Dtype, device: DeviceIndex): Tensor {
-  if (device < 0) return new Tensor(shape, dtype, -1, new arrayTypes[dtype](sizeOf(shape)), null);
+  if (device < 0) return new Tensor(shape, dtype, -1, hostArray(dtype, sizeOf(shape)), null);
   const bytes = sizeOf(shape) * arrayTypes[dtype].BYTES_PER_ELEMENT;
   return new Tensor(shape, dtype, device, null, new (native().DeviceBuffer)(bytes, device));
 }

@@ -2,7 +2,7 @@
 // is reported in the caller's terms (op, argument, expected, received); the addon re-checks.
 import { describe, rangeError, typeError } from './errors';
 import { Raw, native } from './native';
-import { Dtype, DeviceIndex, Tensor, TypedArray, arrayTypes, deviceName, emptyTensor, tensorView } from './tensor';
+import { Dtype, DeviceIndex, Tensor, TypedArray, arrayTypes, deviceName, emptyTensor } from './tensor';
 
 /** An array argument resolved to what the addon takes. */
 export interface Arg {
@@ -101,19 +101,10 @@ export function output(op: string, name: string, out: unknown, shape: readonly n
   return checkedOut(op, name, out, shape, device);
 }
 
-/**
- * Two outputs of one shape. New CPU outputs share one allocation (two views of one buffer):
- * for small calls the allocation, not the kernel, is the larger cost.
- */
+/** Two outputs of one shape (small new CPU outputs come from the shared slab of hostArray). */
 export function outputPair(op: string, names: [string, string], outs: [unknown, unknown], shape: readonly number[],
                            device: DeviceIndex): [Tensor, Tensor] {
-  const [a, b] = outs;
-  if (device < 0 && (a === undefined || a === null) && (b === undefined || b === null)) {
-    const size = shape.reduce((p, d) => p * d, 1);
-    const both = new ArrayBuffer(8 * size);
-    return [tensorView(new Float32Array(both, 0, size), shape), tensorView(new Float32Array(both, 4 * size, size), shape)];
-  }
-  return [output(op, names[0], a, shape, device), output(op, names[1], b, shape, device)];
+  return [output(op, names[0], outs[0], shape, device), output(op, names[1], outs[1], shape, device)];
 }
 
 function checkedOut(op: string, name: string, out: unknown, shape: readonly number[], device: DeviceIndex): Tensor {
