@@ -1,11 +1,13 @@
 // Node-API entry points of the preference family (preference.h). As in ops.cpp, each re-checks its
-// arguments; the positional order is declared in lib/native.ts. These ops have no CUDA kernels
-// yet (the op table says so): CUDA buffers get a coded E_CUDA_UNAVAILABLE error naming the op.
+// arguments; the positional order is declared in lib/native.ts. Each runs on the device of its
+// buffers: the CPU kernels for host memory, the CUDA kernels (native/cuda/preference.cu) otherwise.
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "glue.h"
 #include "ops.h"
+#include "rlhf/cuda.h"
 #include "rlhf/preference.h"
 
 namespace rlhf {
@@ -17,21 +19,26 @@ namespace {
   throwRangeError(env, std::string(op) + ": `" + name + "` " + what);
 }
 
-void requireCpu(Napi::Env env, const char* op, int device) {
-  if (device != kCpu)
-    throwCodedError(env, "E_CUDA_UNAVAILABLE",
-                    std::string(op) + ": has no CUDA kernel yet; move its inputs to the CPU (tensor.to('cpu'))");
-}
-
 double finiteArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
   const double v = numberArg(info, i, op, name);
   if (!std::isfinite(v)) rangeError(info.Env(), op, name, "must be finite but is " + std::to_string(v));
   return v;
 }
 
-// Lengths of sequences: every entry >= 1.
+// Lengths of sequences: every entry >= 1. Lengths in device memory are copied to the host first
+// (N int32 values: small next to the work of the loss).
 void checkLengths(Napi::Env env, const char* op, const char* name, const Buffer& b) {
   const int32_t* v = b.as<int32_t>();
+  std::vector<int32_t> host;
+  if (b.device != kCpu && b.length > 0) {
+    host.resize(static_cast<size_t>(b.length));
+    try {
+      cuda::copyToHost(host.data(), v, host.size() * sizeof(int32_t), b.device);
+    } catch (const KernelError& e) {
+      throwKernelError(env, e);
+    }
+    v = host.data();
+  }
   for (int64_t i = 0; i < b.length; ++i)
     if (v[i] < 1) rangeError(env, op, name, "must hold lengths >= 1 but holds " + std::to_string(v[i]) + " at index " + std::to_string(i));
 }
@@ -56,16 +63,16 @@ Napi::Value pairwiseRewardLoss(const Napi::CallbackInfo& info) {
   if (margin.present()) requireSameLength(env, margin, chosen, op, "margin", "chosen");
   requireSameLength(env, gradChosen, chosen, op, "gradChosen", "chosen");
   requireSameLength(env, gradRejected, chosen, op, "gradRejected", "chosen");
-  requireCpu(env, op, commonDevice(env, op, {{"chosen", &chosen}, {"rejected", &rejected}, {"margin", &margin},
-                                             {"gradChosen", &gradChosen}, {"gradRejected", &gradRejected}}));
+  const int device = commonDevice(env, op, {{"chosen", &chosen}, {"rejected", &rejected}, {"margin", &margin},
+                                            {"gradChosen", &gradChosen}, {"gradRejected", &gradRejected}});
   a.N = chosen.length;
   a.chosen = chosen.as<float>();
   a.rejected = rejected.as<float>();
   a.margin = margin.as<float>();
   a.gradChosen = gradChosen.as<float>();
   a.gradRejected = gradRejected.as<float>();
-  return runKernel(info, async, {chosen, rejected, margin, gradChosen, gradRejected}, [a]() -> ToJs {
-    const PairwiseLossStats s = pairwiseLossCpu(a);
+  return runKernel(info, async, {chosen, rejected, margin, gradChosen, gradRejected}, [a, device]() -> ToJs {
+    const PairwiseLossStats s = device == kCpu ? pairwiseLossCpu(a) : cuda::pairwiseLoss(a, device);
     return [s](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("loss", s.loss);
@@ -111,9 +118,9 @@ Napi::Value dpoLoss(const Napi::CallbackInfo& info) {
     rangeError(env, op, nc.present() ? "rejectedLengths" : "chosenLengths", "must be given with the other lengths");
   if (a.type == DpoLossType::SigmoidNorm && !nc.present())
     rangeError(env, op, "chosenLengths", "and `rejectedLengths` are required by 'sigmoid_norm'");
-  requireCpu(env, op, commonDevice(env, op, {{"policyChosen", &pc}, {"policyRejected", &pr}, {"refChosen", &rc},
-                                             {"refRejected", &rr}, {"chosenLengths", &nc}, {"rejectedLengths", &nr},
-                                             {"gradChosen", &gradChosen}, {"gradRejected", &gradRejected}}));
+  const int device = commonDevice(env, op, {{"policyChosen", &pc}, {"policyRejected", &pr}, {"refChosen", &rc},
+                                            {"refRejected", &rr}, {"chosenLengths", &nc}, {"rejectedLengths", &nr},
+                                            {"gradChosen", &gradChosen}, {"gradRejected", &gradRejected}});
   if (nc.present()) {
     requireSameLength(env, nc, pc, op, "chosenLengths", "policyChosen");
     requireSameLength(env, nr, pc, op, "rejectedLengths", "policyChosen");
@@ -129,8 +136,8 @@ Napi::Value dpoLoss(const Napi::CallbackInfo& info) {
   a.rejectedLengths = nr.as<int32_t>();
   a.gradChosen = gradChosen.as<float>();
   a.gradRejected = gradRejected.as<float>();
-  return runKernel(info, async, {pc, pr, rc, rr, nc, nr, gradChosen, gradRejected}, [a]() -> ToJs {
-    const DpoLossStats s = dpoLossCpu(a);
+  return runKernel(info, async, {pc, pr, rc, rr, nc, nr, gradChosen, gradRejected}, [a, device]() -> ToJs {
+    const DpoLossStats s = device == kCpu ? dpoLossCpu(a) : cuda::dpoLoss(a, device);
     return [s](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("loss", s.loss);
@@ -157,14 +164,15 @@ Napi::Value sequenceLogprobs(const Napi::CallbackInfo& info) {
   requireLength(env, lp, op, "tokenLogprobs", B, T);
   if (mask.present()) requireLength(env, mask, op, "mask", B, T);
   requireLength(env, out, op, "out", B);
-  requireCpu(env, op, commonDevice(env, op, {{"tokenLogprobs", &lp}, {"mask", &mask}, {"out", &out}}));
+  const int device = commonDevice(env, op, {{"tokenLogprobs", &lp}, {"mask", &mask}, {"out", &out}});
   a.B = B;
   a.T = T;
   a.tokenLogprobs = lp.as<float>();
   a.mask = mask.as<uint8_t>();
   a.out = out.as<float>();
-  return runKernel(info, async, {lp, mask, out}, [a]() -> ToJs {
-    sequenceLogprobsCpu(a);
+  return runKernel(info, async, {lp, mask, out}, [a, device]() -> ToJs {
+    if (device == kCpu) sequenceLogprobsCpu(a);
+    else cuda::sequenceLogprobs(a, device);
     return [](Napi::Env env) -> Napi::Value { return env.Undefined(); };
   });
 }
@@ -183,14 +191,15 @@ Napi::Value sequenceLogprobsBackward(const Napi::CallbackInfo& info) {
   requireLength(env, g, op, "gradSequence", B);
   if (mask.present()) requireLength(env, mask, op, "mask", B, T);
   requireLength(env, out, op, "out", B, T);
-  requireCpu(env, op, commonDevice(env, op, {{"gradSequence", &g}, {"mask", &mask}, {"out", &out}}));
+  const int device = commonDevice(env, op, {{"gradSequence", &g}, {"mask", &mask}, {"out", &out}});
   a.B = B;
   a.T = T;
   a.gradSequence = g.as<float>();
   a.mask = mask.as<uint8_t>();
   a.out = out.as<float>();
-  return runKernel(info, async, {g, mask, out}, [a]() -> ToJs {
-    sequenceLogprobsBackwardCpu(a);
+  return runKernel(info, async, {g, mask, out}, [a, device]() -> ToJs {
+    if (device == kCpu) sequenceLogprobsBackwardCpu(a);
+    else cuda::sequenceLogprobsBackward(a, device);
     return [](Napi::Env env) -> Napi::Value { return env.Undefined(); };
   });
 }
@@ -220,13 +229,14 @@ Napi::Value groupAdvantages(const Napi::CallbackInfo& info) {
     rangeError(env, op, "groupSize", "must be >= 1 and divide the " + std::to_string(rewards.length) +
                                          " rewards, but is " + std::to_string(a.groupSize));
   }
-  requireCpu(env, op, commonDevice(env, op, {{"rewards", &rewards}, {"groupIds", &ids}, {"out", &out}}));
+  const int device = commonDevice(env, op, {{"rewards", &rewards}, {"groupIds", &ids}, {"out", &out}});
   a.N = rewards.length;
   a.rewards = rewards.as<float>();
   a.groupIds = ids.as<int32_t>();
   a.out = out.as<float>();
-  return runKernel(info, async, {rewards, ids, out}, [a]() -> ToJs {
-    groupAdvantagesCpu(a);
+  return runKernel(info, async, {rewards, ids, out}, [a, device]() -> ToJs {
+    if (device == kCpu) groupAdvantagesCpu(a);
+    else cuda::groupAdvantages(a, device);
     return [](Napi::Env env) -> Napi::Value { return env.Undefined(); };
   });
 }

@@ -44,6 +44,11 @@ void shapeRewards(const ShapeRewardsArgs&, int) { unavailable(); }
 PolicyLossStats policyLoss(const PolicyLossArgs&, int) { unavailable(); }
 ValueLossStats valueLoss(const ValueLossArgs&, int) { unavailable(); }
 ActorLossStats actorLoss(const ActorLossArgs&, int) { unavailable(); }
+PairwiseLossStats pairwiseLoss(const PairwiseLossArgs&, int) { unavailable(); }
+DpoLossStats dpoLoss(const DpoLossArgs&, int) { unavailable(); }
+void sequenceLogprobs(const SequenceLogprobsArgs&, int) { unavailable(); }
+void sequenceLogprobsBackward(const SequenceLogprobsBackwardArgs&, int) { unavailable(); }
+void groupAdvantages(const GroupAdvantagesArgs&, int) { unavailable(); }
 
 }  // namespace cuda
 }  // namespace rlhf

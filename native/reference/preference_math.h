@@ -1,20 +1,34 @@
 // The scalar functions of the preference family in float64, stable for arguments of any size:
-// shared by the scalar reference and the per-pair code of the CPU kernels.
+// shared by the scalar reference, the per-pair code of the CPU kernels and the CUDA kernels
+// (native/cuda/preference.cu), so that every backend computes a pair with the same operations.
+// Unqualified math functions and `x != x` for NaN, so that the same code compiles for the device.
 #pragma once
 #include <cmath>
 #include <cstdint>
 
 #include "rlhf/preference.h"
 
+#if defined(__CUDACC__)
+#define RLHF_HOST_DEVICE __host__ __device__
+#else
+#define RLHF_HOST_DEVICE
+#endif
+
 namespace rlhf {
 namespace preference_math {
 
+using std::exp;
+using std::fabs;
+using std::fmax;
+using std::log;
+using std::log1p;
+
 // log(1 + exp(z)) without overflow or the loss of digits log(1 + tiny) would cost.
-inline double softplus(double z) { return std::fmax(z, 0.0) + std::log1p(std::exp(-std::fabs(z))); }
-inline double logsigmoid(double z) { return -softplus(-z); }
-inline double sigmoid(double z) {
-  if (z >= 0) return 1 / (1 + std::exp(-z));
-  const double e = std::exp(z);
+RLHF_HOST_DEVICE inline double softplus(double z) { return fmax(z, 0.0) + log1p(exp(-fabs(z))); }
+RLHF_HOST_DEVICE inline double logsigmoid(double z) { return -softplus(-z); }
+RLHF_HOST_DEVICE inline double sigmoid(double z) {
+  if (z >= 0) return 1 / (1 + exp(-z));
+  const double e = exp(z);
   return e / (1 + e);
 }
 
@@ -25,10 +39,12 @@ struct DpoPair {
   double l, dldx, dldy;
 };
 
-inline DpoPair dpoPair(DpoLossType type, double x, double y, double nc, double nr, double beta, double eps,
-                       double tau, double delta) {
+// The types whose loss depends on z = beta (x - y) alone: dl/dy = -dl/dx.
+RLHF_HOST_DEVICE inline DpoPair symmetric(double l, double dldx) { return DpoPair{l, dldx, -dldx}; }
+
+RLHF_HOST_DEVICE inline DpoPair dpoPair(DpoLossType type, double x, double y, double nc, double nr, double beta,
+                                        double eps, double tau, double delta) {
   const double b = beta, z = beta * (x - y);
-  auto symmetric = [](double l, double dldx) { return DpoPair{l, dldx, -dldx}; };
   switch (type) {
     case DpoLossType::Sigmoid:
       return symmetric(-(1 - eps) * logsigmoid(z) - eps * logsigmoid(-z), b * (sigmoid(z) - (1 - eps)));
@@ -36,7 +52,7 @@ inline DpoPair dpoPair(DpoLossType type, double x, double y, double nc, double n
       return symmetric((-(1 - eps) * logsigmoid(z) + eps * logsigmoid(-z)) / (1 - 2 * eps),
                        b * (sigmoid(z) - (1 - eps) / (1 - 2 * eps)));
     case DpoLossType::Hinge:
-      return symmetric(std::fmax(0.0, 1 - z), z < 1 ? -b : (std::isnan(z) ? z : 0.0));
+      return symmetric(fmax(0.0, 1 - z), z < 1 ? -b : (z != z ? z : 0.0));
     case DpoLossType::Ipo: {
       const bool normalised = nc > 0;
       const double g = normalised ? x / nc - y / nr : x - y;
@@ -48,8 +64,8 @@ inline DpoPair dpoPair(DpoLossType type, double x, double y, double nc, double n
       return {-logsigmoid(w), -b * sigmoid(-w) / nc, b * sigmoid(-w) / nr};
     }
     case DpoLossType::ExoPair: {
-      const double l = sigmoid(z) * (logsigmoid(z) - std::log(1 - eps)) + sigmoid(-z) * (logsigmoid(-z) - std::log(eps));
-      return symmetric(l, b * sigmoid(z) * sigmoid(-z) * (z - std::log((1 - eps) / eps)));
+      const double l = sigmoid(z) * (logsigmoid(z) - log(1 - eps)) + sigmoid(-z) * (logsigmoid(-z) - log(eps));
+      return symmetric(l, b * sigmoid(z) * sigmoid(-z) * (z - log((1 - eps) / eps)));
     }
     case DpoLossType::NcaPair: {
       const double u = b * x, v = b * y;
@@ -74,9 +90,9 @@ inline DpoPair dpoPair(DpoLossType type, double x, double y, double nc, double n
     case DpoLossType::Discopop: {
       // exp(-z) * m written as exp(-z + logsig(z/tau)): the true limit 0, not inf * 0, for very negative z.
       const double m = sigmoid(z / tau);
-      const double expM = std::exp(-z + logsigmoid(z / tau));
+      const double expM = exp(-z + logsigmoid(z / tau));
       const double l = -logsigmoid(z) * (1 - m) + expM;
-      const double expMM = std::exp(-z + logsigmoid(z / tau) + logsigmoid(-z / tau));
+      const double expMM = exp(-z + logsigmoid(z / tau) + logsigmoid(-z / tau));
       const double dldz = -sigmoid(-z) * (1 - m) - expM + (logsigmoid(z) * m * (1 - m) + expMM) / tau;
       return symmetric(l, b * dldz);
     }

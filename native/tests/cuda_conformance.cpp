@@ -7,8 +7,9 @@
 // the reference on the same rounded values. Output buffers are filled with a sentinel and
 // followed by guard bytes that must stay untouched.
 //
-// Usage: rlhf_cuda_tests [--quick]   (--quick leaves out the shapes of millions of elements,
-// for compute-sanitizer runs). Exits 77 (skipped) where there is no CUDA device.
+// Usage: rlhf_cuda_tests [--quick] [--only FAMILY]   (--quick leaves out the shapes of millions
+// of elements, for compute-sanitizer runs; --only runs one family's cases: runtime, advantages,
+// statistics, policy or preference). Exits 77 (skipped) where there is no CUDA device.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -28,6 +29,7 @@
 #include "rlhf/kernels.h"
 #include "rlhf/op_table.h"
 #include "rlhf/policy.h"
+#include "rlhf/preference.h"
 
 namespace {
 
@@ -1680,10 +1682,387 @@ void policyCases(Report& report) {
   }
 }
 
+// --- the preference family ----------------------------------------------------------------------
+// Every launcher against its scalar reference with the op table's cudaTol: each pair's float64
+// terms are the reference's operations, so gradients match to an ulp or so of float64; the
+// losses and stats are sums in a tree, another order than the reference's. Each case runs twice
+// and must give the same bits; outputs are followed by guard bytes.
+
+const char* dpoTypeName(rlhf::DpoLossType t) {
+  static const char* const names[] = {"sigmoid", "robust",    "hinge",   "ipo",      "sigmoid_norm", "exo_pair",
+                                      "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "discopop"};
+  return names[static_cast<int>(t)];
+}
+
+const char* groupEstimatorName(rlhf::GroupEstimator e) {
+  switch (e) {
+    case rlhf::GroupEstimator::Grpo: return "grpo";
+    case rlhf::GroupEstimator::Rloo: return "rloo";
+    case rlhf::GroupEstimator::ReinforceBaseline: return "reinforce-baseline";
+  }
+  return "?";
+}
+
+const char* groupScaleName(rlhf::GroupScale s) {
+  switch (s) {
+    case rlhf::GroupScale::Group: return "group";
+    case rlhf::GroupScale::Batch: return "batch";
+    case rlhf::GroupScale::None: return "none";
+  }
+  return "?";
+}
+
+// Pairs with rewards in +-spread (spread 100: margins of +-200), a NaN pair where withNaN.
+void pairwiseCase(Report& report, int64_t N, bool withMargin, float centerCoef, float spread, bool withNaN,
+                  uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> chosen = rng.uniform(N, -spread, spread), rejected = rng.uniform(N, -spread, spread);
+  std::vector<float> margin = withMargin ? rng.uniform(N, -1, 1) : std::vector<float>();
+  if (withNaN && N > 2) chosen[static_cast<size_t>(N / 2)] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> wantC(static_cast<size_t>(N)), wantR(static_cast<size_t>(N));
+  rlhf::PairwiseLossArgs host;
+  host.N = N;
+  host.chosen = chosen.data();
+  host.rejected = rejected.data();
+  host.margin = withMargin ? margin.data() : nullptr;
+  host.marginValue = 0.25f;
+  host.centerCoef = centerCoef;
+  host.gradChosen = wantC.data();
+  host.gradRejected = wantR.data();
+  const rlhf::PairwiseLossStats ws = rlhf::pairwiseLossReference(host);
+  const std::string name = "pairwiseLoss N=" + std::to_string(N) + (withMargin ? " margin[N]" : " margin=0.25") +
+                           " center=" + fmt("%g", centerCoef) + " spread=" + fmt("%g", spread) + (withNaN ? " NaN" : "");
+  try {
+    Uploads up;
+    DeviceBuffer gc(static_cast<size_t>(N) * sizeof(float)), gr(static_cast<size_t>(N) * sizeof(float));
+    rlhf::PairwiseLossArgs dev = host;
+    dev.chosen = up.of(chosen);
+    dev.rejected = up.of(rejected);
+    dev.margin = up.of(margin);
+    dev.gradChosen = gc.as<float>();
+    dev.gradRejected = gr.as<float>();
+    const rlhf::PairwiseLossStats gs = cu::pairwiseLoss(dev, gDevice);
+    std::vector<float> gotC(wantC.size()), gotR(wantR.size()), againC(wantC.size()), againR(wantR.size());
+    gc.download(gotC.data());
+    gr.download(gotR.data());
+    const rlhf::PairwiseLossStats gs2 = cu::pairwiseLoss(dev, gDevice);
+    gc.download(againC.data());
+    gr.download(againR.data());
+    // By the bits: a NaN gradient must repeat too.
+    const bool repeat = sameStats(&gs, &gs2, sizeof(gs)) && std::memcmp(gotC.data(), againC.data(), gotC.size() * 4) == 0 &&
+                        std::memcmp(gotR.data(), againR.data(), gotR.size() * 4) == 0;
+    const double tol = cudaTol("pairwiseRewardLoss");
+    Comparison c;
+    checkStat(c, gs.loss, ws.loss, tol, "loss");
+    checkStat(c, gs.accuracy, ws.accuracy, tol, "accuracy");
+    checkStat(c, gs.meanMargin, ws.meanMargin, tol, "meanMargin");
+    checkStat(c, gs.meanChosen, ws.meanChosen, tol, "meanChosen");
+    checkStat(c, gs.meanRejected, ws.meanRejected, tol, "meanRejected");
+    for (size_t i = 0; i < gotC.size(); ++i) {
+      c.check(gotC[i], wantC[i], tol * std::fabs(wantC[i]) + 1e-12, "gradChosen[" + std::to_string(i) + "]");
+      c.check(gotR[i], wantR[i], tol * std::fabs(wantR[i]) + 1e-12, "gradRejected[" + std::to_string(i) + "]");
+    }
+    const bool guards = guardsIntact({&gc, &gr});
+    report.record(c.ok && repeat && guards, name,
+                  "loss " + fmt("%.9g", gs.loss) + "; " + c.summary() + (repeat ? "" : "; NOT bit-identical on a second run") +
+                      (guards ? "" : "; guard overwritten"));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// Log-probs of pairs: x - y spread over +-spread/beta... per side within +-spread of the
+// reference's, lengths 1..64 where withLengths, a NaN pair where withNaN.
+void dpoCase(Report& report, int64_t N, rlhf::DpoLossType type, bool withLengths, float beta, float spread,
+             bool withNaN, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> pc = rng.uniform(N, -60, -1), pr = rng.uniform(N, -60, -1);
+  std::vector<float> rc = pc, rr = pr;
+  for (float& v : rc) v += static_cast<float>(rng.unit() - 0.5) * 2 * spread;
+  for (float& v : rr) v += static_cast<float>(rng.unit() - 0.5) * 2 * spread;
+  std::vector<int32_t> nc, nr;
+  if (withLengths) {
+    for (int64_t i = 0; i < N; ++i) {
+      nc.push_back(1 + static_cast<int32_t>(rng.unit() * 64));
+      nr.push_back(1 + static_cast<int32_t>(rng.unit() * 64));
+    }
+  }
+  if (withNaN && N > 2) pr[static_cast<size_t>(N / 3)] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> wantC(static_cast<size_t>(N)), wantR(static_cast<size_t>(N));
+  rlhf::DpoLossArgs host;
+  host.N = N;
+  host.policyChosen = pc.data();
+  host.policyRejected = pr.data();
+  host.refChosen = rc.data();
+  host.refRejected = rr.data();
+  host.chosenLengths = withLengths ? nc.data() : nullptr;
+  host.rejectedLengths = withLengths ? nr.data() : nullptr;
+  host.type = type;
+  host.beta = beta;
+  const bool smoothed = type == rlhf::DpoLossType::Sigmoid || type == rlhf::DpoLossType::Robust ||
+                        type == rlhf::DpoLossType::ExoPair;
+  host.labelSmoothing = smoothed ? 0.1f : 0.0f;
+  host.discopopTau = 0.05f;
+  host.gradChosen = wantC.data();
+  host.gradRejected = wantR.data();
+  const rlhf::DpoLossStats ws = rlhf::dpoLossReference(host);
+  const std::string name = std::string("dpoLoss ") + dpoTypeName(type) + " N=" + std::to_string(N) +
+                           " beta=" + fmt("%g", beta) + " spread=" + fmt("%g", spread) +
+                           (withLengths ? " lengths" : "") + (withNaN ? " NaN" : "");
+  try {
+    Uploads up;
+    DeviceBuffer gc(static_cast<size_t>(N) * sizeof(float)), gr(static_cast<size_t>(N) * sizeof(float));
+    rlhf::DpoLossArgs dev = host;
+    dev.policyChosen = up.of(pc);
+    dev.policyRejected = up.of(pr);
+    dev.refChosen = up.of(rc);
+    dev.refRejected = up.of(rr);
+    dev.chosenLengths = up.of(nc);
+    dev.rejectedLengths = up.of(nr);
+    dev.gradChosen = gc.as<float>();
+    dev.gradRejected = gr.as<float>();
+    const rlhf::DpoLossStats gs = cu::dpoLoss(dev, gDevice);
+    std::vector<float> gotC(wantC.size()), gotR(wantR.size()), againC(wantC.size()), againR(wantR.size());
+    gc.download(gotC.data());
+    gr.download(gotR.data());
+    const rlhf::DpoLossStats gs2 = cu::dpoLoss(dev, gDevice);
+    gc.download(againC.data());
+    gr.download(againR.data());
+    const bool repeat = sameStats(&gs, &gs2, sizeof(gs)) && std::memcmp(gotC.data(), againC.data(), gotC.size() * 4) == 0 &&
+                        std::memcmp(gotR.data(), againR.data(), gotR.size() * 4) == 0;
+    const double tol = cudaTol("dpoLoss");
+    Comparison c;
+    checkStat(c, gs.loss, ws.loss, tol, "loss");
+    checkStat(c, gs.rewardsChosen, ws.rewardsChosen, tol, "rewardsChosen");
+    checkStat(c, gs.rewardsRejected, ws.rewardsRejected, tol, "rewardsRejected");
+    checkStat(c, gs.accuracy, ws.accuracy, tol, "accuracy");
+    checkStat(c, gs.margin, ws.margin, tol, "margin");
+    for (size_t i = 0; i < gotC.size(); ++i) {
+      c.check(gotC[i], wantC[i], tol * std::fabs(wantC[i]) + 1e-12, "gradChosen[" + std::to_string(i) + "]");
+      c.check(gotR[i], wantR[i], tol * std::fabs(wantR[i]) + 1e-12, "gradRejected[" + std::to_string(i) + "]");
+    }
+    const bool guards = guardsIntact({&gc, &gr});
+    report.record(c.ok && repeat && guards, name,
+                  "loss " + fmt("%.9g", gs.loss) + "; " + c.summary() + (repeat ? "" : "; NOT bit-identical on a second run") +
+                      (guards ? "" : "; guard overwritten"));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// Forward and backward of sequence log-probs; with a mask, row 1 is empty and masked tokens
+// hold NaN; one upstream gradient is NaN.
+void sequenceCase(Report& report, int64_t B, int64_t T, bool withMask, bool average, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> lp = rng.uniform(B * T, -8, 0), gs = rng.uniform(B, -2, 2);
+  std::vector<uint8_t> mask;
+  if (withMask) {
+    mask = responseMask(rng, B, T, 0.2);
+    if (B > 1) std::fill(mask.begin() + T, mask.begin() + 2 * T, uint8_t{0});
+    poisonMasked(lp, mask, 5);
+  }
+  if (B > 2) gs[2] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> want(static_cast<size_t>(B)), wantBack(static_cast<size_t>(B * T));
+  rlhf::SequenceLogprobsArgs fwd;
+  fwd.B = B;
+  fwd.T = T;
+  fwd.tokenLogprobs = lp.data();
+  fwd.mask = withMask ? mask.data() : nullptr;
+  fwd.average = average;
+  fwd.out = want.data();
+  rlhf::sequenceLogprobsReference(fwd);
+  rlhf::SequenceLogprobsBackwardArgs back;
+  back.B = B;
+  back.T = T;
+  back.gradSequence = gs.data();
+  back.mask = fwd.mask;
+  back.average = average;
+  back.out = wantBack.data();
+  rlhf::sequenceLogprobsBackwardReference(back);
+  const std::string name = std::string("sequenceLogprobs") + (average ? " average" : " sum") +
+                           (withMask ? "" : " no-mask") + " " + shape("B", B, "T", T);
+  try {
+    Uploads up;
+    DeviceBuffer out(static_cast<size_t>(B) * sizeof(float)), outBack(static_cast<size_t>(B * T) * sizeof(float));
+    rlhf::SequenceLogprobsArgs dfwd = fwd;
+    dfwd.tokenLogprobs = up.of(lp);
+    dfwd.mask = up.of(mask);
+    dfwd.out = out.as<float>();
+    rlhf::SequenceLogprobsBackwardArgs dback = back;
+    dback.gradSequence = up.of(gs);
+    dback.mask = dfwd.mask;
+    dback.out = outBack.as<float>();
+    std::vector<float> got(want.size()), again(want.size()), gotBack(wantBack.size()), againBack(wantBack.size());
+    cu::sequenceLogprobs(dfwd, gDevice);
+    cu::sequenceLogprobsBackward(dback, gDevice);
+    out.download(got.data());
+    outBack.download(gotBack.data());
+    cu::sequenceLogprobs(dfwd, gDevice);
+    cu::sequenceLogprobsBackward(dback, gDevice);
+    out.download(again.data());
+    outBack.download(againBack.data());
+    const bool repeat = std::memcmp(got.data(), again.data(), got.size() * 4) == 0 &&
+                        std::memcmp(gotBack.data(), againBack.data(), gotBack.size() * 4) == 0;
+    const double tol = cudaTol("sequenceLogprobs"), tolBack = cudaTol("sequenceLogprobsBackward");
+    Comparison c;
+    for (size_t i = 0; i < got.size(); ++i)
+      c.check(got[i], want[i], tol * std::fabs(want[i]) + 1e-12, "out[" + std::to_string(i) + "]");
+    for (size_t i = 0; i < gotBack.size(); ++i) {
+      c.check(gotBack[i], wantBack[i], tolBack * std::fabs(wantBack[i]), "grad[" + std::to_string(i) + "]");
+      if (tolBack == 0 && c.ok && !sameBits(gotBack[i], wantBack[i]) && !std::isnan(wantBack[i])) {
+        c.ok = false;
+        c.detail = "grad[" + std::to_string(i) + "] differs in its bits";
+      }
+    }
+    const bool guards = guardsIntact({&out, &outBack});
+    report.record(c.ok && repeat && guards, name,
+                  c.summary() + (repeat ? "" : "; NOT bit-identical on a second run") + (guards ? "" : "; guard overwritten"));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// Rewards with NaN where withNaN (a whole group of them, and single ones); groups of
+// groupSize consecutive rows, or ids (groupSize 0) that are scattered, negative and of size one.
+void groupCase(Report& report, int64_t N, int64_t groupSize, rlhf::GroupEstimator estimator, rlhf::GroupScale scale,
+               bool withNaN, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> rewards = rng.uniform(N, -1, 2);
+  std::vector<int32_t> ids;
+  if (groupSize == 0) {
+    for (int64_t i = 0; i < N; ++i) ids.push_back(static_cast<int32_t>(rng.unit() * 7) - 3);
+    if (N > 4) ids[static_cast<size_t>(N - 1)] = 1000;  // a group of one
+  }
+  if (withNaN) {
+    const int64_t G = groupSize > 0 ? groupSize : 1;
+    for (int64_t i = 0; i < std::min<int64_t>(G, N); ++i) rewards[static_cast<size_t>(i)] = std::numeric_limits<float>::quiet_NaN();
+    for (int64_t i = G + 1; i < N; i += 11) rewards[static_cast<size_t>(i)] = std::numeric_limits<float>::quiet_NaN();
+  }
+  std::vector<float> want(static_cast<size_t>(N));
+  rlhf::GroupAdvantagesArgs host;
+  host.N = N;
+  host.rewards = rewards.data();
+  host.groupSize = groupSize;
+  host.groupIds = groupSize == 0 ? ids.data() : nullptr;
+  host.estimator = estimator;
+  host.scale = scale;
+  host.eps = 1e-4f;
+  host.out = want.data();
+  rlhf::groupAdvantagesReference(host);
+  const std::string name = std::string("groupAdvantages ") + groupEstimatorName(estimator) + " scale=" +
+                           groupScaleName(scale) + " N=" + std::to_string(N) +
+                           (groupSize > 0 ? " groupSize=" + std::to_string(groupSize) : std::string(" groupIds")) +
+                           (withNaN ? " NaN" : "");
+  try {
+    Uploads up;
+    DeviceBuffer out(static_cast<size_t>(N) * sizeof(float));
+    rlhf::GroupAdvantagesArgs dev = host;
+    dev.rewards = up.of(rewards);
+    dev.groupIds = up.of(ids);
+    dev.out = out.as<float>();
+    std::vector<float> got(want.size()), again(want.size());
+    cu::groupAdvantages(dev, gDevice);
+    out.download(got.data());
+    cu::groupAdvantages(dev, gDevice);
+    out.download(again.data());
+    const bool repeat = std::memcmp(got.data(), again.data(), got.size() * 4) == 0;
+    const double tol = cudaTol("groupAdvantages");
+    Comparison c;
+    for (size_t i = 0; i < got.size(); ++i)
+      c.check(got[i], want[i], tol * std::fabs(want[i]) + 1e-12, "out[" + std::to_string(i) + "]");
+    const bool guards = out.guardIntact();
+    report.record(c.ok && repeat && guards, name,
+                  c.summary() + (repeat ? "" : "; NOT bit-identical on a second run") + (guards ? "" : "; guard overwritten"));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// Empty inputs return zero stats and launch nothing that reads a null pointer.
+void emptyPreferenceCases(Report& report) {
+  try {
+    rlhf::PairwiseLossArgs pw;
+    const rlhf::PairwiseLossStats ps = cu::pairwiseLoss(pw, gDevice);
+    rlhf::DpoLossArgs dpo;
+    dpo.type = rlhf::DpoLossType::BcoPair;
+    const rlhf::DpoLossStats ds = cu::dpoLoss(dpo, gDevice);
+    rlhf::SequenceLogprobsArgs seq;
+    seq.T = 7;
+    cu::sequenceLogprobs(seq, gDevice);
+    rlhf::SequenceLogprobsBackwardArgs back;
+    back.B = 3;  // T = 0: nothing to write
+    cu::sequenceLogprobsBackward(back, gDevice);
+    rlhf::GroupAdvantagesArgs g;
+    g.groupSize = 4;
+    cu::groupAdvantages(g, gDevice);
+    g.groupSize = 0;
+    cu::groupAdvantages(g, gDevice);
+    cu::synchronize(gDevice);
+    const bool ok = ps.loss == 0 && ps.accuracy == 0 && ds.loss == 0 && ds.margin == 0;
+    report.record(ok, "preference family: empty inputs", "N=0, B=0, T=0: zero stats, no launch");
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, "preference family: empty inputs", e.what());
+  }
+}
+
+void preferenceCases(Report& report) {
+  uint64_t seed = 12000;
+  emptyPreferenceCases(report);
+  // Pairs: one, a block's worth and a tail, several blocks (a second reduction level).
+  for (int64_t N : {int64_t{1}, int64_t{37}, int64_t{2049}, int64_t{5000}}) {
+    pairwiseCase(report, N, false, 0.0f, 3, false, ++seed);
+    pairwiseCase(report, N, true, 0.01f, 3, N > 2, ++seed);
+  }
+  pairwiseCase(report, 300, true, 0.0f, 100, false, ++seed);
+  pairwiseCase(report, 300, false, 0.05f, 100, true, ++seed);
+  if (!gQuick) pairwiseCase(report, 3000000, true, 0.01f, 3, false, ++seed);
+
+  using DT = rlhf::DpoLossType;
+  for (int t = 0; t <= static_cast<int>(DT::Discopop); ++t) {
+    const DT type = static_cast<DT>(t);
+    const bool needsLengths = type == DT::SigmoidNorm;
+    dpoCase(report, 1, type, needsLengths, 0.1f, 2, false, ++seed);
+    dpoCase(report, 2500, type, needsLengths, 0.1f, 2, true, ++seed);
+    // Margins of +-100: beta (x - y) far out on both sides.
+    dpoCase(report, 200, type, needsLengths, 1.0f, 50, false, ++seed);
+    if (type == DT::Ipo) dpoCase(report, 300, type, true, 0.1f, 2, false, ++seed);
+    if (!gQuick) dpoCase(report, 1000000, type, true, 0.1f, 2, false, ++seed);
+  }
+
+  struct Rows {
+    int64_t B, T;
+  };
+  for (const Rows& r : std::vector<Rows>{{1, 1}, {5, 31}, {37, 100}, {9, 1031}})
+    for (bool withMask : {true, false})
+      for (bool average : {false, true}) sequenceCase(report, r.B, r.T, withMask, average, ++seed);
+  sequenceCase(report, 4, 0, true, true, ++seed);
+  if (!gQuick) sequenceCase(report, 256, 8192, true, true, ++seed);
+
+  using E = rlhf::GroupEstimator;
+  using S = rlhf::GroupScale;
+  struct Groups {
+    int64_t N, groupSize;
+  };
+  for (const Groups& g : std::vector<Groups>{{1, 1}, {16, 1}, {64, 8}, {600, 6}, {520, 40}, {300, 0}, {1, 0}})
+    for (E e : {E::Grpo, E::Rloo, E::ReinforceBaseline})
+      for (S s : {S::Group, S::Batch, S::None}) {
+        if (e != E::Grpo && s != S::Group) continue;  // the scale only matters to GRPO
+        groupCase(report, g.N, g.groupSize, e, s, g.N > 1, ++seed);
+      }
+  groupCase(report, 4096, 2048, E::Grpo, S::Batch, true, ++seed);
+  groupCase(report, 5000, 4, E::Grpo, S::Batch, false, ++seed);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) gQuick = gQuick || std::strcmp(argv[i], "--quick") == 0;
+  // --only FAMILY (runtime, advantages, statistics, policy, preference): that family's cases alone.
+  std::string only;
+  for (int i = 1; i < argc; ++i) {
+    gQuick = gQuick || std::strcmp(argv[i], "--quick") == 0;
+    if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
+  }
+  auto selected = [&](const char* family) { return only.empty() || only == family; };
   if (cu::deviceCount() == 0) {
     std::printf("cuda_conformance: no CUDA device, skipped\n");
     return 77;
@@ -1694,10 +2073,11 @@ int main(int argc, char** argv) {
     std::printf("device 0: %s (sm_%d%d), runtime %s, driver %s, built for %s%s\n", info.name.c_str(),
                 info.major, info.minor, cu::runtimeVersion().c_str(), cu::driverVersion().c_str(),
                 cu::architectures().c_str(), gQuick ? ", quick" : "");
-    runtimeCases(report);
-    advantageCases(report);
-    statisticsCases(report);
-    policyCases(report);
+    if (selected("runtime")) runtimeCases(report);
+    if (selected("advantages")) advantageCases(report);
+    if (selected("statistics")) statisticsCases(report);
+    if (selected("policy")) policyCases(report);
+    if (selected("preference")) preferenceCases(report);
     const cu::MemoryStats end = cu::memoryStats(gDevice);
     report.record(end.liveAllocations == 0 && end.liveBytes == 0, "memoryStats back to zero",
                   std::to_string(end.liveAllocations) + " live allocations, " + std::to_string(end.liveBytes) +

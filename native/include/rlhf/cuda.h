@@ -10,6 +10,7 @@
 
 #include "rlhf/kernels.h"
 #include "rlhf/policy.h"
+#include "rlhf/preference.h"
 
 namespace rlhf {
 namespace cuda {
@@ -64,6 +65,15 @@ void shapeRewards(const ShapeRewardsArgs& a, int device);
 PolicyLossStats policyLoss(const PolicyLossArgs& a, int device);
 ValueLossStats valueLoss(const ValueLossArgs& a, int device);
 ActorLossStats actorLoss(const ActorLossArgs& a, int device);
+
+// The preference family (preference.h). The losses wait for their scalar results; their sums
+// are fixed-shape trees, so repeated runs give the same bits. groupAdvantages with groupIds
+// computes on the host (a copy each way) and waits.
+PairwiseLossStats pairwiseLoss(const PairwiseLossArgs& a, int device);
+DpoLossStats dpoLoss(const DpoLossArgs& a, int device);
+void sequenceLogprobs(const SequenceLogprobsArgs& a, int device);
+void sequenceLogprobsBackward(const SequenceLogprobsBackwardArgs& a, int device);
+void groupAdvantages(const GroupAdvantagesArgs& a, int device);
 
 }  // namespace cuda
 }  // namespace rlhf

@@ -23,11 +23,11 @@
   OP(ppoPolicyLoss, "policy", 1, 1e-6, 1e-5)              \
   OP(valueLoss, "policy", 1, 1e-6, 1e-6)                  \
   OP(actorLossFromLogits, "policy", 1, 2e-6, 1e-5)        \
-  OP(pairwiseRewardLoss, "preference", 0, 1e-6, 0.0)      \
-  OP(dpoLoss, "preference", 0, 2e-5, 0.0)                 \
-  OP(sequenceLogprobs, "preference", 0, 1e-6, 0.0)        \
-  OP(sequenceLogprobsBackward, "preference", 0, 0.0, 0.0) \
-  OP(groupAdvantages, "preference", 0, 0.0, 0.0)
+  OP(pairwiseRewardLoss, "preference", 1, 1e-6, 1e-6)      \
+  OP(dpoLoss, "preference", 1, 2e-5, 1e-6)                 \
+  OP(sequenceLogprobs, "preference", 1, 1e-6, 1e-6)        \
+  OP(sequenceLogprobsBackward, "preference", 1, 0.0, 0.0) \
+  OP(groupAdvantages, "preference", 1, 0.0, 1e-6)
 
 namespace rlhf {
 
