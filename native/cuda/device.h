@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 
 namespace rlhf {
@@ -31,6 +32,31 @@ class ScratchLease {
   std::unique_lock<std::mutex> lock_;
   void* data_ = nullptr;
 };
+
+// Sub-buffers of one scratch lease, each aligned to 256 bytes. A first pass over a null base
+// sizes the lease; a second places the same buffers at its address.
+class Carver {
+ public:
+  explicit Carver(void* base) : base_(static_cast<char*>(base)) {}
+  template <class X>
+  X* take(int64_t count) {
+    offset_ = (offset_ + 255) / 256 * 256;
+    X* p = base_ == nullptr ? nullptr : reinterpret_cast<X*>(base_ + offset_);
+    offset_ += static_cast<size_t>(count) * sizeof(X);
+    return p;
+  }
+  size_t bytes() const { return offset_; }
+
+ private:
+  char* base_;
+  size_t offset_ = 0;
+};
+
+// Copies device memory to the host and waits for it (and for everything before it on the stream).
+inline void toHost(void* dst, const void* src, size_t bytes, cudaStream_t stream, const char* what) {
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream), what);
+  check(cudaStreamSynchronize(stream), what);
+}
 
 // MaskedMoments without its default member initialisers, which __shared__ memory cannot have.
 struct Moments {

@@ -43,6 +43,8 @@ namespace {
 
 using detail::Moments;
 using detail::combine;
+using detail::Carver;
+using detail::toHost;
 
 using namespace policy_math;
 
@@ -68,30 +70,6 @@ void requireDtype(LogitsDtype dtype, const char* op) {
   if (dtype != LogitsDtype::F32 && dtype != LogitsDtype::F16 && dtype != LogitsDtype::BF16)
     throw KernelError(ErrorKind::Type, std::string(op) + ": unknown logits dtype " +
                                            std::to_string(static_cast<int>(dtype)));
-}
-
-// Sub-buffers of one scratch lease, each aligned to 256 bytes. A first pass over a null base
-// sizes the lease; a second places the same buffers at its address.
-class Carver {
- public:
-  explicit Carver(void* base) : base_(static_cast<char*>(base)) {}
-  template <class X>
-  X* take(int64_t count) {
-    offset_ = (offset_ + 255) / 256 * 256;
-    X* p = base_ == nullptr ? nullptr : reinterpret_cast<X*>(base_ + offset_);
-    offset_ += static_cast<size_t>(count) * sizeof(X);
-    return p;
-  }
-  size_t bytes() const { return offset_; }
-
- private:
-  char* base_;
-  size_t offset_ = 0;
-};
-
-void toHost(void* dst, const void* src, size_t bytes, cudaStream_t stream, const char* what) {
-  detail::check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream), what);
-  detail::check(cudaStreamSynchronize(stream), what);
 }
 
 // From pageable host memory the copy has read `src` when the call returns.

@@ -36,6 +36,9 @@ namespace cuda {
 
 namespace {
 
+using detail::Carver;
+using detail::toHost;
+
 using detail::Moments;
 using namespace preference_math;
 
@@ -60,30 +63,6 @@ void requirePointer(const void* p, const char* op, const char* name) {
   if (p == nullptr)
     throw KernelError(ErrorKind::Internal, std::string(op) + ": `" + name + "` is a null pointer");
 }
-
-void toHost(void* dst, const void* src, size_t bytes, cudaStream_t stream, const char* what) {
-  detail::check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream), what);
-  detail::check(cudaStreamSynchronize(stream), what);
-}
-
-// Sub-buffers of one scratch lease, each aligned to 256 bytes. A first pass over a null base
-// sizes the lease; a second places the same buffers at its address.
-class Carver {
- public:
-  explicit Carver(void* base) : base_(static_cast<char*>(base)) {}
-  template <class X>
-  X* take(int64_t count) {
-    offset_ = (offset_ + 255) / 256 * 256;
-    X* p = base_ == nullptr ? nullptr : reinterpret_cast<X*>(base_ + offset_);
-    offset_ += static_cast<size_t>(count) * sizeof(X);
-    return p;
-  }
-  size_t bytes() const { return offset_; }
-
- private:
-  char* base_;
-  size_t offset_ = 0;
-};
 
 // --- partial results and their deterministic reduction -----------------------------------------
 
