@@ -61,8 +61,10 @@ struct ChunkKernels {
   MaskedMoments (*blockMoments)(const float* x, const uint8_t* m, int64_t len);
   void (*affineRange)(const AffineArgs&, int64_t i0, int64_t i1, bool streaming);
   RowSoftmax (*rowSoftmax)(const float* z, int64_t V, float tau);
-  void (*rowSoftmaxGrad)(const float* z, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp, float gH,
-                         float* out, bool streaming);
+  // The statistics again, with e_j = exp((z_j - max)/tau) kept in e[0..V) for rowSoftmaxGrad.
+  RowSoftmax (*rowSoftmaxStore)(const float* z, int64_t V, float tau, float* e);
+  void (*rowSoftmaxGrad)(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
+                         float gH, float* out, bool streaming);
   void (*klRange)(const KlPenaltyArgs&, int64_t i0, int64_t i1);
   PolicyBlock (*policyBlock)(const PolicyLossArgs&, const double* rowWeight, const float* seqLogRatio, int64_t i0,
                              int64_t i1, bool streaming);

@@ -10,7 +10,7 @@ namespace rlhf {
 const ChunkKernels& avx2KernelsTable() {
   static const ChunkKernels k = {"avx2", avx2::gaeColumns, avx2::tokenGaeRows,
                                  avx2::discountedReturnsRows, avx2::blockMoments, avx2::affineRange,
-                                 avx2::rowSoftmax, avx2::rowSoftmaxGrad, avx2::klRange, avx2::policyBlock,
+                                 avx2::rowSoftmax, avx2::rowSoftmaxStore, avx2::rowSoftmaxGrad, avx2::klRange, avx2::policyBlock,
                                  avx2::valueBlock, avx2::pairwiseRange, avx2::maskedRowSum, avx2::dpoRange};
   return k;
 }

@@ -64,6 +64,7 @@ void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
   float* grad = static_cast<float*>(a.gradLogits);
   const bool streaming = isStreaming(a.N * a.V);
   parallelFor(a.N, rowGrain(a.V), 1, [&](int64_t i0, int64_t i1) {
+    std::vector<float> e(static_cast<size_t>(a.V));  // the row's exps, reused by its gradient
     for (int64_t i = i0; i < i1; ++i) {
       float* out = grad + i * a.V;
       const int32_t label = a.labels[i];
@@ -72,9 +73,9 @@ void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
         continue;
       }
       const float* z = logits + i * a.V;
-      const RowSoftmax s = k->rowSoftmax(z, a.V, a.temperature);
-      k->rowSoftmaxGrad(z, a.V, a.temperature, s, label, a.gradLogprobs[i], a.gradEntropy ? a.gradEntropy[i] : 0.0f,
-                        out, streaming);
+      const RowSoftmax s = k->rowSoftmaxStore(z, a.V, a.temperature, e.data());
+      k->rowSoftmaxGrad(z, e.data(), a.V, a.temperature, s, label, a.gradLogprobs[i],
+                        a.gradEntropy ? a.gradEntropy[i] : 0.0f, out, streaming);
     }
     fenceStreams(streaming);
   });
@@ -235,10 +236,11 @@ ValueLossStats valueLossCpu(const ValueLossArgs& a) {
 }
 
 // --- the fused actor loss ------------------------------------------------------------------------
-// Per token: the row's softmax statistics, then lp and H, then the token's terms of the three
-// losses and their gradients with respect to lp and H, then the row of d loss / d logits. At the
-// token importance level all of it happens while the row is in cache (one read of the logits);
-// the sequence level needs every lp of a row before any gradient, so it reads them twice.
+// Per token: the row's softmax statistics (its exps kept in a row buffer), then lp and H, then the
+// token's terms of the three losses and their gradients with respect to lp and H, then the row
+// of d loss / d logits from the kept exps. At the token importance level all of it happens while
+// the row is in cache (one read of the logits from memory, one exp per logit); the sequence level
+// needs every lp of a row before any gradient, so it reads the logits and takes the exps twice.
 
 struct ActorToken {
   double l = 0, kl = 0, gLp = 0;  // policy loss term, KL term, d(pg + klCoef*kl)/d lp (without 1/n spread)
@@ -288,15 +290,16 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
   std::vector<ActorToken> tok(static_cast<size_t>(n));
   std::vector<double> kl(static_cast<size_t>(n), 0.0);
 
-  auto writeGrad = [&](int64_t i, const RowSoftmax& s, double gLp) {
+  // `e`: the part's row buffer of exps, filled by stats() and read by writeGrad() of the same row.
+  auto writeGrad = [&](int64_t i, const RowSoftmax& s, double gLp, const float* e) {
     const float gH = static_cast<float>(-static_cast<double>(a.entropyCoef) * w[i / a.T]);
-    k->rowSoftmaxGrad(logits + i * V, V, a.temperature, s, a.labels[i], static_cast<float>(gLp), gH, grad + i * V,
+    k->rowSoftmaxGrad(logits + i * V, e, V, a.temperature, s, a.labels[i], static_cast<float>(gLp), gH, grad + i * V,
                       streaming);
   };
   auto zeroGrad = [&](int64_t i) { std::memset(grad + i * V, 0, static_cast<size_t>(V) * sizeof(float)); };
-  auto stats = [&](int64_t i) {
+  auto stats = [&](int64_t i, float* e) {
     const float* z = logits + i * V;
-    const RowSoftmax s = k->rowSoftmax(z, V, a.temperature);
+    const RowSoftmax s = k->rowSoftmaxStore(z, V, a.temperature, e);
     lp[i] = logprobOf(z, a.labels[i], a.temperature, s);
     H[i] = entropyOf(s);
     return s;
@@ -304,24 +307,26 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
 
   if (!sequence) {
     parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
+      std::vector<float> e(static_cast<size_t>(V));
       for (int64_t i = i0; i < i1; ++i) {
         if (!valid(i)) {
           zeroGrad(i);
           continue;
         }
-        const RowSoftmax s = stats(i);
+        const RowSoftmax s = stats(i, e.data());
         const double wb = w[i / a.T];
         tok[i] = actorToken(a, i, lp[i], lp[i] - a.oldLogprobs[i], wb);
         double gLp = tok[i].gLp;
         kl[i] = klTerm(a, i, lp[i], wb, gLp);
-        writeGrad(i, s, gLp);
+        writeGrad(i, s, gLp, e.data());
       }
       fenceStreams(streaming);
     });
   } else {
     parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
+      std::vector<float> e(static_cast<size_t>(V));
       for (int64_t i = i0; i < i1; ++i)
-        if (valid(i)) soft[i] = stats(i);
+        if (valid(i)) soft[i] = stats(i, e.data());
     });
     std::vector<double> gLp(static_cast<size_t>(n), 0.0);
     for (int64_t b = 0; b < a.B; ++b) {
@@ -344,9 +349,15 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
         }
     }
     parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
+      std::vector<float> e(static_cast<size_t>(V));
       for (int64_t i = i0; i < i1; ++i) {
-        if (valid(i)) writeGrad(i, soft[i], gLp[i]);
-        else zeroGrad(i);
+        if (!valid(i)) {
+          zeroGrad(i);
+          continue;
+        }
+        // The row's exps again: the same function on the same row gives the same statistics.
+        k->rowSoftmaxStore(logits + i * V, V, a.temperature, e.data());
+        writeGrad(i, soft[i], gLp[i], e.data());
       }
       fenceStreams(streaming);
     });

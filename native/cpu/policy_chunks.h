@@ -68,6 +68,14 @@ static inline int64_t alignHead(const float* p, int64_t n) {
   return head < n ? head : n;
 }
 
+// Sums in float lanes flushed into float64 lanes every kFlushVectors vectors: a few ulps at most.
+constexpr int kFlushVectors = 16;
+
+static inline void flushInto(VF& f, VD& lo, VD& hi) {
+  accumulate(lo, hi, f);
+  f = zero();
+}
+
 // Loads n <= W floats, the missing lanes set to `fill`.
 static inline VF loadPartial(const float* p, int64_t n, float fill) {
   alignas(32) float tmp[W];
@@ -138,18 +146,80 @@ RowSoftmax rowSoftmax(const float* z, int64_t V, float tau) {
 }
 
 // --- one row of the logits' gradient -------------------------------------------------------------
-//   g_j = ((onehot_j - p_j) gLp - p_j (y_j - E) gH) / tau,   y = z/tau,
-//   p_j = exp(x_j - logSum),  y_j - E = x_j - meanShift,  x_j = (z_j - M)/tau.
+// Three passes over a row that stays in cache: its max M; e_j = exp(x_j), x_j = (z_j - M)/tau,
+// kept in a row buffer with their sums; then, with no second exp,
+//   g_j = ((onehot_j - p_j) gLp - p_j (x_j - meanShift) gH) / tau,  p_j = e_j / S.
+
+// The row's largest logit, NaN when it holds a NaN.
+static inline float rowMax(const float* z, int64_t V) {
+  VF m = set1(-__builtin_inff()), nan = zero();
+  int64_t j = 0;
+  for (; j + W <= V; j += W) {
+    const VF v = load(z + j);
+    m = max(m, v);
+    nan = bitOr(nan, isNan(v));
+  }
+  if (j < V) {
+    const VF v = loadPartial(z + j, V - j, -__builtin_inff());
+    m = max(m, v);
+    nan = bitOr(nan, isNan(v));
+  }
+  if (anyLane(nan)) return __builtin_nanf("");
+  alignas(32) float t[W];
+  store(t, m);
+  float M = t[0];
+  for (int i = 1; i < W; ++i) M = t[i] > M ? t[i] : M;
+  return M;
+}
+
+template <bool kScaled>
+static RowSoftmax rowSoftmaxStoreT(const float* z, int64_t V, float tau, float* e) {
+  const float M = rowMax(z, V);
+  if (std::isnan(M) || std::isinf(M)) return {NAN, NAN, NAN};
+  const VF vm = set1(M), vtau = set1(tau);
+  VF s = zero(), u = zero();
+  VD sLo = zeroD(), sHi = zeroD(), uLo = zeroD(), uHi = zeroD();
+  int pending = 0;
+  auto term = [&](VF zv) {
+    VF x = sub(zv, vm);
+    if (kScaled) x = div(x, vtau);
+    VF xc;
+    const VF ev = expSoftmax(x, xc);
+    s = add(s, ev);
+    u = fmadd(ev, xc, u);
+    if (++pending == kFlushVectors) {
+      flushInto(s, sLo, sHi);
+      flushInto(u, uLo, uHi);
+      pending = 0;
+    }
+    return ev;
+  };
+  int64_t j = 0;
+  for (; j + W <= V; j += W) store(e + j, term(load(z + j)));
+  if (j < V) {
+    alignas(32) float t[W];
+    store(t, term(loadPartial(z + j, V - j, -__builtin_inff())));
+    for (int64_t i = 0; j + i < V; ++i) e[j + i] = t[i];
+  }
+  flushInto(s, sLo, sHi);
+  flushInto(u, uLo, uHi);
+  const double S = sumLanes(sLo) + sumLanes(sHi), U = sumLanes(uLo) + sumLanes(uHi);
+  return {M, std::log(S), U / S};
+}
+
+RowSoftmax rowSoftmaxStore(const float* z, int64_t V, float tau, float* e) {
+  return tau == 1.0f ? rowSoftmaxStoreT<false>(z, V, tau, e) : rowSoftmaxStoreT<true>(z, V, tau, e);
+}
 
 template <bool kScaled, bool kEntropy>
-static inline VF gradVector(VF z, float j0, const RowSoftmax& s, int32_t label, float gLp, float gH, VF tau) {
-  VF x = sub(z, set1(s.max));
-  if (kScaled) x = div(x, tau);
-  VF xc;
-  const VF p = expSoftmax(sub(x, set1(static_cast<float>(s.logSum))), xc);
+static inline VF gradVector(VF z, VF e, float j0, const RowSoftmax& s, VF invS, int32_t label, float gLp, float gH,
+                            VF tau) {
+  const VF p = mul(e, invS);
   const VF onehot = bitAnd(eq(add(iota(), set1(j0)), set1(static_cast<float>(label))), set1(1.0f));
   VF g = mul(sub(onehot, p), set1(gLp));
   if (kEntropy) {
+    VF x = sub(z, set1(s.max));
+    if (kScaled) x = div(x, tau);
     const VF term = mul(mul(p, sub(x, set1(static_cast<float>(s.meanShift)))), set1(gH));
     g = sub(g, select(gt(p, zero()), term, zero()));
   }
@@ -157,14 +227,16 @@ static inline VF gradVector(VF z, float j0, const RowSoftmax& s, int32_t label, 
 }
 
 template <bool kScaled, bool kEntropy>
-static void rowGradT(const float* z, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp, float gH,
-                     float* out, bool streaming) {
-  const VF vtau = set1(tau);
-  auto at = [&](int64_t j, VF zv) { return gradVector<kScaled, kEntropy>(zv, static_cast<float>(j), s, label, gLp, gH, vtau); };
+static void rowGradT(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
+                     float gH, float* out, bool streaming) {
+  const VF vtau = set1(tau), invS = set1(static_cast<float>(std::exp(-s.logSum)));
+  auto at = [&](int64_t j, VF zv, VF ev) {
+    return gradVector<kScaled, kEntropy>(zv, ev, static_cast<float>(j), s, invS, label, gLp, gH, vtau);
+  };
   // Writes the n < W elements from j with plain stores.
   auto partial = [&](int64_t j, int64_t n) {
     alignas(32) float tmp[W];
-    store(tmp, at(j, loadPartial(z + j, n, 0.0f)));
+    store(tmp, at(j, loadPartial(z + j, n, 0.0f), loadPartial(e + j, n, 0.0f)));
     for (int64_t i = 0; i < n; ++i) out[j + i] = tmp[i];
   };
   int64_t j = 0;
@@ -172,20 +244,20 @@ static void rowGradT(const float* z, int64_t V, float tau, RowSoftmax s, int32_t
     // Non-temporal stores need aligned addresses: a head of plain stores gets there first.
     const int64_t head = alignHead(out, V);
     if (head > 0) partial(0, head);
-    for (j = head; j + W <= V; j += W) stream(out + j, at(j, load(z + j)));
+    for (j = head; j + W <= V; j += W) stream(out + j, at(j, load(z + j), load(e + j)));
   } else {
-    for (; j + W <= V; j += W) store(out + j, at(j, load(z + j)));
+    for (; j + W <= V; j += W) store(out + j, at(j, load(z + j), load(e + j)));
   }
   if (j < V) partial(j, V - j);
 }
 
-void rowSoftmaxGrad(const float* z, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp, float gH,
-                    float* out, bool streaming) {
+void rowSoftmaxGrad(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
+                    float gH, float* out, bool streaming) {
   const bool scaled = tau != 1.0f, entropy = gH != 0.0f;
-  if (scaled && entropy) rowGradT<true, true>(z, V, tau, s, label, gLp, gH, out, streaming);
-  else if (scaled) rowGradT<true, false>(z, V, tau, s, label, gLp, gH, out, streaming);
-  else if (entropy) rowGradT<false, true>(z, V, tau, s, label, gLp, gH, out, streaming);
-  else rowGradT<false, false>(z, V, tau, s, label, gLp, gH, out, streaming);
+  if (scaled && entropy) rowGradT<true, true>(z, e, V, tau, s, label, gLp, gH, out, streaming);
+  else if (scaled) rowGradT<true, false>(z, e, V, tau, s, label, gLp, gH, out, streaming);
+  else if (entropy) rowGradT<false, true>(z, e, V, tau, s, label, gLp, gH, out, streaming);
+  else rowGradT<false, false>(z, e, V, tau, s, label, gLp, gH, out, streaming);
 }
 
 // --- KL estimators ---------------------------------------------------------------------------------
@@ -292,20 +364,14 @@ static inline void storeOut(float* p, VF v, bool streaming) {
 // block's sums. With `seqLogRatio` (the sequence importance level) every token of row b uses
 // that row's log-ratio; the caller then spreads each row's gradient over its tokens.
 
-// Sums of a row segment: float lanes over at most kFlushVectors vectors (a few ulps at most),
-// flushed into float64 lanes; counts stay exact in float lanes (below 2^24 per segment).
-constexpr int kFlushVectors = 16;
+// Sums of a row segment: float lanes over at most kFlushVectors vectors, flushed into float64
+// lanes; counts stay exact in float lanes (below 2^24 per segment).
 
 struct PolicyLanes {
   VF loss, d, d2, k3, clipped, lower;
   VD lossLo, lossHi, dLo, dHi, d2Lo, d2Hi, k3Lo, k3Hi;
   int pending;
 };
-
-static inline void flushInto(VF& f, VD& lo, VD& hi) {
-  accumulate(lo, hi, f);
-  f = zero();
-}
 
 static inline void flush(PolicyLanes& L) {
   flushInto(L.loss, L.lossLo, L.lossHi);
