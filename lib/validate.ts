@@ -67,6 +67,12 @@ export function commonDevice(op: string, args: (Arg | null)[]): DeviceIndex {
   return first === null ? -1 : first.device;
 }
 
+/** The object of tensors an op takes as its first argument. */
+export function inputsObject<T>(op: string, v: unknown): T {
+  if (v === null || typeof v !== 'object') throw typeError(op, 'inputs', 'an object of tensors', v);
+  return v as T;
+}
+
 export function options<T extends object>(op: string, v: unknown, name = 'options', what = 'an options object'): Partial<T> {
   if (v === undefined) return {};
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw typeError(op, name, what, v);

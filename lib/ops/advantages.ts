@@ -5,7 +5,7 @@ import { rangeError, typeError } from '../errors';
 import { RawRate, native } from '../native';
 import { Tensor } from '../tensor';
 import {
-  Arg, arg, booleanOr, checkFinite, choice, commonDevice, matrixShape, numberIn, optionalArg, options, output,
+  Arg, arg, booleanOr, checkFinite, choice, commonDevice, inputsObject, matrixShape, numberIn, optionalArg, options, output,
   outputPair, requireSize, sameShape,
 } from '../validate';
 
@@ -71,7 +71,7 @@ function rate(op: string, name: string, v: unknown, T: number, N: number, device
 }
 
 function prepareGae(op: string, inputs: GaeInputs, opts: GaeOptions | undefined) {
-  if (inputs === null || typeof inputs !== 'object') throw typeError(op, 'inputs', 'an object of tensors', inputs);
+  inputsObject(op, inputs);
   const o = options<GaeOptions>(op, opts);
   const preset = choice(op, 'preset', o.preset, gaePresets, 'torchrl');
   const rewards = arg(op, 'rewards', inputs.rewards, 'float32');
@@ -164,7 +164,7 @@ const tokenPresets: Record<NonNullable<TokenGaeOptions['preset']>, { maskMode: M
 };
 
 function prepareTokenGae(op: string, inputs: TokenGaeInputs, opts: TokenGaeOptions | undefined) {
-  if (inputs === null || typeof inputs !== 'object') throw typeError(op, 'inputs', 'an object of tensors', inputs);
+  inputsObject(op, inputs);
   const o = options<TokenGaeOptions>(op, opts);
   const presetName = choice(op, 'preset', o.preset, Object.keys(tokenPresets) as (keyof typeof tokenPresets)[], 'openrlhf');
   const preset = tokenPresets[presetName];
@@ -219,7 +219,7 @@ export interface DiscountedReturnsOptions {
 }
 
 function prepareReturns(op: string, inputs: DiscountedReturnsInputs, opts: DiscountedReturnsOptions | undefined) {
-  if (inputs === null || typeof inputs !== 'object') throw typeError(op, 'inputs', 'an object of tensors', inputs);
+  inputsObject(op, inputs);
   const o = options<DiscountedReturnsOptions>(op, opts);
   const gamma = numberIn(op, 'gamma', o.gamma, 0, 1, 1);
   const rewards = arg(op, 'rewards', inputs.rewards, 'float32');

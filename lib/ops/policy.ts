@@ -9,7 +9,8 @@ import {
 } from '../native';
 import { Dtype, Tensor, deviceName, emptyTensor } from '../tensor';
 import {
-  Arg, arg, booleanOr, checkFinite, choice, commonDevice, matrixShape, optionalArg, options, output, outputPair,
+  Arg, arg, booleanOr, checkFinite, choice, commonDevice, inputsObject, matrixShape, optionalArg, options, output,
+  outputPair,
   sameShape,
 } from '../validate';
 
@@ -50,11 +51,6 @@ function int32(op: string, name: string, v: unknown, fallback: number): number {
   if (!Number.isInteger(v) || v < -2147483648 || v > 2147483647)
     throw rangeError(op, name, `must be a 32-bit integer but is ${v}`);
   return v;
-}
-
-function inputsObject<T>(op: string, v: unknown): T {
-  if (v === null || typeof v !== 'object') throw typeError(op, 'inputs', 'an object of tensors', v);
-  return v as T;
 }
 
 // --- §1 log-probs and entropy from logits ---------------------------------------------------------
@@ -168,7 +164,7 @@ function prepareLogprobsBackward(op: string, inputs: LogprobsBackwardInputs, opt
   const gH = optionalArg(op, 'gradEntropy', i.gradEntropy, 'float32');
   for (const g of [gLp, gH])
     if (g !== null && g.size !== N) throw rangeError(op, g.name, `must hold ${N} values (one per row of logits) but holds ${g.size}`);
-  const device = commonDevice(op, [z, y, gLp, gH]);
+  commonDevice(op, [z, y, gLp, gH]);
   const o = options<LogprobsBackwardOptions>(op, opts);
   const temperature = inRange(op, 'temperature', o.temperature, 0, Number.MAX_VALUE, 1);
   const ignoreIndex = int32(op, 'ignoreIndex', o.ignoreIndex, -100);
@@ -397,11 +393,6 @@ function policyOptions(op: string, o: PolicyLossOptions, B: number, T: number): 
   };
 }
 
-/** The [B,T] of a loss's token inputs ([N] is one row) and its advantages: [B,T] or one per row [B]. */
-function tokenShape(op: string, first: Arg): [number, number] {
-  return matrixShape(op, first, 'row');
-}
-
 function perRowOrToken(op: string, a: Arg, B: number, T: number, like: Arg): void {
   if (a.size === B * T) {
     if (a.shape.length === like.shape.length) sameShape(op, like, a);
@@ -448,7 +439,7 @@ function policyStats(s: NativePolicyStats): PolicyLossStats {
 function preparePolicy(op: string, inputs: PolicyLossInputs, opts: (PolicyLossOptions & { out?: Tensor }) | undefined) {
   const i = inputsObject<PolicyLossInputs>(op, inputs);
   const lp = arg(op, 'logprobs', i.logprobs, 'float32');
-  const [B, T] = tokenShape(op, lp);
+  const [B, T] = matrixShape(op, lp, 'row');
   const old = arg(op, 'oldLogprobs', i.oldLogprobs, 'float32');
   sameShape(op, lp, old);
   const adv = arg(op, 'advantages', i.advantages, 'float32');
@@ -509,7 +500,7 @@ const valuePresets = ['trl', 'cleanrl', 'verl', 'openrlhf'] as const;
 function prepareValue(op: string, inputs: ValueLossInputs, opts: ValueLossOptions | undefined) {
   const i = inputsObject<ValueLossInputs>(op, inputs);
   const v = arg(op, 'values', i.values, 'float32');
-  const [B, T] = tokenShape(op, v);
+  const [B, T] = matrixShape(op, v, 'row');
   const old = optionalArg(op, 'oldValues', i.oldValues, 'float32');
   sameShape(op, v, old);
   const R = arg(op, 'returns', i.returns, 'float32');

@@ -5,18 +5,14 @@ import { rangeError, typeError } from '../errors';
 import { NativeDpoStats, NativePairwiseStats, native } from '../native';
 import { Tensor } from '../tensor';
 import {
-  Arg, arg, booleanOr, checkFinite, choice, commonDevice, matrixShape, optionalArg, options, output, outputPair,
+  Arg, arg, booleanOr, checkFinite, choice, commonDevice, inputsObject, matrixShape, optionalArg, options, output,
+  outputPair,
   sameShape,
 } from '../validate';
 
 type ArrayIn = Tensor | Float32Array;
 type MaskIn = Tensor | Uint8Array;
 type IntsIn = Tensor | Int32Array;
-
-function inputsObject<T>(op: string, v: unknown): T {
-  if (v === null || typeof v !== 'object') throw typeError(op, 'inputs', 'an object of tensors', v);
-  return v as T;
-}
 
 function numberOr(op: string, name: string, v: unknown, fallback: number, ok: (x: number) => boolean, what: string): number {
   if (v === undefined) return fallback;

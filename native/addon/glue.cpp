@@ -43,6 +43,10 @@ void throwTypeError(Napi::Env env, const std::string& message) {
   throw Napi::TypeError::New(env, message);
 }
 
+void throwRangeError(Napi::Env env, const char* op, const char* name, const std::string& what) {
+  throwRangeError(env, std::string(op) + ": `" + name + "` " + what);
+}
+
 void throwRangeError(Napi::Env env, const std::string& message) {
   throw Napi::RangeError::New(env, message);
 }

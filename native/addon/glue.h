@@ -33,6 +33,8 @@ struct Buffer {
 // Throws a JS error of the given class with an optional `code` property.
 [[noreturn]] void throwTypeError(Napi::Env env, const std::string& message);
 [[noreturn]] void throwRangeError(Napi::Env env, const std::string& message);
+// "<op>: `<name>` <what>" as a RangeError.
+[[noreturn]] void throwRangeError(Napi::Env env, const char* op, const char* name, const std::string& what);
 [[noreturn]] void throwCodedError(Napi::Env env, const char* code, const std::string& message);
 [[noreturn]] void throwKernelError(Napi::Env env, const KernelError& e);
 

@@ -19,19 +19,14 @@ constexpr int64_t kMaxVocabulary = int64_t{1} << 24;
 
 std::string str(double v) {
   if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
-  std::string s = std::to_string(v);
-  return s;
-}
-
-[[noreturn]] void rangeError(Napi::Env env, const char* op, const char* name, const std::string& what) {
-  throwRangeError(env, std::string(op) + ": `" + name + "` " + what);
+  return std::to_string(v);
 }
 
 // A number in (lo, hi] or [lo, hi] (closed when `closedLow`); Infinity passes only when hi is.
 double numberIn(Napi::Env env, double v, const char* op, const char* name, double lo, double hi, bool closedLow) {
   const bool ok = (closedLow ? v >= lo : v > lo) && v <= hi;
   if (!ok)
-    rangeError(env, op, name, std::string("must be in ") + (closedLow ? "[" : "(") + str(lo) + ", " + str(hi) +
+    throwRangeError(env, op, name, std::string("must be in ") + (closedLow ? "[" : "(") + str(lo) + ", " + str(hi) +
                                   "] but is " + str(v));
   return v;
 }
@@ -39,7 +34,7 @@ double numberIn(Napi::Env env, double v, const char* op, const char* name, doubl
 int32_t int32Arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
   const double v = numberArg(info, i, op, name);
   if (!(v >= -2147483648.0 && v <= 2147483647.0) || v != std::floor(v))
-    rangeError(info.Env(), op, name, "must be a 32-bit integer but is " + str(v));
+    throwRangeError(info.Env(), op, name, "must be a 32-bit integer but is " + str(v));
   return static_cast<int32_t>(v);
 }
 
@@ -63,7 +58,7 @@ Napi::Object objectArg(const Napi::CallbackInfo& info, size_t i, const char* op,
 template <typename Enum>
 Enum enumOption(Napi::Env env, Napi::Object o, const char* op, const char* key, int count) {
   const double v = objectNumber(env, o, op, key);
-  if (!(v >= 0 && v < count) || v != std::floor(v)) rangeError(env, op, key, "is not a known choice (" + str(v) + ")");
+  if (!(v >= 0 && v < count) || v != std::floor(v)) throwRangeError(env, op, key, "is not a known choice (" + str(v) + ")");
   return static_cast<Enum>(static_cast<int32_t>(v));
 }
 
@@ -77,18 +72,18 @@ void readAggregation(Napi::Env env, Napi::Object o, const char* op, Aggregation&
   mode = enumOption<Aggregation>(env, o, op, "aggregation", 8);
   normalizer = objectNumber(env, o, op, "normalizer");
   if (usesNormalizer(mode) && !(normalizer > 0 && std::isfinite(normalizer)))
-    rangeError(env, op, "normalizer", "must be a finite number > 0 but is " + str(normalizer));
+    throwRangeError(env, op, "normalizer", "must be a finite number > 0 but is " + str(normalizer));
 }
 
 // { clipLow, clipHigh, dualClip, clampLogRatio, aggregation, normalizer, importance, clipfracMode }
 PolicyLossOptions policyOptions(Napi::Env env, Napi::Object o, const char* op) {
   PolicyLossOptions p;
   p.clipLow = static_cast<float>(numberIn(env, objectNumber(env, o, op, "clipLow"), op, "clipLow", 0, 1, false));
-  if (p.clipLow >= 1) rangeError(env, op, "clipLow", "must be < 1");
+  if (p.clipLow >= 1) throwRangeError(env, op, "clipLow", "must be < 1");
   p.clipHigh = static_cast<float>(numberIn(env, objectNumber(env, o, op, "clipHigh"), op, "clipHigh", 0, 10, false));
   const double dual = objectNumber(env, o, op, "dualClip");
   if (dual != 0 && !(dual > 1 && std::isfinite(dual)))
-    rangeError(env, op, "dualClip", "must be > 1 (or off) but is " + str(dual));
+    throwRangeError(env, op, "dualClip", "must be > 1 (or off) but is " + str(dual));
   p.dualClip = static_cast<float>(dual);
   p.clampLogRatio = static_cast<float>(
       numberIn(env, objectNumber(env, o, op, "clampLogRatio"), op, "clampLogRatio", 0, INFINITY, false));
@@ -112,7 +107,7 @@ KlOptions klOptions(Napi::Env env, Napi::Object o, const char* op) {
 
 void requireVocabulary(Napi::Env env, const char* op, int64_t V) {
   if (V < 1 || V > kMaxVocabulary)
-    rangeError(env, op, "V", "(the vocabulary) must be in [1, " + std::to_string(kMaxVocabulary) + "] but is " +
+    throwRangeError(env, op, "V", "(the vocabulary) must be in [1, " + std::to_string(kMaxVocabulary) + "] but is " +
                                  std::to_string(V));
 }
 
@@ -131,7 +126,7 @@ void checkLabels(const char* op, const int32_t* labels, int64_t n, int64_t V, in
 
 float temperatureArg(const Napi::CallbackInfo& info, size_t i, const char* op) {
   const double t = numberArg(info, i, op, "temperature");
-  if (!(t > 0 && std::isfinite(t))) rangeError(info.Env(), op, "temperature", "must be a finite number > 0 but is " + str(t));
+  if (!(t > 0 && std::isfinite(t))) throwRangeError(info.Env(), op, "temperature", "must be a finite number > 0 but is " + str(t));
   return static_cast<float>(t);
 }
 
@@ -139,7 +134,7 @@ float temperatureArg(const Napi::CallbackInfo& info, size_t i, const char* op) {
 // argument i+1 the buffer. The CPU kernels take float32 only.
 Buffer logitsArg(const Napi::CallbackInfo& info, size_t i, const char* op, LogitsDtype& dtype) {
   const int64_t d = intArg(info, i, op, "logitsDtype");
-  if (d > 2) rangeError(info.Env(), op, "logitsDtype", "is not a known dtype");
+  if (d > 2) throwRangeError(info.Env(), op, "logitsDtype", "is not a known dtype");
   dtype = static_cast<LogitsDtype>(d);
   Buffer b = bufferArg(info, i + 1, dtype == LogitsDtype::F32 ? Dtype::F32 : Dtype::F16, op, "logits");
   if (dtype != LogitsDtype::F32 && b.device == kCpu)
@@ -283,10 +278,10 @@ Napi::Value shapeRewards(const Napi::CallbackInfo& info) {
   ShapeRewardsArgs a;
   a.klCoef = static_cast<float>(numberIn(env, numberArg(info, 6, op, "klCoef"), op, "klCoef", 0, 1e30, true));
   const int64_t placement = intArg(info, 7, op, "scorePlacement");
-  if (placement > 1) rangeError(env, op, "scorePlacement", "is not a known choice");
+  if (placement > 1) throwRangeError(env, op, "scorePlacement", "is not a known choice");
   a.placement = static_cast<ScorePlacement>(placement);
   a.missingEosPenalty = static_cast<float>(numberArg(info, 8, op, "missingEosPenalty"));
-  if (!std::isfinite(a.missingEosPenalty)) rangeError(env, op, "missingEosPenalty", "must be finite");
+  if (!std::isfinite(a.missingEosPenalty)) throwRangeError(env, op, "missingEosPenalty", "must be finite");
   a.scoreClip = static_cast<float>(numberIn(env, numberArg(info, 9, op, "scoreClip"), op, "scoreClip", 0, INFINITY, false));
   const Buffer rewards = bufferArg(info, 10, Dtype::F32, op, "rewards");
   const bool async = boolArg(info, 11, op, "async");
@@ -364,7 +359,7 @@ Napi::Value valueLoss(const Napi::CallbackInfo& info) {
   requireLength(env, values, op, "values", B, T);
   requireLength(env, returns, op, "returns", B, T);
   if (oldValues.present()) requireLength(env, oldValues, op, "oldValues", B, T);
-  else if (a.clip != kNoClamp) rangeError(env, op, "oldValues", "is required when `clip` is set");
+  else if (a.clip != kNoClamp) throwRangeError(env, op, "oldValues", "is required when `clip` is set");
   if (mask.present()) requireLength(env, mask, op, "mask", B, T);
   requireLength(env, grad, op, "grad", B, T);
   const int device = commonDevice(env, op, {{"values", &values}, {"oldValues", &oldValues}, {"returns", &returns},
@@ -409,15 +404,15 @@ Napi::Value actorLossFromLogits(const Napi::CallbackInfo& info) {
   a.o = policyOptions(env, o, op);
   a.temperature = static_cast<float>(objectNumber(env, o, op, "temperature"));
   if (!(a.temperature > 0 && std::isfinite(a.temperature)))
-    rangeError(env, op, "temperature", "must be a finite number > 0 but is " + str(a.temperature));
+    throwRangeError(env, op, "temperature", "must be a finite number > 0 but is " + str(a.temperature));
   const double ignore = objectNumber(env, o, op, "ignoreIndex");
   if (!(ignore >= -2147483648.0 && ignore <= 2147483647.0) || ignore != std::floor(ignore))
-    rangeError(env, op, "ignoreIndex", "must be a 32-bit integer but is " + str(ignore));
+    throwRangeError(env, op, "ignoreIndex", "must be a 32-bit integer but is " + str(ignore));
   a.ignoreIndex = static_cast<int32_t>(ignore);
   a.entropyCoef = static_cast<float>(objectNumber(env, o, op, "entropyCoef"));
   a.klCoef = static_cast<float>(objectNumber(env, o, op, "klCoef"));
-  if (!std::isfinite(a.entropyCoef)) rangeError(env, op, "entropyCoef", "must be finite");
-  if (!(a.klCoef >= 0 && std::isfinite(a.klCoef))) rangeError(env, op, "klCoef", "must be a finite number >= 0");
+  if (!std::isfinite(a.entropyCoef)) throwRangeError(env, op, "entropyCoef", "must be finite");
+  if (!(a.klCoef >= 0 && std::isfinite(a.klCoef))) throwRangeError(env, op, "klCoef", "must be a finite number >= 0");
   a.klOptions = klOptions(env, objectArg(info, 11, op, "kl"), op);
   const Buffer gradLogits =
       bufferArg(info, 12, a.dtype == LogitsDtype::F32 ? Dtype::F32 : Dtype::F16, op, "gradLogits");

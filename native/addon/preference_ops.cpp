@@ -15,13 +15,9 @@ namespace addon {
 
 namespace {
 
-[[noreturn]] void rangeError(Napi::Env env, const char* op, const char* name, const std::string& what) {
-  throwRangeError(env, std::string(op) + ": `" + name + "` " + what);
-}
-
 double finiteArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
   const double v = numberArg(info, i, op, name);
-  if (!std::isfinite(v)) rangeError(info.Env(), op, name, "must be finite but is " + std::to_string(v));
+  if (!std::isfinite(v)) throwRangeError(info.Env(), op, name, "must be finite but is " + std::to_string(v));
   return v;
 }
 
@@ -40,7 +36,7 @@ void checkLengths(Napi::Env env, const char* op, const char* name, const Buffer&
     v = host.data();
   }
   for (int64_t i = 0; i < b.length; ++i)
-    if (v[i] < 1) rangeError(env, op, name, "must hold lengths >= 1 but holds " + std::to_string(v[i]) + " at index " + std::to_string(i));
+    if (v[i] < 1) throwRangeError(env, op, name, "must hold lengths >= 1 but holds " + std::to_string(v[i]) + " at index " + std::to_string(i));
 }
 
 }  // namespace
@@ -55,7 +51,7 @@ Napi::Value pairwiseRewardLoss(const Napi::CallbackInfo& info) {
   PairwiseLossArgs a;
   a.marginValue = static_cast<float>(finiteArg(info, 3, op, "margin"));
   a.centerCoef = static_cast<float>(finiteArg(info, 4, op, "centerCoef"));
-  if (a.centerCoef < 0) rangeError(env, op, "centerCoef", "must be >= 0");
+  if (a.centerCoef < 0) throwRangeError(env, op, "centerCoef", "must be >= 0");
   const Buffer gradChosen = bufferArg(info, 5, Dtype::F32, op, "gradChosen");
   const Buffer gradRejected = bufferArg(info, 6, Dtype::F32, op, "gradRejected");
   const bool async = boolArg(info, 7, op, "async");
@@ -98,16 +94,16 @@ Napi::Value dpoLoss(const Napi::CallbackInfo& info) {
   const Buffer nr = bufferArg(info, 5, Dtype::I32, op, "rejectedLengths", true);
   DpoLossArgs a;
   const int64_t type = intArg(info, 6, op, "lossType");
-  if (type > 11) rangeError(env, op, "lossType", "is not a known loss type");
+  if (type > 11) throwRangeError(env, op, "lossType", "is not a known loss type");
   a.type = static_cast<DpoLossType>(type);
   a.beta = static_cast<float>(finiteArg(info, 7, op, "beta"));
-  if (!(a.beta > 0)) rangeError(env, op, "beta", "must be > 0");
+  if (!(a.beta > 0)) throwRangeError(env, op, "beta", "must be > 0");
   a.labelSmoothing = static_cast<float>(finiteArg(info, 8, op, "labelSmoothing"));
-  if (!(a.labelSmoothing >= 0 && a.labelSmoothing < 0.5f)) rangeError(env, op, "labelSmoothing", "must be in [0, 0.5)");
+  if (!(a.labelSmoothing >= 0 && a.labelSmoothing < 0.5f)) throwRangeError(env, op, "labelSmoothing", "must be in [0, 0.5)");
   if (a.type == DpoLossType::ExoPair && a.labelSmoothing == 0)
-    rangeError(env, op, "labelSmoothing", "must be > 0 for 'exo_pair' (its loss has log(labelSmoothing))");
+    throwRangeError(env, op, "labelSmoothing", "must be > 0 for 'exo_pair' (its loss has log(labelSmoothing))");
   a.discopopTau = static_cast<float>(finiteArg(info, 9, op, "discopopTau"));
-  if (!(a.discopopTau > 0)) rangeError(env, op, "discopopTau", "must be > 0");
+  if (!(a.discopopTau > 0)) throwRangeError(env, op, "discopopTau", "must be > 0");
   const Buffer gradChosen = bufferArg(info, 10, Dtype::F32, op, "gradChosen");
   const Buffer gradRejected = bufferArg(info, 11, Dtype::F32, op, "gradRejected");
   const bool async = boolArg(info, 12, op, "async");
@@ -115,9 +111,9 @@ Napi::Value dpoLoss(const Napi::CallbackInfo& info) {
                          {&rr, "refRejected"}, {&gradChosen, "gradChosen"}, {&gradRejected, "gradRejected"}})
     requireSameLength(env, *b, pc, op, name, "policyChosen");
   if (nc.present() != nr.present())
-    rangeError(env, op, nc.present() ? "rejectedLengths" : "chosenLengths", "must be given with the other lengths");
+    throwRangeError(env, op, nc.present() ? "rejectedLengths" : "chosenLengths", "must be given with the other lengths");
   if (a.type == DpoLossType::SigmoidNorm && !nc.present())
-    rangeError(env, op, "chosenLengths", "and `rejectedLengths` are required by 'sigmoid_norm'");
+    throwRangeError(env, op, "chosenLengths", "and `rejectedLengths` are required by 'sigmoid_norm'");
   const int device = commonDevice(env, op, {{"policyChosen", &pc}, {"policyRejected", &pr}, {"refChosen", &rc},
                                             {"refRejected", &rr}, {"chosenLengths", &nc}, {"rejectedLengths", &nr},
                                             {"gradChosen", &gradChosen}, {"gradRejected", &gradRejected}});
@@ -213,20 +209,20 @@ Napi::Value groupAdvantages(const Napi::CallbackInfo& info) {
   a.groupSize = intArg(info, 1, op, "groupSize");
   const Buffer ids = bufferArg(info, 2, Dtype::I32, op, "groupIds", true);
   const int64_t estimator = intArg(info, 3, op, "estimator"), scale = intArg(info, 4, op, "scale");
-  if (estimator > 2) rangeError(env, op, "estimator", "is not a known estimator");
-  if (scale > 2) rangeError(env, op, "scale", "is not a known scale");
+  if (estimator > 2) throwRangeError(env, op, "estimator", "is not a known estimator");
+  if (scale > 2) throwRangeError(env, op, "scale", "is not a known scale");
   a.estimator = static_cast<GroupEstimator>(estimator);
   a.scale = static_cast<GroupScale>(scale);
   a.eps = static_cast<float>(finiteArg(info, 5, op, "eps"));
-  if (!(a.eps >= 0)) rangeError(env, op, "eps", "must be >= 0");
+  if (!(a.eps >= 0)) throwRangeError(env, op, "eps", "must be >= 0");
   const Buffer out = bufferArg(info, 6, Dtype::F32, op, "out");
   const bool async = boolArg(info, 7, op, "async");
   requireSameLength(env, out, rewards, op, "out", "rewards");
   if (ids.present()) {
-    if (a.groupSize != 0) rangeError(env, op, "groupIds", "and `groupSize` exclude each other");
+    if (a.groupSize != 0) throwRangeError(env, op, "groupIds", "and `groupSize` exclude each other");
     requireSameLength(env, ids, rewards, op, "groupIds", "rewards");
   } else if (a.groupSize == 0 || rewards.length % a.groupSize != 0) {
-    rangeError(env, op, "groupSize", "must be >= 1 and divide the " + std::to_string(rewards.length) +
+    throwRangeError(env, op, "groupSize", "must be >= 1 and divide the " + std::to_string(rewards.length) +
                                          " rewards, but is " + std::to_string(a.groupSize));
   }
   const int device = commonDevice(env, op, {{"rewards", &rewards}, {"groupIds", &ids}, {"out", &out}});

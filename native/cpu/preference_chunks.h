@@ -86,7 +86,7 @@ PairwiseBlock pairwiseRange(const PairwiseLossArgs& a, int64_t i0, int64_t i1) {
 
 static inline VF neg(VF z) { return sub(zero(), z); }
 
-struct DpoLanes {
+struct DpoTerms {
   VF l, dx, dy;
 };
 
@@ -95,7 +95,7 @@ struct DpoConsts {
 };
 
 template <DpoLossType kType>
-static inline DpoLanes dpoVector(VF x, VF y, VF nc, VF nr, const DpoConsts& c) {
+static inline DpoTerms dpoVector(VF x, VF y, VF nc, VF nr, const DpoConsts& c) {
   const VF b = c.b, z = mul(b, sub(x, y));
   switch (kType) {
     case DpoLossType::Sigmoid: {
@@ -172,13 +172,13 @@ static inline DpoLanes dpoVector(VF x, VF y, VF nc, VF nr, const DpoConsts& c) {
 }
 
 // Sums as the pairwise loss's: float lanes flushed into float64 every kFlushVectors vectors.
-struct DpoLanes2 {
+struct DpoSums {
   VF loss, bx, by, correct;
   VD lossLo, lossHi, bxLo, bxHi, byLo, byHi;
   int pending;
 };
 
-static inline void flush(DpoLanes2& L) {
+static inline void flush(DpoSums& L) {
   flushInto(L.loss, L.lossLo, L.lossHi);
   flushInto(L.bx, L.bxLo, L.bxHi);
   flushInto(L.by, L.byLo, L.byHi);
@@ -187,7 +187,7 @@ static inline void flush(DpoLanes2& L) {
 
 template <DpoLossType kType>
 static DpoBlock dpoRangeT(const DpoLossArgs& a, const DpoConsts& c, float invN, int64_t i0, int64_t i1) {
-  DpoLanes2 L{zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), 0};
+  DpoSums L{zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), 0};
   const VF vInvN = set1(invN);
   const float* __restrict pc = a.policyChosen;
   const float* __restrict pr = a.policyRejected;
@@ -214,7 +214,7 @@ static DpoBlock dpoRangeT(const DpoLossArgs& a, const DpoConsts& c, float invN, 
       vnc = load(lc);
       vnr = load(lr);
     }
-    const DpoLanes p = dpoVector<kType>(x, y, vnc, vnr, c);
+    const DpoTerms p = dpoVector<kType>(x, y, vnc, vnr, c);
     if (partial) {
       storeOr<true>(gc + i, mul(p.dx, vInvN), n, false);
       storeOr<true>(gr + i, mul(p.dy, vInvN), n, false);

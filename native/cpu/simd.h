@@ -234,15 +234,6 @@ inline double sumLanes(VD v) {
   for (int i = 0; i < W / 2; ++i) s += d[i];
   return s;
 }
-inline void lanes(VF v, float* out) { store(out, v); }
-
-// The scalar twin of exp(VF), for tails shorter than a vector.
-inline float expScalar(float x) {
-  alignas(32) float in[W] = {x}, out[W];
-  store(out, exp(load(in)));
-  return out[0];
-}
-
 }  // namespace simd
 }  // namespace RLHF_CHUNK_NS
 }  // namespace rlhf
