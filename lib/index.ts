@@ -37,3 +37,12 @@ export type {
 } from './ops/preference';
 export { bfloat16Bits, bfloat16Value, float16Bits, float16Value, fromHalfBits, toHalfBits } from './half';
 export type { HalfDtype } from './half';
+export {
+  loadSafetensors, loadSafetensorsAsync, saveSafetensors, saveSafetensorsAsync, type LoadSafetensorsOptions, type LoadedSafetensors,
+} from './io/safetensors';
+export { matmul, matmulAsync } from './ops/nn';
+export type { MatmulOptions } from './ops/nn';
+export * as nn from './nn';
+export * as optim from './optim';
+export { clipGradNorm } from './optim';
+export type { AdamWOptions, Schedule, ScheduleOptions } from './optim';

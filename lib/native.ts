@@ -171,6 +171,27 @@ export interface NativeAddon {
   groupAdvantages(rewards: Raw, groupSize: number, groupIds: Opt<Raw>, estimator: number, scale: number, eps: number,
                   out: Raw, async: boolean): void | Promise<void>;
 
+  matmul(M: number, N: number, K: number, a: Raw, lda: number, transA: boolean, b: Raw, ldb: number, transB: boolean,
+         c: Raw, ldc: number, accumulate: boolean, async: boolean): void | Promise<void>;
+  biasAct(rows: number, cols: number, x: Raw, bias: Opt<Raw>, activation: number, y: Raw, z: Opt<Raw>,
+          async: boolean): void | Promise<void>;
+  biasActBackward(rows: number, cols: number, gradY: Raw, y: Opt<Raw>, z: Opt<Raw>, activation: number, gradX: Raw,
+                  gradBias: Opt<Raw>, async: boolean): void | Promise<void>;
+  embedding(n: number, dim: number, vocab: number, ids: Raw, table: Raw, out: Raw, async: boolean): void | Promise<void>;
+  embeddingBackward(n: number, dim: number, vocab: number, ids: Raw, gradOut: Raw, gradTable: Raw,
+                    async: boolean): void | Promise<void>;
+  layerNorm(rows: number, cols: number, x: Raw, gamma: Opt<Raw>, beta: Opt<Raw>, eps: number, y: Raw, mean: Raw, rstd: Raw,
+            async: boolean): void | Promise<void>;
+  layerNormBackward(rows: number, cols: number, x: Raw, gamma: Opt<Raw>, mean: Raw, rstd: Raw, gradY: Raw, gradX: Raw,
+                    gradGamma: Opt<Raw>, gradBeta: Opt<Raw>, async: boolean): void | Promise<void>;
+  meanPool(B: number, T: number, D: number, x: Raw, mask: Opt<Raw>, out: Raw, async: boolean): void | Promise<void>;
+  meanPoolBackward(B: number, T: number, D: number, gradOut: Raw, mask: Opt<Raw>, gradX: Raw,
+                   async: boolean): void | Promise<void>;
+  adamw(params: Raw[], grads: Raw[], m: Raw[], v: Raw[], step: number, lr: number, beta1: number, beta2: number, eps: number,
+        weightDecay: number): void;
+  sumSquares(grads: Raw[]): number;
+  scaleGrads(grads: Raw[], factor: number): void;
+
   buildInfo(): NativeBuildInfo;
   backends(): NativeBackends;
   setNumThreads(n: number): void;

@@ -12,6 +12,15 @@ the python loops over 131072 steps take seconds, so they get a time budget inste
   actorLoss (eager)        lp and H from logits, clipped PPO with dual clip, k3 KL, entropy
                            bonus, token-mean, then backward to the logits (what a PPO step runs)
   ppoPolicyLoss, valueLoss TRL/verl-style clipped losses over 16M tokens, forward and backward
+  matmul (torch.matmul)    cuBLAS float32 (TF32 off) at the shapes of cuda_bench.cu, in GFLOP/s
+  adamw (foreach=False)    torch.optim.AdamW's single-tensor loop over 10M parameters
+
+The AdamW line also checks the update rule nn.h specifies (native/reference/nn_math.h: the scalars
+derived in float64 and rounded to float32 once, then decay, lerp of m, v, step, one rounding per
+operation) against torch.optim.AdamW on one random tensor: the rule is replayed here in eager
+float32 torch ops, one op per rounding, and its difference from torch is printed. This checks the
+formula the CUDA, CPU and reference kernels share, not our binaries (cuda_conformance checks
+that they compute it).
 
 The policy ops also report maxAbsDiff: the largest difference of torch's float32 (or bf16)
 result from the same computation in float64 on the same inputs, the measure that
@@ -23,6 +32,7 @@ Usage: torch_side_by_side.py [--json FILE]
 """
 import argparse
 import json
+import math
 import statistics
 import time
 
@@ -145,6 +155,65 @@ def actor_loss(logits, labels, old, adv, ref, mask, entropy_coef=0.01, kl_coef=0
     return ppo_loss(lp, old, adv, mask) + kl_coef * (k3 * mask).sum() / n - entropy_coef * (entropy * mask).sum() / n
 
 
+def adamw_rule_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    """One step of nn_math.h's adamwUpdate in eager float32 ops (in place on p, m, v)."""
+    def f32(x):
+        return torch.tensor(x, dtype=torch.float32).item()
+
+    decay, beta1_weight = f32(1 - lr * weight_decay), f32(1 - beta1)
+    beta2_f, one_minus_beta2 = f32(beta2), f32(1 - beta2)
+    step_size, bias2_sqrt = f32(lr / (1 - beta1 ** step)), f32(math.sqrt(1 - beta2 ** step))
+    p.mul_(decay)
+    m.add_((g - m).mul_(beta1_weight))
+    v.mul_(beta2_f).add_((g * one_minus_beta2).mul_(g))  # (c g) g, as C++ reads c * g * g
+    denom = v.sqrt().div_(bias2_sqrt).add_(f32(eps))
+    p.add_((m / denom).mul_(-step_size))
+
+
+def adamw_rule_check(g):
+    """Three steps on one random tensor: nn.h's rule against torch.optim.AdamW(foreach=False)."""
+    n = 1 << 20
+    p0 = torch.rand(n, device="cuda", generator=g) * 2 - 1
+    torch_p = p0.clone().requires_grad_(True)
+    opt = torch.optim.AdamW([torch_p], lr=3e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, foreach=False)
+    p, m, v = p0.clone(), torch.zeros(n, device="cuda"), torch.zeros(n, device="cuda")
+    for step in range(1, 4):
+        grad = (torch.rand(n, device="cuda", generator=g) * 2 - 1) * 0.1
+        torch_p.grad = grad.clone()
+        opt.step()
+        adamw_rule_step(p, grad, m, v, step, 3e-3, 0.9, 0.999, 1e-8, 0.01)
+    with torch.no_grad():
+        diff = (p - torch_p).abs()
+        rel = float((diff / torch_p.abs().clamp_min(1e-30)).max())
+        differ = int((p != torch_p).sum())
+    print(f"adamw rule check: after 3 steps on {n} params, max relative |nn.h rule - torch.optim.AdamW| {rel:.3g}, "
+          f"{differ} elements not bit-identical", flush=True)
+    return rel
+
+
+def nn_cases(record, g):
+    """The neural-network family: torch.matmul and torch.optim.AdamW next to cuda_bench.cu's rows."""
+    torch.backends.cuda.matmul.allow_tf32 = False  # float32 products, as our kernel computes them
+    for M, N, K in [(512, 512, 512), (4096, 4096, 4096), (128, 64, 64)]:
+        a = torch.rand(M, K, device="cuda", generator=g) * 2 - 1
+        b = torch.rand(K, N, device="cuda", generator=g) * 2 - 1
+        record("matmul", "torch.matmul", f"[{M}x{N}x{K}]", 4.0 * (M * K + K * N + M * N), lambda: torch.matmul(a, b),
+               flops=2.0 * M * N * K)
+        del a, b
+
+    rel = adamw_rule_check(g)
+    for count, size in [(1, 10_000_000), (200, 50_000)]:
+        params = [torch.nn.Parameter(torch.rand(size, device="cuda", generator=g) * 2 - 1) for _ in range(count)]
+        for q in params:
+            q.grad = (torch.rand(size, device="cuda", generator=g) * 2 - 1) * 0.1
+        opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, foreach=False)
+        opt.step()  # creates the moments
+        row = record("adamw", "AdamW foreach=False", f"[{count}x{size}]", 28.0 * count * size, opt.step)
+        row["adamwRuleMaxRelDiff"] = rel
+        del params, opt
+        torch.cuda.empty_cache()
+
+
 def max_abs_diff(a, b):
     return float((a.double() - b.double()).abs().max())
 
@@ -239,7 +308,7 @@ def main():
     timer = Timer()
     results = []
 
-    def record(op, impl, shape, bytes_, fn, max_abs_diff=None):
+    def record(op, impl, shape, bytes_, fn, max_abs_diff=None, flops=None):
         us, runs = timer.median_us(fn)
         results.append({"op": op, "shape": shape, "backend": "torch", "impl": impl, "medianUs": round(us, 3),
                         "gbPerS": round(bytes_ / (us * 1e-6) / 1e9, 2), "runs": runs})
@@ -247,8 +316,12 @@ def main():
         if max_abs_diff is not None:
             results[-1]["maxAbsDiff"] = max_abs_diff
             diff = f"  max |torch - float64| {max_abs_diff:.3g}"
+        if flops is not None:
+            results[-1]["gflops"] = round(flops / (us * 1e-6) / 1e9, 1)
+            diff += f"  {results[-1]['gflops']:.0f} GFLOP/s"
         print(f"{op:10} {impl:16} {shape:24} {us:14.1f} us {results[-1]['gbPerS']:9.1f} GB/s  ({runs} runs){diff}",
               flush=True)
+        return results[-1]
 
     def rand(*shape):
         return torch.rand(*shape, device="cuda", generator=g) * 2 - 1
@@ -271,6 +344,7 @@ def main():
     record("whiten", "trl-vectorised", f"[n={n}]", 13.0 * n, lambda: trl_masked_whiten(x, mask))
     del x, mask
     policy_cases(record, g)
+    nn_cases(record, g)
 
     if args.json:
         meta = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda}

@@ -12,6 +12,7 @@ import {
   valueLossReference,
 } from '../reference/policy';
 import { dpoLossReference, pairwiseRewardLossReference, sequenceLogprobsReference } from '../reference/preference';
+import { matmulReference } from '../reference/nn';
 import { maskedMeanReference, maskedWhitenReference } from '../reference/statistics';
 
 export type Backend = 'cpu' | 'cuda' | 'js';
@@ -25,6 +26,8 @@ export interface BenchRow {
   gbPerS: number;
   /** Share of the STREAM-triad bandwidth measured in this run, in percent. */
   pctOfBandwidth: number;
+  /** Compute-bound cases (matmul, a model step): floating-point operations per second, in G. */
+  gflopPerS?: number;
 }
 
 export interface BenchReport {
@@ -41,6 +44,10 @@ interface Case {
   elements: number;
   /** Compulsory traffic: every input read once, every output written once (see README). */
   bytes: number;
+  /** Floating-point operations of one call, for the compute-bound cases. */
+  flops?: number;
+  /** The backends it runs on, when not all. */
+  backends?: Backend[];
   /** Sets up the inputs on a backend and returns one call. */
   prepare(backend: Backend, device: string): () => void;
 }
@@ -315,6 +322,48 @@ function sequenceCase(B: number, T: number): Case {
   };
 }
 
+function matmulCase(M: number, N: number, K: number, transA: boolean, transB: boolean): Case {
+  const a = filled(M * K, (i) => ((i * 7) % 13) * 0.1 - 0.6);
+  const b = filled(K * N, (i) => ((i * 5) % 11) * 0.1 - 0.5);
+  const t = `${transA ? 'T' : 'N'}${transB ? 'T' : 'N'}`;
+  return {
+    op: `matmul ${t}`, shape: `[${M}x${N}x${K}]`, elements: M * N, bytes: 4 * (M * K + K * N + M * N), flops: 2 * M * N * K,
+    prepare(backend, device) {
+      if (backend === 'js') return () => { matmulReference(a, b, M, N, K, transA, transB); };
+      const A = on(device, a, transA ? [K, M] : [M, K]);
+      const B = on(device, b, transB ? [N, K] : [K, N]);
+      const out = rl.matmul(A, B, { transA, transB });
+      return syncAfter(device, () => { rl.matmul(A, B, { transA, transB, out }); });
+    },
+  };
+}
+
+// One PPO minibatch step of a [obs -> 64 -> 64 -> act] tanh MLP: forward, backward (no input
+// gradient) and AdamW, as classic-control training runs it.
+function mlpStepCase(B: number, obs: number, act: number): Case {
+  const widths = [obs, 64, 64, act];
+  let macs = 0;
+  for (let k = 0; k + 1 < widths.length; ++k) macs += B * widths[k] * widths[k + 1] * (k === 0 ? 2 : 3);
+  const x = filled(B * obs, (i) => Math.sin(i));
+  const g = filled(B * act, (i) => Math.cos(i) * 0.01);
+  return {
+    op: 'mlp step', shape: `[${B}x${obs}->64->64->${act}]`, elements: B, bytes: 4 * (B * obs + B * act), flops: 2 * macs,
+    backends: ['cpu', 'cuda'],
+    prepare(_backend, device) {
+      const model = rl.nn.mlp({ inputSize: obs, hiddenSizes: [64, 64], outputSize: act, seed: 1, device: device as rl.DeviceSpec });
+      const opt = rl.optim.adamw(model.parameters(), { lr: 3e-4 });
+      const input = on(device, x, [B, obs]);
+      const grad = on(device, g, [B, act]);
+      return syncAfter(device, () => {
+        model.zeroGrad();
+        model.forward(input);
+        model.backward(grad, { inputGrad: false });
+        opt.step();
+      });
+    },
+  };
+}
+
 export function benchCases(quick: boolean): Case[] {
   const big = quick ? 1 << 18 : 1 << 22;
   const T = 1024;
@@ -338,6 +387,12 @@ export function benchCases(quick: boolean): Case[] {
     dpoCase(quick ? 1 << 16 : 1 << 20, 'sigmoid'),
     dpoCase(quick ? 1 << 16 : 1 << 20, 'ipo'),
     sequenceCase(quick ? 256 : 4096, quick ? 1024 : 4096),
+    matmulCase(512, 512, 512, false, false),
+    matmulCase(512, 512, 512, true, false),
+    matmulCase(512, 512, 512, false, true),
+    matmulCase(128, 64, 64, false, true),
+    matmulCase(64, 64, 128, true, false),
+    mlpStepCase(128, 4, 2),
   ];
 }
 
@@ -385,12 +440,14 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
   for (const c of benchCases(opts.quick ?? false)) {
     if (opts.ops && !opts.ops.some((o) => c.op === o || c.op.startsWith(`${o} `))) continue;
     for (const backend of backends) {
+      if (c.backends !== undefined && !c.backends.includes(backend)) continue;
       const fn = c.prepare(backend, backend === 'cuda' ? 'cuda:0' : 'cpu');
       const minSeconds = opts.minSeconds ?? (backend === 'js' ? 0.5 : 0.3);
       const s = medianSeconds(fn, minSeconds, backend === 'js' ? 3 : 5);
       const gbPerS = c.bytes / s / 1e9;
       const row: BenchRow = { op: c.op, shape: c.shape, backend, medianUs: s * 1e6, elementsPerS: c.elements / s, gbPerS,
         pctOfBandwidth: (100 * gbPerS) / bandwidthGBs };
+      if (c.flops !== undefined) row.gflopPerS = c.flops / s / 1e9;
       report.rows.push(row);
       log(format(row));
     }
@@ -400,12 +457,13 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
 
 function header(): string {
   return `${'op'.padEnd(26)} ${'shape'.padEnd(22)} ${'backend'.padEnd(7)} ${'median us'.padStart(11)} ` +
-    `${'Melem/s'.padStart(9)} ${'GB/s'.padStart(7)} ${'of bw'.padStart(7)}`;
+    `${'Melem/s'.padStart(9)} ${'GB/s'.padStart(7)} ${'of bw'.padStart(7)} ${'GFLOP/s'.padStart(8)}`;
 }
 
 function format(r: BenchRow): string {
   return `${r.op.padEnd(26)} ${r.shape.padEnd(22)} ${r.backend.padEnd(7)} ${r.medianUs.toFixed(1).padStart(11)} ` +
-    `${(r.elementsPerS / 1e6).toFixed(0).padStart(9)} ${r.gbPerS.toFixed(2).padStart(7)} ${(r.pctOfBandwidth.toFixed(1) + '%').padStart(7)}`;
+    `${(r.elementsPerS / 1e6).toFixed(0).padStart(9)} ${r.gbPerS.toFixed(2).padStart(7)} ${(r.pctOfBandwidth.toFixed(1) + '%').padStart(7)} ` +
+    `${(r.gflopPerS === undefined ? '' : r.gflopPerS.toFixed(1)).padStart(8)}`;
 }
 
 export function writeJson(file: string, report: BenchReport): void {

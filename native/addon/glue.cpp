@@ -97,8 +97,10 @@ static std::string describe(Napi::Value v) {
 // readers make as few calls as they can: the common, valid case is one or two calls.
 Buffer bufferArg(const Napi::CallbackInfo& info, size_t i, Dtype dtype, const char* op,
                  const char* name, bool optional) {
-  Napi::Env env = info.Env();
-  Napi::Value v = info[i];
+  return bufferValue(info.Env(), info[i], dtype, op, name, optional);
+}
+
+Buffer bufferValue(Napi::Env env, Napi::Value v, Dtype dtype, const char* op, const char* name, bool optional) {
   Buffer b;
   napi_typedarray_type type;
   size_t length;

@@ -42,6 +42,8 @@ struct Buffer {
 // (CUDA). With `optional`, null or undefined give an absent Buffer. `op` and `name` go in errors.
 Buffer bufferArg(const Napi::CallbackInfo& info, size_t i, Dtype dtype, const char* op,
                  const char* name, bool optional = false);
+// The same for a value that is not an argument itself (an element of an array argument).
+Buffer bufferValue(Napi::Env env, Napi::Value v, Dtype dtype, const char* op, const char* name, bool optional = false);
 int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 double numberArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 bool boolArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);

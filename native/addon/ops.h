@@ -27,6 +27,19 @@ Napi::Value sequenceLogprobs(const Napi::CallbackInfo& info);
 Napi::Value sequenceLogprobsBackward(const Napi::CallbackInfo& info);
 Napi::Value groupAdvantages(const Napi::CallbackInfo& info);
 
+Napi::Value matmul(const Napi::CallbackInfo& info);
+Napi::Value biasAct(const Napi::CallbackInfo& info);
+Napi::Value biasActBackward(const Napi::CallbackInfo& info);
+Napi::Value embedding(const Napi::CallbackInfo& info);
+Napi::Value embeddingBackward(const Napi::CallbackInfo& info);
+Napi::Value layerNorm(const Napi::CallbackInfo& info);
+Napi::Value layerNormBackward(const Napi::CallbackInfo& info);
+Napi::Value meanPool(const Napi::CallbackInfo& info);
+Napi::Value meanPoolBackward(const Napi::CallbackInfo& info);
+Napi::Value adamw(const Napi::CallbackInfo& info);
+Napi::Value sumSquares(const Napi::CallbackInfo& info);
+Napi::Value scaleGrads(const Napi::CallbackInfo& info);
+
 Napi::Value buildInfo(const Napi::CallbackInfo& info);
 Napi::Value backends(const Napi::CallbackInfo& info);
 Napi::Value setNumThreads(const Napi::CallbackInfo& info);

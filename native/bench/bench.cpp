@@ -2,7 +2,9 @@
 // reference, against the STREAM-triad bandwidth measured in the same run. Bytes are the op's
 // compulsory traffic (every input read once, every output written once; whitening reads x
 // twice because the statistics must be known before the first output: x and mask, then x).
-//   rlhf_native_bench [--threads N] [--quick]
+// The matrix multiply is compute-bound instead: its rows give GFLOP/s against the floating-point
+// peak of this machine, measured in the same run (--matmul: those rows only).
+//   rlhf_native_bench [--threads N] [--quick] [--matmul]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -11,9 +13,13 @@
 #include <functional>
 #include <string>
 #include <vector>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "rlhf/bandwidth.h"
 #include "rlhf/kernels.h"
+#include "rlhf/nn.h"
 #include "rlhf/policy.h"
 #include "rlhf/whiten.h"
 #include "thread_pool.h"
@@ -22,7 +28,8 @@ using namespace rlhf;
 
 namespace {
 
-double medianSeconds(const std::function<void()>& fn, double minSeconds) {
+// The times of at least 5 runs of fn (and more until minSeconds have passed), sorted.
+std::vector<double> sortedSeconds(const std::function<void()>& fn, double minSeconds) {
   fn();  // warm-up: first touch, caches, thread wake-up
   std::vector<double> times;
   const auto start = std::chrono::steady_clock::now();
@@ -33,6 +40,11 @@ double medianSeconds(const std::function<void()>& fn, double minSeconds) {
     times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(times.begin(), times.end());
+  return times;
+}
+
+double medianSeconds(const std::function<void()>& fn, double minSeconds) {
+  const std::vector<double> times = sortedSeconds(fn, minSeconds);
   return times[times.size() / 2];
 }
 
@@ -133,17 +145,130 @@ void benchPolicy(const RunFn& run, bool quick, int64_t n, const std::vector<uint
   });
 }
 
+// --- matmul -------------------------------------------------------------------------------------
+
+#if defined(__x86_64__)
+// `steps` steps of 12 independent chains of multiply-adds on one thread (more chains than an
+// FMA's latency times the FMA pipes of current x86 cores, so that the pipes never wait); returns
+// the flops done. AVX2 + FMA when `fma`, else what the x86-64 baseline has: SSE2 multiply then add.
+constexpr int kChains = 12;
+__attribute__((target("avx2,fma"))) double fmaChains(int64_t steps) {
+  __m256 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm256_set1_ps(static_cast<float>(c));
+  const __m256 m = _mm256_set1_ps(0.999999f), d = _mm256_set1_ps(1e-7f);
+  for (int64_t s = 0; s < steps; ++s)
+#pragma GCC unroll 12
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm256_fmadd_ps(acc[c], m, d);
+  float sink[8];
+  for (int c = 1; c < kChains; ++c) acc[0] = _mm256_add_ps(acc[0], acc[c]);
+  _mm256_storeu_ps(sink, acc[0]);
+  volatile float keep = sink[0];
+  (void)keep;
+  return static_cast<double>(steps) * kChains * 16;
+}
+double mulAddChains(int64_t steps) {
+  __m128 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm_set1_ps(static_cast<float>(c));
+  const __m128 m = _mm_set1_ps(0.999999f), d = _mm_set1_ps(1e-7f);
+  for (int64_t s = 0; s < steps; ++s)
+#pragma GCC unroll 12
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm_add_ps(_mm_mul_ps(acc[c], m), d);
+  float sink[4];
+  for (int c = 1; c < kChains; ++c) acc[0] = _mm_add_ps(acc[0], acc[c]);
+  _mm_storeu_ps(sink, acc[0]);
+  volatile float keep = sink[0];
+  (void)keep;
+  return static_cast<double>(steps) * kChains * 8;
+}
+#endif
+
+// The floating-point peak of the pool in GFLOP/s, for the instruction set of the CPU variant in
+// use: every thread runs the chains at once, best of several tries (0 where not measurable).
+double measurePeakGflops() {
+#if defined(__x86_64__)
+  const bool fma = std::strcmp(cpuVariantName(), "avx2") == 0;
+  const int threads = ThreadPool::instance().numThreads();
+  constexpr int64_t kSteps = 1 << 21;  // 200 to 400 Mflop per thread: a few milliseconds
+  double best = 0;
+  for (int attempt = 0; attempt < 7; ++attempt) {
+    std::vector<double> flops(static_cast<size_t>(threads));
+    const auto t0 = std::chrono::steady_clock::now();
+    ThreadPool::instance().run(threads, [&](int64_t t) { flops[t] = fma ? fmaChains(kSteps) : mulAddChains(kSteps); });
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double total = 0;
+    for (double f : flops) total += f;
+    best = std::max(best, total / seconds / 1e9);
+  }
+  return best;
+#else
+  return 0;
+#endif
+}
+
+// The multiplies of the models: square, the PPO MLP's layers forward (K = 4 observations, 64
+// hidden, a 2-wide head) and backward (dX = dY W^T, dW = X^T dY), a large batch, and the weight
+// gradient of a large batch (A transposed, K = 4096). The peak is measured before and after the
+// rows and the higher kept: other work on the machine may have slowed one of the two.
+void benchMatmul(double minSeconds) {
+  struct Shape {
+    int64_t M, N, K;
+    bool transA, transB;
+  };
+  const Shape shapes[] = {{512, 512, 512, false, false}, {128, 64, 64, false, false}, {128, 64, 4, false, false},
+                          {128, 2, 64, false, false},    {128, 64, 64, false, true},  {64, 64, 128, true, false},
+                          {4096, 256, 256, false, false}, {256, 256, 4096, true, false}};
+  double peak = measurePeakGflops();
+  std::vector<std::vector<double>> times;
+  for (const Shape& s : shapes) {
+    std::vector<float> a(static_cast<size_t>(s.M * s.K)), b(static_cast<size_t>(s.K * s.N));
+    std::vector<float> c(static_cast<size_t>(s.M * s.N));
+    for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 61) * 0.01f - 0.3f;
+    for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 53) * 0.01f - 0.26f;
+    MatmulArgs g;
+    g.M = s.M;
+    g.N = s.N;
+    g.K = s.K;
+    g.a = a.data();
+    g.lda = s.transA ? s.M : s.K;
+    g.transA = s.transA;
+    g.b = b.data();
+    g.ldb = s.transB ? s.K : s.N;
+    g.transB = s.transB;
+    g.c = c.data();
+    g.ldc = s.N;
+    times.push_back(sortedSeconds([&] { matmulCpu(g); }, minSeconds));
+  }
+  peak = std::max(peak, measurePeakGflops());
+  std::printf("matmul: threads %d, CPU variant %s, measured peak %.1f GFLOP/s\n", ThreadPool::instance().numThreads(),
+              cpuVariantName(), peak);
+  std::printf("%-18s %-16s %-6s %12s %12s %10s %9s\n", "op", "shape MxNxK", "layout", "best us", "median us", "GFLOP/s",
+              "of peak");
+  for (size_t i = 0; i < times.size(); ++i) {
+    const Shape& s = shapes[i];
+    const double gflops = 2.0 * s.M * s.N * s.K / times[i][0] / 1e9;
+    const std::string shape = std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K);
+    const std::string layout = std::string(s.transA ? "T" : "N") + (s.transB ? "T" : "N");
+    std::printf("%-18s %-16s %-6s %12.1f %12.1f %10.1f %8.1f%%\n", "matmul", shape.c_str(), layout.c_str(),
+                times[i][0] * 1e6, times[i][times[i].size() / 2] * 1e6, gflops, peak > 0 ? 100.0 * gflops / peak : 0.0);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int threads = ThreadPool::instance().numThreads();
-  bool quick = false;
+  bool quick = false, matmulOnly = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    else if (std::strcmp(argv[i], "--matmul") == 0) matmulOnly = true;
   }
   ThreadPool::instance().setNumThreads(std::max(1, threads));
   const double minSeconds = quick ? 0.05 : 0.3;
+  if (matmulOnly) {
+    benchMatmul(minSeconds);
+    return 0;
+  }
   const double triad = measureTriadBandwidthGBs(quick ? (1 << 22) : (1 << 25), quick ? 3 : 10);
   std::printf("threads %d, CPU variant %s, STREAM triad %.2f GB/s\n", ThreadPool::instance().numThreads(),
               cpuVariantName(), triad);
@@ -219,5 +344,6 @@ int main(int argc, char** argv) {
     affineCpu(a);
   });
   benchPolicy(run, quick, n, mask);
+  benchMatmul(minSeconds);
   return 0;
 }

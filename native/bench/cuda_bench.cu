@@ -4,7 +4,9 @@
 // launch (a memset over twice the L2 size), as the median of at least 20 launches and 0.2 s.
 // Bandwidth is the op's compulsory traffic (each input read once, each output written once)
 // over the median time, set against the device-to-device copy bandwidth measured here and the
-// theoretical peak from the memory clock and bus width.
+// theoretical peak from the memory clock and bus width. The matrix multiply is compute-bound: it
+// reports GFLOP/s (2*M*N*K per product) against the device's float32 FMA peak (SMs x clock x
+// float32 lanes per SM x 2), and the same compulsory traffic as the other ops.
 //
 // Usage: rlhf_cuda_bench [--json FILE] [--algorithms]
 //   --algorithms  also times each advantage op under both forced algorithms
@@ -19,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -27,6 +30,7 @@
 #include "rlhf/cuda.h"
 #include "rlhf/error.h"
 #include "rlhf/kernels.h"
+#include "rlhf/nn.h"
 #include "rlhf/policy.h"
 #include "rlhf/whiten.h"
 
@@ -147,6 +151,7 @@ class Timer {
 struct Result {
   std::string op, shape, algorithm;
   double medianUs, bytes, targetUs;
+  double flops = 0;  // floating-point operations, for the compute-bound ops
 };
 
 struct Bench {
@@ -155,8 +160,8 @@ struct Bench {
   bool algorithms = false;
 
   void time(const std::string& op, const std::string& shape, double bytes, const std::function<void()>& fn,
-            double targetUs = 0) {
-    results.push_back({op, shape, "auto", timer.medianUs(fn), bytes, targetUs});
+            double targetUs = 0, double flops = 0) {
+    results.push_back({op, shape, "auto", timer.medianUs(fn), bytes, targetUs, flops});
   }
 
   // Advantage ops: the shape-based choice, and on request each algorithm forced.
@@ -166,7 +171,7 @@ struct Bench {
     if (!algorithms) return;
     for (const char* algorithm : {"sequential", "scan"}) {
       setenv("RLHF_CUDA_ADVANTAGES", algorithm, 1);
-      results.push_back({op, shape, algorithm, timer.medianUs(fn), bytes, targetUs});
+      results.push_back({op, shape, algorithm, timer.medianUs(fn), bytes, targetUs, 0});
     }
     unsetenv("RLHF_CUDA_ADVANTAGES");
   }
@@ -428,6 +433,65 @@ void benchLosses(Bench& bench, int64_t B, int64_t T) {
   });
 }
 
+// --- the neural-network family ----------------------------------------------------------------
+
+// Float32 FMA lanes per SM: 64 up to sm_80 (A100 included), 128 from sm_86 on (sm_86, sm_89,
+// sm_90 / H100 and H200, sm_100, sm_120).
+int fp32LanesPerSm(int major, int minor) {
+  if (major < 8 || (major == 8 && minor == 0)) return 64;
+  return 128;
+}
+
+// SMs x clock x lanes x 2 (an FMA is two operations), in GFLOP/s; 0 when the clock is unknown.
+double fp32PeakGflops(const cu::DeviceInfo& info) {
+  int sms = 0, clockKHz = 0;
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, kDevice), "cudaDeviceGetAttribute(SMs)");
+  if (cudaDeviceGetAttribute(&clockKHz, cudaDevAttrClockRate, kDevice) != cudaSuccess) {
+    cudaGetLastError();
+    clockKHz = 0;
+  }
+  return static_cast<double>(sms) * clockKHz * 1e3 * fp32LanesPerSm(info.major, info.minor) * 2 / 1e9;
+}
+
+// C[M,N] = A[M,K] B[K,N], packed: 2*M*N*K operations, A, B and C moved once.
+void benchMatmul(Bench& bench, int64_t M, int64_t N, int64_t K) {
+  DeviceArray a(uniform(static_cast<size_t>(M * K), -1, 1, 30)), b(uniform(static_cast<size_t>(K * N), -1, 1, 31));
+  DeviceArray c(static_cast<size_t>(M * N) * sizeof(float));
+  rlhf::MatmulArgs m;
+  m.M = M;
+  m.N = N;
+  m.K = K;
+  m.a = a.as<float>();
+  m.lda = K;
+  m.b = b.as<float>();
+  m.ldb = N;
+  m.c = c.as<float>();
+  m.ldc = N;
+  const std::string shape = "[" + std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K) + "]";
+  const double bytes = 4.0 * static_cast<double>(M * K + K * N + M * N);
+  bench.time("matmul", shape, bytes, [&] { cu::matmul(m, kDevice); }, 0, 2.0 * M * N * K);
+}
+
+// One AdamW step over `count` tensors of `size` elements: p, g, m, v read, p, m, v written.
+void benchAdamw(Bench& bench, int64_t count, int64_t size) {
+  std::vector<std::unique_ptr<DeviceArray>> arrays;
+  std::vector<float*> p, g, m, v;
+  for (int64_t t = 0; t < count; ++t) {
+    const size_t n = static_cast<size_t>(size);
+    for (auto* list : {&p, &g, &m, &v}) {
+      const float hi = list == &v ? 1e-4f : list == &p ? 1.0f : 0.1f;
+      arrays.push_back(std::make_unique<DeviceArray>(uniform(n, list == &v ? 0.0f : -hi, hi, 32 + static_cast<unsigned>(t))));
+      list->push_back(arrays.back()->as<float>());
+    }
+  }
+  const std::vector<int64_t> sizes(static_cast<size_t>(count), size);
+  rlhf::AdamwArgs a;
+  a.tensors = {count, sizes.data(), p.data(), g.data(), m.data(), v.data()};
+  a.step = 10;
+  const std::string shape = "[" + std::to_string(count) + "x" + std::to_string(size) + "]";
+  bench.time("adamw", shape, 28.0 * static_cast<double>(count * size), [&] { cu::adamw(a, kDevice); });
+}
+
 // Device-to-device copy of 1 GiB: read once and written once.
 double measuredBandwidthGBs(Timer& timer, cudaStream_t stream) {
   const size_t bytes = size_t{1} << 30;
@@ -447,32 +511,40 @@ std::string percent(double part, double whole) {
   return buf;
 }
 
-void printTable(const std::vector<Result>& results, double measured, double peak) {
-  std::printf("%-20s %-24s %-11s %12s %9s %11s %8s %s\n", "op", "shape", "algorithm", "median us", "GB/s",
-              "%measured", "%peak", "target");
+double gflops(const Result& r) { return r.flops / (r.medianUs * 1e-6) / 1e9; }
+
+void printTable(const std::vector<Result>& results, double measured, double peak, double fp32Peak) {
+  std::printf("%-20s %-24s %-11s %12s %9s %11s %8s %9s %7s %s\n", "op", "shape", "algorithm", "median us", "GB/s",
+              "%measured", "%peak", "GFLOP/s", "%fp32", "target");
   for (const Result& r : results) {
     const double gbs = r.bytes / (r.medianUs * 1e-6) / 1e9;
     std::string target;
     if (r.targetUs > 0) target = "< " + std::to_string(static_cast<int>(r.targetUs)) + " us: " + (r.medianUs < r.targetUs ? "met" : "MISSED");
-    std::printf("%-20s %-24s %-11s %12.2f %9.1f %11s %8s %s\n", r.op.c_str(), r.shape.c_str(), r.algorithm.c_str(),
-                r.medianUs, gbs, percent(gbs, measured).c_str(), percent(gbs, peak).c_str(), target.c_str());
+    char compute[32] = "";
+    if (r.flops > 0) std::snprintf(compute, sizeof(compute), "%9.0f %7s", gflops(r), percent(gflops(r), fp32Peak).c_str());
+    std::printf("%-20s %-24s %-11s %12.2f %9.1f %11s %8s %17s %s\n", r.op.c_str(), r.shape.c_str(), r.algorithm.c_str(),
+                r.medianUs, gbs, percent(gbs, measured).c_str(), percent(gbs, peak).c_str(), compute, target.c_str());
   }
 }
 
-bool writeJson(const char* path, const std::vector<Result>& results, double measured, double peak) {
+bool writeJson(const char* path, const std::vector<Result>& results, double measured, double peak, double fp32Peak) {
   FILE* f = std::fopen(path, "w");
   if (f == nullptr) return false;
   std::fprintf(f, "[\n");
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
     const double gbs = r.bytes / (r.medianUs * 1e-6) / 1e9;
+    char compute[128] = "";
+    if (r.flops > 0)
+      std::snprintf(compute, sizeof(compute), ", \"gflops\": %.1f, \"pctOfFp32Peak\": %.2f, \"fp32PeakGflops\": %.0f",
+                    gflops(r), fp32Peak > 0 ? 100.0 * gflops(r) / fp32Peak : 0.0, fp32Peak);
     std::fprintf(f,
                  "  {\"op\": \"%s\", \"shape\": \"%s\", \"backend\": \"cuda\", \"algorithm\": \"%s\", "
                  "\"medianUs\": %.3f, \"gbPerS\": %.2f, \"pctOfMeasured\": %.2f, \"pctOfPeak\": %.2f, "
-                 "\"measuredGBs\": %.1f, \"peakGBs\": %.1f}%s\n",
+                 "\"measuredGBs\": %.1f, \"peakGBs\": %.1f%s}%s\n",
                  r.op.c_str(), r.shape.c_str(), r.algorithm.c_str(), r.medianUs, gbs,
                  measured > 0 ? 100.0 * gbs / measured : 0.0, peak > 0 ? 100.0 * gbs / peak : 0.0, measured,
-                 peak, i + 1 < results.size() ? "," : "");
+                 peak, compute, i + 1 < results.size() ? "," : "");
   }
   std::fprintf(f, "]\n");
   return std::fclose(f) == 0;
@@ -502,8 +574,11 @@ int main(int argc, char** argv) {
     const double measured = measuredBandwidthGBs(timer, stream);
     std::printf("%s (sm_%d%d), CUDA runtime %s, driver %s\n", info.name.c_str(), info.major, info.minor,
                 cu::runtimeVersion().c_str(), cu::driverVersion().c_str());
-    std::printf("bandwidth: %.0f GB/s measured (1 GiB device-to-device copy), %.0f GB/s theoretical peak\n\n",
+    std::printf("bandwidth: %.0f GB/s measured (1 GiB device-to-device copy), %.0f GB/s theoretical peak\n",
                 measured, info.peakBandwidthGBs);
+    const double fp32Peak = fp32PeakGflops(info);
+    std::printf("float32 peak: %.0f GFLOP/s (SMs x clock x %d lanes x 2)\n\n", fp32Peak,
+                fp32LanesPerSm(info.major, info.minor));
 
     Bench bench{timer, {}, algorithms};
     benchGae(bench, 1024, 4096, 0);
@@ -522,9 +597,14 @@ int main(int argc, char** argv) {
     benchActorLoss(bench, 8, 1024, 128256, rlhf::LogitsDtype::F32, stream);
     benchActorLoss(bench, 8, 1024, 128256, rlhf::LogitsDtype::BF16, stream);
     benchLosses(bench, 16384, 1024);
+    benchMatmul(bench, 512, 512, 512);
+    benchMatmul(bench, 4096, 4096, 4096);
+    benchMatmul(bench, 128, 64, 64);
+    benchAdamw(bench, 1, 10000000);
+    benchAdamw(bench, 200, 50000);
 
-    printTable(bench.results, measured, info.peakBandwidthGBs);
-    if (jsonPath != nullptr && !writeJson(jsonPath, bench.results, measured, info.peakBandwidthGBs)) {
+    printTable(bench.results, measured, info.peakBandwidthGBs, fp32Peak);
+    if (jsonPath != nullptr && !writeJson(jsonPath, bench.results, measured, info.peakBandwidthGBs, fp32Peak)) {
       std::fprintf(stderr, "could not write %s\n", jsonPath);
       return 1;
     }

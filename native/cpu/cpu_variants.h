@@ -2,7 +2,9 @@
 #pragma once
 #include <cstdint>
 
+#include "../reference/nn_math.h"
 #include "rlhf/kernels.h"
+#include "rlhf/nn.h"
 #include "rlhf/policy.h"
 #include "rlhf/preference.h"
 
@@ -72,6 +74,10 @@ struct ChunkKernels {
   PairwiseBlock (*pairwiseRange)(const PairwiseLossArgs&, int64_t i0, int64_t i1);
   MaskedSum (*maskedRowSum)(const float* x, const uint8_t* m, int64_t T);
   DpoBlock (*dpoRange)(const DpoLossArgs&, double bcoDelta, int64_t i0, int64_t i1);
+  void (*biasActRows)(const BiasActArgs&, int64_t r0, int64_t r1);
+  void (*biasActGradRows)(const BiasActBackwardArgs&, int64_t r0, int64_t r1);
+  void (*adamwRange)(const nn_math::AdamwStep&, const float* g, float* p, float* m, float* v, int64_t i0, int64_t i1);
+  double (*sumSquaresRange)(const float* x, int64_t i0, int64_t i1);
 };
 
 const ChunkKernels& baselineKernels();

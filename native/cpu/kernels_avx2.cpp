@@ -3,6 +3,7 @@
 #include "chunk_kernels.h"
 #include "policy_chunks.h"
 #include "preference_chunks.h"
+#include "nn_chunks.h"
 #include "cpu_variants.h"
 
 namespace rlhf {
@@ -11,7 +12,8 @@ const ChunkKernels& avx2KernelsTable() {
   static const ChunkKernels k = {"avx2", avx2::gaeColumns, avx2::tokenGaeRows,
                                  avx2::discountedReturnsRows, avx2::blockMoments, avx2::affineRange,
                                  avx2::rowSoftmax, avx2::rowSoftmaxStore, avx2::rowSoftmaxGrad, avx2::klRange, avx2::policyBlock,
-                                 avx2::valueBlock, avx2::pairwiseRange, avx2::maskedRowSum, avx2::dpoRange};
+                                 avx2::valueBlock, avx2::pairwiseRange, avx2::maskedRowSum, avx2::dpoRange,
+                                 avx2::biasActRows, avx2::biasActGradRows, avx2::adamwRange, avx2::sumSquaresRange};
   return k;
 }
 

@@ -3,6 +3,7 @@
 #include "chunk_kernels.h"
 #include "policy_chunks.h"
 #include "preference_chunks.h"
+#include "nn_chunks.h"
 #include "cpu_variants.h"
 
 namespace rlhf {
@@ -11,7 +12,8 @@ const ChunkKernels& baselineKernelsTable() {
   static const ChunkKernels k = {"x86-64", baseline::gaeColumns, baseline::tokenGaeRows,
                                  baseline::discountedReturnsRows, baseline::blockMoments, baseline::affineRange,
                                  baseline::rowSoftmax, baseline::rowSoftmaxStore, baseline::rowSoftmaxGrad, baseline::klRange, baseline::policyBlock,
-                                 baseline::valueBlock, baseline::pairwiseRange, baseline::maskedRowSum, baseline::dpoRange};
+                                 baseline::valueBlock, baseline::pairwiseRange, baseline::maskedRowSum, baseline::dpoRange,
+                                 baseline::biasActRows, baseline::biasActGradRows, baseline::adamwRange, baseline::sumSquaresRange};
   return k;
 }
 

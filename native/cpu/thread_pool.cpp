@@ -1,9 +1,35 @@
-// Thread pool with a shared task counter: workers sleep on a condition variable between regions.
+// Thread pool with a shared task counter: between regions workers spin for kSpin, then sleep on a
+// condition variable.
 #include "thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace rlhf {
+
+// How long a worker keeps polling for the next region before it sleeps: longer than the gaps
+// between the kernels of one step, short enough that an idle process stops using the CPU at once.
+constexpr std::chrono::microseconds kSpin{100};
+
+static inline void cpuRelax() {
+#if defined(__SSE2__)
+  _mm_pause();
+#endif
+}
+
+// Polls `done` until it holds or kSpin has passed; true when it held.
+template <typename Done>
+static bool spinUntil(Done done) {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 1;; ++i) {
+    if (done()) return true;
+    cpuRelax();
+    if (i % 64 == 0 && std::chrono::steady_clock::now() > until) return done();
+  }
+}
 
 ThreadPool& ThreadPool::instance() {
   static ThreadPool pool;
@@ -19,14 +45,14 @@ ThreadPool::~ThreadPool() { stopWorkers(); }
 
 void ThreadPool::startWorkers(int n) {
   numThreads_ = n;
-  stopping_ = false;
+  stopping_.store(false);
   for (int i = 1; i < n; ++i) workers_.emplace_back([this] { workerLoop(); });
 }
 
 void ThreadPool::stopWorkers() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
+    stopping_.store(true);
   }
   wake_.notify_all();
   for (auto& w : workers_) w.join();
@@ -51,21 +77,36 @@ void ThreadPool::drain() {
     }
     (*task_)(i);
     std::lock_guard<std::mutex> lock(mutex_);
-    if (++finished_ == tasks_) done_.notify_all();
+    if (finished_.fetch_add(1) + 1 == tasks_) done_.notify_all();
   }
+}
+
+// Returns once a region newer than `seen` has opened (or the pool is stopping).
+void ThreadPool::waitForRegion(uint64_t seen) {
+  auto opened = [&] { return stopping_.load() || generation_.load() != seen; };
+  if (spinUntil(opened)) return;
+  std::unique_lock<std::mutex> lock(mutex_);
+  sleepers_.fetch_add(1);
+  wake_.wait(lock, opened);
+  sleepers_.fetch_sub(1);
 }
 
 void ThreadPool::workerLoop() {
   uint64_t seen = 0;
   for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-      if (stopping_) return;
-      seen = generation_;
-    }
+    waitForRegion(seen);
+    if (stopping_.load()) return;
+    seen = generation_.load();
     drain();
   }
+}
+
+// Returns once every task of the open region has finished.
+void ThreadPool::waitForFinish() {
+  auto finished = [&] { return finished_.load() == tasks_; };
+  if (spinUntil(finished)) return;
+  std::unique_lock<std::mutex> lock(mutex_);
+  done_.wait(lock, finished);
 }
 
 void ThreadPool::run(int64_t tasks, const std::function<void(int64_t)>& task) {
@@ -80,13 +121,13 @@ void ThreadPool::run(int64_t tasks, const std::function<void(int64_t)>& task) {
     task_ = &task;
     tasks_ = tasks;
     next_ = 0;
-    finished_ = 0;
-    ++generation_;
+    finished_.store(0);
+    generation_.fetch_add(1);
   }
-  wake_.notify_all();
+  if (sleepers_.load() > 0) wake_.notify_all();
   drain();
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [&] { return finished_ == tasks_; });
+  waitForFinish();
+  std::lock_guard<std::mutex> lock(mutex_);
   task_ = nullptr;
 }
 

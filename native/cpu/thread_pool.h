@@ -1,6 +1,9 @@
 // The library's own thread pool. One parallel region runs at a time; the calling thread takes
-// part, so a pool of one thread is just a loop.
+// part, so a pool of one thread is just a loop. Between regions a worker spins briefly before it
+// sleeps, so that the regions of a training step, microseconds apart, do not each pay a futex
+// wake-up.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -27,6 +30,8 @@ class ThreadPool {
   void stopWorkers();
   void workerLoop();
   void drain();
+  void waitForRegion(uint64_t seen);
+  void waitForFinish();
 
   int numThreads_ = 1;
   std::vector<std::thread> workers_;
@@ -34,9 +39,11 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   const std::function<void(int64_t)>* task_ = nullptr;
-  int64_t tasks_ = 0, next_ = 0, finished_ = 0;
-  uint64_t generation_ = 0;
-  bool stopping_ = false;
+  int64_t tasks_ = 0, next_ = 0;
+  std::atomic<int64_t> finished_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> sleepers_{0};  // workers waiting on wake_ (the others are spinning)
+  std::atomic<bool> stopping_{false};
 };
 
 // Splits [0, n) into at most numThreads contiguous ranges of at least `grain` items, whose

@@ -49,6 +49,18 @@ DpoLossStats dpoLoss(const DpoLossArgs&, int) { unavailable(); }
 void sequenceLogprobs(const SequenceLogprobsArgs&, int) { unavailable(); }
 void sequenceLogprobsBackward(const SequenceLogprobsBackwardArgs&, int) { unavailable(); }
 void groupAdvantages(const GroupAdvantagesArgs&, int) { unavailable(); }
+void matmul(const MatmulArgs&, int) { unavailable(); }
+void biasAct(const BiasActArgs&, int) { unavailable(); }
+void biasActBackward(const BiasActBackwardArgs&, int) { unavailable(); }
+void embedding(const EmbeddingArgs&, int) { unavailable(); }
+void embeddingBackward(const EmbeddingBackwardArgs&, int) { unavailable(); }
+void layerNorm(const LayerNormArgs&, int) { unavailable(); }
+void layerNormBackward(const LayerNormBackwardArgs&, int) { unavailable(); }
+void meanPool(const MeanPoolArgs&, int) { unavailable(); }
+void meanPoolBackward(const MeanPoolBackwardArgs&, int) { unavailable(); }
+void adamw(const AdamwArgs&, int) { unavailable(); }
+double sumSquares(const SumSquaresArgs&, int) { unavailable(); }
+void scale(const ScaleArgs&, int) { unavailable(); }
 
 }  // namespace cuda
 }  // namespace rlhf

@@ -2,6 +2,7 @@
 // count, against the scalar reference, with guard elements after every output to catch
 // out-of-bounds writes. Sequential and elementwise ops must match bit for bit (the op table's
 // cpuTol of 0); reductions within cpuTol. Needs no Node.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -9,12 +10,14 @@
 #include <functional>
 #include <random>
 #include <set>
+#include <tuple>
 #include <string>
 #include <vector>
 
 #include "cpu_variants.h"
 #include "rlhf/error.h"
 #include "rlhf/kernels.h"
+#include "rlhf/nn.h"
 #include "rlhf/op_table.h"
 #include "rlhf/policy.h"
 #include "rlhf/preference.h"
@@ -831,6 +834,205 @@ void testPreferenceFamily() {
   for (auto [N, G] : {std::pair<int64_t, int64_t>{1, 1}, {12, 4}, {64, 8}, {1000, 1}}) testGroupAdvantages(N, G);
 }
 
+// --- the neural-network family ----------------------------------------------------------------------
+// The matrix multiply is tested exhaustively by matmul_conformance.cpp; one case here keeps the
+// op table's row covered.
+
+// Runs `fast` (the CPU entry point writing into `got`) under every config against `ref`, with
+// guards after the n outputs and thread invariance within a variant.
+void checkAgainst(const char* op, const std::string& what, const Out& ref, int64_t n,
+                  const std::function<void(Out&)>& fast) {
+  covered.insert(op);
+  ThreadInvariance inv;
+  forEachCpuConfig([&](const std::string& config) {
+    Out got(n);
+    fast(got);
+    std::string why;
+    const bool ok = close(got.data(), ref.v.data(), n, tolOf(op), why) && got.guardIntact(n);
+    report(ok && inv.check(config, std::vector<float>(got.v.begin(), got.v.begin() + n)),
+           std::string(op) + " " + what + " [" + config + "] " + why);
+  });
+}
+
+void testMatmulCovered() {
+  const int64_t M = 37, N = 29, K = 45;
+  auto A = randomFloats(M * K), B = randomFloats(K * N);
+  MatmulArgs a{M, N, K, A.data(), K, false, B.data(), N, false, nullptr, N, false};
+  Out ref(M * N);
+  a.c = ref.data();
+  matmulReference(a);
+  checkAgainst("matmul", "37x29x45", ref, M * N, [&](Out& got) {
+    MatmulArgs f = a;
+    f.c = got.data();
+    matmulCpu(f);
+  });
+}
+
+void testBiasAct(int64_t rows, int64_t cols, Activation act) {
+  auto x = randomFloats(rows * cols, -6, 6), bias = randomFloats(cols), gy = randomFloats(rows * cols);
+  x[0] = NAN;
+  if (x.size() > 3) x[3] = 0.3f;  // the polynomial side of the vector tanh
+  const std::string what = std::to_string(rows) + "x" + std::to_string(cols) + " act=" + std::to_string(static_cast<int>(act));
+  Out refY(rows * cols), refZ(rows * cols);
+  BiasActArgs f{rows, cols, x.data(), bias.data(), act, refY.data(), refZ.data()};
+  biasActReference(f);
+  checkAgainst("biasAct", what, refY, rows * cols, [&](Out& got) {
+    BiasActArgs g = f;
+    g.y = got.data();
+    g.z = nullptr;
+    biasActCpu(g);
+  });
+  std::vector<float> gbRef(static_cast<size_t>(cols), 0.5f);
+  Out refGx(rows * cols);
+  BiasActBackwardArgs b{rows, cols, gy.data(), refY.data(), refZ.data(), act, refGx.data(), gbRef.data()};
+  biasActBackwardReference(b);
+  checkAgainst("biasActBackward", what, refGx, rows * cols, [&](Out& got) {
+    std::vector<float> gb(static_cast<size_t>(cols), 0.5f);
+    BiasActBackwardArgs g = b;
+    g.gradX = got.data();
+    g.gradBias = gb.data();
+    biasActBackwardCpu(g);
+    report(std::memcmp(gb.data(), gbRef.data(), gb.size() * sizeof(float)) == 0, "biasActBackward gradBias " + what);
+  });
+}
+
+void testEmbedding(int64_t n, int64_t dim, int64_t vocab) {
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * 7 + i * i) % vocab);  // repeats
+  auto table = randomFloats(vocab * dim), g = randomFloats(n * dim);
+  const std::string what = std::to_string(n) + "x" + std::to_string(dim) + " vocab=" + std::to_string(vocab);
+  Out ref(n * dim);
+  EmbeddingArgs f{n, dim, vocab, ids.data(), table.data(), ref.data()};
+  embeddingReference(f);
+  checkAgainst("embedding", what, ref, n * dim, [&](Out& got) {
+    EmbeddingArgs e = f;
+    e.out = got.data();
+    embeddingCpu(e);
+  });
+  Out refT(vocab * dim);
+  std::fill(refT.v.begin(), refT.v.begin() + vocab * dim, 0.25f);
+  EmbeddingBackwardArgs b{n, dim, vocab, ids.data(), g.data(), refT.data()};
+  embeddingBackwardReference(b);
+  checkAgainst("embeddingBackward", what, refT, vocab * dim, [&](Out& got) {
+    std::fill(got.v.begin(), got.v.begin() + vocab * dim, 0.25f);
+    EmbeddingBackwardArgs e = b;
+    e.gradTable = got.data();
+    embeddingBackwardCpu(e);
+  });
+}
+
+void testLayerNorm(int64_t rows, int64_t cols, bool affine) {
+  auto x = randomFloats(rows * cols, -3, 3), gamma = randomFloats(cols), beta = randomFloats(cols), gy = randomFloats(rows * cols);
+  for (int64_t j = 0; j < cols; ++j) x[j] = 1000.0f + x[j];  // a row far from 0
+  const std::string what = std::to_string(rows) + "x" + std::to_string(cols) + (affine ? " affine" : "");
+  Out ref(rows * cols);
+  std::vector<float> mean(static_cast<size_t>(rows)), rstd(static_cast<size_t>(rows));
+  LayerNormArgs f{rows, cols, x.data(), affine ? gamma.data() : nullptr, affine ? beta.data() : nullptr, 1e-5f, ref.data(),
+                  mean.data(), rstd.data()};
+  layerNormReference(f);
+  checkAgainst("layerNorm", what, ref, rows * cols, [&](Out& got) {
+    std::vector<float> m2(static_cast<size_t>(rows)), r2(static_cast<size_t>(rows));
+    LayerNormArgs g = f;
+    g.y = got.data();
+    g.mean = m2.data();
+    g.rstd = r2.data();
+    layerNormCpu(g);
+    report(m2 == mean && r2 == rstd, "layerNorm statistics " + what);
+  });
+  Out refG(rows * cols);
+  std::vector<float> gg(static_cast<size_t>(cols), 1.0f), gb(static_cast<size_t>(cols), -1.0f);
+  LayerNormBackwardArgs b{rows, cols, x.data(), f.gamma, mean.data(), rstd.data(), gy.data(), refG.data(), gg.data(), gb.data()};
+  layerNormBackwardReference(b);
+  checkAgainst("layerNormBackward", what, refG, rows * cols, [&](Out& got) {
+    std::vector<float> gg2(static_cast<size_t>(cols), 1.0f), gb2(static_cast<size_t>(cols), -1.0f);
+    LayerNormBackwardArgs g = b;
+    g.gradX = got.data();
+    g.gradGamma = gg2.data();
+    g.gradBeta = gb2.data();
+    layerNormBackwardCpu(g);
+    report(gg2 == gg && gb2 == gb, "layerNormBackward gamma/beta " + what);
+  });
+}
+
+void testMeanPool(int64_t B, int64_t T, int64_t D) {
+  auto x = randomFloats(B * T * D), g = randomFloats(B * D);
+  auto mask = randomFlags(B * T, 0.6);
+  for (int64_t t = 0; t < T; ++t) mask[t] = 0;  // a row with no valid token
+  const std::string what = std::to_string(B) + "x" + std::to_string(T) + "x" + std::to_string(D);
+  Out ref(B * D);
+  MeanPoolArgs f{B, T, D, x.data(), mask.data(), ref.data()};
+  meanPoolReference(f);
+  checkAgainst("meanPool", what, ref, B * D, [&](Out& got) {
+    MeanPoolArgs m = f;
+    m.out = got.data();
+    meanPoolCpu(m);
+  });
+  Out refG(B * T * D);
+  MeanPoolBackwardArgs b{B, T, D, g.data(), mask.data(), refG.data()};
+  meanPoolBackwardReference(b);
+  checkAgainst("meanPoolBackward", what, refG, B * T * D, [&](Out& got) {
+    MeanPoolBackwardArgs m = b;
+    m.gradX = got.data();
+    meanPoolBackwardCpu(m);
+  });
+}
+
+// Parameters of several sizes (one spanning blocks, one empty), updated for three steps.
+void testOptimizer() {
+  const std::vector<int64_t> sizes = {1, 7, 0, 3 * kNormBlock + 5, 64};
+  auto make = [&](float lo, float hi) {
+    std::vector<std::vector<float>> t;
+    for (int64_t n : sizes) t.push_back(randomFloats(n, lo, hi));
+    return t;
+  };
+  auto params = make(-1, 1), grads = make(-1, 1), m = make(-0.1f, 0.1f), v = make(0, 0.01f);
+  auto pointers = [](std::vector<std::vector<float>>& t) {
+    std::vector<float*> p;
+    for (auto& x : t) p.push_back(x.data());
+    return p;
+  };
+  auto flatten = [](const std::vector<std::vector<float>>& t) {
+    std::vector<float> f;
+    for (const auto& x : t) f.insert(f.end(), x.begin(), x.end());
+    return f;
+  };
+  auto refP = params, refM = m, refV = v;
+  auto pp = pointers(refP), pg = pointers(grads), pm = pointers(refM), pv = pointers(refV);
+  TensorList list{static_cast<int64_t>(sizes.size()), sizes.data(), pp.data(), pg.data(), pm.data(), pv.data()};
+  for (int64_t step = 1; step <= 3; ++step) adamwReference(AdamwArgs{list, step, 3e-3, 0.9, 0.999, 1e-8, 0.01});
+  const double refSq = sumSquaresReference(SumSquaresArgs{list});
+  covered.insert("adamw");
+  covered.insert("sumSquares");
+  covered.insert("scaleGrads");
+  forEachCpuConfig([&](const std::string& config) {
+    auto p2 = params, m2 = m, v2 = v, g2 = grads;
+    auto qp = pointers(p2), qg = pointers(g2), qm = pointers(m2), qv = pointers(v2);
+    TensorList l{static_cast<int64_t>(sizes.size()), sizes.data(), qp.data(), qg.data(), qm.data(), qv.data()};
+    for (int64_t step = 1; step <= 3; ++step) adamwCpu(AdamwArgs{l, step, 3e-3, 0.9, 0.999, 1e-8, 0.01});
+    report(flatten(p2) == flatten(refP) && flatten(m2) == flatten(refM) && flatten(v2) == flatten(refV), "adamw [" + config + "]");
+    const double sq = sumSquaresCpu(SumSquaresArgs{l});
+    report(std::fabs(sq - refSq) <= tolOf("sumSquares") * refSq, "sumSquares [" + config + "]");
+    auto g3 = grads;
+    auto rg = pointers(g3);
+    TensorList lr = list;
+    lr.grads = rg.data();
+    scaleReference(ScaleArgs{lr, 0.37f});
+    scaleCpu(ScaleArgs{l, 0.37f});
+    report(flatten(g2) == flatten(g3), "scaleGrads [" + config + "]");
+  });
+}
+
+void testNnFamily() {
+  testMatmulCovered();
+  for (Activation act : {Activation::Identity, Activation::Tanh, Activation::Relu, Activation::Gelu, Activation::GeluTanh})
+    for (auto [r, c] : {std::pair<int64_t, int64_t>{1, 1}, {7, 13}, {128, 64}, {300, 257}}) testBiasAct(r, c, act);
+  for (auto [n, d, v] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {50, 8, 7}, {4000, 33, 300}}) testEmbedding(n, d, v);
+  for (bool affine : {false, true})
+    for (auto [r, c] : {std::pair<int64_t, int64_t>{1, 1}, {5, 64}, {600, 129}}) testLayerNorm(r, c, affine);
+  for (auto [B, T, D] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {4, 9, 16}, {64, 50, 70}}) testMeanPool(B, T, D);
+  testOptimizer();
+}
+
 }  // namespace
 
 int main() {
@@ -858,6 +1060,7 @@ int main() {
   testTooFewValid();
   testPolicyFamily();
   testPreferenceFamily();
+  testNnFamily();
   for (const OpInfo& o : kOps) report(covered.count(o.name) == 1, std::string("op table row covered: ") + o.name);
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;

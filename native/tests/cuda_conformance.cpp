@@ -4,12 +4,14 @@
 // on the shapes that pick either one: one lane, short and long lanes (T = 131072), tails that
 // are not multiples of 32, thousands of lanes, and empty inputs. The policy-gradient family runs
 // against its scalar references with the op table's cudaTol, float16/bfloat16 logits against
-// the reference on the same rounded values. Output buffers are filled with a sentinel and
-// followed by guard bytes that must stay untouched.
+// the reference on the same rounded values. The neural-network family (matmul, bias and
+// activation, embedding, layer norm, mean pooling, AdamW, sumSquares, scale) runs against its
+// scalar references with the tolerances of its section. Output buffers are filled with a
+// sentinel and followed by guard bytes that must stay untouched.
 //
 // Usage: rlhf_cuda_tests [--quick] [--only FAMILY]   (--quick leaves out the shapes of millions
 // of elements, for compute-sanitizer runs; --only runs one family's cases: runtime, advantages,
-// statistics, policy or preference). Exits 77 (skipped) where there is no CUDA device.
+// statistics, policy, preference or nn). Exits 77 (skipped) where there is no CUDA device.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -27,6 +29,7 @@
 #include "rlhf/cuda.h"
 #include "rlhf/error.h"
 #include "rlhf/kernels.h"
+#include "rlhf/nn.h"
 #include "rlhf/op_table.h"
 #include "rlhf/policy.h"
 #include "rlhf/preference.h"
@@ -2053,10 +2056,688 @@ void preferenceCases(Report& report) {
   groupCase(report, 5000, 4, E::Grpo, S::Batch, false, ++seed);
 }
 
+// --- the neural-network family ------------------------------------------------------------------
+// Every launcher against its scalar reference (nn.h) on random inputs: matmul within
+// 4*(K+1)*2^-24 of sum_k |a b| (+ |c| when accumulating: one more rounding), the others with the
+// op table's cudaTol relative to the value or to the magnitude of its sum (the elementwise ops
+// share the nn_math formulas, but the device's float64 erf/tanh/exp may differ from the host's
+// in their last bit; layer norm and the column sums add in another order). A cudaTol of 0
+// means the same bits (embedding and its backward, which adds in the reference's order, mean
+// pooling's backward, scaleGrads). The ops whose sums the device orders its own
+// way (matmul, the column sums of the backward passes, sumSquares) run twice and must repeat
+// their bits. Outputs are followed by guard bytes; matmul's C by padding columns that must
+// keep their bits.
+
+const char* activationName(rlhf::Activation act) {
+  static const char* const names[] = {"identity", "tanh", "relu", "gelu", "gelu-tanh"};
+  return names[static_cast<int>(act)];
+}
+
+// Tolerance `rel` of `scale` (the magnitude the rounding errors are proportional to).
+double relBound(double rel, double scale) { return rel * scale + 1e-30; }
+
+// Bits where tol is 0, else within tol of scale (NaN for NaN either way).
+void checkTol(Comparison& c, float got, float want, double tol, double scale, const std::string& what) {
+  if (tol == 0 && !sameBits(got, want) && !(std::isnan(got) && std::isnan(want)) && c.ok) {
+    c.ok = false;
+    c.detail = what + " is " + fmt("%.9g", got) + ", reference " + fmt("%.9g", want) + " (bits must match)";
+  }
+  c.check(got, want, relBound(tol, scale), what);
+}
+
+bool sameFloats(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+void recordNn(Report& report, const std::string& name, const Comparison& c, bool repeat, bool guards) {
+  report.record(c.ok && repeat && guards, name,
+                c.summary() + (repeat ? "" : "; NOT bit-identical on a second run") + (guards ? "" : "; guard overwritten"));
+}
+
+// --- matmul ---
+
+struct MatmulShape {
+  int64_t M, N, K;
+  bool transA, transB;
+  int64_t padA = 0, padB = 0, padC = 0;  // extra pitch beyond the packed one
+  int64_t offset = 0;                    // A and B start this many floats into their buffers
+  bool accumulate = false;
+  bool withNaN = false;  // a NaN in A: its row of C is NaN
+};
+
+std::string matmulName(const MatmulShape& s) {
+  return "matmul [" + std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K) + "] " +
+         (s.transA ? "T" : "N") + (s.transB ? "T" : "N") +
+         (s.padA + s.padB + s.padC > 0 ? " pitch+" + std::to_string(s.padA) + "/" + std::to_string(s.padB) + "/" +
+                                             std::to_string(s.padC)
+                                       : "") +
+         (s.offset > 0 ? " offset " + std::to_string(s.offset) : "") + (s.accumulate ? " accumulate" : "") +
+         (s.withNaN ? " NaN" : "");
+}
+
+void matmulCase(Report& report, const MatmulShape& s, uint64_t seed) {
+  Rng rng(seed);
+  const int64_t lda = (s.transA ? s.M : s.K) + s.padA, rowsA = s.transA ? s.K : s.M;
+  const int64_t ldb = (s.transB ? s.K : s.N) + s.padB, rowsB = s.transB ? s.N : s.K;
+  const int64_t ldc = s.N + s.padC;
+  std::vector<float> A = rng.uniform(s.offset + rowsA * lda, -1, 1), B = rng.uniform(s.offset + rowsB * ldb, -1, 1);
+  std::vector<float> C0 = rng.uniform(s.M * ldc, -2, 2);
+  // NaN in the pitch padding: an element read beyond a row's extent would show.
+  auto poisonPadding = [&](std::vector<float>& X, int64_t rows, int64_t extent, int64_t ld) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = extent; j < ld; ++j) X[static_cast<size_t>(s.offset + r * ld + j)] = NAN;
+  };
+  poisonPadding(A, rowsA, s.transA ? s.M : s.K, lda);
+  poisonPadding(B, rowsB, s.transB ? s.K : s.N, ldb);
+  if (s.withNaN && s.M > 1 && s.K > 1) A[static_cast<size_t>(s.offset + (s.transA ? 1 * lda + s.M / 2 : s.M / 2 * lda + 1))] = NAN;
+  rlhf::MatmulArgs host;
+  host.M = s.M;
+  host.N = s.N;
+  host.K = s.K;
+  host.a = A.data() + s.offset;
+  host.lda = lda;
+  host.transA = s.transA;
+  host.b = B.data() + s.offset;
+  host.ldb = ldb;
+  host.transB = s.transB;
+  host.ldc = ldc;
+  host.accumulate = s.accumulate;
+  std::vector<float> want = C0;
+  host.c = want.data();
+  rlhf::matmulReference(host);
+  const std::string name = matmulName(s);
+  try {
+    DeviceBuffer a(A.size() * sizeof(float)), b(B.size() * sizeof(float)), c(C0.size() * sizeof(float));
+    a.upload(A.data());
+    b.upload(B.data());
+    rlhf::MatmulArgs dev = host;
+    dev.a = A.empty() ? nullptr : a.as<float>() + s.offset;
+    dev.b = B.empty() ? nullptr : b.as<float>() + s.offset;
+    dev.c = c.as<float>();
+    std::vector<float> got(C0.size()), again(C0.size());
+    c.upload(C0.data());
+    cu::matmul(dev, gDevice);
+    c.download(got.data());
+    c.upload(C0.data());
+    cu::matmul(dev, gDevice);
+    c.download(again.data());
+    Comparison cmp;
+    for (int64_t i = 0; i < s.M && cmp.ok; ++i)
+      for (int64_t j = 0; j < ldc; ++j) {
+        const size_t at = static_cast<size_t>(i * ldc + j);
+        if (j >= s.N) {  // padding: untouched
+          if (!sameBits(got[at], C0[at])) cmp.check(got[at], C0[at], 0, "padding C[" + std::to_string(at) + "]");
+          continue;
+        }
+        double magnitude = s.accumulate ? std::fabs(C0[at]) : 0.0;
+        for (int64_t k = 0; k < s.K; ++k) {
+          const double x = s.transA ? A[s.offset + k * lda + i] : A[s.offset + i * lda + k];
+          const double y = s.transB ? B[s.offset + j * ldb + k] : B[s.offset + k * ldb + j];
+          magnitude += std::fabs(x * y);
+        }
+        const double bound = 4.0 * static_cast<double>(std::max<int64_t>(s.K, 1) + 1) * 0x1p-24 * magnitude + 1e-30;
+        cmp.check(got[at], want[at], bound, "C[" + std::to_string(i) + "," + std::to_string(j) + "]");
+      }
+    recordNn(report, name, cmp, sameFloats(got, again), guardsIntact({&a, &b, &c}));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// --- bias and activation ---
+
+void biasActCase(Report& report, int64_t rows, int64_t cols, rlhf::Activation act, bool withBias, bool inPlace,
+                 uint64_t seed) {
+  Rng rng(seed);
+  const int64_t n = rows * cols;
+  std::vector<float> x = rng.uniform(n, -4, 4), bias = withBias ? rng.uniform(cols, -1, 1) : std::vector<float>();
+  std::vector<float> gy = rng.uniform(n, -1, 1), gb0 = rng.uniform(cols, -1, 1);
+  if (n > 3) x[static_cast<size_t>(n / 2)] = NAN;
+  if (n > 5) x[1] = 0.0f;  // relu's kink
+  std::vector<float> wantY(static_cast<size_t>(n)), wantZ(static_cast<size_t>(n)), wantGx(static_cast<size_t>(n));
+  std::vector<float> wantGb = gb0;
+  rlhf::BiasActArgs f;
+  f.rows = rows;
+  f.cols = cols;
+  f.x = x.data();
+  f.bias = withBias ? bias.data() : nullptr;
+  f.act = act;
+  f.y = wantY.data();
+  f.z = wantZ.data();
+  rlhf::biasActReference(f);
+  rlhf::BiasActBackwardArgs bw;
+  bw.rows = rows;
+  bw.cols = cols;
+  bw.gradY = gy.data();
+  bw.y = wantY.data();
+  bw.z = wantZ.data();
+  bw.act = act;
+  bw.gradX = wantGx.data();
+  bw.gradBias = withBias ? wantGb.data() : nullptr;
+  rlhf::biasActBackwardReference(bw);
+  const std::string name = std::string("biasAct+backward ") + activationName(act) + " " + shape("rows", rows, "cols", cols) +
+                           (withBias ? " bias" : "") + (inPlace ? " in-place" : "");
+  try {
+    const size_t bytes = static_cast<size_t>(n) * sizeof(float), colBytes = static_cast<size_t>(cols) * sizeof(float);
+    DeviceBuffer dx(bytes), dbias(colBytes), dy(bytes), dz(bytes), dgy(bytes), dgx(bytes), dgb(colBytes);
+    dx.upload(x.data());
+    if (withBias) dbias.upload(bias.data());
+    rlhf::BiasActArgs df = f;
+    df.x = dx.as<float>();
+    df.bias = withBias ? dbias.as<float>() : nullptr;
+    df.y = inPlace ? dx.as<float>() : dy.as<float>();
+    df.z = dz.as<float>();
+    cu::biasAct(df, gDevice);
+    std::vector<float> gotY(wantY.size()), gotZ(wantZ.size());
+    (inPlace ? dx : dy).download(gotY.data());
+    dz.download(gotZ.data());
+    rlhf::BiasActBackwardArgs db = bw;
+    db.y = df.y;
+    db.z = df.z;
+    db.gradX = inPlace ? dgy.as<float>() : dgx.as<float>();
+    db.gradY = dgy.as<float>();
+    db.gradBias = withBias ? dgb.as<float>() : nullptr;
+    std::vector<float> gotGx(wantGx.size()), gotGb(wantGb.size()), againGx(wantGx.size()), againGb(wantGb.size());
+    auto backward = [&](std::vector<float>& gx, std::vector<float>& gb) {
+      dgy.upload(gy.data());
+      dgb.upload(gb0.data());
+      cu::biasActBackward(db, gDevice);
+      (inPlace ? dgy : dgx).download(gx.data());
+      dgb.download(gb.data());
+    };
+    backward(gotGx, gotGb);
+    backward(againGx, againGb);
+    const double tol = cudaTol("biasAct"), tolBack = cudaTol("biasActBackward");
+    Comparison c;
+    for (size_t i = 0; i < gotY.size(); ++i) {
+      checkTol(c, gotY[i], wantY[i], tol, std::fabs(wantY[i]), "y[" + std::to_string(i) + "]");
+      checkTol(c, gotZ[i], wantZ[i], 0, 0, "z[" + std::to_string(i) + "]");
+      checkTol(c, gotGx[i], wantGx[i], tolBack, std::fabs(wantGx[i]), "gradX[" + std::to_string(i) + "]");
+    }
+    if (withBias)
+      for (int64_t j = 0; j < cols; ++j) {
+        double magnitude = std::fabs(gb0[j]);
+        for (int64_t r = 0; r < rows; ++r) magnitude += std::fabs(wantGx[r * cols + j]);
+        checkTol(c, gotGb[j], wantGb[j], tolBack, magnitude, "gradBias[" + std::to_string(j) + "]");
+      }
+    const bool repeat = sameFloats(gotGx, againGx) && sameFloats(gotGb, againGb);
+    recordNn(report, name, c, repeat, guardsIntact({&dx, &dbias, &dy, &dz, &dgy, &dgx, &dgb}));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// --- embedding ---
+
+// Ids from a vocabulary of `vocab` with a run of one id, so that rows repeat.
+void embeddingCase(Report& report, int64_t n, int64_t dim, int64_t vocab, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int32_t& id : ids) id = static_cast<int32_t>(rng.unit() * static_cast<double>(vocab));
+  for (int64_t i = n / 3; i < n / 3 + n / 4; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>(vocab - 1);
+  std::vector<float> table = rng.uniform(vocab * dim, -1, 1), gradOut = rng.uniform(n * dim, -1, 1);
+  std::vector<float> gt0 = rng.uniform(vocab * dim, -1, 1);
+  std::vector<float> wantOut(static_cast<size_t>(n * dim)), wantGt = gt0;
+  rlhf::EmbeddingArgs f;
+  f.n = n;
+  f.dim = dim;
+  f.vocab = vocab;
+  f.ids = ids.data();
+  f.table = table.data();
+  f.out = wantOut.data();
+  rlhf::embeddingReference(f);
+  rlhf::EmbeddingBackwardArgs bw;
+  bw.n = n;
+  bw.dim = dim;
+  bw.vocab = vocab;
+  bw.ids = ids.data();
+  bw.gradOut = gradOut.data();
+  bw.gradTable = wantGt.data();
+  rlhf::embeddingBackwardReference(bw);
+  const std::string name = "embedding+backward " + shape("n", n, "dim", dim) + " vocab=" + std::to_string(vocab);
+  try {
+    Uploads up;
+    DeviceBuffer out(wantOut.size() * sizeof(float)), gt(gt0.size() * sizeof(float));
+    rlhf::EmbeddingArgs df = f;
+    df.ids = up.of(ids);
+    df.table = up.of(table);
+    df.out = out.as<float>();
+    cu::embedding(df, gDevice);
+    std::vector<float> gotOut(wantOut.size()), gotGt(gt0.size()), againGt(gt0.size());
+    out.download(gotOut.data());
+    rlhf::EmbeddingBackwardArgs db = bw;
+    db.ids = df.ids;
+    db.gradOut = up.of(gradOut);
+    db.gradTable = gt.as<float>();
+    for (std::vector<float>* dst : {&gotGt, &againGt}) {
+      gt.upload(gt0.data());
+      cu::embeddingBackward(db, gDevice);
+      gt.download(dst->data());
+    }
+    const double tol = cudaTol("embedding"), tolBack = cudaTol("embeddingBackward");
+    Comparison c;
+    for (size_t i = 0; i < gotOut.size(); ++i)
+      checkTol(c, gotOut[i], wantOut[i], tol, std::fabs(wantOut[i]), "out[" + std::to_string(i) + "]");
+    for (size_t i = 0; i < gotGt.size(); ++i)
+      checkTol(c, gotGt[i], wantGt[i], tolBack, std::fabs(wantGt[i]), "gradTable[" + std::to_string(i) + "]");
+    recordNn(report, name, c, sameFloats(gotGt, againGt), guardsIntact({&out, &gt}));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// --- layer norm ---
+
+// Rows of x in [-2, 3) (row 0 constant: variance 0), gradients in [-1, 1).
+void layerNormCase(Report& report, int64_t rows, int64_t cols, bool affine, bool withParamGrads, uint64_t seed) {
+  Rng rng(seed);
+  const int64_t n = rows * cols;
+  std::vector<float> x = rng.uniform(n, -2, 3), gy = rng.uniform(n, -1, 1);
+  if (rows > 1)
+    for (int64_t j = 0; j < cols; ++j) x[static_cast<size_t>(j)] = 0.75f;
+  std::vector<float> gamma = affine ? rng.uniform(cols, 0.5f, 1.5f) : std::vector<float>();
+  std::vector<float> beta = affine ? rng.uniform(cols, -0.5f, 0.5f) : std::vector<float>();
+  std::vector<float> gg0 = rng.uniform(cols, -1, 1), gb0 = rng.uniform(cols, -1, 1);
+  std::vector<float> wantY(static_cast<size_t>(n)), wantMean(static_cast<size_t>(rows)), wantRstd(static_cast<size_t>(rows));
+  std::vector<float> wantGx(static_cast<size_t>(n)), wantGg = gg0, wantGb = gb0;
+  rlhf::LayerNormArgs f;
+  f.rows = rows;
+  f.cols = cols;
+  f.x = x.data();
+  f.gamma = affine ? gamma.data() : nullptr;
+  f.beta = affine ? beta.data() : nullptr;
+  f.eps = 1e-5f;
+  f.y = wantY.data();
+  f.mean = wantMean.data();
+  f.rstd = wantRstd.data();
+  rlhf::layerNormReference(f);
+  rlhf::LayerNormBackwardArgs bw;
+  bw.rows = rows;
+  bw.cols = cols;
+  bw.x = x.data();
+  bw.gamma = f.gamma;
+  bw.mean = wantMean.data();
+  bw.rstd = wantRstd.data();
+  bw.gradY = gy.data();
+  bw.gradX = wantGx.data();
+  bw.gradGamma = withParamGrads ? wantGg.data() : nullptr;
+  bw.gradBeta = withParamGrads ? wantGb.data() : nullptr;
+  rlhf::layerNormBackwardReference(bw);
+  const std::string name = "layerNorm+backward " + shape("rows", rows, "cols", cols) + (affine ? " affine" : "") +
+                           (withParamGrads ? " param-grads" : "");
+  try {
+    Uploads up;
+    const size_t bytes = static_cast<size_t>(n) * sizeof(float), rowBytes = static_cast<size_t>(rows) * sizeof(float),
+                 colBytes = static_cast<size_t>(cols) * sizeof(float);
+    DeviceBuffer y(bytes), mean(rowBytes), rstd(rowBytes), gx(bytes), gg(colBytes), gb(colBytes);
+    rlhf::LayerNormArgs df = f;
+    df.x = up.of(x);
+    df.gamma = up.of(gamma);
+    df.beta = up.of(beta);
+    df.y = y.as<float>();
+    df.mean = mean.as<float>();
+    df.rstd = rstd.as<float>();
+    cu::layerNorm(df, gDevice);
+    std::vector<float> gotY(wantY.size()), gotMean(wantMean.size()), gotRstd(wantRstd.size());
+    y.download(gotY.data());
+    mean.download(gotMean.data());
+    rstd.download(gotRstd.data());
+    // The backward from the reference's statistics, so that it is compared on the same inputs.
+    rlhf::LayerNormBackwardArgs db = bw;
+    db.x = df.x;
+    db.gamma = df.gamma;
+    db.mean = up.of(wantMean);
+    db.rstd = up.of(wantRstd);
+    db.gradY = up.of(gy);
+    db.gradX = gx.as<float>();
+    db.gradGamma = withParamGrads ? gg.as<float>() : nullptr;
+    db.gradBeta = withParamGrads ? gb.as<float>() : nullptr;
+    std::vector<float> gotGx(wantGx.size()), gotGg(cols), gotGb(cols), againGx(wantGx.size()), againGg(cols), againGb(cols);
+    auto backward = [&](std::vector<float>& x_, std::vector<float>& g_, std::vector<float>& b_) {
+      gg.upload(gg0.data());
+      gb.upload(gb0.data());
+      cu::layerNormBackward(db, gDevice);
+      gx.download(x_.data());
+      gg.download(g_.data());
+      gb.download(b_.data());
+    };
+    backward(gotGx, gotGg, gotGb);
+    backward(againGx, againGg, againGb);
+    // Inputs and gradients are of order 1: tolerances relative to max(1, |value|).
+    const double tol = cudaTol("layerNorm"), tolBack = cudaTol("layerNormBackward");
+    Comparison c;
+    for (int64_t r = 0; r < rows; ++r) {
+      checkTol(c, gotMean[r], wantMean[r], tol, unitScale(wantMean[r]), "mean[" + std::to_string(r) + "]");
+      checkTol(c, gotRstd[r], wantRstd[r], tol, std::fabs(wantRstd[r]), "rstd[" + std::to_string(r) + "]");
+    }
+    for (size_t i = 0; i < gotY.size(); ++i) {
+      checkTol(c, gotY[i], wantY[i], tol, unitScale(wantY[i]), "y[" + std::to_string(i) + "]");
+      checkTol(c, gotGx[i], wantGx[i], tolBack, unitScale(wantGx[i]), "gradX[" + std::to_string(i) + "]");
+    }
+    if (withParamGrads)
+      for (int64_t j = 0; j < cols; ++j) {
+        checkTol(c, gotGg[j], wantGg[j], tolBack, unitScale(wantGg[j]), "gradGamma[" + std::to_string(j) + "]");
+        checkTol(c, gotGb[j], wantGb[j], tolBack, unitScale(wantGb[j]), "gradBeta[" + std::to_string(j) + "]");
+      }
+    const bool repeat = sameFloats(gotGx, againGx) && sameFloats(gotGg, againGg) && sameFloats(gotGb, againGb);
+    recordNn(report, name, c, repeat, guardsIntact({&y, &mean, &rstd, &gx, &gg, &gb}));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// --- mean pooling ---
+
+// With a mask: row 1 has no valid token (pools to 0), masked positions hold NaN.
+void meanPoolCase(Report& report, int64_t B, int64_t T, int64_t D, bool withMask, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> x = rng.uniform(B * T * D, -2, 2), gOut = rng.uniform(B * D, -1, 1);
+  std::vector<uint8_t> mask;
+  if (withMask) {
+    mask = responseMask(rng, B, T, 0.2);
+    if (B > 1) std::fill(mask.begin() + T, mask.begin() + 2 * T, uint8_t{0});
+    for (int64_t bt = 0; bt < B * T; ++bt)
+      if (mask[bt] == 0 && D > 0) x[static_cast<size_t>(bt * D)] = NAN;
+  }
+  std::vector<float> wantOut(static_cast<size_t>(B * D)), wantGx(static_cast<size_t>(B * T * D));
+  rlhf::MeanPoolArgs f;
+  f.B = B;
+  f.T = T;
+  f.D = D;
+  f.x = x.data();
+  f.mask = withMask ? mask.data() : nullptr;
+  f.out = wantOut.data();
+  rlhf::meanPoolReference(f);
+  rlhf::MeanPoolBackwardArgs bw;
+  bw.B = B;
+  bw.T = T;
+  bw.D = D;
+  bw.gradOut = gOut.data();
+  bw.mask = f.mask;
+  bw.gradX = wantGx.data();
+  rlhf::meanPoolBackwardReference(bw);
+  const std::string name = "meanPool+backward [B=" + std::to_string(B) + ",T=" + std::to_string(T) + ",D=" +
+                           std::to_string(D) + "]" + (withMask ? " mask" : "");
+  try {
+    Uploads up;
+    DeviceBuffer out(wantOut.size() * sizeof(float)), gx(wantGx.size() * sizeof(float));
+    rlhf::MeanPoolArgs df = f;
+    df.x = up.of(x);
+    df.mask = up.of(mask);
+    df.out = out.as<float>();
+    cu::meanPool(df, gDevice);
+    rlhf::MeanPoolBackwardArgs db = bw;
+    db.gradOut = up.of(gOut);
+    db.mask = df.mask;
+    db.gradX = gx.as<float>();
+    cu::meanPoolBackward(db, gDevice);
+    std::vector<float> gotOut(wantOut.size()), gotGx(wantGx.size());
+    out.download(gotOut.data());
+    gx.download(gotGx.data());
+    const double tol = cudaTol("meanPool"), tolBack = cudaTol("meanPoolBackward");
+    Comparison c;
+    for (size_t i = 0; i < gotOut.size(); ++i)
+      checkTol(c, gotOut[i], wantOut[i], tol, std::fabs(wantOut[i]), "out[" + std::to_string(i) + "]");
+    for (size_t i = 0; i < gotGx.size(); ++i)
+      checkTol(c, gotGx[i], wantGx[i], tolBack, std::fabs(wantGx[i]), "gradX[" + std::to_string(i) + "]");
+    recordNn(report, name, c, true, guardsIntact({&out, &gx}));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// --- the optimizer ---
+
+// Host tensors of the given sizes and their device copies, as TensorLists of either side.
+struct TensorSet {
+  std::vector<int64_t> sizes;
+  std::vector<std::vector<float>> params, grads, m, v;
+  std::vector<std::unique_ptr<DeviceBuffer>> buffers;  // params, grads, m, v per tensor
+  std::vector<float*> hp, hg, hm, hv, dp, dg, dm, dv;
+
+  TensorSet(Rng& rng, const std::vector<int64_t>& s) : sizes(s) {
+    for (int64_t n : sizes) {
+      params.push_back(rng.uniform(n, -1, 1));
+      grads.push_back(rng.uniform(n, -0.1f, 0.1f));
+      m.push_back(rng.uniform(n, -0.01f, 0.01f));
+      v.push_back(rng.uniform(n, 0, 1e-4f));
+    }
+    for (size_t t = 0; t < sizes.size(); ++t)
+      for (std::vector<float>* host : {&params[t], &grads[t], &m[t], &v[t]}) {
+        buffers.push_back(std::make_unique<DeviceBuffer>(host->size() * sizeof(float)));
+        buffers.back()->upload(host->data());
+      }
+    for (size_t t = 0; t < sizes.size(); ++t) {
+      hp.push_back(params[t].data());
+      hg.push_back(grads[t].data());
+      hm.push_back(m[t].data());
+      hv.push_back(v[t].data());
+      dp.push_back(buffers[4 * t]->as<float>());
+      dg.push_back(buffers[4 * t + 1]->as<float>());
+      dm.push_back(buffers[4 * t + 2]->as<float>());
+      dv.push_back(buffers[4 * t + 3]->as<float>());
+    }
+  }
+  rlhf::TensorList hostList() {
+    return {static_cast<int64_t>(sizes.size()), sizes.data(), hp.data(), hg.data(), hm.data(), hv.data()};
+  }
+  rlhf::TensorList deviceList() {
+    return {static_cast<int64_t>(sizes.size()), sizes.data(), dp.data(), dg.data(), dm.data(), dv.data()};
+  }
+  std::vector<float> download(size_t t, int which) const {  // which: 0 params, 1 grads, 2 m, 3 v
+    std::vector<float> out(static_cast<size_t>(sizes[t]));
+    buffers[4 * t + which]->download(out.data());
+    return out;
+  }
+  bool guardsIntact() const {
+    for (const auto& b : buffers)
+      if (!b->guardIntact()) return false;
+    return true;
+  }
+};
+
+std::string sizesName(const std::vector<int64_t>& sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? "," : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+
+void adamwCase(Report& report, const std::vector<int64_t>& sizes, int64_t step, double weightDecay, uint64_t seed) {
+  Rng rng(seed);
+  TensorSet set(rng, sizes);
+  rlhf::AdamwArgs host;
+  host.tensors = set.hostList();
+  host.step = step;
+  host.lr = 3e-3;
+  host.weightDecay = weightDecay;
+  const std::string name = "adamw sizes=" + sizesName(sizes) + " step=" + std::to_string(step) + " wd=" + fmt("%g", weightDecay);
+  try {
+    rlhf::AdamwArgs dev = host;
+    dev.tensors = set.deviceList();
+    cu::adamw(dev, gDevice);
+    rlhf::adamwReference(host);  // updates the host copies in place
+    const double tol = cudaTol("adamw");
+    Comparison c;
+    const char* names[] = {"param", "grad", "m", "v"};
+    for (size_t t = 0; t < sizes.size(); ++t)
+      for (int which : {0, 2, 3}) {
+        const std::vector<float> got = set.download(t, which);
+        const std::vector<float>& want = which == 0 ? set.params[t] : which == 2 ? set.m[t] : set.v[t];
+        for (size_t i = 0; i < got.size(); ++i)
+          checkTol(c, got[i], want[i], tol, std::fabs(want[i]),
+                   std::string(names[which]) + "[" + std::to_string(t) + "][" + std::to_string(i) + "]");
+      }
+    recordNn(report, name, c, true, set.guardsIntact());
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// sumSquares twice (same bits), then scale by `factor` (a float multiply: the same bits).
+void sumSquaresScaleCase(Report& report, const std::vector<int64_t>& sizes, float factor, uint64_t seed) {
+  Rng rng(seed);
+  TensorSet set(rng, sizes);
+  const std::string name = "sumSquares+scale sizes=" + sizesName(sizes);
+  try {
+    rlhf::SumSquaresArgs hs;
+    hs.tensors = set.hostList();
+    rlhf::SumSquaresArgs ds;
+    ds.tensors = set.deviceList();
+    const double want = rlhf::sumSquaresReference(hs);
+    const double got = cu::sumSquares(ds, gDevice), again = cu::sumSquares(ds, gDevice);
+    rlhf::ScaleArgs sc;
+    sc.tensors = set.deviceList();
+    sc.factor = factor;
+    cu::scale(sc, gDevice);
+    sc.tensors = set.hostList();
+    rlhf::scaleReference(sc);
+    const double tolScale = cudaTol("scaleGrads");
+    Comparison c;
+    c.check(got, want, relBound(cudaTol("sumSquares"), want), "sum of squares");
+    for (size_t t = 0; t < sizes.size(); ++t) {
+      const std::vector<float> scaled = set.download(t, 1);
+      for (size_t i = 0; i < scaled.size(); ++i)
+        checkTol(c, scaled[i], set.grads[t][i], tolScale, std::fabs(set.grads[t][i]), "scaled grads[" + std::to_string(i) + "]");
+    }
+    recordNn(report, name, c, std::memcmp(&got, &again, sizeof(double)) == 0, set.guardsIntact());
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
+// Empty shapes launch nothing that reads a pointer; out-of-contract arguments throw.
+void nnEdgeCases(Report& report) {
+  try {
+    rlhf::MatmulArgs mm;
+    mm.M = 0;
+    mm.N = 5;
+    mm.K = 3;
+    cu::matmul(mm, gDevice);
+    rlhf::BiasActArgs ba;
+    ba.rows = 3;
+    cu::biasAct(ba, gDevice);
+    rlhf::EmbeddingBackwardArgs eb;
+    eb.dim = 4;
+    cu::embeddingBackward(eb, gDevice);
+    rlhf::LayerNormBackwardArgs lb;
+    lb.rows = 2;
+    cu::layerNormBackward(lb, gDevice);
+    rlhf::MeanPoolArgs mp;
+    mp.T = 3;
+    cu::meanPool(mp, gDevice);
+    rlhf::AdamwArgs ad;
+    cu::adamw(ad, gDevice);
+    rlhf::SumSquaresArgs ss;
+    const double zero = cu::sumSquares(ss, gDevice);
+    cu::synchronize(gDevice);
+    report.record(zero == 0, "nn family: empty inputs", "no launch, sumSquares 0");
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, "nn family: empty inputs", e.what());
+  }
+  auto expectThrow = [&](const char* what, const std::function<void()>& fn, rlhf::ErrorKind kind) {
+    try {
+      fn();
+      report.record(false, what, "did not throw");
+    } catch (const rlhf::KernelError& e) {
+      report.record(e.kind == kind, what, e.what());
+    }
+  };
+  expectThrow("matmul: negative K", [] {
+    rlhf::MatmulArgs mm;
+    mm.M = mm.N = 2;
+    mm.K = -1;
+    cu::matmul(mm, gDevice);
+  }, rlhf::ErrorKind::Range);
+  expectThrow("matmul: null a", [] {
+    rlhf::MatmulArgs mm;
+    mm.M = mm.N = mm.K = 2;
+    mm.lda = mm.ldb = mm.ldc = 2;
+    mm.c = reinterpret_cast<float*>(16);
+    mm.b = mm.c;
+    cu::matmul(mm, gDevice);
+  }, rlhf::ErrorKind::Internal);
+  expectThrow("adamw: negative tensor size", [] {
+    const int64_t size = -3;
+    float* p = nullptr;
+    rlhf::AdamwArgs ad;
+    ad.tensors = {1, &size, &p, &p, &p, &p};
+    cu::adamw(ad, gDevice);
+  }, rlhf::ErrorKind::Range);
+}
+
+void nnCases(Report& report) {
+  uint64_t seed = 13000;
+  nnEdgeCases(report);
+  // matmul: empty and degenerate shapes, primes, every transpose with odd pitches and
+  // unaligned starts (the element-by-element paths), tile edges, accumulate, NaN.
+  std::vector<MatmulShape> shapes = {
+      {0, 5, 3, false, false},        {5, 0, 3, false, false},         {4, 5, 0, false, false},
+      {4, 5, 0, true, true, 0, 0, 2, 0, true}, {1, 1, 1, false, false}, {1, 1, 1, true, true, 0, 0, 0, 0, true},
+      {7, 13, 11, false, false},      {1, 64, 17, false, true},        {64, 1, 17, true, false},
+  };
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      shapes.push_back({64, 64, 64, ta, tb});
+      shapes.push_back({65, 63, 67, ta, tb, 3, 1, 5, 1});
+      shapes.push_back({128, 64, 64, ta, tb, 0, 0, 0, 0, true});
+      shapes.push_back({37, 131, 29, ta, tb, 4, 8, 4, 0, false, true});
+      shapes.push_back({130, 257, 9, ta, tb, 1, 0, 2, 0, true});
+      // Extents of 3 mod 4 in pitches of multiples of 4: the last float4 group of a row would
+      // take one padding element (NaN).
+      shapes.push_back({35, 71, 31, ta, tb, 1, 1, 1});
+    }
+  if (!gQuick) {
+    shapes.push_back({1600, 1500, 40, false, false});  // 128-tiles on GPUs of up to 156 SMs
+    shapes.push_back({1537, 1601, 35, true, true, 1, 3, 1, 1, true});
+    shapes.push_back({300, 200, 3000, false, true});
+  }
+  for (const MatmulShape& s : shapes) matmulCase(report, s, ++seed);
+
+  using A = rlhf::Activation;
+  for (A act : {A::Identity, A::Tanh, A::Relu, A::Gelu, A::GeluTanh}) {
+    biasActCase(report, 1, 1, act, true, false, ++seed);
+    biasActCase(report, 37, 61, act, true, false, ++seed);
+    biasActCase(report, 300, 129, act, true, true, ++seed);
+    biasActCase(report, 5, 33, act, false, act == A::Relu, ++seed);
+  }
+  biasActCase(report, 1000, 3, A::Gelu, true, false, ++seed);  // several row chunks
+
+  embeddingCase(report, 1, 1, 1, ++seed);
+  embeddingCase(report, 100, 7, 5, ++seed);
+  embeddingCase(report, 1500, 33, 200, ++seed);  // several id stages, ids of every class
+  embeddingCase(report, 300, 64, 3000, ++seed);
+
+  for (bool affine : {false, true}) {
+    layerNormCase(report, 1, 1, affine, true, ++seed);
+    layerNormCase(report, 3, 7, affine, affine, ++seed);
+    layerNormCase(report, 37, 100, affine, true, ++seed);
+    layerNormCase(report, 300, 33, affine, true, ++seed);
+  }
+  if (!gQuick) layerNormCase(report, 4096, 768, true, true, ++seed);
+
+  for (bool withMask : {false, true}) {
+    meanPoolCase(report, 1, 1, 1, withMask, ++seed);
+    meanPoolCase(report, 5, 17, 9, withMask, ++seed);
+    meanPoolCase(report, 3, 0, 4, withMask, ++seed);
+    meanPoolCase(report, 9, 100, 70, withMask, ++seed);
+  }
+
+  const std::vector<int64_t> list = {1, 0, 8191, 8192, 8193, 3, 20000};
+  adamwCase(report, {5}, 1, 0.01, ++seed);
+  adamwCase(report, list, 1, 0.01, ++seed);
+  adamwCase(report, list, 10, 0.0, ++seed);
+  sumSquaresScaleCase(report, {5}, 0.5f, ++seed);
+  sumSquaresScaleCase(report, list, 0.3f, ++seed);
+  if (!gQuick) {
+    adamwCase(report, {10000000, 768, 3}, 3, 0.01, ++seed);
+    sumSquaresScaleCase(report, {10000000, 768, 3}, 0.7f, ++seed);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --only FAMILY (runtime, advantages, statistics, policy, preference): that family's cases alone.
+  // --only FAMILY (runtime, advantages, statistics, policy, preference, nn): that family's cases alone.
   std::string only;
   for (int i = 1; i < argc; ++i) {
     gQuick = gQuick || std::strcmp(argv[i], "--quick") == 0;
@@ -2078,6 +2759,7 @@ int main(int argc, char** argv) {
     if (selected("statistics")) statisticsCases(report);
     if (selected("policy")) policyCases(report);
     if (selected("preference")) preferenceCases(report);
+    if (selected("nn")) nnCases(report);
     const cu::MemoryStats end = cu::memoryStats(gDevice);
     report.record(end.liveAllocations == 0 && end.liveBytes == 0, "memoryStats back to zero",
                   std::to_string(end.liveAllocations) + " live allocations, " + std::to_string(end.liveBytes) +

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "rlhf/kernels.h"
+#include "rlhf/nn.h"
 #include "rlhf/policy.h"
 #include "rlhf/preference.h"
 
@@ -74,6 +75,23 @@ DpoLossStats dpoLoss(const DpoLossArgs& a, int device);
 void sequenceLogprobs(const SequenceLogprobsArgs& a, int device);
 void sequenceLogprobsBackward(const SequenceLogprobsBackwardArgs& a, int device);
 void groupAdvantages(const GroupAdvantagesArgs& a, int device);
+
+// The neural-network family (nn.h). The matrix multiply is a tiled kernel of our own (the build
+// never needs cuBLAS). A TensorList's pointer and size arrays are host memory (the launchers copy
+// them to the device); the tensors they point to are device memory. sumSquares waits for its
+// result and sums in a fixed order, so repeated runs give the same bits.
+void matmul(const MatmulArgs& a, int device);
+void biasAct(const BiasActArgs& a, int device);
+void biasActBackward(const BiasActBackwardArgs& a, int device);
+void embedding(const EmbeddingArgs& a, int device);
+void embeddingBackward(const EmbeddingBackwardArgs& a, int device);
+void layerNorm(const LayerNormArgs& a, int device);
+void layerNormBackward(const LayerNormBackwardArgs& a, int device);
+void meanPool(const MeanPoolArgs& a, int device);
+void meanPoolBackward(const MeanPoolBackwardArgs& a, int device);
+void adamw(const AdamwArgs& a, int device);
+double sumSquares(const SumSquaresArgs& a, int device);
+void scale(const ScaleArgs& a, int device);
 
 }  // namespace cuda
 }  // namespace rlhf

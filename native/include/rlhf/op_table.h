@@ -1,7 +1,8 @@
 // The one table of ops. The addon registers an entry point per row, exposes the table to
 // TypeScript (rl.opTable()), the native conformance test checks that it covers every row, and
 // the benchmarks iterate it.
-//   name        the public op name (also the Node-API entry point in native/addon/ops.cpp)
+//   name        the public op name (also the Node-API entry point in native/addon/*_ops.cpp);
+//               the nn family's layer kernels (all but matmul) are called by the rl.nn models
 //   family      the kernel family it belongs to
 //   cuda        1 when a CUDA kernel exists
 //   cpuTol      largest relative difference allowed between the optimised CPU kernel and the
@@ -27,7 +28,19 @@
   OP(dpoLoss, "preference", 1, 2e-5, 1e-6)                 \
   OP(sequenceLogprobs, "preference", 1, 1e-6, 1e-6)        \
   OP(sequenceLogprobsBackward, "preference", 1, 0.0, 0.0) \
-  OP(groupAdvantages, "preference", 1, 0.0, 1e-6)
+  OP(groupAdvantages, "preference", 1, 0.0, 1e-6)         \
+  OP(matmul, "nn", 1, 1e-5, 1e-5)                         \
+  OP(biasAct, "nn", 1, 2e-6, 2e-6)                        \
+  OP(biasActBackward, "nn", 1, 0.0, 2e-6)                 \
+  OP(embedding, "nn", 1, 0.0, 0.0)                        \
+  OP(embeddingBackward, "nn", 1, 0.0, 0.0)                \
+  OP(layerNorm, "nn", 1, 0.0, 1e-5)                       \
+  OP(layerNormBackward, "nn", 1, 0.0, 1e-5)               \
+  OP(meanPool, "nn", 1, 0.0, 1e-6)                        \
+  OP(meanPoolBackward, "nn", 1, 0.0, 0.0)                 \
+  OP(adamw, "nn", 1, 0.0, 1e-6)                           \
+  OP(sumSquares, "nn", 1, 1e-12, 1e-12)                   \
+  OP(scaleGrads, "nn", 1, 0.0, 0.0)
 
 namespace rlhf {
 

@@ -1,0 +1,135 @@
+// Single-thread chunk kernels of the neural-network family, compiled once per instruction-set
+// variant (included by kernels_base.cpp and kernels_avx2.cpp after preference_chunks.h). The
+// matrix multiply has its own files (gemm.h); what is here is elementwise.
+#include <cstdint>
+
+#include "../reference/nn_math.h"
+#include "cpu_variants.h"
+#include "rlhf/nn.h"
+#include "simd.h"
+
+namespace rlhf {
+namespace RLHF_CHUNK_NS {
+
+using namespace simd;
+
+// act(z) for a vector. The gelus have no vector form here: their lanes go through the scalar
+// formula, which keeps them bit-identical to the reference.
+static inline VF activateVector(Activation act, VF z) {
+  switch (act) {
+    case Activation::Identity: return z;
+    case Activation::Tanh: return simd::tanh(z);
+    case Activation::Relu: return select(lt(z, zero()), zero(), z);
+    case Activation::Gelu:
+    case Activation::GeluTanh: break;
+  }
+  alignas(32) float lanes[W];
+  store(lanes, z);
+  for (int l = 0; l < W; ++l) lanes[l] = nn_math::activate(act, lanes[l]);
+  return load(lanes);
+}
+
+// gradY * act'(y, z), the product in float32 as the reference forms it: a relu's gradient is a
+// multiplication by 0 or 1, so that a NaN or infinite gradY stays NaN where y <= 0 as it does there.
+static inline VF gradVector(Activation act, VF g, const float* y, const float* z) {
+  switch (act) {
+    case Activation::Identity: return g;
+    case Activation::Tanh: {
+      const VF yv = load(y);
+      return mul(g, sub(set1(1.0f), mul(yv, yv)));
+    }
+    case Activation::Relu: return mul(g, bitAnd(gt(load(y), zero()), set1(1.0f)));
+    case Activation::Gelu:
+    case Activation::GeluTanh: break;
+  }
+  alignas(32) float lanes[W];
+  store(lanes, g);
+  for (int l = 0; l < W; ++l) lanes[l] *= nn_math::activationGrad(act, 0.0f, z[l]);
+  return load(lanes);
+}
+
+// y = act(x + bias) (and z = x + bias when kept) for rows [r0, r1), the activation a template
+// argument so that the inner loop carries no switch and consecutive vectors overlap.
+template <Activation Act>
+static inline void biasActRowsOf(const BiasActArgs& a, int64_t r0, int64_t r1) {
+  const int64_t C = a.cols;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* x = a.x + r * C;
+    float* y = a.y + r * C;
+    float* z = a.z != nullptr ? a.z + r * C : nullptr;
+    int64_t j = 0;
+    for (; j + W <= C; j += W) {
+      const VF zv = a.bias != nullptr ? add(load(x + j), load(a.bias + j)) : load(x + j);
+      if (z != nullptr) store(z + j, zv);
+      store(y + j, activateVector(Act, zv));
+    }
+    for (; j < C; ++j) {
+      const float zj = a.bias != nullptr ? x[j] + a.bias[j] : x[j];
+      if (z != nullptr) z[j] = zj;
+      y[j] = nn_math::activate(Act, zj);
+    }
+  }
+}
+
+static inline void biasActRows(const BiasActArgs& a, int64_t r0, int64_t r1) {
+  switch (a.act) {
+    case Activation::Identity: return biasActRowsOf<Activation::Identity>(a, r0, r1);
+    case Activation::Tanh: return biasActRowsOf<Activation::Tanh>(a, r0, r1);
+    case Activation::Relu: return biasActRowsOf<Activation::Relu>(a, r0, r1);
+    case Activation::Gelu: return biasActRowsOf<Activation::Gelu>(a, r0, r1);
+    case Activation::GeluTanh: return biasActRowsOf<Activation::GeluTanh>(a, r0, r1);
+  }
+}
+
+// gradX = gradY * act' for rows [r0, r1).
+static inline void biasActGradRows(const BiasActBackwardArgs& a, int64_t r0, int64_t r1) {
+  const int64_t C = a.cols;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t o = r * C;
+    const float* y = a.y != nullptr ? a.y + o : nullptr;
+    const float* z = a.z != nullptr ? a.z + o : nullptr;
+    int64_t j = 0;
+    for (; j + W <= C; j += W)
+      store(a.gradX + o + j, gradVector(a.act, load(a.gradY + o + j), y != nullptr ? y + j : nullptr, z != nullptr ? z + j : nullptr));
+    for (; j < C; ++j)
+      a.gradX[o + j] = a.gradY[o + j] * nn_math::activationGrad(a.act, y != nullptr ? y[j] : 0.0f, z != nullptr ? z[j] : 0.0f);
+  }
+}
+
+// The AdamW update of elements [i0, i1) of one tensor, in nn_math::adamwUpdate's order.
+static inline void adamwRange(const nn_math::AdamwStep& s, const float* g, float* p, float* m, float* v, int64_t i0,
+                              int64_t i1) {
+  const VF decay = set1(s.decay), w1 = set1(s.beta1Weight), b2 = set1(s.beta2), w2 = set1(s.oneMinusBeta2);
+  const VF bias2 = set1(s.bias2Sqrt), eps = set1(s.eps), negStep = set1(-s.stepSize);
+  int64_t i = i0;
+  for (; i + W <= i1; i += W) {
+    const VF gv = load(g + i);
+    const VF pv = mul(load(p + i), decay);
+    VF mv = load(m + i);
+    mv = add(mv, mul(w1, sub(gv, mv)));
+    const VF vv = add(mul(load(v + i), b2), mul(mul(w2, gv), gv));
+    const VF denom = add(div(simd::sqrt(vv), bias2), eps);
+    store(p + i, add(pv, mul(negStep, div(mv, denom))));
+    store(m + i, mv);
+    store(v + i, vv);
+  }
+  for (; i < i1; ++i) nn_math::adamwUpdate(s, g[i], p[i], m[i], v[i]);
+}
+
+// sum of x[i]^2 over [i0, i1) in float64: four pairs of vector lanes (independent chains, so the
+// adds overlap), combined in a fixed order, then the tail. Within 1e-15 or so of the reference's
+// sequential sum, and the same bits for the same range on any thread.
+static inline double sumSquaresRange(const float* x, int64_t i0, int64_t i1) {
+  VD acc[8] = {zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD()};
+  int64_t i = i0;
+  for (; i + 4 * W <= i1; i += 4 * W)
+    for (int k = 0; k < 4; ++k) accumulateSquares(acc[2 * k], acc[2 * k + 1], load(x + i + k * W));
+  for (; i + W <= i1; i += W) accumulateSquares(acc[0], acc[1], load(x + i));
+  double s = 0;
+  for (const VD& a : acc) s += sumLanes(a);
+  for (; i < i1; ++i) s += static_cast<double>(x[i]) * x[i];
+  return s;
+}
+
+}  // namespace RLHF_CHUNK_NS
+}  // namespace rlhf
