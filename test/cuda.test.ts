@@ -9,17 +9,11 @@ import {
   discountedReturnsReference, gaeReference, tokenGaeReference,
 } from '../lib/reference/advantages';
 import {
-  expectBitIdentical, expectClose, expectError, expectNear, randomFlags, randomFloats, responseMask, rng, uniformFloats,
+  cudaSkip, cudaTol, expectBitIdentical, expectClose, expectError, expectNear, randomFlags, randomFloats, responseMask, rng,
+  uniformFloats,
 } from './helpers/index';
 
-const skip = rl.backends().cuda.devices > 0 ? false : 'no CUDA device';
-const opts = { skip };
-
-function cudaTol(op: string): number {
-  const row = rl.opTable().find((r) => r.name === op);
-  if (row === undefined) throw new Error(`opTable has no ${op}`);
-  return row.cudaTol;
-}
+const opts = { skip: cudaSkip };
 
 const cu = (a: Float32Array | Uint8Array, shape: number[]) => rl.tensor(a, shape, { device: 'cuda' });
 

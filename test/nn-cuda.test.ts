@@ -4,16 +4,9 @@
 import t from 'tap';
 
 import * as rl from '../lib/index';
-import { T as TapT, expectClose, randomFloats, rng } from './helpers/index';
+import { T as TapT, cudaSkip, cudaTol, expectClose, randomFloats, rng } from './helpers/index';
 
-const skip = rl.backends().cuda.devices > 0 ? false : 'no CUDA device';
-const opts = { skip };
-
-function cudaTol(op: string): number {
-  const row = rl.opTable().find((r) => r.name === op);
-  if (row === undefined) throw new Error(`opTable has no ${op}`);
-  return row.cudaTol;
-}
+const opts = { skip: cudaSkip };
 
 async function host(x: rl.Tensor): Promise<Float32Array> {
   return Float32Array.from((await x.data()) as Float32Array);

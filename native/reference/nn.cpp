@@ -1,5 +1,6 @@
 // Scalar references of the neural-network family (nn.h): the definitions the fast paths are
 // tested against. Plain loops, float64 where a sum is formed.
+#include <algorithm>
 #include <cmath>
 
 #include "nn_math.h"

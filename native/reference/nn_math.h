@@ -2,16 +2,11 @@
 // paths that have no vector form of their own (the gelus, AdamW) and the CUDA kernels, so that
 // every backend computes an element with the same operations.
 #pragma once
-#include <algorithm>
 #include <cmath>
+#include <cstdint>
 
+#include "host_device.h"
 #include "rlhf/nn.h"
-
-#if defined(__CUDACC__)
-#define RLHF_HOST_DEVICE __host__ __device__
-#else
-#define RLHF_HOST_DEVICE
-#endif
 
 namespace rlhf {
 namespace nn_math {

@@ -5,13 +5,8 @@
 #pragma once
 #include <cmath>
 
+#include "host_device.h"
 #include "rlhf/policy.h"
-
-#if defined(__CUDACC__)
-#define RLHF_HOST_DEVICE __host__ __device__
-#else
-#define RLHF_HOST_DEVICE
-#endif
 
 namespace rlhf {
 namespace policy_math {

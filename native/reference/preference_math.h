@@ -6,13 +6,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "host_device.h"
 #include "rlhf/preference.h"
-
-#if defined(__CUDACC__)
-#define RLHF_HOST_DEVICE __host__ __device__
-#else
-#define RLHF_HOST_DEVICE
-#endif
 
 namespace rlhf {
 namespace preference_math {

@@ -248,3 +248,13 @@ export const cpuPaths: readonly CpuPath[] = ['auto', 'baseline', 'reference'];
 export function hasCuda(): boolean {
   return rl.backends().cuda.devices > 0;
 }
+
+/** tap's `skip` option for the CUDA subtests: false with a device, else the reason. */
+export const cudaSkip: false | string = hasCuda() ? false : 'no CUDA device';
+
+/** The op table's tolerance for an op's CUDA path against the reference. */
+export function cudaTol(op: string): number {
+  const row = rl.opTable().find((r) => r.name === op);
+  if (row === undefined) throw new Error(`opTable has no ${op}`);
+  return row.cudaTol;
+}
