@@ -46,3 +46,6 @@ export * as nn from './nn';
 export * as optim from './optim';
 export { clipGradNorm } from './optim';
 export type { AdamWOptions, Schedule, ScheduleOptions } from './optim';
+export * as envs from './envs';
+export { PPOTrainer } from './trainers/ppo';
+export type { PPOConfig, PPOResult, PPOUpdateMetrics } from './trainers/ppo';

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-// The `rlhf` command: `rlhf bench` times every kernel (see lib/cli/bench.ts); `rlhf info` shows
-// what was built and what the machine offers.
+// The `rlhf` command: `rlhf bench` times every kernel (see lib/cli/bench.ts); `rlhf train` runs
+// PPO on a built-in environment (lib/cli/train.ts); `rlhf info` shows what was built and what
+// the machine offers.
 import * as rl from '../index';
 import { Backend, runBench, writeJson } from './bench';
+import { train } from './train';
 
 const usage = `usage: rlhf <command> [options]
 
@@ -13,7 +15,16 @@ commands:
           --threads N           CPU threads (default: all cores)
           --json FILE           also write the results as JSON
           --quick               small shapes, short runs (a smoke test)
+  train cartpole|acrobot
+          PPO with CleanRL's settings (4 envs x 128 steps, 4 epochs of 4 minibatches, Adam 2.5e-4
+          annealed, GAE 0.99/0.95, clip 0.2, entropy 0.01, gradient norm 0.5) on CartPole-v1 or Acrobot-v1
+          --seed N              seed of the models, the environments and the sampling (default 1)
+          --steps N             environment steps (default 500000)
+          --summary FILE        write {env, seed, steps, meanReturnLast20, seconds, stepsPerSecond} as JSON
+          --log FILE            append one JSON line of metrics per update
   info    build and backend information
+
+every command takes --help
 `;
 
 function parseFlags(argv: string[]): Map<string, string | true> {
@@ -56,10 +67,33 @@ function bench(argv: string[]): void {
   }
 }
 
+function integerFlag(flags: Map<string, string | true>, name: string): number | undefined {
+  const v = stringFlag(flags, name);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new RangeError(`rlhf: --${name} must be a non-negative integer, not '${v}'`);
+  return n;
+}
+
+function trainCommand(argv: string[]): void {
+  const [env, ...rest] = argv;
+  if (env !== 'cartpole' && env !== 'acrobot') throw new RangeError(`rlhf train: expected 'cartpole' or 'acrobot', not '${env ?? ''}'\n\n${usage}`);
+  const flags = parseFlags(rest);
+  const known = new Set(['seed', 'steps', 'summary', 'log']);
+  for (const k of flags.keys()) if (!known.has(k)) throw new RangeError(`rlhf train: unknown option --${k}\n\n${usage}`);
+  train({ env, seed: integerFlag(flags, 'seed') ?? 1, steps: integerFlag(flags, 'steps'), summary: stringFlag(flags, 'summary'),
+    log: stringFlag(flags, 'log') }, (line) => console.log(line));
+}
+
 function main(argv: string[]): void {
   const [command, ...rest] = argv;
+  if (rest.includes('--help') || rest.includes('-h')) {
+    console.log(usage);
+    return;
+  }
   switch (command) {
     case 'bench': return bench(rest);
+    case 'train': return trainCommand(rest);
     case 'info': console.log(JSON.stringify({ buildInfo: rl.buildInfo(), backends: rl.backends() }, null, 2)); return;
     case undefined: case '--help': case '-h': console.log(usage); return;
     default: throw new RangeError(`rlhf: unknown command '${command}'\n\n${usage}`);
