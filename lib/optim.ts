@@ -154,12 +154,15 @@ export class AdamW {
     for (const g of grads) if (g.deviceIndex >= 0) (g.raw('zeroGrad', 'grad') as DeviceBuffer).copyFromHost(new Float32Array(g.size));
   }
 
-  /** Writes the step count and both moments of every parameter (atomically) for resuming. */
+  /**
+   * Writes the step count and both moments of every parameter (atomically) for resuming, keyed
+   * by position and name ('m.3.layers.1.weight'): two models' parameters may share a name.
+   */
   saveState(path: string): void {
     const tensors: Record<string, Tensor> = {};
     this.params.forEach((p, i) => {
-      tensors[`m.${p.name}`] = this.#m[i];
-      tensors[`v.${p.name}`] = this.#v[i];
+      tensors[`m.${i}.${p.name}`] = this.#m[i];
+      tensors[`v.${i}.${p.name}`] = this.#v[i];
     });
     saveSafetensors(path, tensors, { 'rlhf-node.optimizer': 'adamw', step: String(this.#step) });
   }
@@ -173,9 +176,10 @@ export class AdamW {
       throw new RlhfError('E_FORMAT', `${op}: '${path}' is not an AdamW state saved by rlhf-node`);
     this.params.forEach((p, i) => {
       for (const [kind, dst] of [['m', this.#m[i]], ['v', this.#v[i]]] as const) {
-        const t = tensors[`${kind}.${p.name}`];
+        const key = `${kind}.${i}.${p.name}`;
+        const t = tensors[key];
         if (t === undefined || t.dtype !== 'float32' || t.size !== dst.size)
-          throw new RlhfError('E_FORMAT', `${op}: '${path}' has no float32 '${kind}.${p.name}' of ${dst.size} elements`);
+          throw new RlhfError('E_FORMAT', `${op}: '${path}' has no float32 '${key}' of ${dst.size} elements`);
         copyValues(dst, t);
       }
     });

@@ -1189,7 +1189,7 @@ t.test('checkpoints: resuming model + AdamW state is bit-identical to training s
   // An optimizer state of other parameters is E_FORMAT.
   const otherModel = rl.nn.mlp({ inputSize: 6, hiddenSizes: [12], outputSize: 2 });
   expectError(t, () => makeOpt(otherModel).loadState(path.join(dir, 'opt.safetensors')),
-    rl.RlhfError, /AdamW\.loadState: .*'m\.layers\.0\.weight' of 72 elements/,
+    rl.RlhfError, /AdamW\.loadState: .*'m\.0\.layers\.0\.weight' of 72 elements/,
     'E_FORMAT', 'an optimizer state for another shape');
   expectError(t, () => opt2.loadState(path.join(dir, 'model.safetensors')),
     rl.RlhfError, /not an AdamW state/, 'E_FORMAT', 'a model file as optimizer state');

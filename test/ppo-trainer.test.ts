@@ -64,6 +64,27 @@ t.test('config: targetKl, learning-rate annealing, log file, events', async (t) 
   t.equal(m1.learningRate, m2.learningRate, 'annealLr: false keeps the learning rate');
 });
 
+t.test('a checkpoint resumes exactly where the run stopped', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rlhf-ppo-ckpt-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const config = { env: 'Acrobot-v1', seed: 7, totalTimesteps: 6 * 512 };
+  const straight = new PPOTrainer(config);
+  const straightMetrics = [1, 2, 3, 4, 5, 6].map(() => straight.update());
+  const first = new PPOTrainer(config);
+  for (let i = 0; i < 3; ++i) first.update();
+  first.save(dir);
+  t.same(fs.readdirSync(dir).sort(), ['actor.safetensors', 'critic.safetensors', 'optimizer.safetensors', 'trainer.json'],
+    'the checkpoint files');
+  const resumed = PPOTrainer.resume(dir);
+  t.equal(resumed.globalStep, 3 * 512, 'the step count is restored');
+  const resumedMetrics = [1, 2, 3].map(() => resumed.update());
+  expectBitIdentical(t, paramsOf(resumed.actor), paramsOf(straight.actor), 'actor: 3 updates + resume + 3 == 6 updates');
+  expectBitIdentical(t, paramsOf(resumed.critic), paramsOf(straight.critic), 'critic too');
+  t.same(resumedMetrics.map((m) => [m.update, m.globalStep, m.policyLoss, m.meanReturn]),
+    straightMetrics.slice(3).map((m) => [m.update, m.globalStep, m.policyLoss, m.meanReturn]), 'and the same metrics');
+  expectError(t, () => PPOTrainer.resume(path.join(dir, 'missing')), Error, /cannot read .*trainer\.json/, 'E_IO');
+});
+
 t.test('bad configs are named errors', async (t) => {
   expectError(t, () => new PPOTrainer({ env: 'Pong' }), RangeError, /`name` must be one of/);
   expectError(t, () => new PPOTrainer({ env: 42 as never }), TypeError, /PPOTrainer: expected an environment name/);

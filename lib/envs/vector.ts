@@ -1,7 +1,7 @@
 // A batch of independent classic-control envs stepped together, with Gymnasium's autoreset
 // (an env whose episode ended starts the next one in the same step) and per-env seeded streams.
 import { rangeError, typeError } from '../errors';
-import { Random } from '../nn/random';
+import { Random, RandomState } from '../nn/random';
 
 export interface VectorEnv {
   readonly name: string;            // 'CartPole-v1' | 'Acrobot-v1'
@@ -14,6 +14,20 @@ export interface VectorEnv {
   /** One step of every env with actions [numEnvs] int32 in [0, numActions). Envs whose episode ended are reset at once (autoreset),
    *  so `observations` holds the first observation of the new episode for them and `finalObservations` the last one of the old. */
   step(actions: Int32Array): VectorStep;
+  /** Everything a later step depends on, as plain JSON data (for checkpoints); optional for other envs. */
+  getState?(): unknown;
+  /** Continues from what getState() returned. */
+  setState?(state: unknown): void;
+}
+
+/** The state of a ClassicVectorEnv, as getState() gives it. */
+export interface ClassicEnvState {
+  name: string;
+  state: number[];
+  lengths: number[];
+  returns: number[];
+  rngs: RandomState[];
+  started: boolean;
 }
 
 export interface VectorStep {
@@ -166,6 +180,29 @@ export class ClassicVectorEnv implements VectorEnv {
       }
     }
     return out;
+  }
+
+  getState(): ClassicEnvState {
+    return { name: this.name, state: Array.from(this.#state), lengths: Array.from(this.#lengths), returns: Array.from(this.#returns),
+      rngs: this.#rngs.map((r) => r.snapshot()), started: this.#started };
+  }
+
+  setState(s: unknown): void {
+    const op = `${this.name}.setState`;
+    const v = s as ClassicEnvState;
+    if (v === null || typeof v !== 'object' || v.name !== this.name || !Array.isArray(v.state) || v.state.length !== this.#state.length ||
+        !Array.isArray(v.lengths) || v.lengths.length !== this.numEnvs || !Array.isArray(v.returns) || v.returns.length !== this.numEnvs ||
+        !Array.isArray(v.rngs) || v.rngs.length !== this.numEnvs)
+      throw rangeError(op, 'state', `must be the getState() of a ${this.name} with ${this.numEnvs} envs`);
+    this.#state.set(v.state);
+    this.#lengths.set(v.lengths);
+    this.#returns.set(v.returns);
+    this.#rngs = v.rngs.map((r) => {
+      const g = new Random(0);
+      g.restore(r);
+      return g;
+    });
+    this.#started = v.started === true;
   }
 
   #startEpisode(i: number): void {

@@ -1,5 +1,11 @@
 // Seeded randomness for initialisation: the same seed gives the same model on every machine.
 
+/** Where a generator is in its stream: enough to continue it exactly (a checkpoint's resume). */
+export interface RandomState {
+  state: number;
+  spare: number | null;
+}
+
 /** A seeded generator (mulberry32) of uniform and normal draws. */
 export class Random {
   #state: number;
@@ -7,6 +13,15 @@ export class Random {
 
   constructor(seed: number) {
     this.#state = seed >>> 0;
+  }
+
+  snapshot(): RandomState {
+    return { state: this.#state, spare: this.#spare };
+  }
+
+  restore(s: RandomState): void {
+    this.#state = s.state >>> 0;
+    this.#spare = s.spare;
   }
 
   /** Uniform in [0, 1). */

@@ -5,11 +5,12 @@
 // targetKl early stop. Every piece of math is one of the package's ops.
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 
-import { rangeError, typeError } from '../errors';
+import { RlhfError, rangeError, typeError } from '../errors';
 import { VectorEnv, makeEnv } from '../envs';
 import { Mlp, mlp } from '../nn/models';
-import { Random } from '../nn/random';
+import { Random, RandomState } from '../nn/random';
 import { gae } from '../ops/advantages';
 import { logprobsFromLogits, logprobsFromLogitsBackward, ppoPolicyLoss, valueLoss } from '../ops/policy';
 import { AdamW, adamw, clipGradNorm } from '../optim';
@@ -124,6 +125,26 @@ function resolve(op: string, config: PPOConfig): Resolved {
     r.logFile = o.logFile;
   }
   return r;
+}
+
+/** What trainer.json of a checkpoint holds beside the models and the optimizer state. */
+interface TrainerState {
+  kind: 'PPOTrainer';
+  config: Omit<Resolved, 'logFile'> & { env: string };
+  globalStep: number;
+  updates: number;
+  episodes: number;
+  returns: number[];
+  rng: RandomState;
+  observations: number[];
+  env: unknown;
+}
+
+/** Writes `text` to `file` through a temporary file and a rename: never half a file. */
+function writeAtomically(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
 }
 
 /** The rollout of one update, time-major [numSteps, numEnvs]. */
@@ -333,6 +354,54 @@ export class PPOTrainer extends EventEmitter {
     if (c.logFile !== null) fs.appendFileSync(c.logFile, JSON.stringify(metrics) + '\n');
     this.emit('update', metrics);
     return metrics;
+  }
+
+  /**
+   * Writes a checkpoint into `dir`: actor.safetensors, critic.safetensors, optimizer.safetensors
+   * and trainer.json (counters, the sampling generator, the environments' states and
+   * observations). PPOTrainer.resume(dir) continues from it exactly as this trainer would.
+   */
+  save(dir: string): void {
+    const env = this.env;
+    if (typeof env.getState !== 'function')
+      throw rangeError('PPOTrainer.save', 'env', 'has no getState(): only environments that can save their state can be resumed');
+    fs.mkdirSync(dir, { recursive: true });
+    this.actor.save(path.join(dir, 'actor.safetensors'));
+    this.critic.save(path.join(dir, 'critic.safetensors'));
+    this.optimizer.saveState(path.join(dir, 'optimizer.safetensors'));
+    const { logFile: _log, ...config } = this.config;
+    const state: TrainerState = {
+      kind: 'PPOTrainer', config: { ...config, env: env.name }, globalStep: this.#globalStep, updates: this.#updates,
+      episodes: this.#episodes, returns: this.#returns.slice(-20), rng: this.#rng.snapshot(), observations: Array.from(this.#obs),
+      env: env.getState(),
+    };
+    writeAtomically(path.join(dir, 'trainer.json'), JSON.stringify(state));
+  }
+
+  /** A trainer continuing from a checkpoint written by save(); `overrides` may set logFile and totalTimesteps. */
+  static resume(dir: string, overrides: { logFile?: string; totalTimesteps?: number } = {}): PPOTrainer {
+    const op = 'PPOTrainer.resume';
+    const file = path.join(dir, 'trainer.json');
+    let state: TrainerState;
+    try {
+      state = JSON.parse(fs.readFileSync(file, 'utf8')) as TrainerState;
+    } catch (e) {
+      throw new RlhfError((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'E_IO' : 'E_FORMAT',
+        `${op}: cannot read '${file}': ${(e as Error).message}`);
+    }
+    if (state?.kind !== 'PPOTrainer') throw new RlhfError('E_FORMAT', `${op}: '${file}' is not a PPOTrainer checkpoint`);
+    const trainer = new PPOTrainer({ ...state.config, ...overrides });
+    trainer.actor.load(path.join(dir, 'actor.safetensors'));
+    trainer.critic.load(path.join(dir, 'critic.safetensors'));
+    trainer.optimizer.loadState(path.join(dir, 'optimizer.safetensors'));
+    trainer.env.setState?.(state.env);
+    trainer.#globalStep = state.globalStep;
+    trainer.#updates = state.updates;
+    trainer.#episodes = state.episodes;
+    trainer.#returns.push(...state.returns);
+    trainer.#rng.restore(state.rng);
+    trainer.#obs = Float32Array.from(state.observations);
+    return trainer;
   }
 
   /** Updates until totalTimesteps environment steps have been taken. */
