@@ -25,32 +25,40 @@ function textOf(v: unknown): string | null {
   return parts.join('\n');
 }
 
-/** One line's pair, or the reason it is not one. */
-function parseLine(line: string): PreferencePair | string {
-  let o: unknown;
-  try {
-    o = JSON.parse(line);
-  } catch (e) {
-    return `not JSON (${(e as Error).message})`;
-  }
-  if (o === null || typeof o !== 'object' || Array.isArray(o)) return `expected a JSON object but found ${describe(o)}`;
-  const row = o as Record<string, unknown>;
+/**
+ * The pair a parsed row describes, or what is wrong with it (a phrase that follows the row's
+ * name: "has no `chosen`"). Shared with callers that pass pairs in memory.
+ */
+export function pairFrom(row: unknown): PreferencePair | string {
+  if (row === null || typeof row !== 'object' || Array.isArray(row)) return `is ${describe(row)}, not an object`;
+  const r = row as Record<string, unknown>;
   const texts: Record<'prompt' | 'chosen' | 'rejected', string> = { prompt: '', chosen: '', rejected: '' };
   for (const key of ['prompt', 'chosen', 'rejected'] as const) {
-    if (row[key] === undefined) {
-      if (key === 'prompt') continue;
-      return `missing \`${key}\``;
+    if (r[key] === undefined) {
+      if (key === 'prompt') continue;  // TRL's "implicit prompt" layout: the prompt is inside both texts
+      return `has no \`${key}\``;
     }
-    const text = textOf(row[key]);
-    if (text === null) return `\`${key}\` is not a string or a list of { role, content } messages (found ${describe(row[key])})`;
+    const text = textOf(r[key]);
+    if (text === null) return `has a \`${key}\` that is not a string or a list of { role, content } messages (${describe(r[key])})`;
     texts[key] = text;
   }
   const pair: PreferencePair = texts;
-  if (row.margin !== undefined) {
-    if (typeof row.margin !== 'number' || !Number.isFinite(row.margin)) return `\`margin\` is not a finite number (found ${describe(row.margin)})`;
-    pair.margin = row.margin;
+  if (r.margin !== undefined) {
+    if (typeof r.margin !== 'number' || !Number.isFinite(r.margin)) return `has a \`margin\` that is not a finite number (${describe(r.margin)})`;
+    pair.margin = r.margin;
   }
   return pair;
+}
+
+/** One line's pair, or what is wrong with it. */
+function parseLine(line: string): PreferencePair | string {
+  let row: unknown;
+  try {
+    row = JSON.parse(line);
+  } catch (e) {
+    return `is not JSON (${(e as Error).message})`;
+  }
+  return pairFrom(row);
 }
 
 /**
@@ -72,7 +80,7 @@ export function readPreferences(path: string): PreferencePair[] {
   text.replace(/^\uFEFF/, '').split(/\r?\n/).forEach((line, i) => {
     if (line.trim() === '') return;
     const pair = parseLine(line);
-    if (typeof pair === 'string') throw new RlhfError('E_FORMAT', `${op}: ${path}:${i + 1}: ${pair}`);
+    if (typeof pair === 'string') throw new RlhfError('E_FORMAT', `${op}: line ${i + 1} of '${path}' ${pair}`);
     pairs.push(pair);
   });
   return pairs;

@@ -16,6 +16,7 @@ import { logprobsFromLogits, logprobsFromLogitsBackward, ppoPolicyLoss, valueLos
 import { AdamW, adamw, clipGradNorm } from '../optim';
 import { tensor } from '../tensor';
 import { options } from '../validate';
+import { bool, finiteAtLeast, inUnitInterval, intAtLeast, pathOrNull, seedOf } from './config';
 
 export interface PPOConfig {
   /** An environment name ('CartPole-v1', 'Acrobot-v1') or a VectorEnv. */
@@ -84,47 +85,30 @@ const defaults: Omit<Resolved, 'seed'> = {
 
 function resolve(op: string, config: PPOConfig): Resolved {
   const o = options<PPOConfig>(op, config, 'config', 'a PPOConfig object');
-  const r = { ...defaults, seed: 1 } as Resolved;
-  const positiveInt = ['numEnvs', 'numSteps', 'totalTimesteps', 'numMinibatches', 'updateEpochs'] as const;
-  for (const k of positiveInt) {
-    const v = o[k];
-    if (v === undefined) continue;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw rangeError(op, k, `must be an integer >= 1 but is ${String(v)}`);
-    r[k] = v;
-  }
-  const nonNegative = ['learningRate', 'clipCoef', 'entCoef', 'vfCoef', 'maxGradNorm'] as const;
-  for (const k of nonNegative) {
-    const v = o[k];
-    if (v === undefined) continue;
-    if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v)) throw rangeError(op, k, `must be a finite number >= 0 but is ${String(v)}`);
-    r[k] = v;
-  }
-  for (const k of ['gamma', 'gaeLambda'] as const) {
-    const v = o[k];
-    if (v === undefined) continue;
-    if (typeof v !== 'number' || !(v >= 0 && v <= 1)) throw rangeError(op, k, `must be in [0, 1] but is ${String(v)}`);
-    r[k] = v;
-  }
-  for (const k of ['annealLr', 'normAdv', 'clipVloss'] as const) {
-    const v = o[k];
-    if (v === undefined) continue;
-    if (typeof v !== 'boolean') throw typeError(op, k, 'a boolean', v);
-    r[k] = v;
-  }
+  const d = defaults;
   if (o.targetKl !== undefined && o.targetKl !== null && !(typeof o.targetKl === 'number' && o.targetKl > 0))
     throw rangeError(op, 'targetKl', `must be a number > 0 or null but is ${String(o.targetKl)}`);
-  r.targetKl = o.targetKl ?? null;
-  if (o.hiddenSizes !== undefined) r.hiddenSizes = o.hiddenSizes;
-  if (o.seed !== undefined) {
-    if (typeof o.seed !== 'number' || !Number.isInteger(o.seed) || o.seed < 0 || o.seed > 0xffffffff)
-      throw rangeError(op, 'seed', `must be an integer in [0, 2^32) but is ${String(o.seed)}`);
-    r.seed = o.seed;
-  }
-  if (o.logFile !== undefined) {
-    if (typeof o.logFile !== 'string') throw typeError(op, 'logFile', 'a path', o.logFile);
-    r.logFile = o.logFile;
-  }
-  return r;
+  return {
+    numEnvs: intAtLeast(op, 'numEnvs', o.numEnvs, 1, d.numEnvs),
+    numSteps: intAtLeast(op, 'numSteps', o.numSteps, 1, d.numSteps),
+    totalTimesteps: intAtLeast(op, 'totalTimesteps', o.totalTimesteps, 1, d.totalTimesteps),
+    numMinibatches: intAtLeast(op, 'numMinibatches', o.numMinibatches, 1, d.numMinibatches),
+    updateEpochs: intAtLeast(op, 'updateEpochs', o.updateEpochs, 1, d.updateEpochs),
+    learningRate: finiteAtLeast(op, 'learningRate', o.learningRate, 0, d.learningRate),
+    clipCoef: finiteAtLeast(op, 'clipCoef', o.clipCoef, 0, d.clipCoef),
+    entCoef: finiteAtLeast(op, 'entCoef', o.entCoef, 0, d.entCoef),
+    vfCoef: finiteAtLeast(op, 'vfCoef', o.vfCoef, 0, d.vfCoef),
+    maxGradNorm: finiteAtLeast(op, 'maxGradNorm', o.maxGradNorm, 0, d.maxGradNorm),
+    gamma: inUnitInterval(op, 'gamma', o.gamma, d.gamma),
+    gaeLambda: inUnitInterval(op, 'gaeLambda', o.gaeLambda, d.gaeLambda),
+    annealLr: bool(op, 'annealLr', o.annealLr, d.annealLr),
+    normAdv: bool(op, 'normAdv', o.normAdv, d.normAdv),
+    clipVloss: bool(op, 'clipVloss', o.clipVloss, d.clipVloss),
+    targetKl: o.targetKl ?? null,
+    hiddenSizes: o.hiddenSizes ?? d.hiddenSizes,
+    seed: seedOf(op, o.seed, 1),
+    logFile: pathOrNull(op, 'logFile', o.logFile),
+  };
 }
 
 /** What trainer.json of a checkpoint holds beside the models and the optimizer state. */
