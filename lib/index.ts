@@ -56,3 +56,5 @@ export { DPOTrainer } from './trainers/dpo';
 export type { DPOConfig, DPOEvaluation, DPOStepMetrics, DPOSummary } from './trainers/dpo';
 export { GRPOTrainer } from './trainers/grpo';
 export type { GRPOConfig, GRPOLossType, GRPOStepMetrics, RewardFunction } from './trainers/grpo';
+export { RLHFPPOTrainer } from './trainers/rlhf-ppo';
+export type { RLHFPPOConfig, RLHFStepMetrics, SequenceReward } from './trainers/rlhf-ppo';

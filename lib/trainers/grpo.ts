@@ -10,13 +10,13 @@ import { rangeError, typeError } from '../errors';
 import { SimpleTokenizer } from '../data/tokenizer';
 import { TokenPolicy, tokenPolicy } from '../nn/models';
 import { Random } from '../nn/random';
-import { Aggregation, actorLossFromLogits, logprobsFromLogits } from '../ops/policy';
+import { Aggregation, actorLossFromLogits } from '../ops/policy';
 import { groupAdvantages } from '../ops/preference';
 import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
 import { tensor } from '../tensor';
 import { choice, options } from '../validate';
 import { bool, finiteAtLeast, intAtLeast, pathOrNull, seedOf } from './config';
-import { CompletionBatch, completionBatch } from './sequences';
+import { CompletionBatch, completionBatch, sampleCompletions, tokenLogprobs } from './sequences';
 
 /** Scores one completion of a prompt (the texts as the tokenizer decodes them). */
 export type RewardFunction = (prompt: string, completion: string) => number;
@@ -118,51 +118,10 @@ export class GRPOTrainer extends EventEmitter {
     return this.#step;
   }
 
-  /** A draw from softmax(logits / temperature) over row `at` of [n, V] logits. */
-  #sample(logits: Float32Array, at: number, V: number): number {
-    const tau = this.#c.temperature;
-    let max = -Infinity;
-    for (let k = 0; k < V; ++k) max = Math.max(max, logits[at + k]);
-    let sum = 0;
-    for (let k = 0; k < V; ++k) sum += Math.exp((logits[at + k] - max) / tau);
-    let u = this.#rng.uniform() * sum;
-    for (let k = 0; k < V - 1; ++k) {
-      u -= Math.exp((logits[at + k] - max) / tau);
-      if (u < 0) return k;
-    }
-    return V - 1;
-  }
-
-  /** numGenerations completions of each prompt, sampled token by token until EOS or the length limit. */
+  /** numGenerations completions of each prompt, sampled until EOS or the length limit. */
   generate(prompts: readonly Int32Array[]): Int32Array[] {
-    const C = this.policy.config.contextSize, V = this.policy.config.vocabSize;
-    const seqs = prompts.flatMap((p) => Array.from({ length: this.#c.numGenerations }, () => Array.from(p)));
-    const starts = seqs.map((s) => s.length);
-    const done = seqs.map(() => false);
-    for (let t = 0; t < this.#c.maxCompletionLength; ++t) {
-      const active = seqs.map((_, i) => i).filter((i) => !done[i]);
-      if (active.length === 0) break;
-      const contexts = new Int32Array(active.length * C);
-      active.forEach((i, r) => {
-        const s = seqs[i];
-        for (let k = 0; k < C; ++k) contexts[r * C + k] = s.length - C + k >= 0 ? s[s.length - C + k] : SimpleTokenizer.PAD;
-      });
-      const logits = this.policy.forward(tensor(contexts, [active.length, C], { dtype: 'int32' })).logits.dataSync() as Float32Array;
-      active.forEach((i, r) => {
-        const token = this.#sample(logits, r * V, V);
-        seqs[i].push(token);
-        if (token === SimpleTokenizer.EOS) done[i] = true;
-      });
-    }
-    return seqs.map((s, i) => Int32Array.from(s.slice(starts[i])));
-  }
-
-  /** Token log-probs [B*T] of a batch's labels under `model` (0 past a completion's end). */
-  #tokenLogprobs(model: TokenPolicy, batch: CompletionBatch): Float32Array {
-    const { logits } = model.forward(tensor(batch.contexts, [batch.B * batch.T, batch.contextSize], { dtype: 'int32' }));
-    const lp = logprobsFromLogits(logits, tensor(batch.labels, [batch.B * batch.T], { dtype: 'int32' }),
-      { temperature: this.#c.temperature }).logprobs;
-    return Float32Array.from(lp.dataSync() as Float32Array);
+    const repeated = prompts.flatMap((p) => Array.from({ length: this.#c.numGenerations }, () => p));
+    return sampleCompletions(this.policy, repeated, this.#c.maxCompletionLength, this.#c.temperature, this.#rng);
   }
 
   /** The divisor of the token losses as TRL forms it: the batch's tokens ('dapo'), or B times
@@ -191,8 +150,8 @@ export class GRPOTrainer extends EventEmitter {
     const batch = completionBatch(promptsPerRow, completions, this.policy.config.contextSize);
     const { B, T } = batch;
     const V = this.policy.config.vocabSize;
-    const old = this.#tokenLogprobs(this.policy, batch);
-    const ref = this.reference !== null ? this.#tokenLogprobs(this.reference, batch) : null;
+    const old = tokenLogprobs(this.policy, batch, c.temperature);
+    const ref = this.reference !== null ? tokenLogprobs(this.reference, batch, c.temperature) : null;
     const learningRate = this.optimizer.lr;
     this.optimizer.zeroGrad();
     const { logits } = this.policy.forward(tensor(batch.contexts, [B * T, batch.contextSize], { dtype: 'int32' }));

@@ -3,12 +3,14 @@
 // log-probability is the sum (or mean) of its tokens'. The forward and backward chain of ops
 // shared by the trainers that score sequences (DPO, and the RLHF trainers after it).
 import { TokenPolicy } from '../nn/models';
+import { Random } from '../nn/random';
 import { logprobsFromLogits, logprobsFromLogitsBackward } from '../ops/policy';
 import { sequenceLogprobs, sequenceLogprobsBackward } from '../ops/preference';
 import { Tensor, tensor } from '../tensor';
 
 const kIgnore = -100;
 const kPad = 0;
+const kEos = 2;  // SimpleTokenizer.EOS
 
 /** B completions laid out [B, T] (T the longest), with each token's context window. */
 export interface CompletionBatch {
@@ -74,4 +76,53 @@ export function completionLogprobs(policy: TokenPolicy, batch: CompletionBatch, 
     policy.backward({ gradLogits });
   };
   return { logprobs: Float32Array.from(seq.dataSync() as Float32Array), backward };
+}
+
+/** A draw from softmax(row / temperature) of the [n, V] logits at `at`. */
+function sample(logits: Float32Array, at: number, V: number, temperature: number, rng: Random): number {
+  let max = -Infinity;
+  for (let k = 0; k < V; ++k) max = Math.max(max, logits[at + k]);
+  let sum = 0;
+  for (let k = 0; k < V; ++k) sum += Math.exp((logits[at + k] - max) / temperature);
+  let u = rng.uniform() * sum;
+  for (let k = 0; k < V - 1; ++k) {
+    u -= Math.exp((logits[at + k] - max) / temperature);
+    if (u < 0) return k;
+  }
+  return V - 1;
+}
+
+/**
+ * One completion of each prompt, sampled token by token from `policy` until the end-of-sequence
+ * token (kept as the completion's last) or maxLength tokens; all prompts step together.
+ */
+export function sampleCompletions(policy: TokenPolicy, prompts: readonly Int32Array[], maxLength: number, temperature: number,
+                                  rng: Random): Int32Array[] {
+  const C = policy.config.contextSize, V = policy.config.vocabSize;
+  const seqs = prompts.map((p) => Array.from(p));
+  const done = seqs.map(() => false);
+  for (let t = 0; t < maxLength; ++t) {
+    const active = seqs.map((_, i) => i).filter((i) => !done[i]);
+    if (active.length === 0) break;
+    const contexts = new Int32Array(active.length * C).fill(kPad);
+    active.forEach((i, r) => {
+      const s = seqs[i];
+      for (let k = 0; k < C; ++k) if (s.length - C + k >= 0) contexts[r * C + k] = s[s.length - C + k];
+    });
+    const logits = policy.forward(tensor(contexts, [active.length, C], { dtype: 'int32' })).logits.dataSync() as Float32Array;
+    active.forEach((i, r) => {
+      const token = sample(logits, r * V, V, temperature, rng);
+      seqs[i].push(token);
+      if (token === kEos) done[i] = true;
+    });
+  }
+  return seqs.map((s, i) => Int32Array.from(s.slice(prompts[i].length)));
+}
+
+/** Each label's log-probability under `model` at `temperature`, [B*T] (0 past a completion's end). */
+export function tokenLogprobs(model: TokenPolicy, batch: CompletionBatch, temperature = 1): Float32Array {
+  const { logits } = model.forward(tensor(batch.contexts, [batch.B * batch.T, batch.contextSize], { dtype: 'int32' }));
+  const lp = logprobsFromLogits(logits, tensor(batch.labels, [batch.B * batch.T], { dtype: 'int32' }),
+    { temperature, ignoreIndex: kIgnore }).logprobs;
+  return Float32Array.from(lp.dataSync() as Float32Array);
 }

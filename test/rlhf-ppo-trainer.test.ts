@@ -1,0 +1,72 @@
+// RLHFPPOTrainer on a toy task (the score counts the word 'good'): the score rises while the KL
+// to the frozen reference grows and is reported; a stronger KL coefficient holds the policy
+// closer; the adaptive controller moves the coefficient towards its target; a reward model works
+// as the reward; a seed fixes the run; bad configs are named errors.
+import t from 'tap';
+
+import * as rl from '../lib/index';
+import { Random } from '../lib/nn/random';
+import { RLHFPPOConfig, RLHFPPOTrainer } from '../lib/trainers/rlhf-ppo';
+import { expectBitIdentical, expectError } from './helpers/index';
+
+const words = ['the', 'a', 'cat', 'dog', 'sat', 'ran', 'on', 'mat', 'good', 'bad'];
+const tokenizer = rl.data.SimpleTokenizer.fromTexts([words.join(' ')]);
+const countGood = (_p: string, c: string) => c.split(' ').filter((w) => w === 'good').length;
+
+function prompts(seed: number, n: number): string[] {
+  const rng = new Random(seed);
+  return Array.from({ length: n }, () => Array.from({ length: 3 }, () => words[Math.floor(rng.uniform() * 8)]).join(' '));
+}
+
+function config(extra: Partial<RLHFPPOConfig> = {}): RLHFPPOConfig {
+  return { prompts: prompts(1, 64), tokenizer, reward: countGood, learningRate: 3e-3, batchSize: 32, miniBatchSize: 8, seed: 1,
+    initKlCoef: 0.05, ...extra };
+}
+
+function run(trainer: RLHFPPOTrainer, steps: number): rl.RLHFStepMetrics[] {
+  return Array.from({ length: steps }, () => trainer.step());
+}
+
+function paramsOf(m: rl.nn.TokenPolicy): Float32Array {
+  return Float32Array.from(m.parameters().flatMap((p) => Array.from(p.value.dataSync())));
+}
+
+t.test('the score rises, the KL to the frozen reference is reported, the reference stays', async (t) => {
+  const trainer = new RLHFPPOTrainer(config());
+  const reference = paramsOf(trainer.reference);
+  const steps = run(trainer, 15);
+  t.ok(steps[0].kl < 1e-4, `the first rollout is the reference's: KL ${steps[0].kl.toExponential(1)}`);
+  t.ok(steps[14].score > steps[0].score + 4, `score ${steps[0].score.toFixed(2)} -> ${steps[14].score.toFixed(2)} (at most 8)`);
+  t.ok(steps[14].kl > 1, `the policy moved away from the reference: KL ${steps[14].kl.toFixed(2)}`);
+  t.ok(steps.every((m) => m.completions.length === 32 && m.completionLength <= 8), 'batchSize completions within the length limit');
+  expectBitIdentical(t, paramsOf(trainer.reference), reference, 'the reference is frozen');
+  t.equal(trainer.generate(['the cat sat'], 3).length, 3, 'generate gives count completions');
+});
+
+t.test('the KL penalty holds the policy closer; the adaptive controller moves the coefficient', async (t) => {
+  const loose = run(new RLHFPPOTrainer(config({ initKlCoef: 0 })), 12);
+  const tight = run(new RLHFPPOTrainer(config({ initKlCoef: 2 })), 12);
+  t.ok(tight[11].kl < loose[11].kl, `KL with coefficient 2: ${tight[11].kl.toFixed(2)} < with 0: ${loose[11].kl.toFixed(2)}`);
+  const adaptive = run(new RLHFPPOTrainer(config({ initKlCoef: 0.05, target: 0.5, horizon: 100 })), 12);
+  t.ok(adaptive[11].klCoef > adaptive[0].klCoef, `KL above its target raises the coefficient: ${adaptive[0].klCoef} -> ${adaptive[11].klCoef.toFixed(4)}`);
+});
+
+t.test('a reward model as the reward; a seed fixes the run', async (t) => {
+  const rm = rl.nn.rewardModel({ vocabSize: tokenizer.vocabSize, seed: 4 });
+  const m = run(new RLHFPPOTrainer(config({ reward: rm })), 3);
+  t.ok(m.every((x) => Number.isFinite(x.score) && Number.isFinite(x.policyLoss)), 'the reward model scores every completion');
+  const a = new RLHFPPOTrainer(config()), b = new RLHFPPOTrainer(config());
+  run(a, 3);
+  run(b, 3);
+  expectBitIdentical(t, paramsOf(b.policy), paramsOf(a.policy), 'the same seed gives the same policy');
+});
+
+t.test('bad configs are named errors', async (t) => {
+  expectError(t, () => new RLHFPPOTrainer(config({ prompts: [] })), RangeError, /RLHFPPOTrainer: `prompts` holds no prompts/);
+  expectError(t, () => new RLHFPPOTrainer(config({ tokenizer: {} as never })), TypeError, /a SimpleTokenizer for `tokenizer`/);
+  expectError(t, () => new RLHFPPOTrainer(config({ reward: 1 as never })), TypeError, /a RewardModel or a function/);
+  expectError(t, () => new RLHFPPOTrainer(config({ miniBatchSize: 5 })), RangeError, /`miniBatchSize` must divide batchSize 32/);
+  expectError(t, () => new RLHFPPOTrainer(config({ policy: rl.nn.tokenPolicy({ vocabSize: 20 }) })), RangeError, /needs a value head/);
+  expectError(t, () => new RLHFPPOTrainer(config({ target: 0 })), RangeError, /`target` must be a number > 0 or null/);
+  expectError(t, () => new RLHFPPOTrainer(config({ reward: () => Infinity })).step(), RangeError, /`reward` returned Infinity/);
+});
