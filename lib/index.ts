@@ -58,3 +58,4 @@ export { GRPOTrainer } from './trainers/grpo';
 export type { GRPOConfig, GRPOLossType, GRPOStepMetrics, RewardFunction } from './trainers/grpo';
 export { RLHFPPOTrainer } from './trainers/rlhf-ppo';
 export type { RLHFPPOConfig, RLHFStepMetrics, SequenceReward } from './trainers/rlhf-ppo';
+export type { SequencePolicy } from './trainers/policy';

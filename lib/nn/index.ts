@@ -25,3 +25,5 @@ export function loadModel(path: string, opts: { device?: DeviceSpec } = {}): Mlp
   model.load(path);
   return model;
 }
+export { Random } from './random';
+export type { RandomState } from './random';

@@ -1,20 +1,21 @@
-// DPO (TRL's DPOTrainer, its config names in camelCase): a TokenPolicy trained on preference pairs
-// against a frozen copy of itself, whose log-probabilities of every pair are computed once at the
-// start. Each step scores the chosen and the rejected completions of a minibatch in one forward,
-// takes rl.dpoLoss (any of its loss types) and its gradients back through the policy, clips the
-// gradient norm and steps AdamW.
+// DPO (TRL's DPOTrainer, its config names in camelCase): a policy (rl.nn.TokenPolicy, or any
+// SequencePolicy) trained on preference pairs against a frozen copy of itself, whose
+// log-probabilities of every pair are computed once at the start. Each step scores the chosen and
+// the rejected completions of a minibatch in one forward, takes rl.dpoLoss (any of its loss
+// types) and its gradients back through the policy, clips the gradient norm and steps AdamW.
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 
 import { rangeError, typeError } from '../errors';
 import { PreferencePair, readPreferences } from '../data/jsonl';
 import { SimpleTokenizer } from '../data/tokenizer';
-import { TokenPolicy, tokenPolicy } from '../nn/models';
+import { tokenPolicy } from '../nn/models';
 import { Random } from '../nn/random';
 import { DpoLossType, dpoLoss } from '../ops/preference';
 import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
 import { choice, options } from '../validate';
 import { finiteAtLeast, intAtLeast, pathOrNull, seedOf } from './config';
+import { sequencePolicy, SequencePolicy } from './policy';
 import { completionBatch, completionLogprobs } from './sequences';
 
 export interface DPOConfig {
@@ -25,7 +26,7 @@ export interface DPOConfig {
   /** Default: a word-level tokenizer of the training texts. */
   tokenizer?: SimpleTokenizer;
   /** Default: rl.nn.tokenPolicy over the tokenizer's vocabulary (contextSize 4, seed). */
-  policy?: TokenPolicy;
+  policy?: SequencePolicy;
   /** Default 0.1. */
   beta?: number;
   /** Any loss type of rl.dpoLoss; default 'sigmoid'. */
@@ -91,8 +92,8 @@ function pairsOf(op: string, name: string, v: unknown): PreferencePair[] {
 
 export class DPOTrainer extends EventEmitter {
   readonly tokenizer: SimpleTokenizer;
-  readonly policy: TokenPolicy;
-  readonly reference: TokenPolicy;
+  readonly policy: SequencePolicy;
+  readonly reference: SequencePolicy;
   readonly optimizer: AdamW;
   readonly beta: number;
   readonly lossType: DpoLossType;
@@ -124,8 +125,7 @@ export class DPOTrainer extends EventEmitter {
     this.#logFile = pathOrNull(op, 'logFile', c.logFile);
     if (c.tokenizer !== undefined && !(c.tokenizer instanceof SimpleTokenizer)) throw typeError(op, 'tokenizer', 'a SimpleTokenizer', c.tokenizer);
     this.tokenizer = c.tokenizer ?? SimpleTokenizer.fromTexts(train.flatMap((p) => [p.prompt, p.chosen, p.rejected]));
-    if (c.policy !== undefined && !(c.policy instanceof TokenPolicy)) throw typeError(op, 'policy', 'a TokenPolicy', c.policy);
-    this.policy = c.policy ?? tokenPolicy({ vocabSize: this.tokenizer.vocabSize, seed: this.seed });
+    this.policy = c.policy !== undefined ? sequencePolicy(op, c.policy) : tokenPolicy({ vocabSize: this.tokenizer.vocabSize, seed: this.seed });
     if (this.policy.config.vocabSize < this.tokenizer.vocabSize)
       throw rangeError(op, 'policy', `has a vocabulary of ${this.policy.config.vocabSize} but the tokenizer's is ${this.tokenizer.vocabSize}`);
     this.reference = this.policy.clone();

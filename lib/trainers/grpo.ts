@@ -1,14 +1,14 @@
 // GRPO (TRL's GRPOTrainer, its config names and current defaults in camelCase): for each prompt a
-// TokenPolicy samples numGenerations completions; a reward function scores them; rewards become
-// group-relative advantages (rl.groupAdvantages); the clipped token loss, with an optional k3 KL
-// to a frozen reference (beta > 0), comes from rl.actorLossFromLogits in one fused pass; its
-// gradient goes back through the policy; AdamW steps.
+// policy (rl.nn.TokenPolicy, or any SequencePolicy) samples numGenerations completions; a reward
+// function scores them; rewards become group-relative advantages (rl.groupAdvantages); the
+// clipped token loss, with an optional k3 KL to a frozen reference (beta > 0), comes from
+// rl.actorLossFromLogits in one fused pass; its gradient goes back through the policy; AdamW steps.
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 
 import { rangeError, typeError } from '../errors';
 import { SimpleTokenizer } from '../data/tokenizer';
-import { TokenPolicy, tokenPolicy } from '../nn/models';
+import { tokenPolicy } from '../nn/models';
 import { Random } from '../nn/random';
 import { Aggregation, actorLossFromLogits } from '../ops/policy';
 import { groupAdvantages } from '../ops/preference';
@@ -16,6 +16,7 @@ import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
 import { tensor } from '../tensor';
 import { choice, options } from '../validate';
 import { bool, finiteAtLeast, intAtLeast, pathOrNull, seedOf } from './config';
+import { SequencePolicy, sequencePolicy } from './policy';
 import { CompletionBatch, completionBatch, sampleCompletions, tokenLogprobs } from './sequences';
 
 /** Scores one completion of a prompt (the texts as the tokenizer decodes them). */
@@ -30,7 +31,7 @@ export interface GRPOConfig {
   /** Default: a word-level tokenizer of the prompts. */
   tokenizer?: SimpleTokenizer;
   /** Default: rl.nn.tokenPolicy over the tokenizer's vocabulary (contextSize 4, seed). */
-  policy?: TokenPolicy;
+  policy?: SequencePolicy;
   /** Completions per prompt; default 8. */
   numGenerations?: number;
   /** Default 256 tokens; a completion also ends at the end-of-sequence token. */
@@ -70,8 +71,8 @@ export interface GRPOStepMetrics {
 
 export class GRPOTrainer extends EventEmitter {
   readonly tokenizer: SimpleTokenizer;
-  readonly policy: TokenPolicy;
-  readonly reference: TokenPolicy | null;
+  readonly policy: SequencePolicy;
+  readonly reference: SequencePolicy | null;
   readonly optimizer: AdamW;
   readonly #c: Required<Omit<GRPOConfig, 'tokenizer' | 'policy' | 'logFile' | 'epsilonHigh'>> & { epsilonHigh: number; logFile: string | null };
   readonly #prompts: Int32Array[];
@@ -105,8 +106,7 @@ export class GRPOTrainer extends EventEmitter {
     };
     if (c.tokenizer !== undefined && !(c.tokenizer instanceof SimpleTokenizer)) throw typeError(op, 'tokenizer', 'a SimpleTokenizer', c.tokenizer);
     this.tokenizer = c.tokenizer ?? SimpleTokenizer.fromTexts(c.prompts);
-    if (c.policy !== undefined && !(c.policy instanceof TokenPolicy)) throw typeError(op, 'policy', 'a TokenPolicy', c.policy);
-    this.policy = c.policy ?? tokenPolicy({ vocabSize: this.tokenizer.vocabSize, seed: this.#c.seed });
+    this.policy = c.policy !== undefined ? sequencePolicy(op, c.policy) : tokenPolicy({ vocabSize: this.tokenizer.vocabSize, seed: this.#c.seed });
     this.reference = this.#c.beta > 0 ? this.policy.clone() : null;
     this.optimizer = adamw(this.policy.parameters(), { lr: this.#c.learningRate, weightDecay: 0,
       schedule: linearSchedule({ totalSteps: this.#c.maxSteps }) });

@@ -1,4 +1,4 @@
-// PPO over token sequences (RLHF, as TRL's PPO trainer and OpenRLHF run it): a TokenPolicy with a
+// PPO over token sequences (RLHF, as TRL's PPO trainer and OpenRLHF run it): a policy with a
 // value head samples completions of prompts; a reward model (or function) scores each one; the
 // per-token KL to a frozen reference is subtracted from the rewards with the score on the last
 // token (rl.klPenalty, rl.shapeRewards); token GAE gives advantages (whitened) and returns; then
@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 
 import { rangeError, typeError } from '../errors';
 import { SimpleTokenizer } from '../data/tokenizer';
-import { RewardModel, TokenPolicy, tokenPolicy } from '../nn/models';
+import { RewardModel, tokenPolicy } from '../nn/models';
 import { Random } from '../nn/random';
 import { tokenGae } from '../ops/advantages';
 import { AdaptiveKLController, FixedKLController, actorLossFromLogits, klPenalty, shapeRewards, valueLoss } from '../ops/policy';
@@ -18,6 +18,7 @@ import { AdamW, adamw, clipGradNorm } from '../optim';
 import { tensor } from '../tensor';
 import { options } from '../validate';
 import { finiteAtLeast, inUnitInterval, intAtLeast, pathOrNull, seedOf } from './config';
+import { SequencePolicy, sequencePolicy } from './policy';
 import { CompletionBatch, completionBatch, sampleCompletions, tokenLogprobs } from './sequences';
 
 export type SequenceReward = RewardModel | ((prompt: string, completion: string) => number);
@@ -28,7 +29,7 @@ export interface RLHFPPOConfig {
   /** Scores a completion: a reward model (on the prompt and completion tokens) or a function of the texts. */
   reward: SequenceReward;
   /** Default: rl.nn.tokenPolicy({ vocabSize, valueHead: true, seed }); it needs a value head. */
-  policy?: TokenPolicy;
+  policy?: SequencePolicy;
   /** Default 8 tokens; a completion also ends at the end-of-sequence token. */
   maxCompletionLength?: number;
   temperature?: number;
@@ -110,8 +111,8 @@ function rowsOf<A extends Float32Array | Int32Array | Uint8Array>(a: A, T: numbe
 export class RLHFPPOTrainer extends EventEmitter {
   readonly config: Readonly<Resolved>;
   readonly tokenizer: SimpleTokenizer;
-  readonly policy: TokenPolicy;
-  readonly reference: TokenPolicy;
+  readonly policy: SequencePolicy;
+  readonly reference: SequencePolicy;
   readonly optimizer: AdamW;
   readonly klController: AdaptiveKLController | FixedKLController;
   readonly #prompts: Int32Array[];
@@ -126,8 +127,7 @@ export class RLHFPPOTrainer extends EventEmitter {
     const c = resolve(op, config);
     this.config = Object.freeze(c);
     this.tokenizer = c.tokenizer;
-    if (config.policy !== undefined && !(config.policy instanceof TokenPolicy)) throw typeError(op, 'policy', 'a TokenPolicy', config.policy);
-    this.policy = config.policy ?? tokenPolicy({ vocabSize: c.tokenizer.vocabSize, valueHead: true, seed: c.seed });
+    this.policy = config.policy !== undefined ? sequencePolicy(op, config.policy) : tokenPolicy({ vocabSize: c.tokenizer.vocabSize, valueHead: true, seed: c.seed });
     if (!this.policy.config.valueHead) throw rangeError(op, 'policy', 'needs a value head (tokenPolicy({ valueHead: true }))');
     if (this.policy.config.vocabSize < c.tokenizer.vocabSize)
       throw rangeError(op, 'policy', `has a vocabulary of ${this.policy.config.vocabSize} but the tokenizer's is ${c.tokenizer.vocabSize}`);

@@ -1,12 +1,12 @@
-// Completions under a TokenPolicy: every completion token is predicted from the contextSize
+// Completions under a sequence policy (rl.nn.TokenPolicy or any SequencePolicy): every completion token is predicted from the contextSize
 // tokens before it (prompt tokens included, padding before the start), and a completion's
 // log-probability is the sum (or mean) of its tokens'. The forward and backward chain of ops
 // shared by the trainers that score sequences (DPO, and the RLHF trainers after it).
-import { TokenPolicy } from '../nn/models';
 import { Random } from '../nn/random';
 import { logprobsFromLogits, logprobsFromLogitsBackward } from '../ops/policy';
 import { sequenceLogprobs, sequenceLogprobsBackward } from '../ops/preference';
 import { Tensor, tensor } from '../tensor';
+import { SequencePolicy } from './policy';
 
 const kIgnore = -100;
 const kPad = 0;
@@ -57,9 +57,9 @@ export function completionBatch(prompts: readonly Int32Array[], completions: rea
 /**
  * The log-probability of each completion under `policy` ([B]), and the backward that takes
  * d loss / d those log-probabilities into the policy's parameter gradients. The policy's next
- * backward must be this one (a TokenPolicy keeps its last forward).
+ * backward must be this one (a policy keeps its last forward).
  */
-export function completionLogprobs(policy: TokenPolicy, batch: CompletionBatch, average = false): {
+export function completionLogprobs(policy: SequencePolicy, batch: CompletionBatch, average = false): {
   logprobs: Float32Array;
   backward: (grad: Float32Array) => void;
 } {
@@ -96,7 +96,7 @@ function sample(logits: Float32Array, at: number, V: number, temperature: number
  * One completion of each prompt, sampled token by token from `policy` until the end-of-sequence
  * token (kept as the completion's last) or maxLength tokens; all prompts step together.
  */
-export function sampleCompletions(policy: TokenPolicy, prompts: readonly Int32Array[], maxLength: number, temperature: number,
+export function sampleCompletions(policy: SequencePolicy, prompts: readonly Int32Array[], maxLength: number, temperature: number,
                                   rng: Random): Int32Array[] {
   const C = policy.config.contextSize, V = policy.config.vocabSize;
   const seqs = prompts.map((p) => Array.from(p));
@@ -120,7 +120,7 @@ export function sampleCompletions(policy: TokenPolicy, prompts: readonly Int32Ar
 }
 
 /** Each label's log-probability under `model` at `temperature`, [B*T] (0 past a completion's end). */
-export function tokenLogprobs(model: TokenPolicy, batch: CompletionBatch, temperature = 1): Float32Array {
+export function tokenLogprobs(model: SequencePolicy, batch: CompletionBatch, temperature = 1): Float32Array {
   const { logits } = model.forward(tensor(batch.contexts, [batch.B * batch.T, batch.contextSize], { dtype: 'int32' }));
   const lp = logprobsFromLogits(logits, tensor(batch.labels, [batch.B * batch.T], { dtype: 'int32' }),
     { temperature, ignoreIndex: kIgnore }).logprobs;
