@@ -94,6 +94,22 @@ t.test('JSONL input, determinism for a seed', async (t) => {
   expectBitIdentical(t, run(), run(), 'the same seed gives the same policy');
 });
 
+t.test('save and resume continue bit for bit', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rlhf-dpo-ckpt-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const config = { trainData: pairs(8, 80), learningRate: 3e-3, perDeviceTrainBatchSize: 16, numTrainEpochs: 2, seed: 4 };
+  const straight = new DPOTrainer(config);
+  straight.train();
+  const first = new DPOTrainer(config);
+  t.equal(first.steps(7).length, 7, 'steps(n) runs n steps (into the second epoch)');
+  first.save(dir);
+  const resumed = DPOTrainer.resume(dir, config);
+  t.equal(resumed.stepCount, 7, 'the step count is restored');
+  t.equal(resumed.train().steps, 10 - 7, 'the rest of the run');
+  expectBitIdentical(t, paramsOf(resumed.policy), paramsOf(straight.policy), '7 steps + resume + 3 == 10 steps');
+  expectError(t, () => DPOTrainer.resume(path.join(dir, 'missing'), config), Error, /cannot read/, 'E_IO');
+});
+
 t.test('bad configs are named errors', async (t) => {
   const data = pairs(7, 8);
   expectError(t, () => new DPOTrainer({ trainData: [] }), RangeError, /DPOTrainer: `trainData` holds no pairs/);

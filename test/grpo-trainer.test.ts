@@ -2,6 +2,10 @@
 // rises; completions stop at the end-of-sequence token or the length limit; the KL term is 0
 // without a reference and grows with beta; every loss type trains; a seed fixes the run; bad
 // configs and bad rewards are named errors.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
 import t from 'tap';
 
 import * as rl from '../lib/index';
@@ -64,6 +68,22 @@ t.test('every loss type trains; a seed fixes the run', async (t) => {
     return paramsOf(trainer.policy);
   };
   expectBitIdentical(t, run(), run(), 'the same seed gives the same policy');
+});
+
+t.test('save and resume continue bit for bit', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rlhf-grpo-ckpt-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const c = config({ beta: 0.04, maxSteps: 12, prompts: prompts(2, 20) });
+  const straight = new GRPOTrainer(c);
+  const straightSteps = straight.train();
+  const first = new GRPOTrainer(c);
+  for (let i = 0; i < 5; ++i) first.step();
+  first.save(dir);
+  const resumed = GRPOTrainer.resume(dir, c);
+  const rest = resumed.train();
+  t.equal(rest.length, 7, 'the remaining steps');
+  expectBitIdentical(t, paramsOf(resumed.policy), paramsOf(straight.policy), '5 steps + resume + 7 == 12 steps');
+  t.same(rest.map((m) => m.reward), straightSteps.slice(5).map((m) => m.reward), 'the same rewards after the resume');
 });
 
 t.test('bad configs and rewards are named errors', async (t) => {

@@ -2,6 +2,10 @@
 // to the frozen reference grows and is reported; a stronger KL coefficient holds the policy
 // closer; the adaptive controller moves the coefficient towards its target; a reward model works
 // as the reward; a seed fixes the run; bad configs are named errors.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
 import t from 'tap';
 
 import * as rl from '../lib/index';
@@ -59,6 +63,21 @@ t.test('a reward model as the reward; a seed fixes the run', async (t) => {
   run(a, 3);
   run(b, 3);
   expectBitIdentical(t, paramsOf(b.policy), paramsOf(a.policy), 'the same seed gives the same policy');
+});
+
+t.test('save and resume continue bit for bit (the adaptive coefficient included)', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rlhf-rlhfppo-ckpt-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const c = config({ target: 0.5, horizon: 100, prompts: prompts(3, 40) });
+  const straight = new RLHFPPOTrainer(c);
+  const straightSteps = run(straight, 6);
+  const first = new RLHFPPOTrainer(c);
+  run(first, 3);
+  first.save(dir);
+  const resumed = RLHFPPOTrainer.resume(dir, c);
+  const rest = run(resumed, 3);
+  expectBitIdentical(t, paramsOf(resumed.policy), paramsOf(straight.policy), '3 steps + resume + 3 == 6 steps');
+  t.same(rest.map((m) => [m.score, m.klCoef]), straightSteps.slice(3).map((m) => [m.score, m.klCoef]), 'the same scores and coefficients');
 });
 
 t.test('bad configs are named errors', async (t) => {

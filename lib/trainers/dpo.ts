@@ -5,6 +5,7 @@
 // types) and its gradients back through the policy, clips the gradient norm and steps AdamW.
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 import { rangeError, typeError } from '../errors';
 import { PreferencePair, readPreferences } from '../data/jsonl';
@@ -14,6 +15,7 @@ import { Random } from '../nn/random';
 import { DpoLossType, dpoLoss } from '../ops/preference';
 import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
 import { choice, options } from '../validate';
+import { readJsonState, saveable, writeJsonAtomic } from './checkpoint';
 import { finiteAtLeast, intAtLeast, pathOrNull, seedOf } from './config';
 import { sequencePolicy, SequencePolicy } from './policy';
 import { completionBatch, completionLogprobs } from './sequences';
@@ -71,6 +73,8 @@ export interface DPOSummary {
   seconds: number;
 }
 
+const kStateFormat = 'rlhf-node.dpoTrainer';
+
 const lossTypes: readonly DpoLossType[] = [
   'sigmoid', 'robust', 'hinge', 'ipo', 'sigmoid_norm', 'exo_pair', 'nca_pair', 'bco_pair', 'sppo_hard', 'apo_zero', 'apo_down',
   'discopop',
@@ -105,7 +109,7 @@ export class DPOTrainer extends EventEmitter {
   readonly #logFile: string | null;
   readonly #train: EncodedPair[];
   readonly #eval: EncodedPair[] | null;
-  readonly #refTrain: { chosen: Float32Array; rejected: Float32Array };
+  #refTrain: { chosen: Float32Array; rejected: Float32Array };
   #step = 0;
 
   constructor(config: DPOConfig) {
@@ -226,20 +230,34 @@ export class DPOTrainer extends EventEmitter {
     return { loss: loss / pairs.length, accuracy: accuracy / pairs.length, margin: margin / pairs.length };
   }
 
-  /** Every epoch over the shuffled training pairs (epoch e shuffled by seed + e); evaluates after each epoch. */
+  get #stepsPerEpoch(): number {
+    return Math.ceil(this.#train.length / this.batchSize);
+  }
+
+  /** The order of epoch e's pairs: shuffled by seed + e, so a resumed run sees the same. */
+  #epochOrder(epoch: number): number[] {
+    const rng = new Random(this.seed + epoch);
+    const order = Array.from({ length: this.#train.length }, (_, i) => i);
+    for (let i = order.length - 1; i > 0; --i) {
+      const j = Math.floor(rng.uniform() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    return order;
+  }
+
+  /**
+   * The remaining steps of every epoch over the shuffled training pairs (all of them for a new
+   * trainer, the rest for a resumed one); evaluates after each epoch when there is evalData.
+   */
   train(): DPOSummary {
     const start = process.hrtime.bigint();
     let lossSum = 0, accuracySum = 0, steps = 0;
     let evalAccuracy: number | null = null;
-    for (let epoch = 0; epoch < this.epochs; ++epoch) {
-      const rng = new Random(this.seed + epoch);
-      const order = Array.from({ length: this.#train.length }, (_, i) => i);
-      for (let i = order.length - 1; i > 0; --i) {
-        const j = Math.floor(rng.uniform() * (i + 1));
-        [order[i], order[j]] = [order[j], order[i]];
-      }
-      for (let i = 0; i < order.length; i += this.batchSize) {
-        const m = this.#trainStep(order.slice(i, i + this.batchSize), epoch);
+    const perEpoch = this.#stepsPerEpoch;
+    for (let epoch = Math.floor(this.#step / perEpoch); epoch < this.epochs; ++epoch) {
+      const order = this.#epochOrder(epoch);
+      for (let k = this.#step - epoch * perEpoch; k < perEpoch; ++k) {
+        const m = this.#trainStep(order.slice(k * this.batchSize, (k + 1) * this.batchSize), epoch);
         lossSum += m.loss;
         accuracySum += m.accuracy;
         steps += 1;
@@ -250,8 +268,42 @@ export class DPOTrainer extends EventEmitter {
         this.emit('evaluate', { step: this.#step, epoch, ...e });
       }
     }
-    return { steps, trainLoss: lossSum / steps, trainAccuracy: accuracySum / steps, evalAccuracy,
+    return { steps, trainLoss: steps > 0 ? lossSum / steps : NaN, trainAccuracy: steps > 0 ? accuracySum / steps : NaN, evalAccuracy,
       seconds: Number(process.hrtime.bigint() - start) / 1e9 };
+  }
+
+  /** Runs `n` more steps (at most to the end of the last epoch); for interrupting a run. */
+  steps(n: number): DPOStepMetrics[] {
+    const out: DPOStepMetrics[] = [];
+    const perEpoch = this.#stepsPerEpoch;
+    while (out.length < n && this.#step < perEpoch * this.epochs) {
+      const epoch = Math.floor(this.#step / perEpoch), k = this.#step - epoch * perEpoch;
+      out.push(this.#trainStep(this.#epochOrder(epoch).slice(k * this.batchSize, (k + 1) * this.batchSize), epoch));
+    }
+    return out;
+  }
+
+  /** policy.safetensors, reference.safetensors, optimizer.safetensors and trainer.json in `dir`. */
+  save(dir: string): void {
+    const op = 'DPOTrainer.save';
+    fs.mkdirSync(dir, { recursive: true });
+    saveable(op, 'policy', this.policy).save(path.join(dir, 'policy.safetensors'));
+    saveable(op, 'reference', this.reference).save(path.join(dir, 'reference.safetensors'));
+    this.optimizer.saveState(path.join(dir, 'optimizer.safetensors'));
+    writeJsonAtomic(op, path.join(dir, 'trainer.json'), { format: kStateFormat, step: this.#step });
+  }
+
+  /** A trainer made from `config` (the data and settings again) continuing the checkpoint in `dir`. */
+  static resume(dir: string, config: DPOConfig): DPOTrainer {
+    const op = 'DPOTrainer.resume';
+    const state = readJsonState<{ format: string; step: number }>(op, path.join(dir, 'trainer.json'), kStateFormat);
+    const trainer = new DPOTrainer(config);
+    saveable(op, 'policy', trainer.policy).load(path.join(dir, 'policy.safetensors'));
+    saveable(op, 'reference', trainer.reference).load(path.join(dir, 'reference.safetensors'));
+    trainer.optimizer.loadState(path.join(dir, 'optimizer.safetensors'));
+    trainer.#refTrain = trainer.#referenceLogprobs(trainer.#train);
+    trainer.#step = state.step;
+    return trainer;
   }
 }
 

@@ -5,22 +5,35 @@
 // rl.actorLossFromLogits in one fused pass; its gradient goes back through the policy; AdamW steps.
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 import { rangeError, typeError } from '../errors';
 import { SimpleTokenizer } from '../data/tokenizer';
 import { tokenPolicy } from '../nn/models';
-import { Random } from '../nn/random';
+import { Random, RandomState } from '../nn/random';
 import { Aggregation, actorLossFromLogits } from '../ops/policy';
 import { groupAdvantages } from '../ops/preference';
 import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
 import { tensor } from '../tensor';
 import { choice, options } from '../validate';
+import { readJsonState, saveable, writeJsonAtomic } from './checkpoint';
 import { bool, finiteAtLeast, intAtLeast, pathOrNull, seedOf } from './config';
 import { SequencePolicy, sequencePolicy } from './policy';
 import { CompletionBatch, completionBatch, sampleCompletions, tokenLogprobs } from './sequences';
 
 /** Scores one completion of a prompt (the texts as the tokenizer decodes them). */
 export type RewardFunction = (prompt: string, completion: string) => number;
+
+const kStateFormat = 'rlhf-node.grpoTrainer';
+
+/** What trainer.json of a checkpoint holds beside the models and the optimizer state. */
+interface GRPOState {
+  format: string;
+  step: number;
+  order: number[];
+  pass: number;
+  rng: RandomState;
+}
 
 export type GRPOLossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
 const lossTypes: readonly GRPOLossType[] = ['grpo', 'bnpo', 'dr_grpo', 'dapo'];
@@ -77,6 +90,8 @@ export class GRPOTrainer extends EventEmitter {
   readonly #c: Required<Omit<GRPOConfig, 'tokenizer' | 'policy' | 'logFile' | 'epsilonHigh'>> & { epsilonHigh: number; logFile: string | null };
   readonly #prompts: Int32Array[];
   readonly #rng: Random;
+  #order: number[] = [];
+  #pass = 0;
   #step = 0;
 
   constructor(config: GRPOConfig) {
@@ -180,23 +195,55 @@ export class GRPOTrainer extends EventEmitter {
     return m;
   }
 
-  /** maxSteps steps over the prompts, shuffled each pass by the seed. */
-  train(): GRPOStepMetrics[] {
+  /** The next perDeviceTrainBatchSize prompts, in passes shuffled by seed + pass. */
+  #nextPrompts(): number[] {
     const c = this.#c;
-    const out: GRPOStepMetrics[] = [];
-    let order: number[] = [];
-    let pass = 0;
-    while (this.#step < c.maxSteps) {
-      if (order.length === 0) {
-        const rng = new Random(c.seed + pass++);
-        order = Array.from({ length: c.prompts.length }, (_, i) => i);
-        for (let i = order.length - 1; i > 0; --i) {
-          const j = Math.floor(rng.uniform() * (i + 1));
-          [order[i], order[j]] = [order[j], order[i]];
-        }
+    if (this.#order.length === 0) {
+      const rng = new Random(c.seed + this.#pass++);
+      this.#order = Array.from({ length: c.prompts.length }, (_, i) => i);
+      for (let i = this.#order.length - 1; i > 0; --i) {
+        const j = Math.floor(rng.uniform() * (i + 1));
+        [this.#order[i], this.#order[j]] = [this.#order[j], this.#order[i]];
       }
-      out.push(this.#trainStep(order.splice(0, c.perDeviceTrainBatchSize)));
     }
+    return this.#order.splice(0, c.perDeviceTrainBatchSize);
+  }
+
+  /** One step: generation, rewards, advantages, the update. */
+  step(): GRPOStepMetrics {
+    return this.#trainStep(this.#nextPrompts());
+  }
+
+  /** Steps until maxSteps (from wherever a resumed trainer stands). */
+  train(): GRPOStepMetrics[] {
+    const out: GRPOStepMetrics[] = [];
+    while (this.#step < this.#c.maxSteps) out.push(this.step());
     return out;
+  }
+
+  /** policy.safetensors (and reference.safetensors), optimizer.safetensors and trainer.json in `dir`. */
+  save(dir: string): void {
+    const op = 'GRPOTrainer.save';
+    fs.mkdirSync(dir, { recursive: true });
+    saveable(op, 'policy', this.policy).save(path.join(dir, 'policy.safetensors'));
+    if (this.reference !== null) saveable(op, 'reference', this.reference).save(path.join(dir, 'reference.safetensors'));
+    this.optimizer.saveState(path.join(dir, 'optimizer.safetensors'));
+    const state: GRPOState = { format: kStateFormat, step: this.#step, order: this.#order, pass: this.#pass, rng: this.#rng.snapshot() };
+    writeJsonAtomic(op, path.join(dir, 'trainer.json'), state);
+  }
+
+  /** A trainer made from `config` (the prompts, reward function and settings again) continuing the checkpoint in `dir`. */
+  static resume(dir: string, config: GRPOConfig): GRPOTrainer {
+    const op = 'GRPOTrainer.resume';
+    const state = readJsonState<GRPOState>(op, path.join(dir, 'trainer.json'), kStateFormat);
+    const trainer = new GRPOTrainer(config);
+    saveable(op, 'policy', trainer.policy).load(path.join(dir, 'policy.safetensors'));
+    if (trainer.reference !== null) saveable(op, 'reference', trainer.reference).load(path.join(dir, 'reference.safetensors'));
+    trainer.optimizer.loadState(path.join(dir, 'optimizer.safetensors'));
+    trainer.#step = state.step;
+    trainer.#order = state.order;
+    trainer.#pass = state.pass;
+    trainer.#rng.restore(state.rng);
+    return trainer;
   }
 }

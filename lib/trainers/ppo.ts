@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { RlhfError, rangeError, typeError } from '../errors';
+import { rangeError, typeError } from '../errors';
 import { VectorEnv, makeEnv } from '../envs';
 import { Mlp, mlp } from '../nn/models';
 import { Random, RandomState } from '../nn/random';
@@ -16,6 +16,7 @@ import { logprobsFromLogits, logprobsFromLogitsBackward, ppoPolicyLoss, valueLos
 import { AdamW, adamw, clipGradNorm } from '../optim';
 import { tensor } from '../tensor';
 import { options } from '../validate';
+import { readJsonState, writeJsonAtomic } from './checkpoint';
 import { bool, finiteAtLeast, inUnitInterval, intAtLeast, pathOrNull, seedOf } from './config';
 
 export interface PPOConfig {
@@ -113,7 +114,7 @@ function resolve(op: string, config: PPOConfig): Resolved {
 
 /** What trainer.json of a checkpoint holds beside the models and the optimizer state. */
 interface TrainerState {
-  kind: 'PPOTrainer';
+  format: typeof kStateFormat;
   config: Omit<Resolved, 'logFile'> & { env: string };
   globalStep: number;
   updates: number;
@@ -124,12 +125,7 @@ interface TrainerState {
   env: unknown;
 }
 
-/** Writes `text` to `file` through a temporary file and a rename: never half a file. */
-function writeAtomically(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
-}
+const kStateFormat = 'rlhf-node.ppoTrainer';
 
 /** The rollout of one update, time-major [numSteps, numEnvs]. */
 interface Rollout {
@@ -355,25 +351,17 @@ export class PPOTrainer extends EventEmitter {
     this.optimizer.saveState(path.join(dir, 'optimizer.safetensors'));
     const { logFile: _log, ...config } = this.config;
     const state: TrainerState = {
-      kind: 'PPOTrainer', config: { ...config, env: env.name }, globalStep: this.#globalStep, updates: this.#updates,
+      format: kStateFormat, config: { ...config, env: env.name }, globalStep: this.#globalStep, updates: this.#updates,
       episodes: this.#episodes, returns: this.#returns.slice(-20), rng: this.#rng.snapshot(), observations: Array.from(this.#obs),
       env: env.getState(),
     };
-    writeAtomically(path.join(dir, 'trainer.json'), JSON.stringify(state));
+    writeJsonAtomic('PPOTrainer.save', path.join(dir, 'trainer.json'), state);
   }
 
   /** A trainer continuing from a checkpoint written by save(); `overrides` may set logFile and totalTimesteps. */
   static resume(dir: string, overrides: { logFile?: string; totalTimesteps?: number } = {}): PPOTrainer {
     const op = 'PPOTrainer.resume';
-    const file = path.join(dir, 'trainer.json');
-    let state: TrainerState;
-    try {
-      state = JSON.parse(fs.readFileSync(file, 'utf8')) as TrainerState;
-    } catch (e) {
-      throw new RlhfError((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'E_IO' : 'E_FORMAT',
-        `${op}: cannot read '${file}': ${(e as Error).message}`);
-    }
-    if (state?.kind !== 'PPOTrainer') throw new RlhfError('E_FORMAT', `${op}: '${file}' is not a PPOTrainer checkpoint`);
+    const state = readJsonState<TrainerState>(op, path.join(dir, 'trainer.json'), kStateFormat);
     const trainer = new PPOTrainer({ ...state.config, ...overrides });
     trainer.actor.load(path.join(dir, 'actor.safetensors'));
     trainer.critic.load(path.join(dir, 'critic.safetensors'));

@@ -18,6 +18,7 @@ import { pairwiseRewardLoss } from '../ops/preference';
 import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
 import { DeviceSpec, tensor } from '../tensor';
 import { numberIn, options } from '../validate';
+import { readJsonState, writeJsonAtomic } from './checkpoint';
 
 export interface RewardConfig {
   /** Default: rl.nn.rewardModel({ vocabSize: tokenizer.vocabSize, seed }). */
@@ -238,32 +239,9 @@ interface TrainerState {
   settings: RewardSettings;
 }
 
-/** Writes beside the file, then renames over it, so a reader never sees half a file. */
-function writeFileAtomic(file: string, text: string): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  try {
-    fs.writeFileSync(tmp, text);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw new RlhfError('E_IO', `RewardTrainer.save: cannot write '${file}': ${(e as Error).message}`);
-  }
-}
-
 function readState(op: string, file: string): TrainerState {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new RlhfError('E_IO', `${op}: cannot read '${file}': ${(e as Error).message}`);
-  }
-  let state: TrainerState;
-  try {
-    state = JSON.parse(text) as TrainerState;
-  } catch {
-    throw new RlhfError('E_FORMAT', `${op}: '${file}' is not JSON`);
-  }
-  if (state === null || state.format !== kStateFormat || !Number.isInteger(state.step) || typeof state.settings !== 'object')
+  const state = readJsonState<TrainerState>(op, file, kStateFormat);
+  if (!Number.isInteger(state.step) || typeof state.settings !== 'object')
     throw new RlhfError('E_FORMAT', `${op}: '${file}' is not a reward-trainer state saved by rlhf-node`);
   return state;
 }
@@ -449,7 +427,7 @@ export class RewardTrainer extends EventEmitter {
     const state: TrainerState = { format: kStateFormat, step: this.#step, epoch: this.#step / this.stepsPerEpoch,
       trainPairs: this.#train.length, lossSum: this.#lossSum, accuracySum: this.#accuracySum, lastEval: this.#lastEval,
       settings: { ...this.settings } };
-    writeFileAtomic(path.join(dir, 'trainer.json'), JSON.stringify(state, null, 2) + '\n');
+    writeJsonAtomic(op, path.join(dir, 'trainer.json'), state);
   }
 
   /**

@@ -6,17 +6,19 @@
 // loss, both back through the policy, clipping and AdamW; a fixed or adaptive KL controller.
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 import { rangeError, typeError } from '../errors';
 import { SimpleTokenizer } from '../data/tokenizer';
 import { RewardModel, tokenPolicy } from '../nn/models';
-import { Random } from '../nn/random';
+import { Random, RandomState } from '../nn/random';
 import { tokenGae } from '../ops/advantages';
 import { AdaptiveKLController, FixedKLController, actorLossFromLogits, klPenalty, shapeRewards, valueLoss } from '../ops/policy';
 import { maskedWhiten } from '../ops/statistics';
 import { AdamW, adamw, clipGradNorm } from '../optim';
 import { tensor } from '../tensor';
 import { options } from '../validate';
+import { readJsonState, saveable, writeJsonAtomic } from './checkpoint';
 import { finiteAtLeast, inUnitInterval, intAtLeast, pathOrNull, seedOf } from './config';
 import { SequencePolicy, sequencePolicy } from './policy';
 import { CompletionBatch, completionBatch, sampleCompletions, tokenLogprobs } from './sequences';
@@ -66,6 +68,18 @@ export interface RLHFStepMetrics {
   clipfrac: number;
   completionLength: number;
   completions: { prompt: string; completion: string }[];
+}
+
+const kStateFormat = 'rlhf-node.rlhfPpoTrainer';
+
+/** What trainer.json of a checkpoint holds beside the models and the optimizer state. */
+interface RLHFState {
+  format: string;
+  step: number;
+  order: number[];
+  pass: number;
+  rng: RandomState;
+  klCoef: number;
 }
 
 type Resolved = Required<Omit<RLHFPPOConfig, 'policy' | 'logFile' | 'target'>> & { target: number | null; logFile: string | null };
@@ -276,5 +290,33 @@ export class RLHFPPOTrainer extends EventEmitter {
     clipGradNorm(this.policy.parameters(), c.maxGradNorm);
     this.optimizer.step();
     return { policyLoss: actor.stats.policyLoss, valueLoss: v.loss, entropy: actor.stats.entropy, clipfrac: actor.stats.clipfrac };
+  }
+
+  /** policy.safetensors, reference.safetensors, optimizer.safetensors and trainer.json in `dir`. */
+  save(dir: string): void {
+    const op = 'RLHFPPOTrainer.save';
+    fs.mkdirSync(dir, { recursive: true });
+    saveable(op, 'policy', this.policy).save(path.join(dir, 'policy.safetensors'));
+    saveable(op, 'reference', this.reference).save(path.join(dir, 'reference.safetensors'));
+    this.optimizer.saveState(path.join(dir, 'optimizer.safetensors'));
+    const state: RLHFState = { format: kStateFormat, step: this.#step, order: this.#order, pass: this.#pass, rng: this.#rng.snapshot(),
+      klCoef: this.klController.value };
+    writeJsonAtomic(op, path.join(dir, 'trainer.json'), state);
+  }
+
+  /** A trainer made from `config` (prompts, tokenizer, reward and settings again) continuing the checkpoint in `dir`. */
+  static resume(dir: string, config: RLHFPPOConfig): RLHFPPOTrainer {
+    const op = 'RLHFPPOTrainer.resume';
+    const state = readJsonState<RLHFState>(op, path.join(dir, 'trainer.json'), kStateFormat);
+    const trainer = new RLHFPPOTrainer(config);
+    saveable(op, 'policy', trainer.policy).load(path.join(dir, 'policy.safetensors'));
+    saveable(op, 'reference', trainer.reference).load(path.join(dir, 'reference.safetensors'));
+    trainer.optimizer.loadState(path.join(dir, 'optimizer.safetensors'));
+    trainer.#step = state.step;
+    trainer.#order = state.order;
+    trainer.#pass = state.pass;
+    trainer.#rng.restore(state.rng);
+    trainer.klController.value = state.klCoef;
+    return trainer;
   }
 }
