@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // The `rlhf` command: `rlhf bench` times every kernel (see lib/cli/bench.ts); `rlhf train` runs
-// PPO on a built-in environment (lib/cli/train.ts); `rlhf info` shows what was built and what
-// the machine offers.
+// PPO on a built-in environment (lib/cli/train.ts); `rlhf demo` runs the whole RLHF pipeline on a
+// toy task and plots reward over-optimisation (lib/cli/demo.ts); `rlhf info` shows what was built
+// and what the machine offers.
 import * as rl from '../index';
 import { Backend, runBench, writeJson } from './bench';
+import { runDemo } from './demo';
 import { train } from './train';
 
 const usage = `usage: rlhf <command> [options]
@@ -22,6 +24,15 @@ commands:
           --steps N             environment steps (default 500000)
           --summary FILE        write {env, seed, steps, meanReturnLast20, seconds, stepsPerSecond} as JSON
           --log FILE            append one JSON line of metrics per update
+  demo    RLHF end to end on a toy task (about 20 seconds): simulated raters compare an SFT policy's
+          completions by a hidden gold reward, a reward model learns their preferences, PPO with a KL
+          penalty optimises against it; plots learned vs gold reward to show over-optimisation
+          --seed N              seed of everything (default 1)
+          --steps N             PPO steps (default 600)
+          --kl-coef X           the KL penalty's coefficient (default 0.5; 0.05 lets the gold reward collapse)
+          --plot FILE           the SVG plot (default rlhf-demo.svg)
+          --summary FILE        write {goldBefore, goldAfter, rmAccuracy, kl, seconds, plot} as JSON
+          --quick               a few seconds (a smoke test)
   info    build and backend information
 
 every command takes --help
@@ -85,6 +96,18 @@ function trainCommand(argv: string[]): void {
     log: stringFlag(flags, 'log') }, (line) => console.log(line));
 }
 
+function demoCommand(argv: string[]): void {
+  const flags = parseFlags(argv);
+  const known = new Set(['seed', 'steps', 'plot', 'summary', 'quick', 'kl-coef']);
+  for (const k of flags.keys()) if (!known.has(k)) throw new RangeError(`rlhf demo: unknown option --${k}\n\n${usage}`);
+  if (flags.get('quick') !== undefined && flags.get('quick') !== true) throw new RangeError('rlhf demo: --quick takes no value');
+  const klCoef = stringFlag(flags, 'kl-coef');
+  if (klCoef !== undefined && !(Number(klCoef) >= 0)) throw new RangeError(`rlhf demo: --kl-coef must be a number >= 0, not '${klCoef}'`);
+  runDemo({ seed: integerFlag(flags, 'seed') ?? 1, steps: integerFlag(flags, 'steps'), plot: stringFlag(flags, 'plot'),
+    summary: stringFlag(flags, 'summary'), quick: flags.has('quick'), klCoef: klCoef === undefined ? undefined : Number(klCoef) },
+  (line) => console.log(line));
+}
+
 function main(argv: string[]): void {
   const [command, ...rest] = argv;
   if (rest.includes('--help') || rest.includes('-h')) {
@@ -94,6 +117,7 @@ function main(argv: string[]): void {
   switch (command) {
     case 'bench': return bench(rest);
     case 'train': return trainCommand(rest);
+    case 'demo': return demoCommand(rest);
     case 'info': console.log(JSON.stringify({ buildInfo: rl.buildInfo(), backends: rl.backends() }, null, 2)); return;
     case undefined: case '--help': case '-h': console.log(usage); return;
     default: throw new RangeError(`rlhf: unknown command '${command}'\n\n${usage}`);

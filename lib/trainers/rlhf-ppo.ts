@@ -185,7 +185,7 @@ export class RLHFPPOTrainer extends EventEmitter {
     return out;
   }
 
-  /** Scores of the completions: the reward model on prompt + completion tokens, or the function on texts. */
+  /** Scores of the completions: the reward model on the prompt and completion tokens, or the function on texts. */
   #scores(index: number[], completions: Int32Array[]): Float32Array {
     const reward = this.config.reward;
     if (!(reward instanceof RewardModel)) {
@@ -195,7 +195,8 @@ export class RLHFPPOTrainer extends EventEmitter {
         return v;
       });
     }
-    const seqs = completions.map((c, r) => [...this.#prompts[index[r]], ...c]);
+    // As RewardTrainer encodes a pair's texts: the prompt's tokens, the completion's, one end-of-sequence token.
+    const seqs = completions.map((c, r) => [...this.#prompts[index[r]], ...c.filter((x) => x !== SimpleTokenizer.EOS), SimpleTokenizer.EOS]);
     const L = Math.max(1, ...seqs.map((s) => s.length));
     const tokens = new Int32Array(seqs.length * L), mask = new Uint8Array(seqs.length * L);
     seqs.forEach((s, r) => {
