@@ -48,6 +48,16 @@ export class Random {
   }
 }
 
+/** 0..n-1 in a random order (Fisher-Yates with `rng`). */
+export function shuffledIndices(n: number, rng: Random): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; --i) {
+    const j = Math.floor(rng.uniform() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
+}
+
 /**
  * `out` (rows x cols, row-major) := gain * a matrix with orthonormal rows or columns (whichever
  * are fewer), as torch.nn.init.orthogonal_: the Q of a Gaussian matrix's QR decomposition with

@@ -1,8 +1,10 @@
 // The trainer.json of a checkpoint: written beside its place and renamed over it (a reader never
 // sees half a file), read back with the error a caller can act on.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 import { RlhfError } from '../errors';
+import { AdamW } from '../optim';
 
 export function writeJsonAtomic(op: string, file: string, value: unknown): void {
   const tmp = `${file}.${process.pid}.tmp`;
@@ -45,4 +47,19 @@ export function saveable(op: string, name: string, v: unknown): Saveable {
   if (s === null || typeof s !== 'object' || typeof s.save !== 'function' || typeof s.load !== 'function')
     throw new RlhfError('E_FORMAT', `${op}: the ${name} has no save()/load(): only such models can be checkpointed`);
   return s;
+}
+
+/** policy.safetensors, reference.safetensors (when there is a reference) and optimizer.safetensors in `dir`. */
+export function saveModels(op: string, dir: string, policy: unknown, reference: unknown | null, optimizer: AdamW): void {
+  fs.mkdirSync(dir, { recursive: true });
+  saveable(op, 'policy', policy).save(path.join(dir, 'policy.safetensors'));
+  if (reference !== null) saveable(op, 'reference', reference).save(path.join(dir, 'reference.safetensors'));
+  optimizer.saveState(path.join(dir, 'optimizer.safetensors'));
+}
+
+/** Reads what saveModels() wrote into the same models and optimizer. */
+export function loadModels(op: string, dir: string, policy: unknown, reference: unknown | null, optimizer: AdamW): void {
+  saveable(op, 'policy', policy).load(path.join(dir, 'policy.safetensors'));
+  if (reference !== null) saveable(op, 'reference', reference).load(path.join(dir, 'reference.safetensors'));
+  optimizer.loadState(path.join(dir, 'optimizer.safetensors'));
 }

@@ -11,11 +11,11 @@ import { rangeError, typeError } from '../errors';
 import { PreferencePair, readPreferences } from '../data/jsonl';
 import { SimpleTokenizer } from '../data/tokenizer';
 import { tokenPolicy } from '../nn/models';
-import { Random } from '../nn/random';
+import { Random, shuffledIndices } from '../nn/random';
 import { DpoLossType, dpoLoss } from '../ops/preference';
 import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
 import { choice, options } from '../validate';
-import { readJsonState, saveable, writeJsonAtomic } from './checkpoint';
+import { loadModels, readJsonState, saveModels, writeJsonAtomic } from './checkpoint';
 import { finiteAtLeast, intAtLeast, pathOrNull, seedOf } from './config';
 import { sequencePolicy, SequencePolicy } from './policy';
 import { completionBatch, completionLogprobs } from './sequences';
@@ -236,13 +236,7 @@ export class DPOTrainer extends EventEmitter {
 
   /** The order of epoch e's pairs: shuffled by seed + e, so a resumed run sees the same. */
   #epochOrder(epoch: number): number[] {
-    const rng = new Random(this.seed + epoch);
-    const order = Array.from({ length: this.#train.length }, (_, i) => i);
-    for (let i = order.length - 1; i > 0; --i) {
-      const j = Math.floor(rng.uniform() * (i + 1));
-      [order[i], order[j]] = [order[j], order[i]];
-    }
-    return order;
+    return shuffledIndices(this.#train.length, new Random(this.seed + epoch));
   }
 
   /**
@@ -286,10 +280,7 @@ export class DPOTrainer extends EventEmitter {
   /** policy.safetensors, reference.safetensors, optimizer.safetensors and trainer.json in `dir`. */
   save(dir: string): void {
     const op = 'DPOTrainer.save';
-    fs.mkdirSync(dir, { recursive: true });
-    saveable(op, 'policy', this.policy).save(path.join(dir, 'policy.safetensors'));
-    saveable(op, 'reference', this.reference).save(path.join(dir, 'reference.safetensors'));
-    this.optimizer.saveState(path.join(dir, 'optimizer.safetensors'));
+    saveModels(op, dir, this.policy, this.reference, this.optimizer);
     writeJsonAtomic(op, path.join(dir, 'trainer.json'), { format: kStateFormat, step: this.#step });
   }
 
@@ -298,9 +289,7 @@ export class DPOTrainer extends EventEmitter {
     const op = 'DPOTrainer.resume';
     const state = readJsonState<{ format: string; step: number }>(op, path.join(dir, 'trainer.json'), kStateFormat);
     const trainer = new DPOTrainer(config);
-    saveable(op, 'policy', trainer.policy).load(path.join(dir, 'policy.safetensors'));
-    saveable(op, 'reference', trainer.reference).load(path.join(dir, 'reference.safetensors'));
-    trainer.optimizer.loadState(path.join(dir, 'optimizer.safetensors'));
+    loadModels(op, dir, trainer.policy, trainer.reference, trainer.optimizer);
     trainer.#refTrain = trainer.#referenceLogprobs(trainer.#train);
     trainer.#step = state.step;
     return trainer;

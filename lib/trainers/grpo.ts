@@ -10,13 +10,13 @@ import * as path from 'node:path';
 import { rangeError, typeError } from '../errors';
 import { SimpleTokenizer } from '../data/tokenizer';
 import { tokenPolicy } from '../nn/models';
-import { Random, RandomState } from '../nn/random';
+import { Random, RandomState, shuffledIndices } from '../nn/random';
 import { Aggregation, actorLossFromLogits } from '../ops/policy';
 import { groupAdvantages } from '../ops/preference';
 import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
 import { tensor } from '../tensor';
 import { choice, options } from '../validate';
-import { readJsonState, saveable, writeJsonAtomic } from './checkpoint';
+import { loadModels, readJsonState, saveModels, writeJsonAtomic } from './checkpoint';
 import { bool, finiteAtLeast, intAtLeast, pathOrNull, seedOf } from './config';
 import { SequencePolicy, sequencePolicy } from './policy';
 import { CompletionBatch, completionBatch, sampleCompletions, tokenLogprobs } from './sequences';
@@ -198,14 +198,7 @@ export class GRPOTrainer extends EventEmitter {
   /** The next perDeviceTrainBatchSize prompts, in passes shuffled by seed + pass. */
   #nextPrompts(): number[] {
     const c = this.#c;
-    if (this.#order.length === 0) {
-      const rng = new Random(c.seed + this.#pass++);
-      this.#order = Array.from({ length: c.prompts.length }, (_, i) => i);
-      for (let i = this.#order.length - 1; i > 0; --i) {
-        const j = Math.floor(rng.uniform() * (i + 1));
-        [this.#order[i], this.#order[j]] = [this.#order[j], this.#order[i]];
-      }
-    }
+    if (this.#order.length === 0) this.#order = shuffledIndices(c.prompts.length, new Random(c.seed + this.#pass++));
     return this.#order.splice(0, c.perDeviceTrainBatchSize);
   }
 
@@ -224,10 +217,7 @@ export class GRPOTrainer extends EventEmitter {
   /** policy.safetensors (and reference.safetensors), optimizer.safetensors and trainer.json in `dir`. */
   save(dir: string): void {
     const op = 'GRPOTrainer.save';
-    fs.mkdirSync(dir, { recursive: true });
-    saveable(op, 'policy', this.policy).save(path.join(dir, 'policy.safetensors'));
-    if (this.reference !== null) saveable(op, 'reference', this.reference).save(path.join(dir, 'reference.safetensors'));
-    this.optimizer.saveState(path.join(dir, 'optimizer.safetensors'));
+    saveModels(op, dir, this.policy, this.reference, this.optimizer);
     const state: GRPOState = { format: kStateFormat, step: this.#step, order: this.#order, pass: this.#pass, rng: this.#rng.snapshot() };
     writeJsonAtomic(op, path.join(dir, 'trainer.json'), state);
   }
@@ -237,9 +227,7 @@ export class GRPOTrainer extends EventEmitter {
     const op = 'GRPOTrainer.resume';
     const state = readJsonState<GRPOState>(op, path.join(dir, 'trainer.json'), kStateFormat);
     const trainer = new GRPOTrainer(config);
-    saveable(op, 'policy', trainer.policy).load(path.join(dir, 'policy.safetensors'));
-    if (trainer.reference !== null) saveable(op, 'reference', trainer.reference).load(path.join(dir, 'reference.safetensors'));
-    trainer.optimizer.loadState(path.join(dir, 'optimizer.safetensors'));
+    loadModels(op, dir, trainer.policy, trainer.reference, trainer.optimizer);
     trainer.#step = state.step;
     trainer.#order = state.order;
     trainer.#pass = state.pass;

@@ -11,14 +11,14 @@ import * as path from 'node:path';
 import { rangeError, typeError } from '../errors';
 import { SimpleTokenizer } from '../data/tokenizer';
 import { RewardModel, tokenPolicy } from '../nn/models';
-import { Random, RandomState } from '../nn/random';
+import { Random, RandomState, shuffledIndices } from '../nn/random';
 import { tokenGae } from '../ops/advantages';
 import { AdaptiveKLController, FixedKLController, actorLossFromLogits, klPenalty, shapeRewards, valueLoss } from '../ops/policy';
 import { maskedWhiten } from '../ops/statistics';
 import { AdamW, adamw, clipGradNorm } from '../optim';
 import { tensor } from '../tensor';
 import { options } from '../validate';
-import { readJsonState, saveable, writeJsonAtomic } from './checkpoint';
+import { loadModels, readJsonState, saveModels, writeJsonAtomic } from './checkpoint';
 import { finiteAtLeast, inUnitInterval, intAtLeast, pathOrNull, seedOf } from './config';
 import { SequencePolicy, sequencePolicy } from './policy';
 import { CompletionBatch, completionBatch, sampleCompletions, tokenLogprobs } from './sequences';
@@ -172,14 +172,7 @@ export class RLHFPPOTrainer extends EventEmitter {
   #nextPrompts(): number[] {
     const out: number[] = [];
     while (out.length < this.config.batchSize) {
-      if (this.#order.length === 0) {
-        const rng = new Random(this.config.seed + this.#pass++);
-        this.#order = Array.from({ length: this.#prompts.length }, (_, i) => i);
-        for (let i = this.#order.length - 1; i > 0; --i) {
-          const j = Math.floor(rng.uniform() * (i + 1));
-          [this.#order[i], this.#order[j]] = [this.#order[j], this.#order[i]];
-        }
-      }
+      if (this.#order.length === 0) this.#order = shuffledIndices(this.#prompts.length, new Random(this.config.seed + this.#pass++));
       out.push(this.#order.shift() as number);
     }
     return out;
@@ -234,11 +227,7 @@ export class RLHFPPOTrainer extends EventEmitter {
     const returns = Float32Array.from(g.returns.dataSync() as Float32Array);
     let last = { policyLoss: 0, valueLoss: 0, entropy: 0, clipfrac: 0 };
     for (let epoch = 0; epoch < c.ppoEpochs; ++epoch) {
-      const order = Array.from({ length: B }, (_, i) => i);
-      for (let i = B - 1; i > 0; --i) {
-        const j = Math.floor(this.#rng.uniform() * (i + 1));
-        [order[i], order[j]] = [order[j], order[i]];
-      }
+      const order = shuffledIndices(B, this.#rng);
       for (let m = 0; m < B; m += c.miniBatchSize) {
         const rows = order.slice(m, m + c.miniBatchSize).sort((a, b) => a - b);
         last = this.#minibatch(batch, rows, { oldLogprobs, oldValues, advantages, returns });
@@ -296,10 +285,7 @@ export class RLHFPPOTrainer extends EventEmitter {
   /** policy.safetensors, reference.safetensors, optimizer.safetensors and trainer.json in `dir`. */
   save(dir: string): void {
     const op = 'RLHFPPOTrainer.save';
-    fs.mkdirSync(dir, { recursive: true });
-    saveable(op, 'policy', this.policy).save(path.join(dir, 'policy.safetensors'));
-    saveable(op, 'reference', this.reference).save(path.join(dir, 'reference.safetensors'));
-    this.optimizer.saveState(path.join(dir, 'optimizer.safetensors'));
+    saveModels(op, dir, this.policy, this.reference, this.optimizer);
     const state: RLHFState = { format: kStateFormat, step: this.#step, order: this.#order, pass: this.#pass, rng: this.#rng.snapshot(),
       klCoef: this.klController.value };
     writeJsonAtomic(op, path.join(dir, 'trainer.json'), state);
@@ -310,9 +296,7 @@ export class RLHFPPOTrainer extends EventEmitter {
     const op = 'RLHFPPOTrainer.resume';
     const state = readJsonState<RLHFState>(op, path.join(dir, 'trainer.json'), kStateFormat);
     const trainer = new RLHFPPOTrainer(config);
-    saveable(op, 'policy', trainer.policy).load(path.join(dir, 'policy.safetensors'));
-    saveable(op, 'reference', trainer.reference).load(path.join(dir, 'reference.safetensors'));
-    trainer.optimizer.loadState(path.join(dir, 'optimizer.safetensors'));
+    loadModels(op, dir, trainer.policy, trainer.reference, trainer.optimizer);
     trainer.#step = state.step;
     trainer.#order = state.order;
     trainer.#pass = state.pass;
