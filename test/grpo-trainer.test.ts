@@ -40,6 +40,7 @@ t.test('the reward rises; completions respect the length limit; no reference wit
   const first = steps[0].reward, last = steps.slice(-5).reduce((a, m) => a + m.reward, 0) / 5;
   t.ok(last > first + 2, `mean reward ${first.toFixed(2)} -> ${last.toFixed(2)} (at most 6 per completion)`);
   t.ok(steps.every((m) => m.completionLength <= 6 && m.kl === 0), 'at most maxCompletionLength tokens, KL 0');
+  t.ok(steps.every((m) => m.samplesPerSecond > 0 && m.tokensPerSecond > 0), 'throughput is reported');
   const completions = trainer.generate([tokenizer.encode('the cat sat')]);
   t.equal(completions.length, 8, 'numGenerations completions per prompt');
   t.ok(completions.every((c) => c.length >= 1 && c.length <= 6), 'each within the limit');

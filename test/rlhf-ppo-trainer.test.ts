@@ -43,6 +43,9 @@ t.test('the score rises, the KL to the frozen reference is reported, the referen
   t.ok(steps[14].score > steps[0].score + 4, `score ${steps[0].score.toFixed(2)} -> ${steps[14].score.toFixed(2)} (at most 8)`);
   t.ok(steps[14].kl > 1, `the policy moved away from the reference: KL ${steps[14].kl.toFixed(2)}`);
   t.ok(steps.every((m) => m.completions.length === 32 && m.completionLength <= 8), 'batchSize completions within the length limit');
+  t.ok(steps.every((m) => m.samplesPerSecond > 0 && m.tokensPerSecond >= m.samplesPerSecond && Number.isFinite(m.explainedVariance)),
+    'throughput and explained variance are reported');
+  t.ok(steps[14].explainedVariance > steps[0].explainedVariance, `the value head learns: explained variance ${steps[0].explainedVariance.toFixed(2)} -> ${steps[14].explainedVariance.toFixed(2)}`);
   expectBitIdentical(t, paramsOf(trainer.reference), reference, 'the reference is frozen');
   t.equal(trainer.generate(['the cat sat'], 3).length, 3, 'generate gives count completions');
 });

@@ -37,3 +37,10 @@ export function pathOrNull(op: string, name: string, v: unknown): string | null 
   if (typeof v !== 'string') throw typeError(op, name, 'a file path', v);
   return v;
 }
+
+/** Samples and tokens per second since `start` (process.hrtime.bigint()). */
+export function throughput(start: bigint, samples: number, lengths: Int32Array): { samplesPerSecond: number; tokensPerSecond: number } {
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const tokens = lengths.reduce((a, b) => a + b, 0);
+  return { samplesPerSecond: samples / seconds, tokensPerSecond: tokens / seconds };
+}

@@ -16,7 +16,7 @@ import { DpoLossType, dpoLoss } from '../ops/preference';
 import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
 import { choice, options } from '../validate';
 import { loadModels, readJsonState, saveModels, writeJsonAtomic } from './checkpoint';
-import { finiteAtLeast, intAtLeast, pathOrNull, seedOf } from './config';
+import { finiteAtLeast, intAtLeast, pathOrNull, seedOf, throughput } from './config';
 import { sequencePolicy, SequencePolicy } from './policy';
 import { completionBatch, completionLogprobs } from './sequences';
 
@@ -57,6 +57,9 @@ export interface DPOStepMetrics {
   accuracy: number;
   margin: number;
   learningRate: number;
+  /** Pairs and completion tokens per second of the step. */
+  samplesPerSecond: number;
+  tokensPerSecond: number;
 }
 
 export interface DPOEvaluation {
@@ -190,6 +193,7 @@ export class DPOTrainer extends EventEmitter {
 
   /** One optimizer step on the pairs at `index` of the training data. */
   #trainStep(index: number[], epoch: number): DPOStepMetrics {
+    const start = process.hrtime.bigint();
     const n = index.length;
     const batch = this.#batch(this.#train, index);
     const learningRate = this.optimizer.lr;
@@ -205,7 +209,8 @@ export class DPOTrainer extends EventEmitter {
     this.optimizer.step();
     this.#step += 1;
     const m: DPOStepMetrics = { step: this.#step, epoch, loss: r.loss, rewardsChosen: r.stats.rewardsChosen,
-      rewardsRejected: r.stats.rewardsRejected, accuracy: r.stats.accuracy, margin: r.stats.margin, learningRate };
+      rewardsRejected: r.stats.rewardsRejected, accuracy: r.stats.accuracy, margin: r.stats.margin, learningRate,
+      ...throughput(start, n, batch.lengths) };
     if (this.#logFile !== null) fs.appendFileSync(this.#logFile, JSON.stringify(m) + '\n');
     this.emit('step', m);
     return m;

@@ -17,7 +17,7 @@ import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
 import { tensor } from '../tensor';
 import { choice, options } from '../validate';
 import { loadModels, readJsonState, saveModels, writeJsonAtomic } from './checkpoint';
-import { bool, finiteAtLeast, intAtLeast, pathOrNull, seedOf } from './config';
+import { bool, finiteAtLeast, intAtLeast, pathOrNull, seedOf, throughput } from './config';
 import { SequencePolicy, sequencePolicy } from './policy';
 import { CompletionBatch, completionBatch, sampleCompletions, tokenLogprobs } from './sequences';
 
@@ -80,6 +80,9 @@ export interface GRPOStepMetrics {
   clipfrac: number;
   entropy: number;
   learningRate: number;
+  /** Completions and completion tokens per second over the whole step (generation included). */
+  samplesPerSecond: number;
+  tokensPerSecond: number;
 }
 
 export class GRPOTrainer extends EventEmitter {
@@ -149,6 +152,7 @@ export class GRPOTrainer extends EventEmitter {
 
   /** Generation, rewards, advantages and one optimizer step on the prompts at `index`. */
   #trainStep(index: number[]): GRPOStepMetrics {
+    const start = process.hrtime.bigint();
     const c = this.#c;
     const G = c.numGenerations;
     const prompts = index.map((i) => this.#prompts[i]);
@@ -188,7 +192,7 @@ export class GRPOTrainer extends EventEmitter {
     const m: GRPOStepMetrics = {
       step: this.#step, loss: r.loss, reward: mean, rewardStd: Math.sqrt(sq / Math.max(1, rewards.length - 1)),
       completionLength: batch.lengths.reduce((a, b) => a + b, 0) / B, kl: r.stats.kl, clipfrac: r.stats.clipfrac,
-      entropy: r.stats.entropy, learningRate,
+      entropy: r.stats.entropy, learningRate, ...throughput(start, B, batch.lengths),
     };
     if (c.logFile !== null) fs.appendFileSync(c.logFile, JSON.stringify(m) + '\n');
     this.emit('step', m);

@@ -77,6 +77,8 @@ export interface RewardStepMetrics {
   meanMargin: number;
   /** The learning rate this step used. */
   learningRate: number;
+  /** Pairs per second of the step. */
+  samplesPerSecond: number;
 }
 
 export interface RewardEvalMetrics {
@@ -340,6 +342,7 @@ export class RewardTrainer extends EventEmitter {
   /** One optimizer step on the next batch; after an epoch's last step, the evaluation of evalData. */
   step(): RewardStepMetrics {
     if (this.done) throw rangeError('RewardTrainer.step', 'step', `is past the end: all ${this.totalSteps} steps are taken`);
+    const start = process.hrtime.bigint();
     const batch = this.#nextBatch();
     const learningRate = this.optimizer.lr;
     const { chosen, rejected } = this.#rewards(batch);
@@ -356,7 +359,8 @@ export class RewardTrainer extends EventEmitter {
     this.#lossSum += r.loss;
     this.#accuracySum += r.stats.accuracy;
     const metrics: RewardStepMetrics = { step: this.#step, epoch: this.#step / this.stepsPerEpoch, loss: r.loss,
-      accuracy: r.stats.accuracy, meanMargin: r.stats.meanMargin, learningRate };
+      accuracy: r.stats.accuracy, meanMargin: r.stats.meanMargin, learningRate,
+      samplesPerSecond: batch.length / (Number(process.hrtime.bigint() - start) / 1e9) };
     this.#log(metrics);
     this.emit('step', metrics);
     if (this.#step % this.stepsPerEpoch === 0 && this.#eval !== null) this.#evaluateEpoch();

@@ -19,7 +19,7 @@ import { AdamW, adamw, clipGradNorm } from '../optim';
 import { tensor } from '../tensor';
 import { options } from '../validate';
 import { loadModels, readJsonState, saveModels, writeJsonAtomic } from './checkpoint';
-import { finiteAtLeast, inUnitInterval, intAtLeast, pathOrNull, seedOf } from './config';
+import { finiteAtLeast, inUnitInterval, intAtLeast, pathOrNull, seedOf, throughput } from './config';
 import { SequencePolicy, sequencePolicy } from './policy';
 import { CompletionBatch, completionBatch, sampleCompletions, tokenLogprobs } from './sequences';
 
@@ -66,7 +66,12 @@ export interface RLHFStepMetrics {
   valueLoss: number;
   entropy: number;
   clipfrac: number;
+  /** Of the value head on the returns (1 - Var(R - V) / Var(R)), from the last minibatch. */
+  explainedVariance: number;
   completionLength: number;
+  /** Completions and completion tokens per second over the whole step (generation included). */
+  samplesPerSecond: number;
+  tokensPerSecond: number;
   completions: { prompt: string; completion: string }[];
 }
 
@@ -207,6 +212,7 @@ export class RLHFPPOTrainer extends EventEmitter {
 
   /** One rollout of batchSize prompts and its PPO epochs. */
   step(): RLHFStepMetrics {
+    const start = process.hrtime.bigint();
     const c = this.config;
     const index = this.#nextPrompts();
     const prompts = index.map((i) => this.#prompts[i]);
@@ -225,7 +231,7 @@ export class RLHFPPOTrainer extends EventEmitter {
     const g = tokenGae({ rewards, values, mask }, { gamma: c.gamma, lambda: c.lam, maskMode: 'premask' });
     const advantages = Float32Array.from(maskedWhiten(g.advantages, mask).dataSync() as Float32Array);
     const returns = Float32Array.from(g.returns.dataSync() as Float32Array);
-    let last = { policyLoss: 0, valueLoss: 0, entropy: 0, clipfrac: 0 };
+    let last = { policyLoss: 0, valueLoss: 0, entropy: 0, clipfrac: 0, explainedVariance: 0 };
     for (let epoch = 0; epoch < c.ppoEpochs; ++epoch) {
       const order = shuffledIndices(B, this.#rng);
       for (let m = 0; m < B; m += c.miniBatchSize) {
@@ -238,7 +244,7 @@ export class RLHFPPOTrainer extends EventEmitter {
     this.#step += 1;
     const metrics: RLHFStepMetrics = {
       step: this.#step, score: scores.reduce((a, b) => a + b, 0) / B, kl: klPerSequence, klCoef, ...last,
-      completionLength: batch.lengths.reduce((a, b) => a + b, 0) / B,
+      completionLength: batch.lengths.reduce((a, b) => a + b, 0) / B, ...throughput(start, B, batch.lengths),
       completions: completions.map((comp, r) => ({ prompt: c.prompts[index[r]], completion: this.#text(comp) })),
     };
     if (c.logFile !== null) {
@@ -279,7 +285,8 @@ export class RLHFPPOTrainer extends EventEmitter {
     this.policy.backward({ gradLogits: tensor(actor.gradLogits.dataSync() as Float32Array, [b * T, V]), gradValues });
     clipGradNorm(this.policy.parameters(), c.maxGradNorm);
     this.optimizer.step();
-    return { policyLoss: actor.stats.policyLoss, valueLoss: v.loss, entropy: actor.stats.entropy, clipfrac: actor.stats.clipfrac };
+    return { policyLoss: actor.stats.policyLoss, valueLoss: v.loss, entropy: actor.stats.entropy, clipfrac: actor.stats.clipfrac,
+      explainedVariance: v.stats.explainedVariance };
   }
 
   /** policy.safetensors, reference.safetensors, optimizer.safetensors and trainer.json in `dir`. */
