@@ -58,6 +58,17 @@ t.test('the KL penalty holds the policy closer; the adaptive controller moves th
   t.ok(adaptive[11].klCoef > adaptive[0].klCoef, `KL above its target raises the coefficient: ${adaptive[0].klCoef} -> ${adaptive[11].klCoef.toFixed(4)}`);
 });
 
+t.test('score placement and the missing-EOS penalty', async (t) => {
+  const after = run(new RLHFPPOTrainer(config({ scorePlacement: 'after-last' })), 3);
+  t.ok(after.every((m) => Number.isFinite(m.policyLoss)), "'after-last' trains");
+  // Every completion of an untrained policy over 11 ids runs to the limit without EOS most of the time:
+  // a penalty of 100 makes the shaped return of those rows far lower, so the value head's loss jumps.
+  const plain = run(new RLHFPPOTrainer(config()), 1)[0];
+  const penalised = run(new RLHFPPOTrainer(config({ missingEosPenalty: 100 })), 1)[0];
+  t.ok(penalised.valueLoss > 10 * plain.valueLoss, `missingEosPenalty reaches the returns (value loss ${plain.valueLoss.toFixed(2)} -> ${penalised.valueLoss.toFixed(2)})`);
+  expectError(t, () => new RLHFPPOTrainer(config({ scorePlacement: 'first' as never })), RangeError, /`scorePlacement` must be one of/);
+});
+
 t.test('a reward model as the reward; a seed fixes the run', async (t) => {
   const rm = rl.nn.rewardModel({ vocabSize: tokenizer.vocabSize, seed: 4 });
   const m = run(new RLHFPPOTrainer(config({ reward: rm })), 3);

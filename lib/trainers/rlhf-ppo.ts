@@ -17,7 +17,7 @@ import { AdaptiveKLController, FixedKLController, actorLossFromLogits, klPenalty
 import { maskedWhiten } from '../ops/statistics';
 import { AdamW, adamw, clipGradNorm } from '../optim';
 import { tensor } from '../tensor';
-import { options } from '../validate';
+import { choice, options } from '../validate';
 import { loadModels, readJsonState, saveModels, writeJsonAtomic } from './checkpoint';
 import { finiteAtLeast, inUnitInterval, intAtLeast, pathOrNull, seedOf, throughput } from './config';
 import { SequencePolicy, sequencePolicy } from './policy';
@@ -39,6 +39,10 @@ export interface RLHFPPOConfig {
   initKlCoef?: number;
   target?: number | null;
   horizon?: number;
+  /** Where the score goes: on the last completion token ('last-valid', TRL) or after it (rl.shapeRewards). */
+  scorePlacement?: 'last-valid' | 'after-last';
+  /** Subtracted from the score of a completion cut by the length limit (TRL's missing_eos_penalty); default null. */
+  missingEosPenalty?: number | null;
   /** Default 1e-3 (TRL's 1e-5 is for large pretrained models). */
   learningRate?: number;
   /** Prompts per rollout; default 64. */
@@ -87,7 +91,8 @@ interface RLHFState {
   klCoef: number;
 }
 
-type Resolved = Required<Omit<RLHFPPOConfig, 'policy' | 'logFile' | 'target'>> & { target: number | null; logFile: string | null };
+type Resolved = Required<Omit<RLHFPPOConfig, 'policy' | 'logFile' | 'target' | 'missingEosPenalty'>> &
+  { target: number | null; missingEosPenalty: number | null; logFile: string | null };
 
 function resolve(op: string, config: RLHFPPOConfig): Resolved {
   const c = options<RLHFPPOConfig>(op, config, 'config', 'an RLHFPPOConfig object');
@@ -108,6 +113,9 @@ function resolve(op: string, config: RLHFPPOConfig): Resolved {
     initKlCoef: finiteAtLeast(op, 'initKlCoef', c.initKlCoef, 0, 0.2),
     target: c.target ?? null,
     horizon: finiteAtLeast(op, 'horizon', c.horizon, 1, 10000),
+    scorePlacement: choice(op, 'scorePlacement', c.scorePlacement, ['last-valid', 'after-last'] as const, 'last-valid'),
+    missingEosPenalty: c.missingEosPenalty === undefined || c.missingEosPenalty === null ? null
+      : finiteAtLeast(op, 'missingEosPenalty', c.missingEosPenalty, 0, 0),
     learningRate: finiteAtLeast(op, 'learningRate', c.learningRate, 0, 1e-3),
     batchSize, miniBatchSize,
     ppoEpochs: intAtLeast(op, 'ppoEpochs', c.ppoEpochs, 1, 4),
@@ -226,7 +234,9 @@ export class RLHFPPOTrainer extends EventEmitter {
     const scores = this.#scores(index, completions);
     const kl = klPenalty(tensor(oldLogprobs, [B, T]), tensor(refLogprobs, [B, T])).kl;
     const klCoef = this.klController.value;
-    const rewards = shapeRewards({ scores, kl, mask }, { klCoef });
+    const hasEos = Uint8Array.from(completions, (comp) => (comp[comp.length - 1] === SimpleTokenizer.EOS ? 1 : 0));
+    const rewards = shapeRewards({ scores, kl, mask, hasEos }, { klCoef, scorePlacement: c.scorePlacement,
+      missingEosPenalty: c.missingEosPenalty });
     const values = tensor(oldValues, [B, T]);
     const g = tokenGae({ rewards, values, mask }, { gamma: c.gamma, lambda: c.lam, maskMode: 'premask' });
     const advantages = Float32Array.from(maskedWhiten(g.advantages, mask).dataSync() as Float32Array);
