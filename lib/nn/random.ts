@@ -58,6 +58,38 @@ export function shuffledIndices(n: number, rng: Random): number[] {
   return order;
 }
 
+/** Where a ShuffledPasses is: the rest of the current pass and how many passes have begun. */
+export interface PassesState {
+  order: number[];
+  pass: number;
+}
+
+/**
+ * Indices 0..n-1 in passes, pass p shuffled by seed + p: a trainer's order over its data, whose
+ * state checkpoints as JSON.
+ */
+export class ShuffledPasses {
+  #order: number[] = [];
+  #pass = 0;
+
+  constructor(readonly n: number, readonly seed: number) {}
+
+  /** Up to `count` next indices, all from the current pass (a new one begins once it is used up). */
+  take(count: number): number[] {
+    if (this.#order.length === 0) this.#order = shuffledIndices(this.n, new Random(this.seed + this.#pass++));
+    return this.#order.splice(0, count);
+  }
+
+  snapshot(): PassesState {
+    return { order: this.#order.slice(), pass: this.#pass };
+  }
+
+  restore(s: PassesState): void {
+    this.#order = s.order.slice();
+    this.#pass = s.pass;
+  }
+}
+
 /**
  * `out` (rows x cols, row-major) := gain * a matrix with orthonormal rows or columns (whichever
  * are fewer), as torch.nn.init.orthogonal_: the Q of a Gaussian matrix's QR decomposition with

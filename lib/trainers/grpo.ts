@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { rangeError, typeError } from '../errors';
 import { SimpleTokenizer } from '../data/tokenizer';
 import { tokenPolicy } from '../nn/models';
-import { Random, RandomState, shuffledIndices } from '../nn/random';
+import { PassesState, Random, RandomState, ShuffledPasses } from '../nn/random';
 import { Aggregation, actorLossFromLogits } from '../ops/policy';
 import { groupAdvantages } from '../ops/preference';
 import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
@@ -27,11 +27,9 @@ export type RewardFunction = (prompt: string, completion: string) => number;
 const kStateFormat = 'rlhf-node.grpoTrainer';
 
 /** What trainer.json of a checkpoint holds beside the models and the optimizer state. */
-interface GRPOState {
+interface GRPOState extends PassesState {
   format: string;
   step: number;
-  order: number[];
-  pass: number;
   rng: RandomState;
 }
 
@@ -93,8 +91,7 @@ export class GRPOTrainer extends EventEmitter {
   readonly #c: Required<Omit<GRPOConfig, 'tokenizer' | 'policy' | 'logFile' | 'epsilonHigh'>> & { epsilonHigh: number; logFile: string | null };
   readonly #prompts: Int32Array[];
   readonly #rng: Random;
-  #order: number[] = [];
-  #pass = 0;
+  readonly #passes: ShuffledPasses;
   #step = 0;
 
   constructor(config: GRPOConfig) {
@@ -130,6 +127,7 @@ export class GRPOTrainer extends EventEmitter {
       schedule: linearSchedule({ totalSteps: this.#c.maxSteps }) });
     this.#prompts = c.prompts.map((p) => this.tokenizer.encode(p));
     this.#rng = new Random(this.#c.seed ^ 0x5bd1e995);
+    this.#passes = new ShuffledPasses(c.prompts.length, this.#c.seed);
   }
 
   get stepCount(): number {
@@ -199,16 +197,9 @@ export class GRPOTrainer extends EventEmitter {
     return m;
   }
 
-  /** The next perDeviceTrainBatchSize prompts, in passes shuffled by seed + pass. */
-  #nextPrompts(): number[] {
-    const c = this.#c;
-    if (this.#order.length === 0) this.#order = shuffledIndices(c.prompts.length, new Random(c.seed + this.#pass++));
-    return this.#order.splice(0, c.perDeviceTrainBatchSize);
-  }
-
   /** One step: generation, rewards, advantages, the update. */
   step(): GRPOStepMetrics {
-    return this.#trainStep(this.#nextPrompts());
+    return this.#trainStep(this.#passes.take(this.#c.perDeviceTrainBatchSize));
   }
 
   /** Steps until maxSteps (from wherever a resumed trainer stands). */
@@ -222,7 +213,7 @@ export class GRPOTrainer extends EventEmitter {
   save(dir: string): void {
     const op = 'GRPOTrainer.save';
     saveModels(op, dir, this.policy, this.reference, this.optimizer);
-    const state: GRPOState = { format: kStateFormat, step: this.#step, order: this.#order, pass: this.#pass, rng: this.#rng.snapshot() };
+    const state: GRPOState = { format: kStateFormat, step: this.#step, ...this.#passes.snapshot(), rng: this.#rng.snapshot() };
     writeJsonAtomic(op, path.join(dir, 'trainer.json'), state);
   }
 
@@ -233,8 +224,7 @@ export class GRPOTrainer extends EventEmitter {
     const trainer = new GRPOTrainer(config);
     loadModels(op, dir, trainer.policy, trainer.reference, trainer.optimizer);
     trainer.#step = state.step;
-    trainer.#order = state.order;
-    trainer.#pass = state.pass;
+    trainer.#passes.restore(state);
     trainer.#rng.restore(state.rng);
     return trainer;
   }

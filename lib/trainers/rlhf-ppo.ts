@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { rangeError, typeError } from '../errors';
 import { SimpleTokenizer } from '../data/tokenizer';
 import { RewardModel, tokenPolicy } from '../nn/models';
-import { Random, RandomState, shuffledIndices } from '../nn/random';
+import { PassesState, Random, RandomState, ShuffledPasses, shuffledIndices } from '../nn/random';
 import { tokenGae } from '../ops/advantages';
 import { AdaptiveKLController, FixedKLController, actorLossFromLogits, klPenalty, shapeRewards, valueLoss } from '../ops/policy';
 import { maskedWhiten } from '../ops/statistics';
@@ -82,11 +82,9 @@ export interface RLHFStepMetrics {
 const kStateFormat = 'rlhf-node.rlhfPpoTrainer';
 
 /** What trainer.json of a checkpoint holds beside the models and the optimizer state. */
-interface RLHFState {
+interface RLHFState extends PassesState {
   format: string;
   step: number;
-  order: number[];
-  pass: number;
   rng: RandomState;
   klCoef: number;
 }
@@ -144,8 +142,7 @@ export class RLHFPPOTrainer extends EventEmitter {
   readonly klController: AdaptiveKLController | FixedKLController;
   readonly #prompts: Int32Array[];
   readonly #rng: Random;
-  #order: number[] = [];
-  #pass = 0;
+  readonly #passes: ShuffledPasses;
   #step = 0;
 
   constructor(config: RLHFPPOConfig) {
@@ -164,6 +161,7 @@ export class RLHFPPOTrainer extends EventEmitter {
       : new AdaptiveKLController({ initKlCoef: c.initKlCoef, target: c.target, horizon: c.horizon });
     this.#prompts = c.prompts.map((p) => c.tokenizer.encode(p));
     this.#rng = new Random(c.seed ^ 0x27d4eb2f);
+    this.#passes = new ShuffledPasses(c.prompts.length, c.seed);
   }
 
   get stepCount(): number {
@@ -181,15 +179,13 @@ export class RLHFPPOTrainer extends EventEmitter {
     return this.tokenizer.decode(completion.filter((x) => x !== SimpleTokenizer.EOS));
   }
 
-  /** The next batchSize prompts, in passes shuffled by the seed. */
+  /** The next batchSize prompts, a batch running on into the next pass when one ends. */
   #nextPrompts(): number[] {
     const out: number[] = [];
-    while (out.length < this.config.batchSize) {
-      if (this.#order.length === 0) this.#order = shuffledIndices(this.#prompts.length, new Random(this.config.seed + this.#pass++));
-      out.push(this.#order.shift() as number);
-    }
+    while (out.length < this.config.batchSize) out.push(...this.#passes.take(this.config.batchSize - out.length));
     return out;
   }
+
 
   /** Scores of the completions: the reward model on the prompt and completion tokens, or the function on texts. */
   #scores(index: number[], completions: Int32Array[]): Float32Array {
@@ -303,7 +299,7 @@ export class RLHFPPOTrainer extends EventEmitter {
   save(dir: string): void {
     const op = 'RLHFPPOTrainer.save';
     saveModels(op, dir, this.policy, this.reference, this.optimizer);
-    const state: RLHFState = { format: kStateFormat, step: this.#step, order: this.#order, pass: this.#pass, rng: this.#rng.snapshot(),
+    const state: RLHFState = { format: kStateFormat, step: this.#step, ...this.#passes.snapshot(), rng: this.#rng.snapshot(),
       klCoef: this.klController.value };
     writeJsonAtomic(op, path.join(dir, 'trainer.json'), state);
   }
@@ -315,8 +311,7 @@ export class RLHFPPOTrainer extends EventEmitter {
     const trainer = new RLHFPPOTrainer(config);
     loadModels(op, dir, trainer.policy, trainer.reference, trainer.optimizer);
     trainer.#step = state.step;
-    trainer.#order = state.order;
-    trainer.#pass = state.pass;
+    trainer.#passes.restore(state);
     trainer.#rng.restore(state.rng);
     trainer.klController.value = state.klCoef;
     return trainer;
