@@ -31,9 +31,13 @@ static bool spinUntil(Done done) {
   }
 }
 
+// Set while a thread runs a region's task (or opened the region), so that a nested region runs
+// inline instead of waiting forever for the region it is part of.
+static thread_local bool tInRegion = false;
+
 ThreadPool& ThreadPool::instance() {
-  static ThreadPool pool;
-  return pool;
+  static ThreadPool* const pool = new ThreadPool();
+  return *pool;
 }
 
 ThreadPool::ThreadPool() {
@@ -41,10 +45,8 @@ ThreadPool::ThreadPool() {
   startWorkers(hw == 0 ? 1 : static_cast<int>(hw));
 }
 
-ThreadPool::~ThreadPool() { stopWorkers(); }
-
 void ThreadPool::startWorkers(int n) {
-  numThreads_ = n;
+  numThreads_.store(n, std::memory_order_relaxed);
   stopping_.store(false);
   for (int i = 1; i < n; ++i) workers_.emplace_back([this] { workerLoop(); });
 }
@@ -61,7 +63,7 @@ void ThreadPool::stopWorkers() {
 
 void ThreadPool::setNumThreads(int n) {
   std::lock_guard<std::mutex> region(regionMutex_);
-  if (n == numThreads_) return;
+  if (n == numThreads()) return;
   stopWorkers();
   startWorkers(n);
 }
@@ -92,6 +94,7 @@ void ThreadPool::waitForRegion(uint64_t seen) {
 }
 
 void ThreadPool::workerLoop() {
+  tInRegion = true;  // everything a worker runs is inside a region
   uint64_t seen = 0;
   for (;;) {
     waitForRegion(seen);
@@ -111,7 +114,15 @@ void ThreadPool::waitForFinish() {
 
 void ThreadPool::run(int64_t tasks, const std::function<void(int64_t)>& task) {
   if (tasks <= 0) return;
+  if (tInRegion) {
+    for (int64_t i = 0; i < tasks; ++i) task(i);
+    return;
+  }
   std::lock_guard<std::mutex> region(regionMutex_);
+  struct InRegion {
+    InRegion() { tInRegion = true; }
+    ~InRegion() { tInRegion = false; }
+  } inRegion;
   if (tasks == 1 || workers_.empty()) {
     for (int64_t i = 0; i < tasks; ++i) task(i);
     return;

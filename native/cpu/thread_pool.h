@@ -1,5 +1,7 @@
-// The library's own thread pool. One parallel region runs at a time; the calling thread takes
-// part, so a pool of one thread is just a loop. Between regions a worker spins briefly before it
+// The library's own thread pool, one per process, shared by every Node environment (the main
+// thread, worker_threads) and every libuv worker running an Async call. One parallel region runs
+// at a time and the others wait their turn; the calling thread takes part, so a pool of one
+// thread is just a loop. A region opened from inside a region runs inline. Between regions a worker spins briefly before it
 // sleeps, so that the regions of a training step, microseconds apart, do not each pay a futex
 // wake-up.
 #pragma once
@@ -15,10 +17,11 @@ namespace rlhf {
 
 class ThreadPool {
  public:
+  // Never destroyed: at process exit a libuv worker may still be inside run(), and tearing the
+  // pool down under it would be a use after free. The OS reclaims the threads.
   static ThreadPool& instance();
-  ~ThreadPool();
 
-  int numThreads() const { return numThreads_; }
+  int numThreads() const { return numThreads_.load(std::memory_order_relaxed); }
   // n >= 1; waits for any region in flight, then resizes.
   void setNumThreads(int n);
   // Runs task(i) for every i in [0, tasks) spread over the threads; returns when all are done.
@@ -33,7 +36,7 @@ class ThreadPool {
   void waitForRegion(uint64_t seen);
   void waitForFinish();
 
-  int numThreads_ = 1;
+  std::atomic<int> numThreads_{1};
   std::vector<std::thread> workers_;
   std::mutex regionMutex_;  // one parallel region at a time
   std::mutex mutex_;
