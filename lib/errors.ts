@@ -2,7 +2,7 @@
 // TypeError for a wrong kind or dtype, RangeError for a bad shape, length or value, and an Error
 // with a `code` for the rest.
 
-export type ErrorCode = 'E_CUDA_UNAVAILABLE' | 'E_CUDA' | 'E_DISPOSED' | 'E_ADDON_LOAD' | 'E_DEVICE' | 'E_FORMAT' | 'E_IO' | 'E_FROZEN';
+export type ErrorCode = 'E_CUDA_UNAVAILABLE' | 'E_CUDA' | 'E_OOM' | 'E_DISPOSED' | 'E_DETACHED' | 'E_ADDON_LOAD' | 'E_DEVICE' | 'E_FORMAT' | 'E_IO' | 'E_FROZEN';
 
 export class RlhfError extends Error {
   readonly code: ErrorCode;

@@ -73,6 +73,11 @@ function checkShape(shape: unknown, op: string): readonly number[] {
   return Object.freeze(shape.slice());
 }
 
+function detachedError(op: string, arg: string, size: number): RlhfError {
+  return new RlhfError('E_DETACHED', `${op}: \`${arg}\` was detached: its ArrayBuffer was transferred (postMessage, ` +
+    `structuredClone or transfer()), so it no longer holds its ${size} elements`);
+}
+
 export class Tensor {
   readonly shape: readonly number[];
   readonly dtype: Dtype;
@@ -105,7 +110,13 @@ export class Tensor {
   /** @internal The memory as the addon takes it; throws E_DISPOSED after dispose(). */
   raw(op: string, arg: string): Raw {
     if (this.#disposed) throw new RlhfError('E_DISPOSED', `${op}: \`${arg}\` has been disposed`);
-    return this.#host ?? (this.#buffer as DeviceBuffer);
+    if (this.#host !== null) {
+      // A transferred ArrayBuffer leaves a zero-length view behind: the tensor would silently
+      // read as empty.
+      if (this.#host.length !== this.size) throw detachedError(op, arg, this.size);
+      return this.#host;
+    }
+    return this.#buffer as DeviceBuffer;
   }
 
   /** CPU: the zero-copy view. CUDA: a blocking copy to a new TypedArray. */

@@ -5,6 +5,7 @@
 import t from 'tap';
 
 import * as rl from '../lib/index';
+import { native } from '../lib/native';
 import {
   discountedReturnsReference, gaeReference, tokenGaeReference,
 } from '../lib/reference/advantages';
@@ -254,4 +255,17 @@ t.test('memoryStats returns to its starting live count after the tensors are dis
   t.equal(after.liveAllocations, before.liveAllocations, 'live allocations back to the start');
   t.equal(after.liveBytes, before.liveBytes, 'live bytes back to the start');
   t.ok(after.totalAllocations >= before.totalAllocations + made.length, 'totalAllocations counts every allocation');
+});
+
+t.test('an allocation beyond device memory is E_OOM, and the next call works', opts, async (t) => {
+  const total = rl.backends().cuda.deviceList[0].totalMemory;
+  const before = rl.memoryStats('cuda');
+  const Buffer = native().DeviceBuffer;
+  expectError(t, () => new Buffer(total * 4, 0), Error, /cudaMalloc of \d+ bytes on CUDA device 0 failed/, 'E_OOM');
+  const after = rl.memoryStats('cuda');
+  t.equal(after.liveAllocations, before.liveAllocations, 'the failed allocation is not counted');
+  const x = cu(Float32Array.from([1, 2, 3, 4]), [4]);
+  t.same(Array.from(await host(rl.maskedWhiten(x))), Array.from(rl.maskedWhiten(rl.tensor(Float32Array.from([1, 2, 3, 4]))).dataSync()),
+    'an op on the device afterwards gives the CPU result');
+  x.dispose();
 });

@@ -127,6 +127,28 @@ t.test('a disposed tensor passed to an op is an Error with code E_DISPOSED namin
   expectError(t, () => rl.maskedWhiten(rl.tensor([1, 2, 3]), m), Error, /maskedWhiten: `mask` has been disposed/, 'E_DISPOSED');
 });
 
+t.test('a tensor whose ArrayBuffer was transferred is E_DETACHED, never an empty tensor', async (t) => {
+  const a = new Float32Array(8).fill(1);
+  const x = rl.tensor(a, [8]);
+  structuredClone(a.buffer, { transfer: [a.buffer] });
+  expectError(t, () => rl.maskedMean(x), Error, /^maskedMean: `x` was detached: .* no longer holds its 8 elements$/, 'E_DETACHED');
+  expectError(t, () => rl.matmul(rl.tensor(new Float32Array(4), [2, 2]), x), Error, /matmul: `b` was detached/, 'E_DETACHED');
+  expectError(t, () => x.dataSync(), Error, /dataSync: `tensor` was detached/, 'E_DETACHED');
+});
+
+t.test('an ArrayBuffer transferred while an Async call runs makes the call reject with E_DETACHED', async (t) => {
+  const n = 1 << 22;
+  for (const which of ['input', 'output'] as const) {
+    const x = new Float32Array(n).fill(2);
+    const out = rl.tensor(new Float32Array(n), [n]);
+    const pending = rl.ppoPolicyLossAsync({ logprobs: x, oldLogprobs: x, advantages: x }, { out });
+    const victim = which === 'input' ? x : (out.dataSync() as Float32Array);
+    structuredClone(victim.buffer, { transfer: [victim.buffer] });
+    await t.rejects(pending, { code: 'E_DETACHED', message: /transferred while it ran; its result is not returned/ },
+      `${which} transferred mid-flight`);
+  }
+});
+
 t.test("to('cpu') on a CPU tensor returns the tensor itself", async (t) => {
   const x = rl.tensor([1, 2]);
   t.equal(x.to('cpu'), x);

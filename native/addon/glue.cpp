@@ -63,10 +63,15 @@ void throwKernelError(Napi::Env env, const KernelError& e) {
     case ErrorKind::Range: throwRangeError(env, e.what());
     case ErrorKind::CudaUnavailable: throwCodedError(env, "E_CUDA_UNAVAILABLE", e.what());
     case ErrorKind::Cuda: throwCodedError(env, "E_CUDA", e.what());
+    case ErrorKind::OutOfMemory: throwCodedError(env, "E_OOM", e.what());
     case ErrorKind::Disposed: throwCodedError(env, "E_DISPOSED", e.what());
     case ErrorKind::Internal: break;
   }
   throwCodedError(env, "E_INTERNAL", e.what());
+}
+
+KernelError hostOutOfMemory() {
+  return KernelError(ErrorKind::OutOfMemory, "out of host memory: a kernel's working buffer could not be allocated");
 }
 
 static std::string describe(Napi::Value v) {
@@ -206,6 +211,7 @@ class KernelWorker : public Napi::AsyncWorker {
     for (const Buffer& b : keep) {
       if (!b.present()) continue;
       refs_.push_back(Napi::Persistent(Napi::Value(env, b.js)));
+      lengths_.push_back(b.device == kCpu ? b.length : -1);
       if (b.device != kCpu) {
         DeviceBuffer* d = DeviceBuffer::unwrap(Napi::Value(env, b.js));
         d->pin();
@@ -221,33 +227,53 @@ class KernelWorker : public Napi::AsyncWorker {
       result_ = job_();
     } catch (const KernelError& e) {
       error_ = std::make_unique<KernelError>(e);
+    } catch (const std::bad_alloc&) {
+      error_ = std::make_unique<KernelError>(hostOutOfMemory());
     } catch (const std::exception& e) {
       error_ = std::make_unique<KernelError>(ErrorKind::Internal, e.what());
     }
   }
   void OnOK() override {
     Napi::Env env = Env();
+    const bool detached = anyDetached(env);
     release();
-    if (error_) {
-      try {
-        throwKernelError(env, *error_);
-      } catch (const Napi::Error& e) {
-        deferred_.Reject(e.Value());
-      }
-      return;
-    }
     try {
+      if (error_) throwKernelError(env, *error_);
+      if (detached)
+        throwCodedError(env, "E_DETACHED", "an ArrayBuffer that this call reads or writes was transferred while it ran; "
+                                           "its result is not returned");
       deferred_.Resolve(result_(env));
     } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
+      reject(e);
     }
   }
   void OnError(const Napi::Error& e) override {
     release();
-    deferred_.Reject(e.Value());
+    reject(e);
   }
 
  private:
+  // Rejecting fails only when the environment can no longer run JavaScript (a worker_threads
+  // Worker terminated while the job ran): nobody is left to settle the promise for, and an
+  // exception escaping this libuv callback would abort the whole process.
+  void reject(const Napi::Error& e) {
+    try {
+      deferred_.Reject(e.Value());
+    } catch (const Napi::Error&) {
+    }
+  }
+  // True when a host array no longer holds the elements it had when the job was queued: its
+  // ArrayBuffer was transferred mid-flight, and the result cannot be trusted.
+  bool anyDetached(Napi::Env env) {
+    for (size_t i = 0; i < refs_.size(); ++i) {
+      if (lengths_[i] < 0) continue;
+      size_t length = 0;
+      if (napi_get_typedarray_info(env, refs_[i].Value(), nullptr, &length, nullptr, nullptr, nullptr) != napi_ok ||
+          static_cast<int64_t>(length) != lengths_[i])
+        return true;
+    }
+    return false;
+  }
   void release() {
     for (DeviceBuffer* d : pinned_) d->unpin();
     pinned_.clear();
@@ -258,6 +284,7 @@ class KernelWorker : public Napi::AsyncWorker {
   ToJs result_;
   std::unique_ptr<KernelError> error_;
   std::vector<Napi::Reference<Napi::Value>> refs_;
+  std::vector<int64_t> lengths_;  // elements of each host array when queued; -1 for device buffers
   std::vector<DeviceBuffer*> pinned_;
 };
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,9 @@ using ToJs = std::function<Napi::Value(Napi::Env)>;
 // `keep` stay referenced, and device buffers pinned, until it settles.
 Napi::Value queueKernel(Napi::Env env, std::initializer_list<Buffer> keep, std::function<ToJs()> job);
 
+// The error of a std::bad_alloc inside a kernel: E_OOM in JS.
+KernelError hostOutOfMemory();
+
 // Runs `job` (a callable returning ToJs, which may throw KernelError) now, or on a worker behind
 // a Promise when `async`. The synchronous path allocates nothing: small calls stay cheap.
 template <typename Job>
@@ -75,6 +79,12 @@ Napi::Value runKernel(const Napi::CallbackInfo& info, bool async, std::initializ
     return job()(env);
   } catch (const KernelError& e) {
     throwKernelError(env, e);
+  } catch (const Napi::Error&) {
+    throw;  // already the JS error to throw (Napi::Error is a std::exception too)
+  } catch (const std::bad_alloc&) {
+    throwKernelError(env, hostOutOfMemory());
+  } catch (const std::exception& e) {
+    throwKernelError(env, KernelError(ErrorKind::Internal, e.what()));
   }
 }
 

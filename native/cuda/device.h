@@ -7,12 +7,17 @@
 #include <cstdint>
 #include <mutex>
 
+#include "rlhf/error.h"
+
 namespace rlhf {
 namespace cuda {
 namespace detail {
 
-// Throws KernelError(Cuda, "<what> failed: <cudaGetErrorString>") unless err is cudaSuccess.
+// Throws KernelError(errorKind(err), "<what> failed: <cudaGetErrorString>") unless err is
+// cudaSuccess.
 void check(cudaError_t err, const char* what);
+// OutOfMemory for cudaErrorMemoryAllocation, Cuda for the rest.
+ErrorKind errorKind(cudaError_t err);
 // Checks the launch just enqueued (bad configuration, missing kernel image for this GPU).
 void checkLaunch(const char* kernel);
 

@@ -100,10 +100,16 @@ void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, int dev
 
 namespace detail {
 
+// Out of memory is not sticky: the context stays usable, so it gets its own kind (E_OOM) and
+// callers may free memory and try again.
+ErrorKind errorKind(cudaError_t err) {
+  return err == cudaErrorMemoryAllocation ? ErrorKind::OutOfMemory : ErrorKind::Cuda;
+}
+
 void check(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return;
   cudaGetLastError();  // a non-sticky error is also the "last error"; don't let it resurface
-  throw KernelError(ErrorKind::Cuda, std::string(what) + " failed: " + cudaGetErrorString(err));
+  throw KernelError(errorKind(err), std::string(what) + " failed: " + cudaGetErrorString(err));
 }
 
 void checkLaunch(const char* kernel) {
@@ -202,7 +208,7 @@ void* alloc(size_t bytes, int device) {
   const cudaError_t err = cudaMalloc(&ptr, std::max(bytes, kMinAllocation));
   if (err != cudaSuccess) {
     cudaGetLastError();
-    throw KernelError(ErrorKind::Cuda, "cudaMalloc of " + std::to_string(bytes) +
+    throw KernelError(detail::errorKind(err), "cudaMalloc of " + std::to_string(bytes) +
                                            " bytes on CUDA device " + std::to_string(device) +
                                            " failed: " + cudaGetErrorString(err));
   }

@@ -647,6 +647,28 @@ void runtimeCases(Report& report) {
   } catch (const rlhf::KernelError& e) {
     report.record(e.kind == rlhf::ErrorKind::Range, "invalid device index", e.what());
   }
+  {
+    // More than the device holds: OutOfMemory (E_OOM in JS), nothing counted, and the next
+    // allocation and copy work.
+    const cu::MemoryStats at = cu::memoryStats(gDevice);
+    const size_t tooMuch = cu::deviceInfo(gDevice).totalMemory * 4;
+    try {
+      cu::alloc(tooMuch, gDevice);
+      report.record(false, "an allocation beyond device memory", "no error");
+    } catch (const rlhf::KernelError& e) {
+      report.record(e.kind == rlhf::ErrorKind::OutOfMemory, "an allocation beyond device memory is OutOfMemory", e.what());
+    }
+    const cu::MemoryStats after = cu::memoryStats(gDevice);
+    report.record(after.liveAllocations == at.liveAllocations && after.liveBytes == at.liveBytes,
+                  "a failed allocation is not counted", "live " + std::to_string(after.liveAllocations));
+    const std::vector<float> src = Rng(2).uniform(256, -1, 1);
+    std::vector<float> back(src.size());
+    DeviceBuffer d(src.size() * sizeof(float));
+    d.upload(src.data());
+    d.download(back.data());
+    report.record(std::memcmp(src.data(), back.data(), src.size() * sizeof(float)) == 0,
+                  "the device works after an out-of-memory", "round trip");
+  }
   try {
     rlhf::GaeArgs a;
     a.T = 4;

@@ -5,7 +5,9 @@
 
 namespace rlhf {
 
-enum class ErrorKind { Type, Range, CudaUnavailable, Cuda, Disposed, Internal };
+// OutOfMemory: host (std::bad_alloc) or device (cudaErrorMemoryAllocation) memory ran out; the
+// call failed cleanly and the next one may succeed.
+enum class ErrorKind { Type, Range, CudaUnavailable, Cuda, OutOfMemory, Disposed, Internal };
 
 struct KernelError : std::runtime_error {
   ErrorKind kind;
