@@ -1,7 +1,7 @@
 // A seeded fuzzer of the public surface: every op (and the nn/optim entry points) called with one
 // argument or option replaced by something hostile — wrong kinds and dtypes, wrong shapes,
-// NaN/Inf, negative and huge numbers, disposed tensors, empty and odd-length arrays, stray
-// objects. Each call must either return or throw a TypeError, a RangeError or an RlhfError with a
+// NaN/Inf, negative and huge numbers, disposed and detached tensors, empty and odd-length arrays,
+// stray objects. Each call must either return or throw a TypeError, a RangeError or an RlhfError with a
 // code; anything else (a plain Error, a crash of the process) fails the test. FUZZ_CALLS sets the
 // budget (default 4000); the count tried is reported.
 import t from 'tap';
@@ -70,9 +70,22 @@ const targets: Target[] = [
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Something hostile to put where an argument or option goes. */
+/** A CUDA tensor where there is a GPU (mixed with the CPU templates), else a device string. */
+function cudaTensorOrName(): unknown {
+  try {
+    return rl.tensor(f32(6), [2, 3], { device: 'cuda' });
+  } catch {
+    return 'cuda:0';
+  }
+}
+
 function hostile(rng: Random): unknown {
   const disposed = ft(4, [4]);
   disposed.dispose();
+  const detach = <A extends Float32Array>(a: A): A => {
+    structuredClone(a.buffer, { transfer: [a.buffer] });
+    return a;
+  };
   const pool: (() => unknown)[] = [
     () => undefined, () => null, () => NaN, () => Infinity, () => -Infinity, () => -1, () => 0, () => 0.5, () => 2 ** 53, () => 1e308,
     () => -(2 ** 31), () => 'cuda', () => 'nonsense', () => true, () => ({}), () => [], () => [1, 2, 3], () => (): void => undefined,
@@ -80,7 +93,8 @@ function hostile(rng: Random): unknown {
     () => new Int32Array([-5, 99999, 2 ** 31 - 1, -(2 ** 31)]), () => new Uint8Array(7).fill(255), () => new Uint16Array(4),
     () => ft(4, [4]), () => ft(6, [3, 2]), () => ft(6, [1, 2, 3]), () => rl.tensor(new Float32Array(0), [0, 0]), () => disposed,
     () => rl.tensor(new Int32Array(6), [2, 3], { dtype: 'int32' }), () => rl.tensor(new Uint8Array(6), [2, 3], { dtype: 'uint8' }),
-    () => ({ gradLogits: 3 }), () => ({ valueOf: () => { throw new Error('valueOf must never be called'); } }),
+    () => ({ gradLogits: 3 }), () => detach(f32(6)),
+    () => { const x = ft(6, [2, 3]); detach(x.dataSync() as Float32Array); return x; }, cudaTensorOrName, () => ({ valueOf: () => { throw new Error('valueOf must never be called'); } }),
   ];
   return pool[Math.floor(rng.uniform() * pool.length)]();
 }
