@@ -19,7 +19,7 @@ start=$SECONDS
 out="$root/build-asan"
 status=0
 
-step() { printf '\n== test:asan: %s\n' "$*"; }
+step() { printf '\n== test:asan (%d s): %s\n' $((SECONDS - start)) "$*"; }
 fail() { echo "test:asan: FAILED: $*"; status=1; }
 
 # Every op family (advantages, statistics, log-probs, policy, value, preference, DPO, matmul),
