@@ -243,9 +243,11 @@ union Cell {
 constexpr int kPrefetch = 16;
 constexpr int kColumnThreads = 256;
 
+// Block firstBlock + blockIdx.x (launchSliced) takes kColumnThreads lanes.
 template <class Op>
-__global__ void __launch_bounds__(kColumnThreads) sequentialColumnsKernel(const typename Op::Args a) {
-  const int64_t lane = static_cast<int64_t>(blockIdx.x) * kColumnThreads + threadIdx.x;
+__global__ void __launch_bounds__(kColumnThreads)
+    sequentialColumnsKernel(const typename Op::Args a, int64_t firstBlock) {
+  const int64_t lane = (firstBlock + blockIdx.x) * kColumnThreads + threadIdx.x;
   if (lane >= Op::lanes(a)) return;
   typename Op::State state = Op::boundary(a, lane);
   for (int64_t end = Op::steps(a); end > 0; end -= kPrefetch) {
@@ -274,12 +276,13 @@ __global__ void __launch_bounds__(kColumnThreads) sequentialColumnsKernel(const 
 constexpr int kRowWarps = 2;  // 2 x 32 x 33 cells of up to 12 bytes: 25 KB of shared memory
 constexpr int kTileSteps = 32;
 
+// Block firstBlock + blockIdx.x (launchSliced) takes 32 * kRowWarps rows.
 template <class Op>
-__global__ void __launch_bounds__(32 * kRowWarps) sequentialRowsKernel(const typename Op::Args a) {
+__global__ void __launch_bounds__(32 * kRowWarps) sequentialRowsKernel(const typename Op::Args a, int64_t firstBlock) {
   __shared__ Cell<Op> cells[kRowWarps][32][kTileSteps + 1];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t lanes = Op::lanes(a), steps = Op::steps(a);
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kRowWarps + warp) * 32;
+  const int64_t row0 = ((firstBlock + blockIdx.x) * kRowWarps + warp) * 32;
   if (row0 >= lanes) return;  // warp-uniform; only __syncwarp follows
   Cell<Op>(*tile)[kTileSteps + 1] = cells[warp];
   const int64_t row = row0 + lane;
@@ -511,13 +514,14 @@ __host__ __device__ int64_t endTileOf(const ScanShape& s, int64_t segment) {
   return end < s.tiles ? end : s.tiles;
 }
 
-// Grid (laneGroups, segments - 1): the span of segment blockIdx.y + 1 for each lane. Segment
-// 0's is never needed: no carry flows out of the first steps.
+// Grid (laneGroups, segments - 1), x in slices (launchSliced): the span of segment
+// blockIdx.y + 1 for each lane of lane group firstGroup + blockIdx.x. Segment 0's is never
+// needed: no carry flows out of the first steps.
 template <class Op>
 __global__ void __launch_bounds__(kScanThreads)
-    scanSegmentsKernel(const typename Op::Args a, const ScanShape s, typename Op::Span* totals) {
+    scanSegmentsKernel(const typename Op::Args a, const ScanShape s, typename Op::Span* totals, int64_t firstGroup) {
   __shared__ ScanShared<Op> sh;
-  const int64_t lane0 = static_cast<int64_t>(blockIdx.x) * s.width;
+  const int64_t lane0 = (firstGroup + blockIdx.x) * s.width;
   const int64_t segment = blockIdx.y + 1;
   typename Op::Span total = Op::Span::identity();
   walkTiles(a, s, sh, lane0, firstTileOf(s, segment), endTileOf(s, segment),
@@ -548,12 +552,13 @@ __device__ typename Op::State segmentCarry(const typename Op::Args& a, const Sca
   return state;
 }
 
-// Grid (laneGroups, segments): runs segment blockIdx.y of each lane, writing the outputs.
+// Grid (laneGroups, segments), x in slices as above: runs segment blockIdx.y of each lane of
+// lane group firstGroup + blockIdx.x, writing the outputs.
 template <class Op>
 __global__ void __launch_bounds__(kScanThreads)
-    scanApplyKernel(const typename Op::Args a, const ScanShape s, const typename Op::Span* totals) {
+    scanApplyKernel(const typename Op::Args a, const ScanShape s, const typename Op::Span* totals, int64_t firstGroup) {
   __shared__ ScanShared<Op> sh;
-  const int64_t lane0 = static_cast<int64_t>(blockIdx.x) * s.width;
+  const int64_t lane0 = (firstGroup + blockIdx.x) * s.width;
   const int64_t segment = blockIdx.y;
   if (threadIdx.x < s.width) sh.carry[threadIdx.x] = segmentCarry<Op>(a, s, totals, segment, lane0 + threadIdx.x);
   walkTiles(a, s, sh, lane0, firstTileOf(s, segment), endTileOf(s, segment),
@@ -575,6 +580,7 @@ constexpr int64_t kShortT = 32;
 // twice this many blocks, but no more than kMaxSegments, which bounds the carry work of a block.
 constexpr int64_t kBusyBlocks = 128;
 constexpr int64_t kMaxSegments = 64;
+static_assert(kMaxSegments <= 65535, "segments are gridDim.y");
 
 enum class Algorithm { Sequential, Scan };
 
@@ -612,32 +618,42 @@ ScanShape planScan(int64_t lanes, int64_t steps, bool timeMajor) {
 template <class Op>
 void launchSequential(const typename Op::Args& a, cudaStream_t stream) {
   if constexpr (Op::kTimeMajor) {
-    const int64_t blocks = ceilDiv(Op::lanes(a), kColumnThreads);
-    sequentialColumnsKernel<Op><<<static_cast<unsigned>(blocks), kColumnThreads, 0, stream>>>(a);
+    detail::launchSliced(ceilDiv(Op::lanes(a), kColumnThreads), [&](int64_t first, unsigned blocks) {
+      sequentialColumnsKernel<Op><<<blocks, kColumnThreads, 0, stream>>>(a, first);
+      detail::checkLaunch(Op::kName);
+    });
   } else {
-    const int64_t blocks = ceilDiv(Op::lanes(a), 32 * kRowWarps);
-    sequentialRowsKernel<Op><<<static_cast<unsigned>(blocks), 32 * kRowWarps, 0, stream>>>(a);
+    detail::launchSliced(ceilDiv(Op::lanes(a), 32 * kRowWarps), [&](int64_t first, unsigned blocks) {
+      sequentialRowsKernel<Op><<<blocks, 32 * kRowWarps, 0, stream>>>(a, first);
+      detail::checkLaunch(Op::kName);
+    });
   }
-  detail::checkLaunch(Op::kName);
 }
 
+// Lane groups go to gridDim.x in slices: under RLHF_CUDA_ADVANTAGES=scan a batch-major op of
+// more than 2^31 - 1 rows has that many groups (a plain cast of 2^32 + 1 once launched one
+// block and left the other rows unwritten).
 template <class Op>
 void launchScan(const typename Op::Args& a, int device, cudaStream_t stream) {
   const ScanShape s = planScan(Op::lanes(a), Op::steps(a), Op::kTimeMajor);
-  const unsigned groups = static_cast<unsigned>(s.laneGroups);
   if (s.segments == 1) {
-    scanApplyKernel<Op><<<dim3(groups, 1), kScanThreads, 0, stream>>>(a, s, nullptr);
-    detail::checkLaunch(Op::kName);
+    detail::launchSliced(s.laneGroups, [&](int64_t first, unsigned groups) {
+      scanApplyKernel<Op><<<dim3(groups, 1), kScanThreads, 0, stream>>>(a, s, nullptr, first);
+      detail::checkLaunch(Op::kName);
+    });
     return;
   }
   const size_t bytes = static_cast<size_t>(s.segments * s.paddedLanes) * sizeof(typename Op::Span);
   detail::ScratchLease scratch(device, bytes);
   auto* totals = static_cast<typename Op::Span*>(scratch.data());
   const unsigned segments = static_cast<unsigned>(s.segments);
-  scanSegmentsKernel<Op><<<dim3(groups, segments - 1), kScanThreads, 0, stream>>>(a, s, totals);
-  detail::checkLaunch(Op::kName);
-  scanApplyKernel<Op><<<dim3(groups, segments), kScanThreads, 0, stream>>>(a, s, totals);
-  detail::checkLaunch(Op::kName);
+  // segments > 1 only with fewer than kBusyBlocks lane groups: one slice.
+  detail::launchSliced(s.laneGroups, [&](int64_t first, unsigned groups) {
+    scanSegmentsKernel<Op><<<dim3(groups, segments - 1), kScanThreads, 0, stream>>>(a, s, totals, first);
+    detail::checkLaunch(Op::kName);
+    scanApplyKernel<Op><<<dim3(groups, segments), kScanThreads, 0, stream>>>(a, s, totals, first);
+    detail::checkLaunch(Op::kName);
+  });
 }
 
 template <class Op>

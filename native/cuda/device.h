@@ -3,9 +3,11 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <string>
 
 #include "rlhf/error.h"
 
@@ -56,6 +58,36 @@ class Carver {
   char* base_;
   size_t offset_ = 0;
 };
+
+// --- launch limits --------------------------------------------------------------------------
+// gridDim.x is at most 2^31 - 1 (gridDim.y and gridDim.z at most 65535). A block count made
+// from a row or element count is never a plain cast, which past 2^32 would wrap to a small
+// grid and leave the rest of the work silently undone, and past 2^31 - 1 fail to launch. The
+// grid-stride kernels cap their grids (at 65536 blocks); a kernel whose block owns a fixed
+// share of the work launches in slices (launchSliced), which leaves its code as it was (a
+// grid-stride loop around such a body costs registers: +40-90 in the advantage scans); and
+// where a fixed-share grid's limit lies far past any GPU's memory, the entry function rejects
+// the size (requireAtMost) instead.
+constexpr int64_t kMaxGridX = INT_MAX;
+
+inline unsigned cappedGrid(int64_t needed) {
+  return static_cast<unsigned>(needed < kMaxGridX ? needed : kMaxGridX);
+}
+
+// Calls launch(firstBlock, blocks) for consecutive slices of at most kMaxGridX of `total`
+// blocks; the kernel's block is firstBlock + blockIdx.x. Below the limit: one launch of all
+// `total` blocks with firstBlock 0, the launch there was before.
+template <class Launch>
+void launchSliced(int64_t total, const Launch& launch) {
+  for (int64_t first = 0; first < total; first += kMaxGridX) launch(first, cappedGrid(total - first));
+}
+
+// A Range KernelError (a RangeError in JS) "<op>: `<name>` must be at most <max> but is <value>".
+inline void requireAtMost(const char* op, const char* name, int64_t value, int64_t max) {
+  if (value > max)
+    throw KernelError(ErrorKind::Range, std::string(op) + ": `" + name + "` must be at most " + std::to_string(max) +
+                                            " but is " + std::to_string(value));
+}
 
 // Copies device memory to the host and waits for it (and for everything before it on the stream).
 inline void toHost(void* dst, const void* src, size_t bytes, cudaStream_t stream, const char* what) {

@@ -34,7 +34,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -62,7 +61,13 @@ constexpr int64_t kMaxBlocks = int64_t{1} << 16;
 __host__ __device__ int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 unsigned strideBlocks(int64_t n) { return static_cast<unsigned>(std::min(ceilDiv(n, kThreads), kMaxBlocks)); }
-unsigned warpBlocks(int64_t warps) { return static_cast<unsigned>(ceilDiv(warps, kWarps)); }
+// The warp-per-row kernels launch through launchWarpRows, in slices of at most 2^31 - 1 blocks:
+// warp w of block firstBlock + blockIdx.x takes row (firstBlock + blockIdx.x) * kWarps + w.
+// 2^34 rows are more blocks than one grid holds.
+template <class Launch>
+void launchWarpRows(int64_t rows, const Launch& launch) {
+  detail::launchSliced(ceilDiv(rows, kWarps), launch);
+}
 
 // --- preconditions: a null pointer or a negative size would fault on the device and poison the
 // whole CUDA context, so they are caught on the host --------------------------------------------
@@ -85,6 +90,7 @@ void requireActivation(Activation act, const char* op) {
 __device__ int64_t smaller(int64_t a, int64_t b) { return a < b ? a : b; }
 __device__ int64_t globalThread() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ int64_t gridThreads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+__device__ int64_t warpRow(int64_t firstBlock) { return (firstBlock + blockIdx.x) * kWarps + threadIdx.x / 32; }
 
 // A float64 sum over the warp in a fixed butterfly: every lane gets the same bits, since each
 // step adds the same two values (in either order) on both partners.
@@ -272,7 +278,10 @@ bool vectorizable(const void* p, int64_t ld) { return reinterpret_cast<uintptr_t
 template <int kTile>
 void launchMatmul(const MatmulArgs& a, cudaStream_t stream) {
   const int64_t tilesN = ceilDiv(a.N, kTile), tiles = ceilDiv(a.M, kTile) * tilesN;
-  if (tiles > INT_MAX) throw KernelError(ErrorKind::Range, "matmul: C of " + std::to_string(tiles) + " tiles is too large");
+  // A block per tile of C, no grid stride: 2^31 tiles take a C of at least 1.3e11 elements
+  // (M = 1, N = 64 * 2^31: 512 GiB), past any one GPU's memory.
+  detail::requireAtMost("matmul", kTile == 128 ? "ceil(M / 128) * ceil(N / 128)" : "ceil(M / 64) * ceil(N / 64)", tiles,
+                        detail::kMaxGridX);
   const Operand opA{a.a, a.lda, a.M, vectorizable(a.a, a.lda)};
   const Operand opB{a.b, a.ldb, a.N, vectorizable(a.b, a.ldb)};
   const bool vecC = vectorizable(a.c, a.ldc);
@@ -340,7 +349,9 @@ template <class P, class Term, class Finish>
 void columnSums(const Term& term, const Finish& finish, int64_t rows, int64_t cols, int device, cudaStream_t stream,
                 const char* name) {
   const int64_t chunks = ceilDiv(rows, kRowChunk), groups = ceilDiv(cols, 32);
-  if (chunks * groups > INT_MAX) throw KernelError(ErrorKind::Range, std::string(name) + ": too many rows and columns");
+  // A block per (chunk, column group), no grid stride (the sums' order depends on the chunks):
+  // 2^31 of them take at least 6.8e10 elements (rows = 1: 256 GiB), past any one GPU's memory.
+  detail::requireAtMost(name, "ceil(rows / 128) * ceil(cols / 32)", chunks * groups, detail::kMaxGridX);
   detail::ScratchLease lease(device, static_cast<size_t>(chunks * cols) * sizeof(P));
   P* partials = static_cast<P*>(lease.data());
   columnChunksKernel<P, Term><<<static_cast<unsigned>(chunks * groups), kThreads, 0, stream>>>(term, rows, cols, groups, partials);
@@ -433,8 +444,8 @@ __global__ void __launch_bounds__(kThreads) embeddingBackwardKernel(const Embedd
 // layer norm
 // ================================================================================================
 
-__global__ void __launch_bounds__(kThreads) layerNormKernel(const LayerNormArgs a) {
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+__global__ void __launch_bounds__(kThreads) layerNormKernel(const LayerNormArgs a, int64_t firstBlock) {
+  const int64_t r = warpRow(firstBlock);
   const int lane = static_cast<int>(threadIdx.x % 32);
   if (r >= a.rows) return;  // whole warps leave together
   const float* x = a.x + r * a.cols;
@@ -458,8 +469,8 @@ __global__ void __launch_bounds__(kThreads) layerNormKernel(const LayerNormArgs 
 }
 
 // gradX of a row (a warp per row): rstd * (g - mean_j(g) - xhat * mean_j(g * xhat)).
-__global__ void __launch_bounds__(kThreads) layerNormGradXKernel(const LayerNormBackwardArgs a) {
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+__global__ void __launch_bounds__(kThreads) layerNormGradXKernel(const LayerNormBackwardArgs a, int64_t firstBlock) {
+  const int64_t r = warpRow(firstBlock);
   const int lane = static_cast<int>(threadIdx.x % 32);
   if (r >= a.rows) return;
   const float* x = a.x + r * a.cols;
@@ -521,8 +532,8 @@ __global__ void __launch_bounds__(kThreads) meanPoolKernel(const MeanPoolArgs a)
 }
 
 // inv[b] = 1 / max(1, count_b) rounded to float32, a warp per row (an integer count).
-__global__ void __launch_bounds__(kThreads) poolWeightsKernel(const MeanPoolBackwardArgs a, float* inv) {
-  const int64_t b = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+__global__ void __launch_bounds__(kThreads) poolWeightsKernel(const MeanPoolBackwardArgs a, float* inv, int64_t firstBlock) {
+  const int64_t b = warpRow(firstBlock);
   const int lane = static_cast<int>(threadIdx.x % 32);
   if (b >= a.B) return;
   double count = 0;  // exact: a sum of at most 2^53 ones in any order
@@ -645,7 +656,9 @@ std::vector<TensorSlot> slotsOf(const TensorList& list, bool full, const char* o
     slots.push_back(s);
     chunks += ceilDiv(n, kNormBlock);
   }
-  if (chunks > INT_MAX) throw KernelError(ErrorKind::Range, std::string(op) + ": too many elements");
+  // A block per chunk of kNormBlock elements (the sums' block structure), no grid stride:
+  // 2^31 chunks take 2^31 tensors (far more than a JS array holds) or 1.7e13 elements.
+  detail::requireAtMost(op, "the tensors' chunks of 8192 elements", chunks, detail::kMaxGridX);
   return slots;
 }
 
@@ -735,7 +748,8 @@ void embeddingBackward(const EmbeddingBackwardArgs& a, int device) {
   requirePointer(a.gradOut, "embeddingBackward", "gradOut");
   requirePointer(a.gradTable, "embeddingBackward", "gradTable");
   const int64_t groups = ceilDiv(a.dim, 32);
-  if (groups > INT_MAX) throw KernelError(ErrorKind::Range, "embeddingBackward: dim too large");
+  detail::requireAtMost("embeddingBackward", "ceil(dim / 32)", groups, detail::kMaxGridX);
+  static_assert(kIdClasses / kWarps <= 65535, "classes are gridDim.y");
   const dim3 grid(static_cast<unsigned>(groups), kIdClasses / kWarps);
   embeddingBackwardKernel<<<grid, kThreads, 0, stream>>>(a);
   detail::checkLaunch("embeddingBackward");
@@ -752,8 +766,10 @@ void layerNorm(const LayerNormArgs& a, int device) {
     requirePointer(a.x, "layerNorm", "x");
     requirePointer(a.y, "layerNorm", "y");
   }
-  layerNormKernel<<<warpBlocks(a.rows), kThreads, 0, stream>>>(a);
-  detail::checkLaunch("layerNorm");
+  launchWarpRows(a.rows, [&](int64_t first, unsigned blocks) {
+    layerNormKernel<<<blocks, kThreads, 0, stream>>>(a, first);
+    detail::checkLaunch("layerNorm");
+  });
 }
 
 void layerNormBackward(const LayerNormBackwardArgs& a, int device) {
@@ -770,8 +786,10 @@ void layerNormBackward(const LayerNormBackwardArgs& a, int device) {
   if (a.gradGamma != nullptr || a.gradBeta != nullptr)
     columnSums<SumPair>(LayerNormParamTerm{a}, AddToGammaBeta{a.gradGamma, a.gradBeta}, a.rows, a.cols, device, stream,
                         "layerNormBackward");
-  layerNormGradXKernel<<<warpBlocks(a.rows), kThreads, 0, stream>>>(a);
-  detail::checkLaunch("layerNormBackward");
+  launchWarpRows(a.rows, [&](int64_t first, unsigned blocks) {
+    layerNormGradXKernel<<<blocks, kThreads, 0, stream>>>(a, first);
+    detail::checkLaunch("layerNormBackward");
+  });
 }
 
 void meanPool(const MeanPoolArgs& a, int device) {
@@ -796,8 +814,10 @@ void meanPoolBackward(const MeanPoolBackwardArgs& a, int device) {
   requirePointer(a.gradX, "meanPoolBackward", "gradX");
   detail::ScratchLease lease(device, static_cast<size_t>(a.B) * sizeof(float));
   float* inv = static_cast<float*>(lease.data());
-  poolWeightsKernel<<<warpBlocks(a.B), kThreads, 0, stream>>>(a, inv);
-  detail::checkLaunch("meanPoolBackward");
+  launchWarpRows(a.B, [&](int64_t first, unsigned blocks) {
+    poolWeightsKernel<<<blocks, kThreads, 0, stream>>>(a, inv, first);
+    detail::checkLaunch("meanPoolBackward");
+  });
   meanPoolBackwardKernel<<<strideBlocks(a.B * a.T * a.D), kThreads, 0, stream>>>(a, inv);
   detail::checkLaunch("meanPoolBackward");
 }

@@ -435,6 +435,12 @@ __global__ void __launch_bounds__(kThreads) actorGradKernel(const ActorRows a) {
 // A warp per row while each lane has at most a few packs of a row; the block beyond.
 constexpr int64_t kWarpRowMaxV = 1024;
 
+// The row kernels have no grid stride (a block-wide row shares the block's barriers), so the
+// grid's 2^31 - 1 blocks bound the rows: 2^34 - 8 warp rows, each with at least a logit, a
+// label and a log-prob (160 GiB at 2^34), or 2^31 - 1 block rows of more than 1024 logits
+// (4 TiB): more than one GPU holds, so this never binds in practice.
+int64_t maxLogitRows(int64_t V) { return V <= kWarpRowMaxV ? detail::kMaxGridX * kWarps : detail::kMaxGridX; }
+
 template <template <class, int> class Launch, class T, class Args>
 void launchGroups(bool warpRows, unsigned blocks, const Args& args, cudaStream_t stream) {
   if (warpRows)
@@ -447,10 +453,8 @@ void launchGroups(bool warpRows, unsigned blocks, const Args& args, cudaStream_t
 template <template <class, int> class Launch, class Args>
 void launchRows(LogitsDtype dtype, int64_t N, int64_t V, const Args& args, cudaStream_t stream, const char* name) {
   const bool warpRows = V <= kWarpRowMaxV;
-  const int64_t blocks64 = warpRows ? ceilDiv(N, kWarps) : N;
-  if (blocks64 > INT_MAX)
-    throw KernelError(ErrorKind::Range, std::string(name) + ": " + std::to_string(N) + " rows are more than one launch takes");
-  const unsigned blocks = static_cast<unsigned>(blocks64);
+  detail::requireAtMost(name, "rows", N, maxLogitRows(V));  // the entry functions check first
+  const unsigned blocks = static_cast<unsigned>(warpRows ? ceilDiv(N, kWarps) : N);
   switch (dtype) {
     case LogitsDtype::F32: launchGroups<Launch, float>(warpRows, blocks, args, stream); break;
     case LogitsDtype::F16: launchGroups<Launch, __half>(warpRows, blocks, args, stream); break;
@@ -546,6 +550,15 @@ struct Items {
 Items planItems(int64_t B, int64_t T) {
   const int64_t S = ceilDiv(T, kItemTokens);
   return {B, T, S, B * S};
+}
+
+// The item and row kernels have no grid stride: a warp per item (or row; there are at least
+// as many items as rows), kWarps a block, so the grid's 2^31 - 1 blocks bound the items. At
+// the bound, 1.7e10 items of at least one token, with the scratch each takes (a count, and a
+// partial of 64-72 bytes or a last index), are more than one GPU holds (at least 17 bytes
+// each: 290 GB).
+void requireItems(const char* op, int64_t B, int64_t T) {
+  detail::requireAtMost(op, "B * ceil(T / 512)", B * ceilDiv(T, kItemTokens), detail::kMaxGridX * kWarps);
 }
 
 unsigned warpBlocks(int64_t warps) { return static_cast<unsigned>(ceilDiv(warps, kWarps)); }
@@ -1006,6 +1019,7 @@ __global__ void __launch_bounds__(kThreads)
 void logprobs(const LogprobsArgs& a, int device) {
   requireSize("logprobs", "N", a.N);
   requireSize("logprobs", "V", a.V);
+  detail::requireAtMost("logprobs", "N", a.N, maxLogitRows(a.V));
   requireDtype(a.dtype, "logprobs");
   const cudaStream_t stream = detail::activate(device);
   if (a.N == 0) return;
@@ -1018,6 +1032,7 @@ void logprobs(const LogprobsArgs& a, int device) {
 void logprobsBackward(const LogprobsBackwardArgs& a, int device) {
   requireSize("logprobsBackward", "N", a.N);
   requireSize("logprobsBackward", "V", a.V);
+  detail::requireAtMost("logprobsBackward", "N", a.N, maxLogitRows(a.V));
   requireDtype(a.dtype, "logprobsBackward");
   const cudaStream_t stream = detail::activate(device);
   if (a.N == 0 || a.V == 0) return;  // no gradient element to write
@@ -1031,6 +1046,8 @@ void logprobsBackward(const LogprobsBackwardArgs& a, int device) {
 
 int64_t firstInvalidLabel(const int32_t* labels, int64_t n, int64_t V, int32_t ignoreIndex, int device) {
   requireSize("firstInvalidLabel", "length", n);
+  // A block per kMomentsBlock labels: 8.8e12 labels at most, 32 TiB, past any one GPU.
+  detail::requireAtMost("firstInvalidLabel", "n", n, detail::kMaxGridX * kMomentsBlock);
   const cudaStream_t stream = detail::activate(device);
   if (n == 0) return -1;
   requirePointer(labels, "firstInvalidLabel", "labels");
@@ -1060,6 +1077,7 @@ void klPenalty(const KlPenaltyArgs& a, int device) {
 void shapeRewards(const ShapeRewardsArgs& a, int device) {
   requireSize("shapeRewards", "B", a.B);
   requireSize("shapeRewards", "T", a.T);
+  requireItems("shapeRewards", a.B, a.T);
   const cudaStream_t stream = detail::activate(device);
   if (a.B == 0) return;
   requirePointer(a.scores, "shapeRewards", "scores");
@@ -1080,6 +1098,7 @@ void shapeRewards(const ShapeRewardsArgs& a, int device) {
 PolicyLossStats policyLoss(const PolicyLossArgs& a, int device) {
   requireSize("policyLoss", "B", a.B);
   requireSize("policyLoss", "T", a.T);
+  requireItems("policyLoss", a.B, a.T);
   const cudaStream_t stream = detail::activate(device);
   if (a.B == 0 || a.T == 0) return PolicyLossStats{};
   requirePointer(a.logprobs, "policyLoss", "logprobs");
@@ -1112,6 +1131,7 @@ PolicyLossStats policyLoss(const PolicyLossArgs& a, int device) {
 ValueLossStats valueLoss(const ValueLossArgs& a, int device) {
   requireSize("valueLoss", "B", a.B);
   requireSize("valueLoss", "T", a.T);
+  requireItems("valueLoss", a.B, a.T);
   const cudaStream_t stream = detail::activate(device);
   ValueLossStats st;
   st.explainedVariance = NAN;  // nothing valid
@@ -1154,6 +1174,8 @@ ActorLossStats actorLoss(const ActorLossArgs& a, int device) {
   requireSize("actorLoss", "B", a.B);
   requireSize("actorLoss", "T", a.T);
   requireSize("actorLoss", "V", a.V);
+  requireItems("actorLoss", a.B, a.T);
+  detail::requireAtMost("actorLoss", "B * T", a.B * a.T, maxLogitRows(a.V));
   requireDtype(a.dtype, "actorLoss");
   const cudaStream_t stream = detail::activate(device);
   if (a.B == 0 || a.T == 0) return ActorLossStats{};

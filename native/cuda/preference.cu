@@ -52,6 +52,10 @@ constexpr int64_t kBlockItems = static_cast<int64_t>(kThreads) * kItems;
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// The reductions take a block per kBlockItems elements (their tree shape depends on it), so the
+// grid's 2^31 - 1 blocks bound their length: 4.4e12 pairs, past any one GPU's memory.
+constexpr int64_t kMaxReduced = detail::kMaxGridX * kBlockItems;
+
 // --- preconditions: a null pointer or a negative size would fault on the device and poison the
 // whole CUDA context, so they are caught on the host --------------------------------------------
 
@@ -215,10 +219,18 @@ __device__ long long warpSumCount(long long x) {
   return x;
 }
 
-unsigned warpBlocks(int64_t warps) { return static_cast<unsigned>(ceilDiv(warps, kWarps)); }
+// The warp-per-row kernels launch through launchWarpRows, in slices of at most 2^31 - 1 blocks:
+// warp w of block firstBlock + blockIdx.x takes row (firstBlock + blockIdx.x) * kWarps + w.
+// 2^34 rows are more blocks than one grid holds, and a [2^34, 1] batch (128 GiB) fits on an H200.
+template <class Launch>
+void launchWarpRows(int64_t rows, const Launch& launch) {
+  detail::launchSliced(ceilDiv(rows, kWarps), launch);
+}
 
-__global__ void __launch_bounds__(kThreads) sequenceLogprobsKernel(const SequenceLogprobsArgs a) {
-  const int64_t b = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+__device__ int64_t warpRow(int64_t firstBlock) { return (firstBlock + blockIdx.x) * kWarps + threadIdx.x / 32; }
+
+__global__ void __launch_bounds__(kThreads) sequenceLogprobsKernel(const SequenceLogprobsArgs a, int64_t firstBlock) {
+  const int64_t b = warpRow(firstBlock);
   const int lane = static_cast<int>(threadIdx.x % 32);
   if (b >= a.B) return;  // whole warps leave together
   const float* lp = a.tokenLogprobs + b * a.T;
@@ -238,8 +250,9 @@ __global__ void __launch_bounds__(kThreads) sequenceLogprobsKernel(const Sequenc
   }
 }
 
-__global__ void __launch_bounds__(kThreads) sequenceLogprobsBackwardKernel(const SequenceLogprobsBackwardArgs a) {
-  const int64_t b = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+__global__ void __launch_bounds__(kThreads)
+    sequenceLogprobsBackwardKernel(const SequenceLogprobsBackwardArgs a, int64_t firstBlock) {
+  const int64_t b = warpRow(firstBlock);
   const int lane = static_cast<int>(threadIdx.x % 32);
   if (b >= a.B) return;
   const uint8_t* m = a.mask != nullptr ? a.mask + b * a.T : nullptr;
@@ -273,9 +286,10 @@ struct RewardMoments {
 
 // A warp per group of groupSize consecutive rows. Every lane computes the group's statistics in
 // row order, as statsOf in the scalar reference (same operations, same order: the same bits).
-__global__ void __launch_bounds__(kThreads) groupAdvantagesKernel(const GroupAdvantagesArgs a, const Moments* batch) {
+__global__ void __launch_bounds__(kThreads)
+    groupAdvantagesKernel(const GroupAdvantagesArgs a, const Moments* batch, int64_t firstBlock) {
   const int64_t groups = a.N / a.groupSize;
-  const int64_t gi = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int64_t gi = warpRow(firstBlock);
   const int lane = static_cast<int>(threadIdx.x % 32);
   if (gi >= groups) return;
   const float* r = a.rewards + gi * a.groupSize;
@@ -328,6 +342,7 @@ __global__ void __launch_bounds__(kThreads) groupAdvantagesKernel(const GroupAdv
 
 PairwiseLossStats pairwiseLoss(const PairwiseLossArgs& a, int device) {
   requireSize("pairwiseLoss", "N", a.N);
+  detail::requireAtMost("pairwiseLoss", "N", a.N, kMaxReduced);
   const cudaStream_t stream = detail::activate(device);
   PairwiseLossStats s;
   if (a.N == 0) return s;
@@ -354,6 +369,7 @@ PairwiseLossStats pairwiseLoss(const PairwiseLossArgs& a, int device) {
 
 DpoLossStats dpoLoss(const DpoLossArgs& a, int device) {
   requireSize("dpoLoss", "N", a.N);
+  detail::requireAtMost("dpoLoss", "N", a.N, kMaxReduced);
   const cudaStream_t stream = detail::activate(device);
   DpoLossStats s;
   if (a.N == 0) return s;
@@ -405,8 +421,10 @@ void sequenceLogprobs(const SequenceLogprobsArgs& a, int device) {
   if (a.B == 0) return;
   requirePointer(a.out, "sequenceLogprobs", "out");
   if (a.T > 0) requirePointer(a.tokenLogprobs, "sequenceLogprobs", "tokenLogprobs");
-  sequenceLogprobsKernel<<<warpBlocks(a.B), kThreads, 0, stream>>>(a);
-  detail::checkLaunch("sequenceLogprobs");
+  launchWarpRows(a.B, [&](int64_t first, unsigned blocks) {
+    sequenceLogprobsKernel<<<blocks, kThreads, 0, stream>>>(a, first);
+    detail::checkLaunch("sequenceLogprobs");
+  });
 }
 
 void sequenceLogprobsBackward(const SequenceLogprobsBackwardArgs& a, int device) {
@@ -416,13 +434,17 @@ void sequenceLogprobsBackward(const SequenceLogprobsBackwardArgs& a, int device)
   if (a.B == 0 || a.T == 0) return;  // no element to write
   requirePointer(a.gradSequence, "sequenceLogprobsBackward", "gradSequence");
   requirePointer(a.out, "sequenceLogprobsBackward", "out");
-  sequenceLogprobsBackwardKernel<<<warpBlocks(a.B), kThreads, 0, stream>>>(a);
-  detail::checkLaunch("sequenceLogprobsBackward");
+  launchWarpRows(a.B, [&](int64_t first, unsigned blocks) {
+    sequenceLogprobsBackwardKernel<<<blocks, kThreads, 0, stream>>>(a, first);
+    detail::checkLaunch("sequenceLogprobsBackward");
+  });
 }
 
 void groupAdvantages(const GroupAdvantagesArgs& a, int device) {
   requireSize("groupAdvantages", "N", a.N);
   requireSize("groupAdvantages", "groupSize", a.groupSize);
+  if (a.groupSize > 0 && a.estimator == GroupEstimator::Grpo && a.scale == GroupScale::Batch)
+    detail::requireAtMost("groupAdvantages", "N", a.N, kMaxReduced);  // the batch std's reduction
   const cudaStream_t stream = detail::activate(device);
   if (a.N == 0) return;
   requirePointer(a.rewards, "groupAdvantages", "rewards");
@@ -460,8 +482,10 @@ void groupAdvantages(const GroupAdvantagesArgs& a, int device) {
   const Moments* batchMoments =
       batch ? reduceTerms(RewardMoments{a.rewards}, a.N, r.partials, r.spare, stream, "groupAdvantages (batch std)")
             : nullptr;
-  groupAdvantagesKernel<<<warpBlocks(a.N / a.groupSize), kThreads, 0, stream>>>(a, batchMoments);
-  detail::checkLaunch("groupAdvantages");
+  launchWarpRows(a.N / a.groupSize, [&](int64_t first, unsigned blocks) {
+    groupAdvantagesKernel<<<blocks, kThreads, 0, stream>>>(a, batchMoments, first);
+    detail::checkLaunch("groupAdvantages");
+  });
 }
 
 }  // namespace cuda

@@ -35,6 +35,11 @@ void requireLength(const char* op, int64_t n) {
   if (n < 0) throw KernelError(ErrorKind::Range, std::string(op) + ": negative length " + std::to_string(n));
 }
 
+// The kernels with a block per kMomentsBlock elements (a fixed tree shape, or a fixed share of
+// the search) take at most the grid's 2^31 - 1 blocks of them: 8.8e12 elements, 32 TiB of
+// float32, more than any one GPU holds, so this never binds in practice.
+constexpr int64_t kMaxBlockedLength = detail::kMaxGridX * kMomentsBlock;
+
 // --- masked moments ---------------------------------------------------------------------------
 
 __device__ Moments shuffleDown(const Moments& m, int offset) {
@@ -169,6 +174,7 @@ __global__ void __launch_bounds__(kThreads)
 
 MaskedMoments maskedMoments(const MaskedMomentsArgs& a, int device) {
   requireLength("maskedMoments", a.n);
+  detail::requireAtMost("maskedMoments", "n", a.n, kMaxBlockedLength);
   const cudaStream_t stream = detail::activate(device);
   if (a.n == 0) return MaskedMoments{};
   if (a.x == nullptr) throw KernelError(ErrorKind::Internal, "maskedMoments: `x` is a null pointer");
@@ -218,6 +224,7 @@ void affine(const AffineArgs& a, int device) {
 
 int64_t firstNonFinite(const float* x, int64_t n, int device) {
   requireLength("firstNonFinite", n);
+  detail::requireAtMost("firstNonFinite", "n", n, kMaxBlockedLength);
   const cudaStream_t stream = detail::activate(device);
   if (n == 0) return -1;
   if (x == nullptr) throw KernelError(ErrorKind::Internal, "firstNonFinite: `x` is a null pointer");

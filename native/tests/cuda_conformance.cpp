@@ -9,9 +9,15 @@
 // scalar references with the tolerances of its section. Output buffers are filled with a
 // sentinel and followed by guard bytes that must stay untouched.
 //
-// Usage: rlhf_cuda_tests [--quick] [--only FAMILY]   (--quick leaves out the shapes of millions
-// of elements, for compute-sanitizer runs; --only runs one family's cases: runtime, advantages,
-// statistics, policy, preference or nn). Exits 77 (skipped) where there is no CUDA device.
+// Sizes past the launch limits (2^31 - 1 blocks) are rejected with a Range error before any
+// pointer is read ("limits"); the opt-in "big" family runs ops past 2^31 and 2^32 rows on
+// buffers of 32-64 GiB, where a block count cast to 32 bits once failed or silently wrapped.
+//
+// Usage: rlhf_cuda_tests [--quick] [--big] [--only FAMILY]   (--quick leaves out the shapes of
+// millions of elements, for compute-sanitizer runs; --big adds the "big" family, which needs a
+// GPU with 64 GiB free and takes a few minutes; --only runs one family's cases: runtime,
+// advantages, statistics, policy, preference, nn, limits or big). Exits 77 (skipped) where
+// there is no CUDA device.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -40,6 +46,7 @@ namespace cu = rlhf::cuda;
 
 int gDevice = 0;
 bool gQuick = false;
+bool gBig = false;
 
 // --- report -----------------------------------------------------------------------------------
 
@@ -2756,13 +2763,218 @@ void nnCases(Report& report) {
   }
 }
 
+// --- launch limits ----------------------------------------------------------------------------
+// Each of these shapes is past what one launch covers; the entry function must say so with a
+// Range error naming the size, before it reads a pointer (every pointer here is null) and
+// before anything reaches the device.
+
+void expectLimit(Report& report, const std::string& name, const std::function<void()>& call) {
+  try {
+    call();
+    report.record(false, name, "no error");
+  } catch (const rlhf::KernelError& e) {
+    const bool ok = e.kind == rlhf::ErrorKind::Range && std::strstr(e.what(), "must be at most") != nullptr;
+    report.record(ok, name + " is a Range error", e.what());
+  }
+}
+
+void limitCases(Report& report) {
+  constexpr int64_t k2to31 = int64_t{1} << 31, k2to34 = int64_t{1} << 34, k2to44 = int64_t{1} << 44;
+  expectLimit(report, "logprobs [N=2^34,V=10] (warp rows)", [] {
+    rlhf::LogprobsArgs a;
+    a.N = k2to34;
+    a.V = 10;
+    cu::logprobs(a, gDevice);
+  });
+  expectLimit(report, "logprobs [N=2^31,V=5000] (block rows)", [] {
+    rlhf::LogprobsArgs a;
+    a.N = k2to31;
+    a.V = 5000;
+    cu::logprobs(a, gDevice);
+  });
+  expectLimit(report, "logprobsBackward [N=2^31,V=2048]", [] {
+    rlhf::LogprobsBackwardArgs a;
+    a.N = k2to31;
+    a.V = 2048;
+    cu::logprobsBackward(a, gDevice);
+  });
+  expectLimit(report, "firstInvalidLabel [n=2^44]", [] { cu::firstInvalidLabel(nullptr, k2to44, 10, -100, gDevice); });
+  expectLimit(report, "shapeRewards [B=2^34,T=1]", [] {
+    rlhf::ShapeRewardsArgs a;
+    a.B = k2to34;
+    a.T = 1;
+    cu::shapeRewards(a, gDevice);
+  });
+  expectLimit(report, "policyLoss [B=2^34,T=1]", [] {
+    rlhf::PolicyLossArgs a;
+    a.B = k2to34;
+    a.T = 1;
+    cu::policyLoss(a, gDevice);
+  });
+  expectLimit(report, "valueLoss [B=1,T=2^44]", [] {
+    rlhf::ValueLossArgs a;
+    a.B = 1;
+    a.T = k2to44;
+    cu::valueLoss(a, gDevice);
+  });
+  expectLimit(report, "actorLoss [B=2^31,T=1,V=2048] (block rows)", [] {
+    rlhf::ActorLossArgs a;
+    a.B = k2to31;
+    a.T = 1;
+    a.V = 2048;
+    cu::actorLoss(a, gDevice);
+  });
+  expectLimit(report, "maskedMoments [n=2^44]", [] {
+    rlhf::MaskedMomentsArgs a;
+    a.n = k2to44;
+    cu::maskedMoments(a, gDevice);
+  });
+  expectLimit(report, "firstNonFinite [n=2^44]", [] { cu::firstNonFinite(nullptr, k2to44, gDevice); });
+  expectLimit(report, "pairwiseLoss [N=2^44]", [] {
+    rlhf::PairwiseLossArgs a;
+    a.N = k2to44;
+    cu::pairwiseLoss(a, gDevice);
+  });
+  expectLimit(report, "dpoLoss [N=2^44]", [] {
+    rlhf::DpoLossArgs a;
+    a.N = k2to44;
+    cu::dpoLoss(a, gDevice);
+  });
+  expectLimit(report, "groupAdvantages [N=2^44,groupSize=4] scale batch", [] {
+    rlhf::GroupAdvantagesArgs a;
+    a.N = k2to44;
+    a.groupSize = 4;
+    a.estimator = rlhf::GroupEstimator::Grpo;
+    a.scale = rlhf::GroupScale::Batch;
+    cu::groupAdvantages(a, gDevice);
+  });
+}
+
+// --- past 2^31 and 2^32 rows (--big) ----------------------------------------------------------
+// Device buffers of tens of GiB, filled and checked through a host chunk, so that the host
+// needs no copy of them.
+
+constexpr size_t kBigChunk = size_t{64} << 20;  // floats per host chunk (256 MiB)
+
+class BigBuffer {
+ public:
+  explicit BigBuffer(int64_t count) : count_(count), ptr_(cu::alloc(static_cast<size_t>(count) * sizeof(float), gDevice)) {}
+  ~BigBuffer() {
+    try {
+      cu::free(ptr_, gDevice);
+    } catch (const rlhf::KernelError& e) {
+      std::printf("FAIL free: %s\n", e.what());
+    }
+  }
+  BigBuffer(const BigBuffer&) = delete;
+  BigBuffer& operator=(const BigBuffer&) = delete;
+  float* ptr() const { return static_cast<float*>(ptr_); }
+
+  // Element i = value(i).
+  void fill(const std::function<float(int64_t)>& value) {
+    std::vector<float> host(kBigChunk);
+    for (int64_t i0 = 0; i0 < count_; i0 += static_cast<int64_t>(kBigChunk)) {
+      const int64_t n = std::min<int64_t>(static_cast<int64_t>(kBigChunk), count_ - i0);
+      for (int64_t k = 0; k < n; ++k) host[static_cast<size_t>(k)] = value(i0 + k);
+      cu::copyToDevice(ptr() + i0, host.data(), static_cast<size_t>(n) * sizeof(float), gDevice);
+    }
+  }
+
+  // The first index whose bits differ from want(i), or -1; `got` gets its value.
+  int64_t firstMismatch(const std::function<float(int64_t)>& want, float& got) const {
+    std::vector<float> host(kBigChunk);
+    for (int64_t i0 = 0; i0 < count_; i0 += static_cast<int64_t>(kBigChunk)) {
+      const int64_t n = std::min<int64_t>(static_cast<int64_t>(kBigChunk), count_ - i0);
+      cu::copyToHost(host.data(), ptr() + i0, static_cast<size_t>(n) * sizeof(float), gDevice);
+      for (int64_t k = 0; k < n; ++k) {
+        const float w = want(i0 + k);
+        if (std::memcmp(&host[static_cast<size_t>(k)], &w, sizeof(float)) != 0) {
+          got = host[static_cast<size_t>(k)];
+          return i0 + k;
+        }
+      }
+    }
+    return -1;
+  }
+
+ private:
+  int64_t count_;
+  void* ptr_;
+};
+
+void recordMismatch(Report& report, const std::string& name, const BigBuffer& out,
+                    const std::function<float(int64_t)>& want) {
+  float got = 0;
+  const int64_t at = out.firstMismatch(want, got);
+  report.record(at < 0, name,
+                at < 0 ? "every element as the reference"
+                       : "element " + std::to_string(at) + " is " + fmt("%.9g", got) + ", reference " + fmt("%.9g", want(at)));
+}
+
+// A big case that cannot allocate its buffers is skipped, not failed.
+void bigCase(Report& report, const std::string& name, const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const rlhf::KernelError& e) {
+    if (e.kind == rlhf::ErrorKind::OutOfMemory) {
+      std::printf("skip %s: %s\n", name.c_str(), e.what());
+      return;
+    }
+    report.record(false, name, e.what());
+  }
+}
+
+void bigCases(Report& report) {
+  // Returns of [2^32 + 1, 1] under both algorithms: G = r exactly. The scan's lane groups are
+  // the rows here, and their count once went to gridDim.x through a 32-bit cast: 2^32 + 1
+  // wrapped to one block, which computed row 0 and left every other row unwritten.
+  const int64_t rows = (int64_t{1} << 32) + 1;
+  bigCase(report, "discountedReturns [B=2^32+1,T=1]", [&] {
+    auto reward = [](int64_t i) { return static_cast<float>(i % 1001) * 0.25f - 100.0f; };
+    BigBuffer rewards(rows), returns(rows);
+    rewards.fill(reward);
+    for (const char* algorithm : {"sequential", "scan"}) {
+      setAlgorithm(algorithm);
+      returns.fill([](int64_t) { return std::numeric_limits<float>::quiet_NaN(); });
+      rlhf::DiscountedReturnsArgs a;
+      a.B = rows;
+      a.T = 1;
+      a.rewards = rewards.ptr();
+      a.gamma = 0.99f;
+      a.returns = returns.ptr();
+      cu::discountedReturns(a, gDevice);
+      cu::synchronize(gDevice);
+      recordMismatch(report, std::string("discountedReturns [B=2^32+1,T=1] ") + algorithm, returns, reward);
+    }
+    setAlgorithm("auto");
+  });
+
+  // Sequence log-probs of [2^34 + 8, 0]: a warp per row is 2^31 + 1 blocks of 8 warps, one
+  // more than a grid holds; the launch once failed. Every row's sum is 0.
+  const int64_t sequences = (int64_t{1} << 34) + 8;
+  bigCase(report, "sequenceLogprobs [B=2^34+8,T=0]", [&] {
+    BigBuffer out(sequences);
+    out.fill([](int64_t) { return std::numeric_limits<float>::quiet_NaN(); });
+    rlhf::SequenceLogprobsArgs a;
+    a.B = sequences;
+    a.T = 0;
+    a.average = true;
+    a.out = out.ptr();
+    cu::sequenceLogprobs(a, gDevice);
+    cu::synchronize(gDevice);
+    recordMismatch(report, "sequenceLogprobs [B=2^34+8,T=0]", out, [](int64_t) { return 0.0f; });
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --only FAMILY (runtime, advantages, statistics, policy, preference, nn): that family's cases alone.
+  // --only FAMILY (runtime, advantages, statistics, policy, preference, nn, limits, big): that
+  // family's cases alone.
   std::string only;
   for (int i = 1; i < argc; ++i) {
     gQuick = gQuick || std::strcmp(argv[i], "--quick") == 0;
+    gBig = gBig || std::strcmp(argv[i], "--big") == 0;
     if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
   }
   auto selected = [&](const char* family) { return only.empty() || only == family; };
@@ -2782,6 +2994,8 @@ int main(int argc, char** argv) {
     if (selected("policy")) policyCases(report);
     if (selected("preference")) preferenceCases(report);
     if (selected("nn")) nnCases(report);
+    if (selected("limits")) limitCases(report);
+    if ((gBig && only.empty()) || only == "big") bigCases(report);
     const cu::MemoryStats end = cu::memoryStats(gDevice);
     report.record(end.liveAllocations == 0 && end.liveBytes == 0, "memoryStats back to zero",
                   std::to_string(end.liveAllocations) + " live allocations, " + std::to_string(end.liveBytes) +
