@@ -3,6 +3,7 @@
 // re-checks every one of them.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { markAsUntransferable } from 'node:worker_threads';
 
 import { RlhfError } from './errors';
 
@@ -202,6 +203,7 @@ export interface NativeAddon {
   measureBandwidth(elements: number, repeats: number, async: boolean): number | Promise<number>;
   setCpuPath(path: 'auto' | 'baseline' | 'reference'): void;
   DeviceBuffer: new (bytes: number, device: number) => DeviceBuffer;
+  setUntransferableMarker(marker: (o: object) => void): void;
 }
 
 const root = path.resolve(__dirname, '..');
@@ -223,7 +225,11 @@ function loadAddon(): NativeAddon {
       continue;
     }
     try {
-      return require(file) as NativeAddon;
+      const addon = require(file) as NativeAddon;
+      // Async calls mark the ArrayBuffers they run on, so that a transfer cannot move memory
+      // out from under a kernel (RELIABILITY.md).
+      addon.setUntransferableMarker(markAsUntransferable);
+      return addon;
     } catch (e) {
       causes.push(`  ${file}: ${(e as Error).message.split('\n')[0]}`);
     }

@@ -23,12 +23,13 @@ step() { printf '\n== test:asan (%d s): %s\n' $((SECONDS - start)) "$*"; }
 fail() { echo "test:asan: FAILED: $*"; status=1; }
 
 # Every op family (advantages, statistics, log-probs, policy, value, preference, DPO, matmul),
-# the models and optimizer, tensors, a trainer, and the fuzzer at a reduced budget.
+# the models and optimizer, tensors, a trainer, the fuzzer at a reduced budget, and the
+# concurrency tests (Async calls in flight, worker_threads, exits with work in flight).
 default_files="test/gae.test.ts test/token-gae.test.ts test/returns.test.ts test/statistics.test.ts
   test/group-advantages.test.ts test/logprobs.test.ts test/sequence-logprobs.test.ts test/kl.test.ts
   test/policy-loss.test.ts test/value-loss.test.ts test/actor-loss.test.ts test/pairwise-loss.test.ts
   test/dpo-loss.test.ts test/matmul.test.ts test/nn-models.test.ts test/optim.test.ts
-  test/tensor.test.ts test/dpo-trainer.test.ts test/fuzz.test.ts"
+  test/tensor.test.ts test/dpo-trainer.test.ts test/fuzz.test.ts test/concurrency.test.ts"
 # shellcheck disable=SC2206
 tap_files=(${ASAN_TAP_FILES:-$default_files})
 

@@ -1,12 +1,31 @@
 // Module registration: one entry point per row of the op table, then the runtime functions.
 #include <napi.h>
 
+#include "addon_data.h"
 #include "device_buffer.h"
+#include "glue.h"
 #include "ops.h"
 #include "rlhf/op_table.h"
 
 namespace rlhf {
 namespace addon {
+
+AddonData& addonData(Napi::Env env) {
+  AddonData* data = env.GetInstanceData<AddonData>();
+  if (data == nullptr) {
+    data = new AddonData();
+    env.SetInstanceData<AddonData>(data);
+  }
+  return *data;
+}
+
+// setUntransferableMarker(fn): the function that Async calls apply to the ArrayBuffers they use.
+static Napi::Value setUntransferableMarker(const Napi::CallbackInfo& info) {
+  if (!info[0].IsFunction())
+    throwTypeError(info.Env(), "setUntransferableMarker: expected a function for `marker`");
+  addonData(info.Env()).markUntransferable = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
 #define RLHF_REGISTER_OP(name, family, cuda, cpuTol, cudaTol) \
@@ -23,6 +42,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("opTable", Napi::Function::New(env, opTable));
   exports.Set("measureBandwidth", Napi::Function::New(env, measureBandwidth));
   exports.Set("setCpuPath", Napi::Function::New(env, setCpuPath));
+  exports.Set("setUntransferableMarker", Napi::Function::New(env, setUntransferableMarker));
   exports.Set("DeviceBuffer", DeviceBuffer::define(env));
   return exports;
 }

@@ -3,15 +3,12 @@
 
 #include <string>
 
+#include "addon_data.h"
 #include "glue.h"
 #include "rlhf/cuda.h"
 
 namespace rlhf {
 namespace addon {
-
-static Napi::FunctionReference* constructorRef(Napi::Env env) {
-  return env.GetInstanceData<Napi::FunctionReference>();
-}
 
 Napi::Function DeviceBuffer::define(Napi::Env env) {
   Napi::Function ctor = DefineClass(
@@ -21,15 +18,14 @@ Napi::Function DeviceBuffer::define(Napi::Env env) {
        InstanceMethod("copyFromHost", &DeviceBuffer::copyFromHost),
        InstanceMethod("copyToHost", &DeviceBuffer::copyToHost),
        InstanceMethod("copyFromDevice", &DeviceBuffer::copyFromDevice)});
-  auto* ref = new Napi::FunctionReference(Napi::Persistent(ctor));
-  env.SetInstanceData<Napi::FunctionReference>(ref);
+  addonData(env).deviceBufferClass = Napi::Persistent(ctor);
   return ctor;
 }
 
 bool DeviceBuffer::isDeviceBuffer(Napi::Env env, Napi::Value v) {
   if (!v.IsObject()) return false;
-  Napi::FunctionReference* ctor = constructorRef(env);
-  return ctor != nullptr && v.As<Napi::Object>().InstanceOf(ctor->Value());
+  const Napi::FunctionReference& ctor = addonData(env).deviceBufferClass;
+  return !ctor.IsEmpty() && v.As<Napi::Object>().InstanceOf(ctor.Value());
 }
 
 DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceBuffer>(info) {

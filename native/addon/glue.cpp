@@ -4,6 +4,7 @@
 #include <memory>
 #include <utility>
 
+#include "addon_data.h"
 #include "device_buffer.h"
 
 namespace rlhf {
@@ -208,10 +209,19 @@ class KernelWorker : public Napi::AsyncWorker {
  public:
   KernelWorker(Napi::Env env, std::initializer_list<Buffer> keep, std::function<ToJs()> job)
       : Napi::AsyncWorker(env, "rlhf:kernel"), deferred_(Napi::Promise::Deferred::New(env)), job_(std::move(job)) {
+    const Napi::FunctionReference& markUntransferable = addonData(env).markUntransferable;
     for (const Buffer& b : keep) {
       if (!b.present()) continue;
       refs_.push_back(Napi::Persistent(Napi::Value(env, b.js)));
       lengths_.push_back(b.device == kCpu ? b.length : -1);
+      if (b.device == kCpu && !markUntransferable.IsEmpty()) {
+        // The kernel runs on this memory from another thread: were the ArrayBuffer transferred
+        // (postMessage, structuredClone), the memory would move to an owner that may free it
+        // mid-job. Marked, a transfer copies it instead (Node 20) or throws (Node >= 21).
+        napi_value arrayBuffer;
+        if (napi_get_typedarray_info(env, b.js, nullptr, nullptr, nullptr, &arrayBuffer, nullptr) == napi_ok)
+          markUntransferable.Call({arrayBuffer});
+      }
       if (b.device != kCpu) {
         DeviceBuffer* d = DeviceBuffer::unwrap(Napi::Value(env, b.js));
         d->pin();
@@ -240,7 +250,7 @@ class KernelWorker : public Napi::AsyncWorker {
     try {
       if (error_) throwKernelError(env, *error_);
       if (detached)
-        throwCodedError(env, "E_DETACHED", "an ArrayBuffer that this call reads or writes was transferred while it ran; "
+        throwCodedError(env, "E_DETACHED", "an ArrayBuffer that this call reads or writes was detached while it ran; "
                                            "its result is not returned");
       deferred_.Resolve(result_(env));
     } catch (const Napi::Error& e) {
@@ -263,7 +273,8 @@ class KernelWorker : public Napi::AsyncWorker {
     }
   }
   // True when a host array no longer holds the elements it had when the job was queued: its
-  // ArrayBuffer was transferred mid-flight, and the result cannot be trusted.
+  // ArrayBuffer was detached mid-flight despite the marking (by another addon, or without
+  // lib/native.ts's marker), and the result cannot be trusted.
   bool anyDetached(Napi::Env env) {
     for (size_t i = 0; i < refs_.size(); ++i) {
       if (lengths_[i] < 0) continue;
