@@ -3,7 +3,8 @@
 # compute-sanitizer (Node only when a node binary was carried in .device/node.xz):
 #   1. build with CUDA in build-gpu/ (plain cmake; RLHF_CUDA_ARCHS defaults to 90),
 #   2. ctest (CPU and CUDA conformance, the policy-gradient family included),
-#   3. compute-sanitizer memcheck, then racecheck, on rlhf_cuda_tests --quick,
+#   3. compute-sanitizer memcheck, then racecheck, on rlhf_cuda_tests --quick, and its cases
+#      past 2^31 and 2^32 rows (--only big),
 #   4. rlhf_cuda_bench (both advantage algorithms; log-probs, the fused actor loss with the
 #      device memory it allocated, PPO and value losses) and the PyTorch side by side (the
 #      same ops with their float64 differences), as JSON; policy-summary.log collects the
@@ -82,6 +83,9 @@ else
   skip memcheck "compute-sanitizer not found"
   skip racecheck "compute-sanitizer not found"
 fi
+
+# Past 2^31 and 2^32 rows (issue 7): needs about 64 GiB of device memory.
+step big "$BUILD/rlhf_cuda_tests" --only big
 
 step cuda-bench "$BUILD/rlhf_cuda_bench" --json "$OUT/cuda_bench.json" --algorithms
 
