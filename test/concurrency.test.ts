@@ -18,17 +18,15 @@ const workload = require('./helpers/workload.js') as {
   inputs(r: typeof rl): object;
   runSync(r: typeof rl, d?: object): Record<string, string>;
   runAsyncAllAtOnce(r: typeof rl, copies: number, d?: object): Promise<Record<string, string[]>>;
+  differing(first: Record<string, string>, other: Record<string, string>): string[];
+  mismatches(sync: Record<string, string>, async: Record<string, string[]>): string[];
 };
+const { differing, mismatches } = workload;
 
 const root = path.resolve(__dirname, '..');
 const dist = path.join(root, 'dist', 'index.js');
 const workerScript = path.join(__dirname, 'helpers', 'workload-worker.js');
 const skipDist = fs.existsSync(dist) ? false : 'dist/ is not built (npx tsc -p tsconfig.json)';
-
-/** The cases whose Async copies are not all the sequential digest. */
-function mismatches(sync: Record<string, string>, async: Record<string, string[]>): string[] {
-  return Object.keys(async).filter((k) => async[k].some((h) => h !== sync[k]));
-}
 
 t.test('many Async calls in flight at once give the bits of the sequential calls', async (t) => {
   const d = workload.inputs(rl);
@@ -155,7 +153,3 @@ t.test('a process exiting with Async work in flight neither hangs nor crashes', 
   t.equal(e.status, 1, 'exit code 1 as for any uncaught exception');
   t.match(e.stderr, /deliberate/, 'and the exception is what is reported');
 });
-
-function differing(first: Record<string, string>, other: Record<string, string>): string[] {
-  return Object.keys(first).filter((k) => first[k] !== other[k]);
-}

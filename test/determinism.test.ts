@@ -11,14 +11,11 @@ import { cpuPaths, hasCuda, withCpuPath, withThreads } from './helpers/index';
 const workload = require('./helpers/workload.js') as {
   inputs(r: typeof rl, device?: string): object;
   runSync(r: typeof rl, d?: object): Record<string, string>;
+  differing(first: Record<string, string>, other: Record<string, string>): string[];
 };
+const { differing } = workload;
 
 const threadCounts = [1, 2, 3, 5, 16];
-
-/** The names whose digest differs from the first run's. */
-function differing(first: Record<string, string>, other: Record<string, string>): string[] {
-  return Object.keys(first).filter((k) => first[k] !== other[k]);
-}
 
 for (const path of cpuPaths) {
   t.test(`CPU path '${path}': the same bits on ${threadCounts.join(', ')} threads and on a repeat`, async (t) => {

@@ -171,4 +171,14 @@ async function runAsyncAllAtOnce(rl, copies, d = inputs(rl)) {
   return out;
 }
 
-module.exports = { cases, trainingCases, inputs, digest, runSync, runAsyncAllAtOnce };
+/** The names whose digest in `other` differs from `first`'s. */
+function differing(first, other) {
+  return Object.keys(first).filter((k) => first[k] !== other[k]);
+}
+
+/** The cases of an Async run whose copies are not all the sequential digest. */
+function mismatches(sync, async) {
+  return Object.keys(async).filter((k) => async[k].some((h) => h !== sync[k]));
+}
+
+module.exports = { cases, trainingCases, inputs, differing, mismatches, digest, runSync, runAsyncAllAtOnce };
