@@ -38,8 +38,11 @@ constexpr int64_t kNarrowN = 4 * kNr;
 // Below this many flops the call runs on the calling thread: waking the pool costs more.
 constexpr int64_t kMinParallelFlops = int64_t{1} << 19;
 // Tasks per thread, taken from a shared counter: a thread slowed by other work on the machine
-// takes fewer of them.
+// takes fewer of them. Below kBalancedFlops (some 80 us on one core) a multiply is cut into one
+// task per thread instead, as evenly as its tiles allow: there a task more costs more than the
+// imbalance it might absorb.
 constexpr int64_t kTasksPerThread = 2;
+constexpr int64_t kBalancedFlops = int64_t{1} << 23;
 // Floats of packed B per part of the parallel packing; rows of op(B), and steps of a transposed
 // op(A), packed at a time (see packBColumns and packTransposedA).
 constexpr int64_t kMinPackFloatsPerThread = int64_t{1} << 16;
@@ -106,6 +109,25 @@ template <typename Rows>
 static inline void multiplyTile(Rows a, const float* b, int64_t bPitch, int64_t kc, int nr, VF (&acc)[kMr][2]) {
   if (nr <= W) multiplyVecs<1>(a, b, bPitch, kc, acc);
   else multiplyVecs<2>(a, b, bPitch, kc, acc);
+}
+
+// Two micro-tiles of one vector of columns at once (a narrow panel): rows lo into acc[r][0], rows
+// hi into acc[r][1]. One vector of columns gives a tile only kMr accumulator chains, too few to
+// hide the latency of the FMA; two tiles give 2 kMr. Each lane's chain is the same as alone.
+template <typename Rows>
+static inline void multiplyNarrowPair(Rows lo, Rows hi, const float* b, int64_t bPitch, int64_t kc, VF (&acc)[kMr][2]) {
+  for (int r = 0; r < kMr; ++r) acc[r][0] = acc[r][1] = zero();
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k) {
+    const VF bv = load(b);
+    for (int r = 0; r < kMr; ++r) {
+      acc[r][0] = fmadd(set1(lo.at(r)), bv, acc[r][0]);
+      acc[r][1] = fmadd(set1(hi.at(r)), bv, acc[r][1]);
+    }
+    lo.next();
+    hi.next();
+    b += bPitch;
+  }
 }
 
 // C = acc (overwrite) or C += acc for the mr x nr corner of the tile at c.
@@ -282,17 +304,38 @@ static void packedRowsBlock(const MatmulArgs& a, const BPanels& bp, int64_t i0, 
   }
 }
 
+// op(A) rows [i, i + mr) read in place from k = p0 (rows past the matrix repeat its last row).
+static inline StridedRows stridedRows(const MatmulArgs& a, int64_t i, int mr, int64_t p0) {
+  const int64_t rowStride = a.transA ? 1 : a.lda, step = a.transA ? a.lda : 1;
+  StridedRows rows;
+  for (int r = 0; r < kMr; ++r) rows.row[r] = a.a + (i + std::min(r, mr - 1)) * rowStride;
+  rows.step = step;
+  rows.offset = p0 * step;
+  return rows;
+}
+
 // The same with op(A) read in place, for few columns: a tile's A rows stay in L1 across the row.
+// A panel of at most one vector of columns (a narrow C: a head of a few actions) runs two tiles
+// of rows at a time.
 static void directRowsBlock(const MatmulArgs& a, const BPanels& bp, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
                             int64_t p0, int64_t kc, bool overwrite) {
   VF acc[kMr][2];
-  const int64_t rowStride = a.transA ? 1 : a.lda, step = a.transA ? a.lda : 1;
-  for (int64_t i = i0; i < i1; i += kMr) {
+  const bool narrow = j1 - j0 <= W;
+  for (int64_t i = i0; i < i1;) {
     const int mr = static_cast<int>(std::min<int64_t>(kMr, i1 - i));
-    StridedRows rows;
-    for (int r = 0; r < kMr; ++r) rows.row[r] = a.a + (i + std::min(r, mr - 1)) * rowStride;
-    rows.step = step;
-    rows.offset = p0 * step;
+    const StridedRows rows = stridedRows(a, i, mr, p0);
+    if (narrow && i1 - i > kMr) {
+      const int mrHi = static_cast<int>(std::min<int64_t>(kMr, i1 - i - kMr));
+      int64_t pitch;
+      const float* b = bp.at(j0, p0, pitch);
+      multiplyNarrowPair(rows, stridedRows(a, i + kMr, mrHi, p0), b, pitch, kc, acc);
+      VF hi[kMr][2];
+      for (int r = 0; r < kMr; ++r) hi[r][0] = acc[r][1], hi[r][1] = zero();
+      storeTile(acc, a.c + i * a.ldc + j0, a.ldc, kMr, static_cast<int>(j1 - j0), overwrite);
+      storeTile(hi, a.c + (i + kMr) * a.ldc + j0, a.ldc, mrHi, static_cast<int>(j1 - j0), overwrite);
+      i += 2 * kMr;
+      continue;
+    }
     for (int64_t j = j0; j < j1; j += kNr) {
       const int nr = static_cast<int>(std::min<int64_t>(kNr, j1 - j));
       int64_t pitch;
@@ -300,6 +343,7 @@ static void directRowsBlock(const MatmulArgs& a, const BPanels& bp, int64_t i0, 
       multiplyTile(rows, b, pitch, kc, nr, acc);
       storeTile(acc, a.c + i * a.ldc + j, a.ldc, mr, nr, overwrite);
     }
+    i += kMr;
   }
 }
 
@@ -334,21 +378,45 @@ static void clearOutput(const MatmulArgs& a) {
   for (int64_t i = 0; i < a.M; ++i) std::fill(a.c + i * a.ldc, a.c + i * a.ldc + a.N, 0.0f);
 }
 
-// How the C columns of one block are cut into tasks: chunks of `rows` rows (whole micro-tiles),
-// and, when there are too few rows for kTasksPerThread tasks per thread, chunks of `cols` columns
-// (whole panels) as well. A single task below kMinParallelFlops or on one thread.
+// How the C columns of one block are cut into tasks: rowTasks x colTasks of them, each a nearly
+// equal share of the `tiles` micro-tile rows and the `panels` column panels (whole tiles and
+// panels, so that no two tasks write one tile). A single task below kMinParallelFlops or on one
+// thread.
 struct TaskGrid {
-  int64_t rows, cols, rowTasks, colTasks;
+  int64_t tiles, panels, rowTasks, colTasks;
+  int64_t rowBegin(int64_t r) const { return r * tiles / rowTasks * kMr; }
+  int64_t colBegin(int64_t c) const { return c * panels / colTasks * kNr; }
 };
+
+// The time of the slowest thread, in tile-panel products, when the tasks of a grid are shared out
+// one after another.
+static int64_t makespan(int64_t tiles, int64_t panels, int64_t rowTasks, int64_t colTasks, int64_t threads) {
+  return ceilDiv(rowTasks * colTasks, threads) * ceilDiv(tiles, rowTasks) * ceilDiv(panels, colTasks);
+}
 
 static TaskGrid taskGrid(const MatmulArgs& a, int64_t columns) {
   const int64_t threads = ThreadPool::instance().numThreads();
-  if (threads == 1 || 2 * a.M * columns * a.K < kMinParallelFlops) return {a.M, columns, 1, 1};
-  const int64_t wanted = threads * kTasksPerThread;
-  const int64_t rows = ceilDiv(ceilDiv(a.M, std::min(wanted, ceilDiv(a.M, kMr))), kMr) * kMr;
-  const int64_t rowTasks = ceilDiv(a.M, rows);
-  const int64_t cols = ceilDiv(ceilDiv(columns, std::min(ceilDiv(wanted, rowTasks), ceilDiv(columns, kNr))), kNr) * kNr;
-  return {rows, cols, rowTasks, ceilDiv(columns, cols)};
+  const int64_t tiles = ceilDiv(a.M, kMr), panels = ceilDiv(columns, kNr);
+  const int64_t flops = 2 * a.M * columns * a.K;
+  if (threads == 1 || flops < kMinParallelFlops) return {tiles, panels, 1, 1};
+  if (flops >= kBalancedFlops) {
+    const int64_t wanted = threads * kTasksPerThread;
+    const int64_t rowTasks = std::min(wanted, tiles);
+    return {tiles, panels, rowTasks, std::min(panels, ceilDiv(wanted, rowTasks))};
+  }
+  // One task per thread, rows or columns cut so that the slowest thread has the least to do (the
+  // rows first on a tie: each task then reads a part of A only).
+  TaskGrid best{tiles, panels, 1, 1};
+  int64_t bestTime = makespan(tiles, panels, 1, 1, threads);
+  for (int64_t rowTasks = std::min(threads, tiles); rowTasks >= 1; --rowTasks) {
+    const int64_t colTasks = std::min(panels, ceilDiv(threads, rowTasks));
+    const int64_t time = makespan(tiles, panels, rowTasks, colTasks, threads);
+    if (time < bestTime) {
+      best = {tiles, panels, rowTasks, colTasks};
+      bestTime = time;
+    }
+  }
+  return best;
 }
 
 static void gemm(const MatmulArgs& a) {
@@ -371,8 +439,9 @@ static void gemm(const MatmulArgs& a) {
     }
     const TaskGrid g = taskGrid(a, j1 - j0);
     auto task = [&](int64_t t) {
-      const int64_t i0 = t / g.colTasks * g.rows, c0 = j0 + t % g.colTasks * g.cols;
-      multiplyRows(a, bp, i0, std::min(a.M, i0 + g.rows), c0, std::min(j1, c0 + g.cols));
+      const int64_t r = t / g.colTasks, c = t % g.colTasks;
+      multiplyRows(a, bp, g.rowBegin(r), std::min(a.M, g.rowBegin(r + 1)), j0 + g.colBegin(c),
+                   std::min(j1, j0 + g.colBegin(c + 1)));
     };
     if (g.rowTasks * g.colTasks == 1) task(0);
     else ThreadPool::instance().run(g.rowTasks * g.colTasks, task);

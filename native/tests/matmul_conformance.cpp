@@ -226,6 +226,7 @@ int main() {
       testSubBlockBits(70, 66, 300, transA, transB, 1, 3);
       testSubBlockBits(200, 150, 520, transA, transB, 7, 17);
       testSubBlockBits(9, 1500, 700, transA, transB, 2, 5);  // few rows: the tasks split columns
+      testSubBlockBits(50, 20, 300, transA, transB, 7, 13);  // a narrow part: two tiles of rows at a time
       testNonFinite(20, 30, 40, transA, transB);
       testNonFinite(70, 100, 300, transA, transB);
     }
