@@ -173,7 +173,8 @@ export interface NativeAddon {
                   out: Raw, async: boolean): void | Promise<void>;
 
   matmul(M: number, N: number, K: number, a: Raw, lda: number, transA: boolean, b: Raw, ldb: number, transB: boolean,
-         c: Raw, ldc: number, accumulate: boolean, async: boolean): void | Promise<void>;
+         c: Raw, ldc: number, accumulate: boolean, bias: Opt<Raw>, activation: number, z: Opt<Raw>,
+         async: boolean): void | Promise<void>;
   biasAct(rows: number, cols: number, x: Raw, bias: Opt<Raw>, activation: number, y: Raw, z: Opt<Raw>,
           async: boolean): void | Promise<void>;
   biasActBackward(rows: number, cols: number, gradY: Raw, y: Opt<Raw>, z: Opt<Raw>, activation: number, gradX: Raw,

@@ -16,20 +16,22 @@ export function needsPreActivation(act: ActivationName): boolean {
 const raw = (t: Tensor, name: string) => t.raw('nn', name);
 const rawOrNull = (t: Tensor | null, name: string) => (t === null ? null : t.raw('nn', name));
 
-/**
- * c (+)= op(a) op(b) over the leading rows of dense row-major tensors: a is [M, K] ([K, M] when
- * transA), b is [K, N] ([N, K] when transB), c is [M, N].
- */
-export function gemm(M: number, N: number, K: number, a: Tensor, transA: boolean, b: Tensor, transB: boolean, c: Tensor,
-                     accumulate: boolean): void {
-  native().matmul(M, N, K, raw(a, 'a'), transA ? M : K, transA, raw(b, 'b'), transB ? K : N, transB, raw(c, 'c'), N,
-    accumulate, false);
+/** What a gemm applies to C as it stores it (a dense layer's forward): C = act(P + bias), z = P + bias. */
+export interface Epilogue {
+  bias: Tensor | null;
+  act: ActivationName;
+  z: Tensor | null;
 }
 
-/** y = act(x + bias) over [rows, cols]; z receives x + bias when given (y may be x, z may be x). */
-export function biasAct(rows: number, cols: number, x: Tensor, bias: Tensor | null, act: ActivationName, y: Tensor,
-                        z: Tensor | null): void {
-  native().biasAct(rows, cols, raw(x, 'x'), rawOrNull(bias, 'bias'), activationIndex[act], raw(y, 'y'), rawOrNull(z, 'z'), false);
+/**
+ * c (+)= op(a) op(b) over the leading rows of dense row-major tensors: a is [M, K] ([K, M] when
+ * transA), b is [K, N] ([N, K] when transB), c is [M, N]; then the epilogue, when given.
+ */
+export function gemm(M: number, N: number, K: number, a: Tensor, transA: boolean, b: Tensor, transB: boolean, c: Tensor,
+                     accumulate: boolean, epilogue?: Epilogue): void {
+  native().matmul(M, N, K, raw(a, 'a'), transA ? M : K, transA, raw(b, 'b'), transB ? K : N, transB, raw(c, 'c'), N,
+    accumulate, epilogue ? rawOrNull(epilogue.bias, 'bias') : null, epilogue ? activationIndex[epilogue.act] : 0,
+    epilogue ? rawOrNull(epilogue.z, 'z') : null, false);
 }
 
 /** gradX = gradY * act'; gradBias += its column sums. */

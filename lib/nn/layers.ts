@@ -1,7 +1,7 @@
 // Dense layers and stacks of them: the forward and backward passes as sequences of native
 // kernels over buffers kept between calls, so that a training step allocates little.
 import { DeviceIndex, Tensor, emptyTensor } from '../tensor';
-import { ActivationName, biasAct, biasActBackward, gemm, needsPreActivation } from './kernels';
+import { ActivationName, biasActBackward, gemm, needsPreActivation } from './kernels';
 import { Parameter } from './module';
 
 /** y = act(x W^T + b), W [out, in] as PyTorch's nn.Linear stores it, b [out]. */
@@ -9,11 +9,12 @@ export class Dense {
   constructor(readonly inSize: number, readonly outSize: number, readonly act: ActivationName,
               readonly weight: Parameter, readonly bias: Parameter) {}
 
-  /** Over B rows of x [B, in] into y [B, out]; z [B, out] receives x W^T + b when the backward needs it. */
+  /**
+   * Over B rows of x [B, in] into y [B, out]; z [B, out] receives x W^T + b when the backward needs
+   * it. One native call: the bias and activation are the product's epilogue.
+   */
   forward(B: number, x: Tensor, y: Tensor, z: Tensor | null): void {
-    const pre = z ?? y;
-    gemm(B, this.outSize, this.inSize, x, false, this.weight.value, true, pre, false);
-    biasAct(B, this.outSize, pre, this.bias.value, this.act, y, z);
+    gemm(B, this.outSize, this.inSize, x, false, this.weight.value, true, y, false, { bias: this.bias.value, act: this.act, z });
   }
 
   /**

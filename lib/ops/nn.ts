@@ -38,7 +38,7 @@ function prepareMatmul(op: string, aIn: Tensor, bIn: Tensor, opts: MatmulOptions
   if (accumulate && o.out === undefined) throw rangeError(op, 'accumulate', 'needs `out` (the tensor to add to)');
   const out = output(op, 'out', o.out, [M, N], device);
   const call = (async: boolean) => native().matmul(M, N, K, a.raw, a.shape[1], transA, b.raw, b.shape[1], transB,
-    out.raw(op, 'out'), N, accumulate, async);
+    out.raw(op, 'out'), N, accumulate, null, 0, null, async);
   return { call, out };
 }
 

@@ -98,7 +98,8 @@ double positiveFinite(const Napi::CallbackInfo& info, size_t i, const char* op, 
 
 }  // namespace
 
-// matmul(M, N, K, a, lda, transA, b, ldb, transB, c, ldc, accumulate, async)
+// matmul(M, N, K, a, lda, transA, b, ldb, transB, c, ldc, accumulate, bias?, activation, z?, async);
+// with a bias, an activation or z it is a dense layer's forward (MatmulArgs' epilogue).
 Napi::Value matmul(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "matmul";
@@ -115,17 +116,24 @@ Napi::Value matmul(const Napi::CallbackInfo& info) {
   const Buffer C = bufferArg(info, 9, Dtype::F32, op, "c");
   a.ldc = intArg(info, 10, op, "ldc");
   a.accumulate = boolArg(info, 11, op, "accumulate");
-  const bool async = boolArg(info, 12, op, "async");
+  const Buffer bias = bufferArg(info, 12, Dtype::F32, op, "bias", true);
+  a.act = activationArg(info, 13, op);
+  const Buffer z = bufferArg(info, 14, Dtype::F32, op, "z", true);
+  const bool async = boolArg(info, 15, op, "async");
   if (a.transA) requireMatrix(env, A, op, "a", "lda", a.K, a.M, a.lda);
   else requireMatrix(env, A, op, "a", "lda", a.M, a.K, a.lda);
   if (a.transB) requireMatrix(env, B, op, "b", "ldb", a.N, a.K, a.ldb);
   else requireMatrix(env, B, op, "b", "ldb", a.K, a.N, a.ldb);
   requireMatrix(env, C, op, "c", "ldc", a.M, a.N, a.ldc);
-  const int device = commonDevice(env, op, {{"a", &A}, {"b", &B}, {"c", &C}});
+  if (bias.present()) requireLength(env, bias, op, "bias", a.N);
+  if (z.present()) requireMatrix(env, z, op, "z", "ldc", a.M, a.N, a.ldc);
+  const int device = commonDevice(env, op, {{"a", &A}, {"b", &B}, {"c", &C}, {"bias", &bias}, {"z", &z}});
   a.a = A.as<float>();
   a.b = B.as<float>();
   a.c = C.as<float>();
-  return runKernel(info, async, {A, B, C}, [a, device]() -> ToJs {
+  a.bias = bias.as<float>();
+  a.z = z.as<float>();
+  return runKernel(info, async, {A, B, C, bias, z}, [a, device]() -> ToJs {
     if (device == kCpu) matmulCpu(a);
     else cuda::matmul(a, device);
     return kUndefined;

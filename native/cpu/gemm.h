@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "nn_chunks.h"
 #include "rlhf/nn.h"
 #include "simd.h"
 #include "thread_pool.h"
@@ -378,6 +379,12 @@ static void clearOutput(const MatmulArgs& a) {
   for (int64_t i = 0; i < a.M; ++i) std::fill(a.c + i * a.ldc, a.c + i * a.ldc + a.N, 0.0f);
 }
 
+// The bias and activation of a dense layer over rows [i0, i1) x columns [j0, j1) of the finished
+// C, while they are still in cache: the chunk kernel of biasAct, so the bits are its own.
+static void applyEpilogue(const MatmulArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  if (a.hasEpilogue()) biasActBlock(a.act, a.c, a.bias, a.c, a.z, a.ldc, i0, i1, j0, j1);
+}
+
 // How the C columns of one block are cut into tasks: rowTasks x colTasks of them, each a nearly
 // equal share of the `tiles` micro-tile rows and the `panels` column panels (whole tiles and
 // panels, so that no two tasks write one tile). A single task below kMinParallelFlops or on one
@@ -421,7 +428,10 @@ static TaskGrid taskGrid(const MatmulArgs& a, int64_t columns) {
 
 static void gemm(const MatmulArgs& a) {
   if (a.M <= 0 || a.N <= 0) return;
-  if (a.K <= 0) return clearOutput(a);
+  if (a.K <= 0) {
+    clearOutput(a);
+    return applyEpilogue(a, 0, a.M, 0, a.N);
+  }
   const bool packB = a.transB || (a.K * a.N > kDirectBFloats && a.M > kMr);
   // Columns per block: all of them unless the packed panels would exceed kPackedBFloats.
   const int64_t nc = packB ? std::max<int64_t>(kNr, kPackedBFloats / a.K / kNr * kNr) : a.N;
@@ -440,8 +450,10 @@ static void gemm(const MatmulArgs& a) {
     const TaskGrid g = taskGrid(a, j1 - j0);
     auto task = [&](int64_t t) {
       const int64_t r = t / g.colTasks, c = t % g.colTasks;
-      multiplyRows(a, bp, g.rowBegin(r), std::min(a.M, g.rowBegin(r + 1)), j0 + g.colBegin(c),
-                   std::min(j1, j0 + g.colBegin(c + 1)));
+      const int64_t i0 = g.rowBegin(r), i1 = std::min(a.M, g.rowBegin(r + 1));
+      const int64_t c0 = j0 + g.colBegin(c), c1 = std::min(j1, j0 + g.colBegin(c + 1));
+      multiplyRows(a, bp, i0, i1, c0, c1);
+      applyEpilogue(a, i0, i1, c0, c1);
     };
     if (g.rowTasks * g.colTasks == 1) task(0);
     else ThreadPool::instance().run(g.rowTasks * g.colTasks, task);

@@ -1,6 +1,7 @@
 // Single-thread chunk kernels of the neural-network family, compiled once per instruction-set
-// variant (included by kernels_base.cpp and kernels_avx2.cpp after preference_chunks.h). The
-// matrix multiply has its own files (gemm.h); what is here is elementwise.
+// variant (included by kernels_base.cpp and kernels_avx2.cpp after preference_chunks.h, and by
+// gemm.h, whose epilogue is biasActBlock). The matrix multiply has its own files (gemm.h); what is
+// here is elementwise.
 #include <cstdint>
 
 #include "../reference/nn_math.h"
@@ -48,37 +49,43 @@ static inline VF gradVector(Activation act, VF g, const float* y, const float* z
   return load(lanes);
 }
 
-// y = act(x + bias) (and z = x + bias when kept) for rows [r0, r1), the activation a template
-// argument so that the inner loop carries no switch and consecutive vectors overlap.
+// y = act(x + bias) (and z = x + bias when kept) over rows [r0, r1) and columns [c0, c1) of
+// x, y and z, all of row pitch ld; the activation a template argument so that the inner loop
+// carries no switch. Whole vectors from c0, then the scalar formula for the columns left.
 template <Activation Act>
-static inline void biasActRowsOf(const BiasActArgs& a, int64_t r0, int64_t r1) {
-  const int64_t C = a.cols;
+static inline void biasActBlockOf(const float* x, const float* bias, float* y, float* z, int64_t ld, int64_t r0,
+                                  int64_t r1, int64_t c0, int64_t c1) {
   for (int64_t r = r0; r < r1; ++r) {
-    const float* x = a.x + r * C;
-    float* y = a.y + r * C;
-    float* z = a.z != nullptr ? a.z + r * C : nullptr;
-    int64_t j = 0;
-    for (; j + W <= C; j += W) {
-      const VF zv = a.bias != nullptr ? add(load(x + j), load(a.bias + j)) : load(x + j);
-      if (z != nullptr) store(z + j, zv);
-      store(y + j, activateVector(Act, zv));
+    const float* xr = x + r * ld;
+    float* yr = y + r * ld;
+    float* zr = z != nullptr ? z + r * ld : nullptr;
+    int64_t j = c0;
+    for (; j + W <= c1; j += W) {
+      const VF zv = bias != nullptr ? add(load(xr + j), load(bias + j)) : load(xr + j);
+      if (zr != nullptr) store(zr + j, zv);
+      store(yr + j, activateVector(Act, zv));
     }
-    for (; j < C; ++j) {
-      const float zj = a.bias != nullptr ? x[j] + a.bias[j] : x[j];
-      if (z != nullptr) z[j] = zj;
-      y[j] = nn_math::activate(Act, zj);
+    for (; j < c1; ++j) {
+      const float zj = bias != nullptr ? xr[j] + bias[j] : xr[j];
+      if (zr != nullptr) zr[j] = zj;
+      yr[j] = nn_math::activate(Act, zj);
     }
   }
 }
 
-static inline void biasActRows(const BiasActArgs& a, int64_t r0, int64_t r1) {
-  switch (a.act) {
-    case Activation::Identity: return biasActRowsOf<Activation::Identity>(a, r0, r1);
-    case Activation::Tanh: return biasActRowsOf<Activation::Tanh>(a, r0, r1);
-    case Activation::Relu: return biasActRowsOf<Activation::Relu>(a, r0, r1);
-    case Activation::Gelu: return biasActRowsOf<Activation::Gelu>(a, r0, r1);
-    case Activation::GeluTanh: return biasActRowsOf<Activation::GeluTanh>(a, r0, r1);
+static inline void biasActBlock(Activation act, const float* x, const float* bias, float* y, float* z, int64_t ld,
+                                int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  switch (act) {
+    case Activation::Identity: return biasActBlockOf<Activation::Identity>(x, bias, y, z, ld, r0, r1, c0, c1);
+    case Activation::Tanh: return biasActBlockOf<Activation::Tanh>(x, bias, y, z, ld, r0, r1, c0, c1);
+    case Activation::Relu: return biasActBlockOf<Activation::Relu>(x, bias, y, z, ld, r0, r1, c0, c1);
+    case Activation::Gelu: return biasActBlockOf<Activation::Gelu>(x, bias, y, z, ld, r0, r1, c0, c1);
+    case Activation::GeluTanh: return biasActBlockOf<Activation::GeluTanh>(x, bias, y, z, ld, r0, r1, c0, c1);
   }
+}
+
+static inline void biasActRows(const BiasActArgs& a, int64_t r0, int64_t r1) {
+  biasActBlock(a.act, a.x, a.bias, a.y, a.z, a.cols, r0, r1, 0, a.cols);
 }
 
 // gradX = gradY * act' for rows [r0, r1).

@@ -683,18 +683,34 @@ void matmul(const MatmulArgs& a, int device) {
   requireSize("matmul", "N", a.N);
   requireSize("matmul", "K", a.K);
   const cudaStream_t stream = detail::activate(device);
-  if (a.M == 0 || a.N == 0 || (a.K == 0 && a.accumulate)) return;  // nothing changes
+  if (a.M == 0 || a.N == 0) return;
   requirePointer(a.c, "matmul", "c");
   if (a.ldc < a.N) throw KernelError(ErrorKind::Range, "matmul: ldc " + std::to_string(a.ldc) + " < N");
+  // The epilogue runs as biasAct over C, which is dense.
+  if (a.hasEpilogue() && a.ldc != a.N)
+    throw KernelError(ErrorKind::Range, "matmul: a bias, activation or z on CUDA needs ldc == N, but ldc is " +
+                                            std::to_string(a.ldc) + " and N " + std::to_string(a.N));
   if (a.K > 0) {
     requirePointer(a.a, "matmul", "a");
     requirePointer(a.b, "matmul", "b");
     if (a.lda < (a.transA ? a.M : a.K)) throw KernelError(ErrorKind::Range, "matmul: lda " + std::to_string(a.lda) + " too small");
     if (a.ldb < (a.transB ? a.K : a.N)) throw KernelError(ErrorKind::Range, "matmul: ldb " + std::to_string(a.ldb) + " too small");
   }
-  // 128-tiles reuse each loaded element twice as often; 64-tiles give small products more blocks.
-  if (ceilDiv(a.M, 128) * ceilDiv(a.N, 128) >= multiprocessors(device)) launchMatmul<128>(a, stream);
-  else launchMatmul<64>(a, stream);
+  if (a.K > 0 || !a.accumulate) {  // else the product adds nothing
+    // 128-tiles reuse each loaded element twice as often; 64-tiles give small products more blocks.
+    if (ceilDiv(a.M, 128) * ceilDiv(a.N, 128) >= multiprocessors(device)) launchMatmul<128>(a, stream);
+    else launchMatmul<64>(a, stream);
+  }
+  if (!a.hasEpilogue()) return;
+  BiasActArgs e;
+  e.rows = a.M;
+  e.cols = a.N;
+  e.x = a.c;
+  e.bias = a.bias;
+  e.act = a.act;
+  e.y = a.c;
+  e.z = a.z;
+  biasAct(e, device);
 }
 
 void biasAct(const BiasActArgs& a, int device) {

@@ -24,6 +24,10 @@ void matmulReference(const MatmulArgs& a) {
       for (int64_t k = 0; k < a.K; ++k) s += opA(a, i, k) * opB(a, k, j);
       float& c = a.c[i * a.ldc + j];
       c = a.accumulate ? static_cast<float>(c + s) : static_cast<float>(s);
+      if (!a.hasEpilogue()) continue;
+      const float z = a.bias != nullptr ? c + a.bias[j] : c;
+      if (a.z != nullptr) a.z[i * a.ldc + j] = z;
+      c = activate(a.act, z);
     }
 }
 

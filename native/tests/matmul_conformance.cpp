@@ -211,6 +211,85 @@ void testNonFinite(int64_t M, int64_t N, int64_t K, bool transA, bool transB) {
   });
 }
 
+// `dense` (no padding) with its rows padded by `pad`: the same logical elements.
+Problem withPadding(const Problem& dense, int64_t pad) {
+  const MatmulArgs& d = dense.args;
+  Problem p = makeProblem(d.M, d.N, d.K, Layout{d.transA, d.transB, d.accumulate, pad});
+  auto copyRows = [](const std::vector<float>& from, int64_t fromPitch, std::vector<float>& to, int64_t toPitch,
+                     int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; ++r) std::copy_n(&from[r * fromPitch], cols, &to[r * toPitch]);
+  };
+  copyRows(dense.a, d.lda, p.a, p.args.lda, d.transA ? d.K : d.M, d.transA ? d.M : d.K);
+  copyRows(dense.b, d.ldb, p.b, p.args.ldb, d.transB ? d.N : d.K, d.transB ? d.K : d.N);
+  copyRows(dense.c0, d.ldc, p.c0, p.args.ldc, d.M, d.N);
+  return p;
+}
+
+// The dense-layer epilogue (bias, activation, z): on every configuration the bits of C and z must
+// be those of the plain product followed by biasActCpu over it, and the reference's epilogue those
+// of matmulReference followed by biasActReference; with row padding, those of the unpadded call.
+// Guards after C and z, and z's padding, stay untouched.
+void testEpilogue(int64_t M, int64_t N, int64_t K, bool transA, bool transB, bool accumulate, Activation act, bool withBias,
+                  bool withZ) {
+  const std::string name = "epilogue act=" + std::to_string(static_cast<int>(act)) + (withBias ? " bias" : "") +
+                           (withZ ? " z" : "") + " " + nameOf(M, N, K, Layout{transA, transB, accumulate, 0});
+  const std::vector<float> bias = randomFloats(N);
+  // C and z of one call on a copy of the problem's C, z's padding and guard the sentinel.
+  auto run = [&](const Problem& p, void (*fn)(const MatmulArgs&), std::vector<float>& z) {
+    std::vector<float> c = p.c0;
+    z.assign(c.size(), kSentinel);
+    MatmulArgs g = p.args;
+    g.c = c.data();
+    g.bias = withBias ? bias.data() : nullptr;
+    g.act = act;
+    g.z = withZ ? z.data() : nullptr;
+    fn(g);
+    return c;
+  };
+  // The product, then biasAct over the dense C.
+  auto split = [&](const Problem& p, void (*mm)(const MatmulArgs&), void (*ba)(const BiasActArgs&), std::vector<float>& z) {
+    std::vector<float> c = runInto(p, mm);
+    z.assign(c.size(), kSentinel);
+    BiasActArgs e;
+    e.rows = M;
+    e.cols = N;
+    e.x = c.data();
+    e.bias = withBias ? bias.data() : nullptr;
+    e.act = act;
+    e.y = c.data();
+    e.z = withZ ? z.data() : nullptr;
+    ba(e);
+    return c;
+  };
+  const Problem dense = makeProblem(M, N, K, Layout{transA, transB, accumulate, 0});
+  const Problem padded = withPadding(dense, 3);
+  std::vector<float> zRef, zSplitRef;
+  const std::vector<float> ref = run(dense, matmulReference, zRef);
+  report(sameBits(ref, split(dense, matmulReference, biasActReference, zSplitRef)) && sameBits(zRef, zSplitRef),
+         name + " [reference] = matmulReference then biasActReference");
+  forEachCpuConfig([&](CpuPath, int, const std::string& config) {
+    std::vector<float> z, zSplit, zPadded;
+    const std::vector<float> got = run(dense, matmulCpu, z);
+    report(sameBits(got, split(dense, matmulCpu, biasActCpu, zSplit)) && sameBits(z, zSplit),
+           name + " [" + config + "] = matmulCpu then biasActCpu");
+    // The same problem with padded rows: its logical elements equal, padding and guards untouched.
+    const MatmulArgs& g = padded.args;
+    const std::vector<float> gotPadded = run(padded, matmulCpu, zPadded);
+    bool same = true, untouched = true;
+    for (int64_t e = 0; e < static_cast<int64_t>(gotPadded.size()); ++e) {
+      const int64_t i = e / g.ldc, j = e % g.ldc;
+      if (i < M && j < N) {
+        same = same && std::memcmp(&gotPadded[e], &got[i * N + j], sizeof(float)) == 0 &&
+               (!withZ || std::memcmp(&zPadded[e], &z[i * N + j], sizeof(float)) == 0);
+      } else {
+        untouched = untouched && isSentinel(gotPadded[e]) && isSentinel(zPadded[e]);
+      }
+    }
+    report(same && untouched, name + " [" + config + "] padded rows: " + (same ? "" : "other bits ") +
+                                  (untouched ? "" : "wrote outside C or z"));
+  });
+}
+
 }  // namespace
 
 int main() {
@@ -230,6 +309,11 @@ int main() {
       testNonFinite(20, 30, 40, transA, transB);
       testNonFinite(70, 100, 300, transA, transB);
     }
+  const int64_t epilogueShapes[][3] = {{128, 64, 64}, {128, 2, 64}, {37, 29, 300}, {5, 70, 3}, {9, 20, 0}, {200, 150, 40}};
+  for (const auto& s : epilogueShapes)
+    for (Activation act : {Activation::Identity, Activation::Tanh, Activation::Relu, Activation::Gelu, Activation::GeluTanh})
+      for (int layout = 0; layout < 4; ++layout)
+        testEpilogue(s[0], s[1], s[2], layout & 1, layout & 2, layout == 3, act, act != Activation::Relu, act != Activation::Tanh);
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }

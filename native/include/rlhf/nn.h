@@ -8,6 +8,10 @@
 
 namespace rlhf {
 
+// Identity, tanh, relu (max(z, 0), gradient 0 at 0 as in PyTorch), gelu (exact: z Phi(z), with
+// erf, PyTorch's default) and gelu with the tanh approximation (approximate='tanh').
+enum class Activation : int32_t { Identity = 0, Tanh = 1, Relu = 2, Gelu = 3, GeluTanh = 4 };
+
 // --- matrix multiply ----------------------------------------------------------------------------
 // C[M,N] (+)= op(A) op(B), op(A) [M,K], op(B) [K,N]. op(X) is X, or X transposed when transX:
 // A is stored [M,K] (row pitch lda >= K), or [K,M] when transA (lda >= M); B likewise [K,N] or
@@ -26,13 +30,16 @@ struct MatmulArgs {
   float* c = nullptr;
   int64_t ldc = 0;
   bool accumulate = false;  // C += op(A) op(B) instead of C = op(A) op(B)
+  // A dense layer's forward in the same pass, when bias, z or an activation is set: with P what C
+  // would hold without them, C = act(P + bias[j]) and z (pitch ldc) = P + bias[j]. The bits are
+  // those of biasAct run over C afterwards, on each path.
+  const float* bias = nullptr;
+  Activation act = Activation::Identity;
+  float* z = nullptr;
+  bool hasEpilogue() const { return bias != nullptr || z != nullptr || act != Activation::Identity; }
 };
 
 // --- bias and activation ------------------------------------------------------------------------
-// Identity, tanh, relu (max(z, 0), gradient 0 at 0 as in PyTorch), gelu (exact: z Phi(z), with
-// erf, PyTorch's default) and gelu with the tanh approximation (approximate='tanh').
-enum class Activation : int32_t { Identity = 0, Tanh = 1, Relu = 2, Gelu = 3, GeluTanh = 4 };
-
 // y = act(x + bias) over [rows, cols]; bias [cols] or null. `y` may be `x` (in place). When
 // `z` is set the pre-activation x + bias is also stored there (the gelus' backward needs it).
 struct BiasActArgs {
