@@ -76,6 +76,7 @@ struct ChunkKernels {
   DpoBlock (*dpoRange)(const DpoLossArgs&, double bcoDelta, int64_t i0, int64_t i1);
   void (*biasActRows)(const BiasActArgs&, int64_t r0, int64_t r1);
   void (*biasActGradRows)(const BiasActBackwardArgs&, int64_t r0, int64_t r1);
+  void (*columnSums)(const float* x, int64_t rows, int64_t cols, int64_t c0, int64_t c1, double* sums);
   void (*adamwRange)(const nn_math::AdamwStep&, const float* g, float* p, float* m, float* v, int64_t i0, int64_t i1);
   double (*sumSquaresRange)(const float* x, int64_t i0, int64_t i1);
 };

@@ -18,15 +18,6 @@ using namespace nn_math;
 // Rows of `cols` elements per thread part: enough that a part is worth waking a thread.
 static int64_t rowGrain(int64_t cols) { return std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(cols, 1)); }
 
-// sums[j] = sum over rows r (in order) of x[r*cols + j], in float64, for columns [c0, c1).
-static void columnSums(const float* x, int64_t rows, int64_t cols, int64_t c0, int64_t c1, double* sums) {
-  std::fill(sums + c0, sums + c1, 0.0);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = x + r * cols;
-    for (int64_t j = c0; j < c1; ++j) sums[j] += row[j];
-  }
-}
-
 // Columns per thread part of a column sum over `rows` rows.
 static int64_t columnGrain(int64_t rows) { return std::max<int64_t>(kLine, kMinElementsPerThread / std::max<int64_t>(rows, 1)); }
 
@@ -43,7 +34,7 @@ void biasActBackwardCpu(const BiasActBackwardArgs& a) {
   if (a.gradBias == nullptr) return;
   std::vector<double> sums(static_cast<size_t>(a.cols));
   parallelFor(a.cols, columnGrain(a.rows), kLine, [&](int64_t c0, int64_t c1) {
-    columnSums(a.gradX, a.rows, a.cols, c0, c1, sums.data());
+    k->columnSums(a.gradX, a.rows, a.cols, c0, c1, sums.data());
     for (int64_t j = c0; j < c1; ++j) a.gradBias[j] = static_cast<float>(a.gradBias[j] + sums[j]);
   });
 }

@@ -2,6 +2,7 @@
 // variant (included by kernels_base.cpp and kernels_avx2.cpp after preference_chunks.h, and by
 // gemm.h, whose epilogue is biasActBlock). The matrix multiply has its own files (gemm.h); what is
 // here is elementwise.
+#include <algorithm>
 #include <cstdint>
 
 #include "../reference/nn_math.h"
@@ -88,8 +89,30 @@ static inline void biasActRows(const BiasActArgs& a, int64_t r0, int64_t r1) {
   biasActBlock(a.act, a.x, a.bias, a.y, a.z, a.cols, r0, r1, 0, a.cols);
 }
 
+// sums[j] = the sum over rows r of x[r * cols + j], widened to double and added in row order
+// from 0 as the reference adds them (so these are its bits), for columns [c0, c1). Strips of
+// two vectors of columns keep four accumulators in registers down the rows.
+static inline void columnSums(const float* x, int64_t rows, int64_t cols, int64_t c0, int64_t c1, double* sums) {
+  int64_t j = c0;
+  for (; j + 2 * W <= c1; j += 2 * W) {
+    VD acc[4] = {zeroD(), zeroD(), zeroD(), zeroD()};
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* p = x + r * cols + j;
+      accumulate(acc[0], acc[1], load(p));
+      accumulate(acc[2], acc[3], load(p + W));
+    }
+    for (int v = 0; v < 4; ++v) storeD(sums + j + v * (W / 2), acc[v]);
+  }
+  for (; j < c1; ++j) {
+    double s = 0;
+    for (int64_t r = 0; r < rows; ++r) s += x[r * cols + j];
+    sums[j] = s;
+  }
+}
+
 // gradX = gradY * act' for rows [r0, r1).
-static inline void biasActGradRows(const BiasActBackwardArgs& a, int64_t r0, int64_t r1) {
+template <Activation Act>
+static inline void biasActGradRowsOf(const BiasActBackwardArgs& a, int64_t r0, int64_t r1) {
   const int64_t C = a.cols;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t o = r * C;
@@ -97,9 +120,19 @@ static inline void biasActGradRows(const BiasActBackwardArgs& a, int64_t r0, int
     const float* z = a.z != nullptr ? a.z + o : nullptr;
     int64_t j = 0;
     for (; j + W <= C; j += W)
-      store(a.gradX + o + j, gradVector(a.act, load(a.gradY + o + j), y != nullptr ? y + j : nullptr, z != nullptr ? z + j : nullptr));
+      store(a.gradX + o + j, gradVector(Act, load(a.gradY + o + j), y != nullptr ? y + j : nullptr, z != nullptr ? z + j : nullptr));
     for (; j < C; ++j)
-      a.gradX[o + j] = a.gradY[o + j] * nn_math::activationGrad(a.act, y != nullptr ? y[j] : 0.0f, z != nullptr ? z[j] : 0.0f);
+      a.gradX[o + j] = a.gradY[o + j] * nn_math::activationGrad(Act, y != nullptr ? y[j] : 0.0f, z != nullptr ? z[j] : 0.0f);
+  }
+}
+
+static inline void biasActGradRows(const BiasActBackwardArgs& a, int64_t r0, int64_t r1) {
+  switch (a.act) {
+    case Activation::Identity: return biasActGradRowsOf<Activation::Identity>(a, r0, r1);
+    case Activation::Tanh: return biasActGradRowsOf<Activation::Tanh>(a, r0, r1);
+    case Activation::Relu: return biasActGradRowsOf<Activation::Relu>(a, r0, r1);
+    case Activation::Gelu: return biasActGradRowsOf<Activation::Gelu>(a, r0, r1);
+    case Activation::GeluTanh: return biasActGradRowsOf<Activation::GeluTanh>(a, r0, r1);
   }
 }
 
