@@ -91,7 +91,14 @@ function zerosLike(t: Tensor): Tensor {
   return z;
 }
 
-const raws = (ts: Tensor[], op: string, name: string): Raw[] => ts.map((t, i) => t.raw(op, `${name}[${i}]`));
+// The raw buffers of a list; the element's name ('grads[3]') is built only for the error.
+const raws = (ts: Tensor[], op: string, name: string): Raw[] => ts.map((t, i) => {
+  try {
+    return t.raw(op, name);
+  } catch {
+    return t.raw(op, `${name}[${i}]`);
+  }
+});
 
 /** AdamW (torch.optim.AdamW's update, see native/include/rlhf/nn.h) over a list of parameters. */
 export class AdamW {

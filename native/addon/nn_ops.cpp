@@ -50,6 +50,21 @@ void checkIds(const char* op, const int32_t* ids, int64_t n, int64_t vocab, int 
                                           std::to_string(i) + ", outside [0, " + std::to_string(vocab) + ")");
 }
 
+// v as a host buffer when it is a Float32Array, else an absent Buffer (bufferValue then reads it,
+// or names what is wrong): one query where most list elements are.
+Buffer hostFloat32(Napi::Env env, Napi::Value v) {
+  Buffer b;
+  napi_typedarray_type type;
+  size_t length;
+  void* data;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_float32_array)
+    return b;
+  b.js = v;
+  b.data = data;
+  b.length = static_cast<int64_t>(length);
+  return b;
+}
+
 // A list argument: a JS array of float32 buffers on one device.
 struct BufferList {
   std::vector<Buffer> buffers;
@@ -66,12 +81,15 @@ BufferList listArg(const Napi::CallbackInfo& info, size_t i, const char* op, con
   BufferList l;
   const uint32_t n = array.Length();
   l.buffers.reserve(n);
+  // The element's name is built only for an error: a model's step passes dozens of these lists.
+  auto element = [&](uint32_t k) { return std::string(name) + "[" + std::to_string(k) + "]"; };
   for (uint32_t k = 0; k < n; ++k) {
-    const std::string element = std::string(name) + "[" + std::to_string(k) + "]";
-    l.buffers.push_back(bufferValue(env, array.Get(k), Dtype::F32, op, element.c_str()));
+    const Napi::Value v = array.Get(k);
+    Buffer host = hostFloat32(env, v);
+    l.buffers.push_back(host.present() ? host : bufferValue(env, v, Dtype::F32, op, element(k).c_str()));
     const Buffer& b = l.buffers.back();
     if (k == 0) l.device = b.device;
-    else if (b.device != l.device) throwRangeError(env, op, element.c_str(), "is on another device than `" + std::string(name) + "[0]`");
+    else if (b.device != l.device) throwRangeError(env, op, element(k).c_str(), "is on another device than `" + std::string(name) + "[0]`");
     l.data.push_back(b.as<float>());
     l.sizes.push_back(b.length);
   }
