@@ -39,11 +39,8 @@ constexpr int64_t kNarrowN = 4 * kNr;
 // Below this many flops the call runs on the calling thread: waking the pool costs more.
 constexpr int64_t kMinParallelFlops = int64_t{1} << 19;
 // Tasks per thread, taken from a shared counter: a thread slowed by other work on the machine
-// takes fewer of them. Below kBalancedFlops (some 80 us on one core) a multiply is cut into one
-// task per thread instead, as evenly as its tiles allow: there a task more costs more than the
-// imbalance it might absorb.
+// takes fewer of them.
 constexpr int64_t kTasksPerThread = 2;
-constexpr int64_t kBalancedFlops = int64_t{1} << 23;
 // Floats of packed B per part of the parallel packing; rows of op(B), and steps of a transposed
 // op(A), packed at a time (see packBColumns and packTransposedA).
 constexpr int64_t kMinPackFloatsPerThread = int64_t{1} << 16;
@@ -387,43 +384,21 @@ static void applyEpilogue(const MatmulArgs& a, int64_t i0, int64_t i1, int64_t j
 
 // How the C columns of one block are cut into tasks: rowTasks x colTasks of them, each a nearly
 // equal share of the `tiles` micro-tile rows and the `panels` column panels (whole tiles and
-// panels, so that no two tasks write one tile). A single task below kMinParallelFlops or on one
-// thread.
+// panels, so that no two tasks write one tile); columns are cut too when there are too few rows
+// for kTasksPerThread tasks per thread. A single task below kMinParallelFlops or on one thread.
 struct TaskGrid {
   int64_t tiles, panels, rowTasks, colTasks;
   int64_t rowBegin(int64_t r) const { return r * tiles / rowTasks * kMr; }
   int64_t colBegin(int64_t c) const { return c * panels / colTasks * kNr; }
 };
 
-// The time of the slowest thread, in tile-panel products, when the tasks of a grid are shared out
-// one after another.
-static int64_t makespan(int64_t tiles, int64_t panels, int64_t rowTasks, int64_t colTasks, int64_t threads) {
-  return ceilDiv(rowTasks * colTasks, threads) * ceilDiv(tiles, rowTasks) * ceilDiv(panels, colTasks);
-}
-
 static TaskGrid taskGrid(const MatmulArgs& a, int64_t columns) {
   const int64_t threads = ThreadPool::instance().numThreads();
   const int64_t tiles = ceilDiv(a.M, kMr), panels = ceilDiv(columns, kNr);
-  const int64_t flops = 2 * a.M * columns * a.K;
-  if (threads == 1 || flops < kMinParallelFlops) return {tiles, panels, 1, 1};
-  if (flops >= kBalancedFlops) {
-    const int64_t wanted = threads * kTasksPerThread;
-    const int64_t rowTasks = std::min(wanted, tiles);
-    return {tiles, panels, rowTasks, std::min(panels, ceilDiv(wanted, rowTasks))};
-  }
-  // One task per thread, rows or columns cut so that the slowest thread has the least to do (the
-  // rows first on a tie: each task then reads a part of A only).
-  TaskGrid best{tiles, panels, 1, 1};
-  int64_t bestTime = makespan(tiles, panels, 1, 1, threads);
-  for (int64_t rowTasks = std::min(threads, tiles); rowTasks >= 1; --rowTasks) {
-    const int64_t colTasks = std::min(panels, ceilDiv(threads, rowTasks));
-    const int64_t time = makespan(tiles, panels, rowTasks, colTasks, threads);
-    if (time < bestTime) {
-      best = {tiles, panels, rowTasks, colTasks};
-      bestTime = time;
-    }
-  }
-  return best;
+  if (threads == 1 || 2 * a.M * columns * a.K < kMinParallelFlops) return {tiles, panels, 1, 1};
+  const int64_t wanted = threads * kTasksPerThread;
+  const int64_t rowTasks = std::min(wanted, tiles);
+  return {tiles, panels, rowTasks, std::min(panels, ceilDiv(wanted, rowTasks))};
 }
 
 static void gemm(const MatmulArgs& a) {
