@@ -23,15 +23,16 @@ export interface Epilogue {
   z: Tensor | null;
 }
 
+const noEpilogue: Epilogue = { bias: null, act: 'identity', z: null };
+
 /**
  * c (+)= op(a) op(b) over the leading rows of dense row-major tensors: a is [M, K] ([K, M] when
- * transA), b is [K, N] ([N, K] when transB), c is [M, N]; then the epilogue, when given.
+ * transA), b is [K, N] ([N, K] when transB), c is [M, N]; then the epilogue.
  */
 export function gemm(M: number, N: number, K: number, a: Tensor, transA: boolean, b: Tensor, transB: boolean, c: Tensor,
-                     accumulate: boolean, epilogue?: Epilogue): void {
+                     accumulate: boolean, epilogue: Epilogue = noEpilogue): void {
   native().matmul(M, N, K, raw(a, 'a'), transA ? M : K, transA, raw(b, 'b'), transB ? K : N, transB, raw(c, 'c'), N,
-    accumulate, epilogue ? rawOrNull(epilogue.bias, 'bias') : null, epilogue ? activationIndex[epilogue.act] : 0,
-    epilogue ? rawOrNull(epilogue.z, 'z') : null, false);
+    accumulate, rawOrNull(epilogue.bias, 'bias'), activationIndex[epilogue.act], rawOrNull(epilogue.z, 'z'), false);
 }
 
 /** gradX = gradY * act'; gradBias += its column sums. */

@@ -106,20 +106,26 @@ Buffer bufferArg(const Napi::CallbackInfo& info, size_t i, Dtype dtype, const ch
   return bufferValue(info.Env(), info[i], dtype, op, name, optional);
 }
 
-Buffer bufferValue(Napi::Env env, Napi::Value v, Dtype dtype, const char* op, const char* name, bool optional) {
+Buffer hostBufferOf(Napi::Env env, Napi::Value v, Dtype dtype) {
   Buffer b;
   napi_typedarray_type type;
   size_t length;
   void* data;
-  if (napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) == napi_ok) {
-    if (type != napiType(dtype))
-      throwTypeError(env, std::string(op) + ": expected a " + dtypeName(dtype) + " for `" + name +
-                              "` but received " + describe(v));
-    b.js = v;
-    b.data = data;
-    b.length = static_cast<int64_t>(length);
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != napiType(dtype))
     return b;
-  }
+  b.js = v;
+  b.data = data;
+  b.length = static_cast<int64_t>(length);
+  return b;
+}
+
+Buffer bufferValue(Napi::Env env, Napi::Value v, Dtype dtype, const char* op, const char* name, bool optional) {
+  const Buffer host = hostBufferOf(env, v, dtype);
+  if (host.present()) return host;
+  if (v.IsTypedArray())
+    throwTypeError(env, std::string(op) + ": expected a " + dtypeName(dtype) + " for `" + name + "` but received " +
+                            describe(v));
+  Buffer b;
   if (optional && (v.IsNull() || v.IsUndefined())) return b;
   if (DeviceBuffer::isDeviceBuffer(env, v)) {
     DeviceBuffer* d = DeviceBuffer::unwrap(v);

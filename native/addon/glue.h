@@ -43,6 +43,9 @@ struct Buffer {
 // (CUDA). With `optional`, null or undefined give an absent Buffer. `op` and `name` go in errors.
 Buffer bufferArg(const Napi::CallbackInfo& info, size_t i, Dtype dtype, const char* op,
                  const char* name, bool optional = false);
+// v as a host buffer when it is a TypedArray of `dtype`, else an absent Buffer: bufferValue's
+// common case, for callers that build the argument's name only when it is needed (list elements).
+Buffer hostBufferOf(Napi::Env env, Napi::Value v, Dtype dtype);
 // The same for a value that is not an argument itself (an element of an array argument).
 Buffer bufferValue(Napi::Env env, Napi::Value v, Dtype dtype, const char* op, const char* name, bool optional = false);
 int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);

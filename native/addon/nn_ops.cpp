@@ -50,21 +50,6 @@ void checkIds(const char* op, const int32_t* ids, int64_t n, int64_t vocab, int 
                                           std::to_string(i) + ", outside [0, " + std::to_string(vocab) + ")");
 }
 
-// v as a host buffer when it is a Float32Array, else an absent Buffer (bufferValue then reads it,
-// or names what is wrong): one query where most list elements are.
-Buffer hostFloat32(Napi::Env env, Napi::Value v) {
-  Buffer b;
-  napi_typedarray_type type;
-  size_t length;
-  void* data;
-  if (napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_float32_array)
-    return b;
-  b.js = v;
-  b.data = data;
-  b.length = static_cast<int64_t>(length);
-  return b;
-}
-
 // A list argument: a JS array of float32 buffers on one device.
 struct BufferList {
   std::vector<Buffer> buffers;
@@ -85,7 +70,7 @@ BufferList listArg(const Napi::CallbackInfo& info, size_t i, const char* op, con
   auto element = [&](uint32_t k) { return std::string(name) + "[" + std::to_string(k) + "]"; };
   for (uint32_t k = 0; k < n; ++k) {
     const Napi::Value v = array.Get(k);
-    Buffer host = hostFloat32(env, v);
+    const Buffer host = hostBufferOf(env, v, Dtype::F32);
     l.buffers.push_back(host.present() ? host : bufferValue(env, v, Dtype::F32, op, element(k).c_str()));
     const Buffer& b = l.buffers.back();
     if (k == 0) l.device = b.device;

@@ -4,6 +4,7 @@
 // here is elementwise.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "../reference/nn_math.h"
 #include "cpu_variants.h"
@@ -50,6 +51,19 @@ static inline VF gradVector(Activation act, VF g, const float* y, const float* z
   return load(lanes);
 }
 
+// f(std::integral_constant<Activation, act>{}): the activation as a template argument, so that
+// the loops f instantiates carry no switch.
+template <typename F>
+static inline void withActivation(Activation act, F&& f) {
+  switch (act) {
+    case Activation::Identity: return f(std::integral_constant<Activation, Activation::Identity>{});
+    case Activation::Tanh: return f(std::integral_constant<Activation, Activation::Tanh>{});
+    case Activation::Relu: return f(std::integral_constant<Activation, Activation::Relu>{});
+    case Activation::Gelu: return f(std::integral_constant<Activation, Activation::Gelu>{});
+    case Activation::GeluTanh: return f(std::integral_constant<Activation, Activation::GeluTanh>{});
+  }
+}
+
 // y = act(x + bias) (and z = x + bias when kept) over rows [r0, r1) and columns [c0, c1) of
 // x, y and z, all of row pitch ld; the activation a template argument so that the inner loop
 // carries no switch. Whole vectors from c0, then the scalar formula for the columns left.
@@ -76,13 +90,7 @@ static inline void biasActBlockOf(const float* x, const float* bias, float* y, f
 
 static inline void biasActBlock(Activation act, const float* x, const float* bias, float* y, float* z, int64_t ld,
                                 int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-  switch (act) {
-    case Activation::Identity: return biasActBlockOf<Activation::Identity>(x, bias, y, z, ld, r0, r1, c0, c1);
-    case Activation::Tanh: return biasActBlockOf<Activation::Tanh>(x, bias, y, z, ld, r0, r1, c0, c1);
-    case Activation::Relu: return biasActBlockOf<Activation::Relu>(x, bias, y, z, ld, r0, r1, c0, c1);
-    case Activation::Gelu: return biasActBlockOf<Activation::Gelu>(x, bias, y, z, ld, r0, r1, c0, c1);
-    case Activation::GeluTanh: return biasActBlockOf<Activation::GeluTanh>(x, bias, y, z, ld, r0, r1, c0, c1);
-  }
+  withActivation(act, [&](auto a) { biasActBlockOf<decltype(a)::value>(x, bias, y, z, ld, r0, r1, c0, c1); });
 }
 
 static inline void biasActRows(const BiasActArgs& a, int64_t r0, int64_t r1) {
@@ -127,13 +135,7 @@ static inline void biasActGradRowsOf(const BiasActBackwardArgs& a, int64_t r0, i
 }
 
 static inline void biasActGradRows(const BiasActBackwardArgs& a, int64_t r0, int64_t r1) {
-  switch (a.act) {
-    case Activation::Identity: return biasActGradRowsOf<Activation::Identity>(a, r0, r1);
-    case Activation::Tanh: return biasActGradRowsOf<Activation::Tanh>(a, r0, r1);
-    case Activation::Relu: return biasActGradRowsOf<Activation::Relu>(a, r0, r1);
-    case Activation::Gelu: return biasActGradRowsOf<Activation::Gelu>(a, r0, r1);
-    case Activation::GeluTanh: return biasActGradRowsOf<Activation::GeluTanh>(a, r0, r1);
-  }
+  withActivation(a.act, [&](auto act) { biasActGradRowsOf<decltype(act)::value>(a, r0, r1); });
 }
 
 // The AdamW update of elements [i0, i1) of one tensor, in nn_math::adamwUpdate's order.

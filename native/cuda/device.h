@@ -82,6 +82,20 @@ void launchSliced(int64_t total, const Launch& launch) {
   for (int64_t first = 0; first < total; first += kMaxGridX) launch(first, cappedGrid(total - first));
 }
 
+// Warp-per-row kernels of kWarps warps a block launch through launchWarpRows, in slices of at most
+// kMaxGridX blocks; warp w of block firstBlock + blockIdx.x takes row warpRow<kWarps>(firstBlock),
+// (firstBlock + blockIdx.x) * kWarps + w. 2^34 rows are more blocks than one grid holds, and a
+// [2^34, 1] batch (128 GiB) fits on an H200.
+template <int kWarps, class Launch>
+void launchWarpRows(int64_t rows, const Launch& launch) {
+  launchSliced((rows + kWarps - 1) / kWarps, launch);
+}
+
+template <int kWarps>
+__device__ inline int64_t warpRow(int64_t firstBlock) {
+  return (firstBlock + blockIdx.x) * kWarps + threadIdx.x / 32;
+}
+
 // A Range KernelError (a RangeError in JS) "<op>: `<name>` must be at most <max> but is <value>".
 inline void requireAtMost(const char* op, const char* name, int64_t value, int64_t max) {
   if (value > max)

@@ -61,13 +61,6 @@ constexpr int64_t kMaxBlocks = int64_t{1} << 16;
 __host__ __device__ int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 unsigned strideBlocks(int64_t n) { return static_cast<unsigned>(std::min(ceilDiv(n, kThreads), kMaxBlocks)); }
-// The warp-per-row kernels launch through launchWarpRows, in slices of at most 2^31 - 1 blocks:
-// warp w of block firstBlock + blockIdx.x takes row (firstBlock + blockIdx.x) * kWarps + w.
-// 2^34 rows are more blocks than one grid holds.
-template <class Launch>
-void launchWarpRows(int64_t rows, const Launch& launch) {
-  detail::launchSliced(ceilDiv(rows, kWarps), launch);
-}
 
 // --- preconditions: a null pointer or a negative size would fault on the device and poison the
 // whole CUDA context, so they are caught on the host --------------------------------------------
@@ -90,7 +83,6 @@ void requireActivation(Activation act, const char* op) {
 __device__ int64_t smaller(int64_t a, int64_t b) { return a < b ? a : b; }
 __device__ int64_t globalThread() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ int64_t gridThreads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
-__device__ int64_t warpRow(int64_t firstBlock) { return (firstBlock + blockIdx.x) * kWarps + threadIdx.x / 32; }
 
 // A float64 sum over the warp in a fixed butterfly: every lane gets the same bits, since each
 // step adds the same two values (in either order) on both partners.
@@ -445,7 +437,7 @@ __global__ void __launch_bounds__(kThreads) embeddingBackwardKernel(const Embedd
 // ================================================================================================
 
 __global__ void __launch_bounds__(kThreads) layerNormKernel(const LayerNormArgs a, int64_t firstBlock) {
-  const int64_t r = warpRow(firstBlock);
+  const int64_t r = detail::warpRow<kWarps>(firstBlock);
   const int lane = static_cast<int>(threadIdx.x % 32);
   if (r >= a.rows) return;  // whole warps leave together
   const float* x = a.x + r * a.cols;
@@ -470,7 +462,7 @@ __global__ void __launch_bounds__(kThreads) layerNormKernel(const LayerNormArgs 
 
 // gradX of a row (a warp per row): rstd * (g - mean_j(g) - xhat * mean_j(g * xhat)).
 __global__ void __launch_bounds__(kThreads) layerNormGradXKernel(const LayerNormBackwardArgs a, int64_t firstBlock) {
-  const int64_t r = warpRow(firstBlock);
+  const int64_t r = detail::warpRow<kWarps>(firstBlock);
   const int lane = static_cast<int>(threadIdx.x % 32);
   if (r >= a.rows) return;
   const float* x = a.x + r * a.cols;
@@ -533,7 +525,7 @@ __global__ void __launch_bounds__(kThreads) meanPoolKernel(const MeanPoolArgs a)
 
 // inv[b] = 1 / max(1, count_b) rounded to float32, a warp per row (an integer count).
 __global__ void __launch_bounds__(kThreads) poolWeightsKernel(const MeanPoolBackwardArgs a, float* inv, int64_t firstBlock) {
-  const int64_t b = warpRow(firstBlock);
+  const int64_t b = detail::warpRow<kWarps>(firstBlock);
   const int lane = static_cast<int>(threadIdx.x % 32);
   if (b >= a.B) return;
   double count = 0;  // exact: a sum of at most 2^53 ones in any order
@@ -701,16 +693,7 @@ void matmul(const MatmulArgs& a, int device) {
     if (ceilDiv(a.M, 128) * ceilDiv(a.N, 128) >= multiprocessors(device)) launchMatmul<128>(a, stream);
     else launchMatmul<64>(a, stream);
   }
-  if (!a.hasEpilogue()) return;
-  BiasActArgs e;
-  e.rows = a.M;
-  e.cols = a.N;
-  e.x = a.c;
-  e.bias = a.bias;
-  e.act = a.act;
-  e.y = a.c;
-  e.z = a.z;
-  biasAct(e, device);
+  if (a.hasEpilogue()) biasAct(BiasActArgs{a.M, a.N, a.c, a.bias, a.act, a.c, a.z}, device);
 }
 
 void biasAct(const BiasActArgs& a, int device) {
@@ -782,7 +765,7 @@ void layerNorm(const LayerNormArgs& a, int device) {
     requirePointer(a.x, "layerNorm", "x");
     requirePointer(a.y, "layerNorm", "y");
   }
-  launchWarpRows(a.rows, [&](int64_t first, unsigned blocks) {
+  detail::launchWarpRows<kWarps>(a.rows, [&](int64_t first, unsigned blocks) {
     layerNormKernel<<<blocks, kThreads, 0, stream>>>(a, first);
     detail::checkLaunch("layerNorm");
   });
@@ -802,7 +785,7 @@ void layerNormBackward(const LayerNormBackwardArgs& a, int device) {
   if (a.gradGamma != nullptr || a.gradBeta != nullptr)
     columnSums<SumPair>(LayerNormParamTerm{a}, AddToGammaBeta{a.gradGamma, a.gradBeta}, a.rows, a.cols, device, stream,
                         "layerNormBackward");
-  launchWarpRows(a.rows, [&](int64_t first, unsigned blocks) {
+  detail::launchWarpRows<kWarps>(a.rows, [&](int64_t first, unsigned blocks) {
     layerNormGradXKernel<<<blocks, kThreads, 0, stream>>>(a, first);
     detail::checkLaunch("layerNormBackward");
   });
@@ -830,7 +813,7 @@ void meanPoolBackward(const MeanPoolBackwardArgs& a, int device) {
   requirePointer(a.gradX, "meanPoolBackward", "gradX");
   detail::ScratchLease lease(device, static_cast<size_t>(a.B) * sizeof(float));
   float* inv = static_cast<float*>(lease.data());
-  launchWarpRows(a.B, [&](int64_t first, unsigned blocks) {
+  detail::launchWarpRows<kWarps>(a.B, [&](int64_t first, unsigned blocks) {
     poolWeightsKernel<<<blocks, kThreads, 0, stream>>>(a, inv, first);
     detail::checkLaunch("meanPoolBackward");
   });

@@ -219,18 +219,8 @@ __device__ long long warpSumCount(long long x) {
   return x;
 }
 
-// The warp-per-row kernels launch through launchWarpRows, in slices of at most 2^31 - 1 blocks:
-// warp w of block firstBlock + blockIdx.x takes row (firstBlock + blockIdx.x) * kWarps + w.
-// 2^34 rows are more blocks than one grid holds, and a [2^34, 1] batch (128 GiB) fits on an H200.
-template <class Launch>
-void launchWarpRows(int64_t rows, const Launch& launch) {
-  detail::launchSliced(ceilDiv(rows, kWarps), launch);
-}
-
-__device__ int64_t warpRow(int64_t firstBlock) { return (firstBlock + blockIdx.x) * kWarps + threadIdx.x / 32; }
-
 __global__ void __launch_bounds__(kThreads) sequenceLogprobsKernel(const SequenceLogprobsArgs a, int64_t firstBlock) {
-  const int64_t b = warpRow(firstBlock);
+  const int64_t b = detail::warpRow<kWarps>(firstBlock);
   const int lane = static_cast<int>(threadIdx.x % 32);
   if (b >= a.B) return;  // whole warps leave together
   const float* lp = a.tokenLogprobs + b * a.T;
@@ -252,7 +242,7 @@ __global__ void __launch_bounds__(kThreads) sequenceLogprobsKernel(const Sequenc
 
 __global__ void __launch_bounds__(kThreads)
     sequenceLogprobsBackwardKernel(const SequenceLogprobsBackwardArgs a, int64_t firstBlock) {
-  const int64_t b = warpRow(firstBlock);
+  const int64_t b = detail::warpRow<kWarps>(firstBlock);
   const int lane = static_cast<int>(threadIdx.x % 32);
   if (b >= a.B) return;
   const uint8_t* m = a.mask != nullptr ? a.mask + b * a.T : nullptr;
@@ -289,7 +279,7 @@ struct RewardMoments {
 __global__ void __launch_bounds__(kThreads)
     groupAdvantagesKernel(const GroupAdvantagesArgs a, const Moments* batch, int64_t firstBlock) {
   const int64_t groups = a.N / a.groupSize;
-  const int64_t gi = warpRow(firstBlock);
+  const int64_t gi = detail::warpRow<kWarps>(firstBlock);
   const int lane = static_cast<int>(threadIdx.x % 32);
   if (gi >= groups) return;
   const float* r = a.rewards + gi * a.groupSize;
@@ -421,7 +411,7 @@ void sequenceLogprobs(const SequenceLogprobsArgs& a, int device) {
   if (a.B == 0) return;
   requirePointer(a.out, "sequenceLogprobs", "out");
   if (a.T > 0) requirePointer(a.tokenLogprobs, "sequenceLogprobs", "tokenLogprobs");
-  launchWarpRows(a.B, [&](int64_t first, unsigned blocks) {
+  detail::launchWarpRows<kWarps>(a.B, [&](int64_t first, unsigned blocks) {
     sequenceLogprobsKernel<<<blocks, kThreads, 0, stream>>>(a, first);
     detail::checkLaunch("sequenceLogprobs");
   });
@@ -434,7 +424,7 @@ void sequenceLogprobsBackward(const SequenceLogprobsBackwardArgs& a, int device)
   if (a.B == 0 || a.T == 0) return;  // no element to write
   requirePointer(a.gradSequence, "sequenceLogprobsBackward", "gradSequence");
   requirePointer(a.out, "sequenceLogprobsBackward", "out");
-  launchWarpRows(a.B, [&](int64_t first, unsigned blocks) {
+  detail::launchWarpRows<kWarps>(a.B, [&](int64_t first, unsigned blocks) {
     sequenceLogprobsBackwardKernel<<<blocks, kThreads, 0, stream>>>(a, first);
     detail::checkLaunch("sequenceLogprobsBackward");
   });
@@ -482,7 +472,7 @@ void groupAdvantages(const GroupAdvantagesArgs& a, int device) {
   const Moments* batchMoments =
       batch ? reduceTerms(RewardMoments{a.rewards}, a.N, r.partials, r.spare, stream, "groupAdvantages (batch std)")
             : nullptr;
-  launchWarpRows(a.N / a.groupSize, [&](int64_t first, unsigned blocks) {
+  detail::launchWarpRows<kWarps>(a.N / a.groupSize, [&](int64_t first, unsigned blocks) {
     groupAdvantagesKernel<<<blocks, kThreads, 0, stream>>>(a, batchMoments, first);
     detail::checkLaunch("groupAdvantages");
   });

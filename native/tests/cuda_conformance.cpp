@@ -2213,6 +2213,64 @@ void matmulCase(Report& report, const MatmulShape& s, uint64_t seed) {
   }
 }
 
+// A dense layer's forward (MatmulArgs' epilogue: bias, activation, z): on CUDA it must give the
+// bits of the plain product followed by biasAct, which the cases above and below hold to their
+// references; K = 0 with accumulate still applies the epilogue. A pitched C is a Range error.
+void matmulEpilogueCase(Report& report, int64_t M, int64_t N, int64_t K, bool accumulate, rlhf::Activation act,
+                        uint64_t seed) {
+  Rng rng(seed);
+  const std::vector<float> A = rng.uniform(M * K, -1, 1), B = rng.uniform(N * K, -1, 1), C0 = rng.uniform(M * N, -2, 2);
+  const std::vector<float> bias = rng.uniform(N, -1, 1);
+  const std::string name = "matmul epilogue [" + std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K) +
+                           "] NT act=" + std::to_string(static_cast<int>(act)) + (accumulate ? " accumulate" : "");
+  try {
+    DeviceBuffer a(std::max<size_t>(A.size(), 1) * sizeof(float)), b(std::max<size_t>(B.size(), 1) * sizeof(float));
+    DeviceBuffer c(C0.size() * sizeof(float)), z(C0.size() * sizeof(float)), bi(bias.size() * sizeof(float));
+    if (!A.empty()) a.upload(A.data());
+    if (!B.empty()) b.upload(B.data());
+    bi.upload(bias.data());
+    rlhf::MatmulArgs plain;
+    plain.M = M;
+    plain.N = N;
+    plain.K = K;
+    plain.a = a.as<float>();
+    plain.lda = K;
+    plain.b = b.as<float>();
+    plain.ldb = K;
+    plain.transB = true;
+    plain.c = c.as<float>();
+    plain.ldc = N;
+    plain.accumulate = accumulate;
+    rlhf::MatmulArgs fused = plain;
+    fused.bias = bi.as<float>();
+    fused.act = act;
+    fused.z = z.as<float>();
+    std::vector<float> gotC(C0.size()), gotZ(C0.size()), wantC(C0.size()), wantZ(C0.size());
+    c.upload(C0.data());
+    cu::matmul(fused, gDevice);
+    c.download(gotC.data());
+    z.download(gotZ.data());
+    c.upload(C0.data());
+    z.fillSentinel();
+    cu::matmul(plain, gDevice);
+    cu::biasAct(rlhf::BiasActArgs{M, N, c.as<float>(), bi.as<float>(), act, c.as<float>(), z.as<float>()}, gDevice);
+    c.download(wantC.data());
+    z.download(wantZ.data());
+    report.record(sameFloats(gotC, wantC) && sameFloats(gotZ, wantZ) && guardsIntact({&c, &z}), name,
+                  "the bits of matmul then biasAct");
+    rlhf::MatmulArgs pitched = fused;
+    pitched.N = N - 1;
+    try {
+      cu::matmul(pitched, gDevice);
+      report.record(false, name + " with ldc > N", "no error");
+    } catch (const rlhf::KernelError& e) {
+      report.record(e.kind == rlhf::ErrorKind::Range, name + " with ldc > N is a Range error", e.what());
+    }
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
 // --- bias and activation ---
 
 void biasActCase(Report& report, int64_t rows, int64_t cols, rlhf::Activation act, bool withBias, bool inPlace,
@@ -2723,6 +2781,11 @@ void nnCases(Report& report) {
   for (const MatmulShape& s : shapes) matmulCase(report, s, ++seed);
 
   using A = rlhf::Activation;
+  for (A act : {A::Identity, A::Tanh, A::Relu, A::Gelu, A::GeluTanh}) {
+    matmulEpilogueCase(report, 128, 64, 64, false, act, ++seed);
+    matmulEpilogueCase(report, 37, 3, 19, true, act, ++seed);
+  }
+  matmulEpilogueCase(report, 9, 20, 0, true, A::Tanh, ++seed);
   for (A act : {A::Identity, A::Tanh, A::Relu, A::Gelu, A::GeluTanh}) {
     biasActCase(report, 1, 1, act, true, false, ++seed);
     biasActCase(report, 37, 61, act, true, false, ++seed);

@@ -250,15 +250,7 @@ void testEpilogue(int64_t M, int64_t N, int64_t K, bool transA, bool transB, boo
   auto split = [&](const Problem& p, void (*mm)(const MatmulArgs&), void (*ba)(const BiasActArgs&), std::vector<float>& z) {
     std::vector<float> c = runInto(p, mm);
     z.assign(c.size(), kSentinel);
-    BiasActArgs e;
-    e.rows = M;
-    e.cols = N;
-    e.x = c.data();
-    e.bias = withBias ? bias.data() : nullptr;
-    e.act = act;
-    e.y = c.data();
-    e.z = withZ ? z.data() : nullptr;
-    ba(e);
+    ba(BiasActArgs{M, N, c.data(), withBias ? bias.data() : nullptr, act, c.data(), withZ ? z.data() : nullptr});
     return c;
   };
   const Problem dense = makeProblem(M, N, K, Layout{transA, transB, accumulate, 0});
