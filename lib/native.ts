@@ -179,6 +179,9 @@ export interface NativeAddon {
           async: boolean): void | Promise<void>;
   biasActBackward(rows: number, cols: number, gradY: Raw, y: Opt<Raw>, z: Opt<Raw>, activation: number, gradX: Raw,
                   gradBias: Opt<Raw>, async: boolean): void | Promise<void>;
+  denseBackward(rows: number, inSize: number, outSize: number, x: Raw, w: Raw, y: Opt<Raw>, z: Opt<Raw>, activation: number,
+                gradY: Raw, gradZ: Raw, gradW: Raw, gradBias: Opt<Raw>, gradX: Opt<Raw>, accumulateGradX: boolean,
+                async: boolean): void | Promise<void>;
   embedding(n: number, dim: number, vocab: number, ids: Raw, table: Raw, out: Raw, async: boolean): void | Promise<void>;
   embeddingBackward(n: number, dim: number, vocab: number, ids: Raw, gradOut: Raw, gradTable: Raw,
                     async: boolean): void | Promise<void>;

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import t from 'tap';
 
 import * as rl from '../lib/index';
+import { native } from '../lib/native';
 import {
   expectBitIdentical, expectClose, expectError, hasCuda, randomFloats, Rng, rng, snapshot, T as TapT, uniformFloats,
   withCpuPath, withThreads,
@@ -1200,9 +1201,7 @@ t.test('checkpoints: resuming model + AdamW state is bit-identical to training s
 
 t.test('bad input to forward and backward', async (t) => {
   const m = rl.nn.mlp({ inputSize: 3, hiddenSizes: [4], outputSize: 2, seed: 1 });
-  // Backward before any forward: a named error like the other models'. (Fails at present:
-  // Mlp.backward in lib/nn/models.ts has no such check, and DenseStack.backward in
-  // lib/nn/layers.ts throws a plain Error 'DenseStack.backward before forward'.)
+  // Backward before any forward: a named error like the other models'.
   expectError(t, () => m.backward(new Float32Array(4)), RangeError, /mlp\.backward: `gradOutput` needs a forward\(\) first/, undefined,
     'mlp: backward before forward');
   expectError(t, () => m.forward(new Int32Array(6) as never),
@@ -1224,9 +1223,8 @@ t.test('bad input to forward and backward', async (t) => {
   expectError(t, () => m.backward(new Float32Array(4), { inputGrad: 1 } as never), TypeError, /mlp\.backward: expected a boolean for `inputGrad`/);
   expectError(t, () => m.backward(new Float32Array(4), 'no' as never), TypeError, /mlp\.backward: expected an options object for `options`/);
   // A gradient whose rows are not the last forward's batch: named as the caller's argument, as
-  // the token policy and the reward model do ("must have N rows (as the last forward's batch)").
-  // (Fails at present: Mlp.backward never compares the rows with the forward's, so the addon's
-  // check inside biasActBackward reports it as "biasActBackward: expected `gradY` to hold ...".)
+  // the token policy and the reward model do ("must have N rows (as the last forward's batch)"),
+  // not by the addon's length check inside the layers' kernels.
   expectError(t, () => m.backward(new Float32Array(2)),
     RangeError, /mlp\.backward: `gradOutput` must have 2 rows/, undefined, 'mlp: gradOutput with fewer rows than the forward');
   expectError(t, () => m.backward(new Float32Array(8)),
@@ -1250,8 +1248,6 @@ t.test('bad input to forward and backward', async (t) => {
     RangeError, /tokenPolicy\.backward: `gradValues` given but this policy has no value head/);
   expectError(t, () => tp.backward(null as never), TypeError, /tokenPolicy\.backward: expected an object \{ gradLogits, gradValues \} for `grads` but received null/);
   // A gradient array passed where { gradLogits } is expected must not be taken as "no gradient".
-  // (Fails at present: options() in lib/validate.ts accepts any non-array object, a
-  // Float32Array or a Tensor included, so backward() silently adds nothing.)
   expectError(t, () => tp.backward(new Float32Array(15) as never), TypeError, /tokenPolicy\.backward: .*`grads`/, undefined,
     'tokenPolicy: a Float32Array as `grads`');
   expectError(t, () => tp.backward(rl.tensor(new Float32Array(15), [3, 5]) as never), TypeError, /tokenPolicy\.backward: .*`grads`/, undefined,
@@ -1288,6 +1284,28 @@ t.test('bad input to forward and backward', async (t) => {
   expectError(t, () => rm.backward(rl.tensor(new Float32Array(4), [2, 2])), RangeError, /rewardModel\.backward: `gradRewards` must have shape \[rows, 1\]/);
   expectError(t, () => rm.backward([1, 2] as never),
     TypeError, /rewardModel\.backward: expected a float32 Tensor or TypedArray for `gradRewards` but received an Array/);
+});
+
+t.test("the layers' one-call backward kernel names what is wrong with its operands", async (t) => {
+  // denseBackward(rows, in, out, x, w, y?, z?, activation, gradY, gradZ, gradW, gradBias?, gradX?, accumulateGradX, async)
+  const f = (n: number) => new Float32Array(n);
+  const call = (over: Record<number, unknown>) => {
+    const args: unknown[] = [2, 3, 4, f(6), f(12), f(8), null, 1, f(8), f(8), f(12), f(4), f(6), false, false];
+    for (const [i, v] of Object.entries(over)) args[Number(i)] = v;
+    return (native().denseBackward as (...a: unknown[]) => unknown)(...args);
+  };
+  t.equal(call({}), undefined, 'well-formed operands run');
+  expectError(t, () => call({ 3: f(5) }), RangeError, /denseBackward: `x` must hold at least 6 elements \(2 rows of 3 with pitch 3\) but holds 5/);
+  expectError(t, () => call({ 4: f(11) }), RangeError, /denseBackward: `w` must hold at least 12 elements/);
+  expectError(t, () => call({ 5: null }), RangeError, /denseBackward: `y` \(the activation's output\) is required by tanh and relu/);
+  expectError(t, () => call({ 7: 3 }), RangeError, /denseBackward: `z` \(the pre-activation\) is required by the gelus/);
+  expectError(t, () => call({ 7: 7 }), RangeError, /denseBackward: `activation` is not a known activation/);
+  expectError(t, () => call({ 8: f(7) }), RangeError, /denseBackward: .*`gradY`/);
+  expectError(t, () => call({ 10: new Int32Array(12) }), TypeError, /denseBackward: expected a Float32Array .*`gradW` but received Int32Array/);
+  expectError(t, () => call({ 11: f(3) }), RangeError, /denseBackward: .*`gradBias`/);
+  expectError(t, () => call({ 12: f(5) }), RangeError, /denseBackward: `gradX` must hold at least 6 elements/);
+  expectError(t, () => call({ 0: -1 }), RangeError, /denseBackward: .*`rows`/);
+  expectError(t, () => call({ 13: 'yes' }), TypeError, /denseBackward: expected a boolean for `accumulateGradX`/);
 });
 
 t.test('bad options to the model constructors', async (t) => {

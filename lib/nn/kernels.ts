@@ -35,11 +35,29 @@ export function gemm(M: number, N: number, K: number, a: Tensor, transA: boolean
     accumulate, rawOrNull(epilogue.bias, 'bias'), activationIndex[epilogue.act], rawOrNull(epilogue.z, 'z'), false);
 }
 
-/** gradX = gradY * act'; gradBias += its column sums. */
-export function biasActBackward(rows: number, cols: number, gradY: Tensor, y: Tensor | null, z: Tensor | null,
-                                act: ActivationName, gradX: Tensor, gradBias: Tensor | null): void {
-  native().biasActBackward(rows, cols, raw(gradY, 'gradY'), rawOrNull(y, 'y'), rawOrNull(z, 'z'), activationIndex[act],
-    raw(gradX, 'gradX'), rawOrNull(gradBias, 'gradBias'), false);
+/** What a dense layer's backward reads and writes (see denseBackward). */
+export interface DenseGrads {
+  /** d/dy [rows, out]. */
+  gradY: Tensor;
+  /** Receives d/d(pre-activation) [rows, out]; may be gradY. */
+  gradZ: Tensor;
+  /** Accumulate [out, in] and [out]. */
+  gradW: Tensor;
+  gradBias: Tensor | null;
+  /** Receives (or, with accumulateGradX, adds) d/dx [rows, in] when given. */
+  gradX: Tensor | null;
+  accumulateGradX: boolean;
+}
+
+/**
+ * The backward of y = act(x w^T + b) in one native call: gradZ = gradY * act', gradBias += its
+ * column sums, gradW += gradZ^T x, gradX (+)= gradZ w. y (tanh, relu) or z (the gelus) feeds act'.
+ */
+export function denseBackward(rows: number, inSize: number, outSize: number, x: Tensor, w: Tensor, y: Tensor | null,
+                              z: Tensor | null, act: ActivationName, g: DenseGrads): void {
+  native().denseBackward(rows, inSize, outSize, raw(x, 'x'), raw(w, 'w'), rawOrNull(y, 'y'), rawOrNull(z, 'z'),
+    activationIndex[act], raw(g.gradY, 'gradY'), raw(g.gradZ, 'gradZ'), raw(g.gradW, 'gradW'), rawOrNull(g.gradBias, 'gradBias'),
+    rawOrNull(g.gradX, 'gradX'), g.accumulateGradX, false);
 }
 
 export function embedding(n: number, dim: number, vocab: number, ids: Tensor, table: Tensor, out: Tensor): void {

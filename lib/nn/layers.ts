@@ -1,7 +1,7 @@
 // Dense layers and stacks of them: the forward and backward passes as sequences of native
 // kernels over buffers kept between calls, so that a training step allocates little.
 import { DeviceIndex, Tensor, emptyTensor } from '../tensor';
-import { ActivationName, biasActBackward, gemm, needsPreActivation } from './kernels';
+import { ActivationName, denseBackward, gemm, needsPreActivation } from './kernels';
 import { Parameter } from './module';
 
 /** y = act(x W^T + b), W [out, in] as PyTorch's nn.Linear stores it, b [out]. */
@@ -20,15 +20,16 @@ export class Dense {
   /**
    * From gy = d/dy: gz = d/d(pre-activation) into `gz` (which may be gy), the weight and bias
    * gradients accumulated, and gx = gz W written (or added, with accumulateGx) when gx is given.
+   * One native call.
    */
   backward(B: number, x: Tensor, y: Tensor, z: Tensor | null, gy: Tensor, gz: Tensor, gx: Tensor | null,
            accumulateGx: boolean): void {
     // The identity's gradient is gy itself: rewriting gy's own values in place (times 1) spares a
     // copy of what may be a [B, vocabulary] gradient.
-    const g = this.act === 'identity' ? gy : gz;
-    biasActBackward(B, this.outSize, gy, y, z, this.act, g, this.bias.grad);
-    gemm(this.outSize, this.inSize, B, g, true, x, false, this.weight.grad as Tensor, true);
-    if (gx !== null) gemm(B, this.inSize, this.outSize, g, false, this.weight.value, false, gx, accumulateGx);
+    const gradZ = this.act === 'identity' ? gy : gz;
+    denseBackward(B, this.inSize, this.outSize, x, this.weight.value, y, z, this.act, {
+      gradY: gy, gradZ, gradW: this.weight.grad as Tensor, gradBias: this.bias.grad, gradX: gx, accumulateGradX: accumulateGx,
+    });
   }
 }
 

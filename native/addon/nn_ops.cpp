@@ -38,6 +38,14 @@ Activation activationArg(const Napi::CallbackInfo& info, size_t i, const char* o
   return static_cast<Activation>(act);
 }
 
+// The backward of an activation reads its output (tanh, relu) or its input (the gelus).
+void requireActivationInput(Napi::Env env, const char* op, Activation act, const Buffer& y, const Buffer& z) {
+  const bool needsY = act == Activation::Tanh || act == Activation::Relu;
+  const bool needsZ = act == Activation::Gelu || act == Activation::GeluTanh;
+  if (needsY && !y.present()) throwRangeError(env, op, "y", "(the activation's output) is required by tanh and relu");
+  if (needsZ && !z.present()) throwRangeError(env, op, "z", "(the pre-activation) is required by the gelus");
+}
+
 // Throws a Range KernelError naming the first id outside [0, vocab). (0 is passed as the label
 // checker's ignore index: it is a valid id anyway, so nothing is exempt.)
 void checkIds(const char* op, const int32_t* ids, int64_t n, int64_t vocab, int device) {
@@ -191,10 +199,7 @@ Napi::Value biasActBackward(const Napi::CallbackInfo& info) {
   if (z.present()) requireLength(env, z, op, "z", a.rows, a.cols);
   requireLength(env, gx, op, "gradX", a.rows, a.cols);
   if (gb.present()) requireLength(env, gb, op, "gradBias", a.cols);
-  const bool needsY = a.act == Activation::Tanh || a.act == Activation::Relu;
-  const bool needsZ = a.act == Activation::Gelu || a.act == Activation::GeluTanh;
-  if (needsY && !y.present()) throwRangeError(env, op, "y", "(the activation's output) is required by tanh and relu");
-  if (needsZ && !z.present()) throwRangeError(env, op, "z", "(the pre-activation) is required by the gelus");
+  requireActivationInput(env, op, a.act, y, z);
   const int device = commonDevice(env, op, {{"gradY", &gy}, {"y", &y}, {"z", &z}, {"gradX", &gx}, {"gradBias", &gb}});
   a.gradY = gy.as<float>();
   a.y = y.as<float>();
@@ -204,6 +209,56 @@ Napi::Value biasActBackward(const Napi::CallbackInfo& info) {
   return runKernel(info, async, {gy, y, z, gx, gb}, [a, device]() -> ToJs {
     if (device == kCpu) biasActBackwardCpu(a);
     else cuda::biasActBackward(a, device);
+    return kUndefined;
+  });
+}
+
+// denseBackward(rows, in, out, x, w, y?, z?, activation, gradY, gradZ, gradW, gradBias?, gradX?, accumulateGradX,
+// async): biasActBackward and the two products of a dense layer's backward in one call. The
+// operands are checked as those ops check them.
+Napi::Value denseBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "denseBackward";
+  DenseBackwardArgs a;
+  a.rows = intArg(info, 0, op, "rows");
+  a.in = intArg(info, 1, op, "in");
+  a.out = intArg(info, 2, op, "out");
+  const Buffer x = bufferArg(info, 3, Dtype::F32, op, "x");
+  const Buffer w = bufferArg(info, 4, Dtype::F32, op, "w");
+  const Buffer y = bufferArg(info, 5, Dtype::F32, op, "y", true);
+  const Buffer z = bufferArg(info, 6, Dtype::F32, op, "z", true);
+  a.act = activationArg(info, 7, op);
+  const Buffer gy = bufferArg(info, 8, Dtype::F32, op, "gradY");
+  const Buffer gz = bufferArg(info, 9, Dtype::F32, op, "gradZ");
+  const Buffer gw = bufferArg(info, 10, Dtype::F32, op, "gradW");
+  const Buffer gb = bufferArg(info, 11, Dtype::F32, op, "gradBias", true);
+  const Buffer gx = bufferArg(info, 12, Dtype::F32, op, "gradX", true);
+  a.accumulateGradX = boolArg(info, 13, op, "accumulateGradX");
+  const bool async = boolArg(info, 14, op, "async");
+  requireMatrix(env, x, op, "x", "in", a.rows, a.in, a.in);
+  requireMatrix(env, w, op, "w", "in", a.out, a.in, a.in);
+  if (y.present()) requireLength(env, y, op, "y", a.rows, a.out);
+  if (z.present()) requireLength(env, z, op, "z", a.rows, a.out);
+  requireLength(env, gy, op, "gradY", a.rows, a.out);
+  requireLength(env, gz, op, "gradZ", a.rows, a.out);
+  requireMatrix(env, gw, op, "gradW", "in", a.out, a.in, a.in);
+  if (gb.present()) requireLength(env, gb, op, "gradBias", a.out);
+  if (gx.present()) requireMatrix(env, gx, op, "gradX", "in", a.rows, a.in, a.in);
+  requireActivationInput(env, op, a.act, y, z);
+  const int device = commonDevice(env, op, {{"x", &x}, {"w", &w}, {"y", &y}, {"z", &z}, {"gradY", &gy}, {"gradZ", &gz},
+                                            {"gradW", &gw}, {"gradBias", &gb}, {"gradX", &gx}});
+  a.x = x.as<float>();
+  a.w = w.as<float>();
+  a.y = y.as<float>();
+  a.z = z.as<float>();
+  a.gradY = gy.as<float>();
+  a.gradZ = gz.as<float>();
+  a.gradW = gw.as<float>();
+  a.gradBias = gb.as<float>();
+  a.gradX = gx.as<float>();
+  return runKernel(info, async, {x, w, y, z, gy, gz, gw, gb, gx}, [a, device]() -> ToJs {
+    if (device == kCpu) denseBackwardCpu(a);
+    else cuda::denseBackward(a, device);
     return kUndefined;
   });
 }

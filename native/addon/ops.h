@@ -30,6 +30,7 @@ Napi::Value groupAdvantages(const Napi::CallbackInfo& info);
 Napi::Value matmul(const Napi::CallbackInfo& info);
 Napi::Value biasAct(const Napi::CallbackInfo& info);
 Napi::Value biasActBackward(const Napi::CallbackInfo& info);
+Napi::Value denseBackward(const Napi::CallbackInfo& info);
 Napi::Value embedding(const Napi::CallbackInfo& info);
 Napi::Value embeddingBackward(const Napi::CallbackInfo& info);
 Napi::Value layerNorm(const Napi::CallbackInfo& info);

@@ -52,6 +52,7 @@ void groupAdvantages(const GroupAdvantagesArgs&, int) { unavailable(); }
 void matmul(const MatmulArgs&, int) { unavailable(); }
 void biasAct(const BiasActArgs&, int) { unavailable(); }
 void biasActBackward(const BiasActBackwardArgs&, int) { unavailable(); }
+void denseBackward(const DenseBackwardArgs&, int) { unavailable(); }
 void embedding(const EmbeddingArgs&, int) { unavailable(); }
 void embeddingBackward(const EmbeddingBackwardArgs&, int) { unavailable(); }
 void layerNorm(const LayerNormArgs&, int) { unavailable(); }

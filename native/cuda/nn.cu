@@ -726,6 +726,13 @@ void biasActBackward(const BiasActBackwardArgs& a, int device) {
   columnSums<double>(BiasGradTerm{a}, AddToBias{a.gradBias}, a.rows, a.cols, device, stream, "biasActBackward");
 }
 
+// The three steps on the device's stream, one after the other (see DenseBackwardArgs).
+void denseBackward(const DenseBackwardArgs& a, int device) {
+  biasActBackward(activationGradStep(a), device);
+  matmul(weightGradStep(a), device);
+  if (a.gradX != nullptr) matmul(inputGradStep(a), device);
+}
+
 void embedding(const EmbeddingArgs& a, int device) {
   requireSize("embedding", "n", a.n);
   requireSize("embedding", "dim", a.dim);

@@ -54,6 +54,12 @@ void biasActBackwardReference(const BiasActBackwardArgs& a) {
   }
 }
 
+void denseBackwardReference(const DenseBackwardArgs& a) {
+  biasActBackwardReference(activationGradStep(a));
+  matmulReference(weightGradStep(a));
+  if (a.gradX != nullptr) matmulReference(inputGradStep(a));
+}
+
 void embeddingReference(const EmbeddingArgs& a) {
   for (int64_t i = 0; i < a.n; ++i)
     for (int64_t d = 0; d < a.dim; ++d) a.out[i * a.dim + d] = a.table[static_cast<int64_t>(a.ids[i]) * a.dim + d];

@@ -896,6 +896,81 @@ void testBiasAct(int64_t rows, int64_t cols, Activation act) {
   });
 }
 
+// denseBackward against the reference (the op's tolerance) and, on every CPU config, against
+// its three steps run one by one on that config (bit for bit): the side-by-side products of
+// small layers, and the sequential ones of large layers, are the ops they compose.
+void testDenseBackward(int64_t rows, int64_t in, int64_t out, Activation act, bool withGradX, bool accumulateGradX,
+                       bool inPlace) {
+  covered.insert("denseBackward");
+  auto x = randomFloats(rows * in), w = randomFloats(out * in), pre = randomFloats(rows * out, -3, 3);
+  auto gy = randomFloats(rows * out), gw0 = randomFloats(out * in), gb0 = randomFloats(out), gx0 = randomFloats(rows * in);
+  std::vector<float> y(pre.size()), z(pre.size());
+  biasActReference(BiasActArgs{rows, out, pre.data(), nullptr, act, y.data(), z.data()});
+  const std::string what = std::to_string(rows) + "x" + std::to_string(in) + "->" + std::to_string(out) + " act=" +
+                           std::to_string(static_cast<int>(act)) + (withGradX ? accumulateGradX ? " +=gradX" : " gradX" : "") +
+                           (inPlace ? " in place" : "");
+  // The outputs of one run, each with guards; gradY is copied so that in place may overwrite it.
+  struct Outputs {
+    std::vector<float> gradY;
+    Out gz, gw, gb, gx;
+    Outputs(const std::vector<float>& gy, const std::vector<float>& gw0, const std::vector<float>& gb0,
+            const std::vector<float>& gx0, int64_t zs)
+        : gradY(gy), gz(zs), gw(static_cast<int64_t>(gw0.size())), gb(static_cast<int64_t>(gb0.size())),
+          gx(static_cast<int64_t>(gx0.size())) {
+      std::copy(gw0.begin(), gw0.end(), gw.v.begin());
+      std::copy(gb0.begin(), gb0.end(), gb.v.begin());
+      std::copy(gx0.begin(), gx0.end(), gx.v.begin());
+    }
+  };
+  auto argsFor = [&](Outputs& o) {
+    DenseBackwardArgs a;
+    a.rows = rows;
+    a.in = in;
+    a.out = out;
+    a.x = x.data();
+    a.w = w.data();
+    a.y = y.data();
+    a.z = z.data();
+    a.act = act;
+    a.gradY = o.gradY.data();
+    a.gradZ = inPlace ? o.gradY.data() : o.gz.data();
+    a.gradW = o.gw.data();
+    a.gradBias = o.gb.data();
+    a.gradX = withGradX ? o.gx.data() : nullptr;
+    a.accumulateGradX = accumulateGradX;
+    return a;
+  };
+  auto gradZOf = [&](Outputs& o) { return inPlace ? o.gradY.data() : o.gz.data(); };
+  Outputs ref(gy, gw0, gb0, gx0, rows * out);
+  denseBackwardReference(argsFor(ref));
+  const double tol = tolOf("denseBackward");
+  forEachCpuConfig([&](const std::string& config) {
+    Outputs got(gy, gw0, gb0, gx0, rows * out), steps(gy, gw0, gb0, gx0, rows * out);
+    denseBackwardCpu(argsFor(got));
+    const DenseBackwardArgs s = argsFor(steps);
+    biasActBackwardCpu(activationGradStep(s));
+    matmulCpu(weightGradStep(s));
+    if (withGradX) matmulCpu(inputGradStep(s));
+    const struct {
+      const char* name;
+      const float *got, *steps, *ref;
+      int64_t n;
+      const Out* guarded;
+    } outs[] = {{"gradZ", gradZOf(got), gradZOf(steps), gradZOf(ref), rows * out, inPlace ? nullptr : &got.gz},
+                {"gradW", got.gw.data(), steps.gw.data(), ref.gw.data(), out * in, &got.gw},
+                {"gradBias", got.gb.data(), steps.gb.data(), ref.gb.data(), out, &got.gb},
+                {"gradX", got.gx.data(), steps.gx.data(), ref.gx.data(), rows * in, &got.gx}};
+    for (const auto& o : outs) {
+      std::string why;
+      const bool nearRef = close(o.got, o.ref, o.n, tol, why);
+      const bool stepBits = std::memcmp(o.got, o.steps, static_cast<size_t>(o.n) * sizeof(float)) == 0;
+      const bool guards = o.guarded == nullptr || o.guarded->guardIntact(o.n);
+      report(nearRef && stepBits && guards, std::string("denseBackward ") + o.name + " " + what + " [" + config + "] " + why +
+                                                (stepBits ? "" : " (not the bits of its steps)") + (guards ? "" : " (guard overwritten)"));
+    }
+  });
+}
+
 void testEmbedding(int64_t n, int64_t dim, int64_t vocab) {
   std::vector<int32_t> ids(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * 7 + i * i) % vocab);  // repeats
@@ -1026,6 +1101,15 @@ void testNnFamily() {
   testMatmulCovered();
   for (Activation act : {Activation::Identity, Activation::Tanh, Activation::Relu, Activation::Gelu, Activation::GeluTanh})
     for (auto [r, c] : {std::pair<int64_t, int64_t>{1, 1}, {7, 13}, {128, 64}, {300, 257}}) testBiasAct(r, c, act);
+  // The MLP step's layers (side by side on 2+ threads), a lone row, and a layer too large for the
+  // side-by-side products (2 * 256 * 160 * 128 flops each).
+  for (Activation act : {Activation::Identity, Activation::Tanh, Activation::Gelu}) {
+    testDenseBackward(128, 64, 64, act, true, false, false);
+    testDenseBackward(128, 64, 2, act, true, true, act == Activation::Identity);
+    testDenseBackward(128, 4, 64, act, false, false, false);
+  }
+  testDenseBackward(1, 3, 5, Activation::Relu, true, true, false);
+  testDenseBackward(256, 160, 128, Activation::Tanh, true, false, false);
   for (auto [n, d, v] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {50, 8, 7}, {4000, 33, 300}}) testEmbedding(n, d, v);
   for (bool affine : {false, true})
     for (auto [r, c] : {std::pair<int64_t, int64_t>{1, 1}, {5, 64}, {600, 129}}) testLayerNorm(r, c, affine);

@@ -2354,6 +2354,89 @@ void biasActCase(Report& report, int64_t rows, int64_t cols, rlhf::Activation ac
   }
 }
 
+// --- a dense layer's backward ---
+
+// cu::denseBackward against the reference (the op's tolerance), twice for repeatability.
+void denseBackwardCase(Report& report, int64_t rows, int64_t in, int64_t out, rlhf::Activation act, bool withGradX,
+                       bool accumulateGradX, uint64_t seed) {
+  Rng rng(seed);
+  const std::vector<float> x = rng.uniform(rows * in, -1, 1), w = rng.uniform(out * in, -1, 1), pre = rng.uniform(rows * out, -3, 3);
+  const std::vector<float> gy = rng.uniform(rows * out, -1, 1), gw0 = rng.uniform(out * in, -1, 1), gb0 = rng.uniform(out, -1, 1);
+  const std::vector<float> gx0 = rng.uniform(rows * in, -1, 1);
+  std::vector<float> y(pre.size()), z(pre.size());
+  rlhf::biasActReference(rlhf::BiasActArgs{rows, out, pre.data(), nullptr, act, y.data(), z.data()});
+  std::vector<float> wantGz(pre.size()), wantGw = gw0, wantGb = gb0, wantGx = gx0;
+  rlhf::DenseBackwardArgs host;
+  host.rows = rows;
+  host.in = in;
+  host.out = out;
+  host.x = x.data();
+  host.w = w.data();
+  host.y = y.data();
+  host.z = z.data();
+  host.act = act;
+  host.gradY = gy.data();
+  host.gradZ = wantGz.data();
+  host.gradW = wantGw.data();
+  host.gradBias = wantGb.data();
+  host.gradX = withGradX ? wantGx.data() : nullptr;
+  host.accumulateGradX = accumulateGradX;
+  rlhf::denseBackwardReference(host);
+  const std::string name = std::string("denseBackward ") + activationName(act) + " " + shape("rows", rows, "in", in) +
+                           " out=" + std::to_string(out) + (withGradX ? accumulateGradX ? " +=gradX" : " gradX" : "");
+  try {
+    auto bytes = [](const std::vector<float>& v) { return std::max<size_t>(v.size(), 1) * sizeof(float); };
+    DeviceBuffer dx(bytes(x)), dw(bytes(w)), dy(bytes(y)), dz(bytes(z)), dgy(bytes(gy)), dgz(bytes(gy)), dgw(bytes(gw0)),
+        dgb(bytes(gb0)), dgx(bytes(gx0));
+    dx.upload(x.data());
+    dw.upload(w.data());
+    dy.upload(y.data());
+    dz.upload(z.data());
+    rlhf::DenseBackwardArgs dev = host;
+    dev.x = dx.as<float>();
+    dev.w = dw.as<float>();
+    dev.y = dy.as<float>();
+    dev.z = dz.as<float>();
+    dev.gradY = dgy.as<float>();
+    dev.gradZ = dgz.as<float>();
+    dev.gradW = dgw.as<float>();
+    dev.gradBias = dgb.as<float>();
+    dev.gradX = withGradX ? dgx.as<float>() : nullptr;
+    struct Got {
+      std::vector<float> gz, gw, gb, gx;
+    };
+    auto run = [&]() {
+      dgy.upload(gy.data());
+      dgw.upload(gw0.data());
+      dgb.upload(gb0.data());
+      dgx.upload(gx0.data());
+      cu::denseBackward(dev, gDevice);
+      Got g{std::vector<float>(wantGz.size()), std::vector<float>(wantGw.size()), std::vector<float>(wantGb.size()),
+            std::vector<float>(wantGx.size())};
+      dgz.download(g.gz.data());
+      dgw.download(g.gw.data());
+      dgb.download(g.gb.data());
+      dgx.download(g.gx.data());
+      return g;
+    };
+    const Got got = run(), again = run();
+    const double tol = cudaTol("denseBackward");
+    Comparison c;
+    const struct {
+      const char* what;
+      const std::vector<float>&got, &want;
+    } outs[] = {{"gradZ", got.gz, wantGz}, {"gradW", got.gw, wantGw}, {"gradBias", got.gb, wantGb}, {"gradX", got.gx, wantGx}};
+    for (const auto& o : outs)
+      for (size_t i = 0; i < o.want.size(); ++i)
+        checkTol(c, o.got[i], o.want[i], tol, unitScale(o.want[i]), std::string(o.what) + "[" + std::to_string(i) + "]");
+    const bool repeat = sameFloats(got.gz, again.gz) && sameFloats(got.gw, again.gw) && sameFloats(got.gb, again.gb) &&
+                        sameFloats(got.gx, again.gx);
+    recordNn(report, name, c, repeat, guardsIntact({&dx, &dw, &dy, &dz, &dgy, &dgz, &dgw, &dgb, &dgx}));
+  } catch (const rlhf::KernelError& e) {
+    report.record(false, name, e.what());
+  }
+}
+
 // --- embedding ---
 
 // Ids from a vocabulary of `vocab` with a run of one id, so that rows repeat.
@@ -2793,6 +2876,11 @@ void nnCases(Report& report) {
     biasActCase(report, 5, 33, act, false, act == A::Relu, ++seed);
   }
   biasActCase(report, 1000, 3, A::Gelu, true, false, ++seed);  // several row chunks
+  for (A act : {A::Identity, A::Tanh, A::Gelu}) {
+    denseBackwardCase(report, 128, 64, 64, act, true, false, ++seed);
+    denseBackwardCase(report, 128, 4, 2, act, true, true, ++seed);
+  }
+  denseBackwardCase(report, 37, 19, 5, A::Relu, false, false, ++seed);
 
   embeddingCase(report, 1, 1, 1, ++seed);
   embeddingCase(report, 100, 7, 5, ++seed);

@@ -83,6 +83,7 @@ void groupAdvantages(const GroupAdvantagesArgs& a, int device);
 void matmul(const MatmulArgs& a, int device);
 void biasAct(const BiasActArgs& a, int device);
 void biasActBackward(const BiasActBackwardArgs& a, int device);
+void denseBackward(const DenseBackwardArgs& a, int device);
 void embedding(const EmbeddingArgs& a, int device);
 void embeddingBackward(const EmbeddingBackwardArgs& a, int device);
 void layerNorm(const LayerNormArgs& a, int device);

@@ -64,6 +64,63 @@ struct BiasActBackwardArgs {
   float* gradBias = nullptr;
 };
 
+// --- a dense layer's backward ------------------------------------------------------------------
+// The backward of y = act(x w^T + b) (x [rows, in], w [out, in]) in one call, for the layers of
+// rl.nn: the three steps below in this order, each with the bits of its own op on each path.
+//   gradZ = gradY * act'            biasActBackward (gradZ may be gradY; gradBias accumulates)
+//   gradW += gradZ^T x              matmul [out, in], accumulates
+//   gradX (+)= gradZ w              matmul [rows, in], when gradX is set; added with accumulateGradX
+// The CPU runs the two products side by side on two threads when they are small and gradX
+// overlaps none of the others' operands (the bits do not depend on threads, see matmul).
+struct DenseBackwardArgs {
+  int64_t rows = 0, in = 0, out = 0;
+  const float* x = nullptr;
+  const float* w = nullptr;
+  const float* y = nullptr;
+  const float* z = nullptr;
+  Activation act = Activation::Identity;
+  const float* gradY = nullptr;
+  float* gradZ = nullptr;
+  float* gradW = nullptr;
+  float* gradBias = nullptr;
+  float* gradX = nullptr;
+  bool accumulateGradX = false;
+};
+
+// The three steps of a DenseBackwardArgs as the args of their own ops, shared by every path.
+inline BiasActBackwardArgs activationGradStep(const DenseBackwardArgs& a) {
+  return BiasActBackwardArgs{a.rows, a.out, a.gradY, a.y, a.z, a.act, a.gradZ, a.gradBias};
+}
+inline MatmulArgs weightGradStep(const DenseBackwardArgs& a) {
+  MatmulArgs m;
+  m.M = a.out;
+  m.N = a.in;
+  m.K = a.rows;
+  m.a = a.gradZ;
+  m.lda = a.out;
+  m.transA = true;
+  m.b = a.x;
+  m.ldb = a.in;
+  m.c = a.gradW;
+  m.ldc = a.in;
+  m.accumulate = true;
+  return m;
+}
+inline MatmulArgs inputGradStep(const DenseBackwardArgs& a) {
+  MatmulArgs m;
+  m.M = a.rows;
+  m.N = a.in;
+  m.K = a.out;
+  m.a = a.gradZ;
+  m.lda = a.out;
+  m.b = a.w;
+  m.ldb = a.in;
+  m.c = a.gradX;
+  m.ldc = a.in;
+  m.accumulate = a.accumulateGradX;
+  return m;
+}
+
 // --- embedding ----------------------------------------------------------------------------------
 // out[i, :] = table[ids[i], :] for i < n; table [vocab, dim]. Ids are checked by the caller.
 struct EmbeddingArgs {
@@ -169,6 +226,7 @@ struct ScaleArgs {
 void matmulReference(const MatmulArgs& a);
 void biasActReference(const BiasActArgs& a);
 void biasActBackwardReference(const BiasActBackwardArgs& a);
+void denseBackwardReference(const DenseBackwardArgs& a);
 void embeddingReference(const EmbeddingArgs& a);
 void embeddingBackwardReference(const EmbeddingBackwardArgs& a);
 void layerNormReference(const LayerNormArgs& a);
@@ -182,6 +240,7 @@ void scaleReference(const ScaleArgs& a);
 void matmulCpu(const MatmulArgs& a);
 void biasActCpu(const BiasActArgs& a);
 void biasActBackwardCpu(const BiasActBackwardArgs& a);
+void denseBackwardCpu(const DenseBackwardArgs& a);
 void embeddingCpu(const EmbeddingArgs& a);
 void embeddingBackwardCpu(const EmbeddingBackwardArgs& a);
 void layerNormCpu(const LayerNormArgs& a);
