@@ -4,7 +4,7 @@ import { RlhfError, rangeError, typeError } from './errors';
 import { loadSafetensors, saveSafetensors } from './io/safetensors';
 import { DeviceBuffer, Raw, native } from './native';
 import { Parameter, copyValues } from './nn/module';
-import { Tensor, emptyTensor } from './tensor';
+import { Tensor, emptyTensor, tensor } from './tensor';
 import { booleanOr, options } from './validate';
 
 // --- schedules ---------------------------------------------------------------------------------------
@@ -84,11 +84,53 @@ function finiteIn(op: string, name: string, v: unknown, lo: number, hi: number, 
   return v;
 }
 
+/** Tensors shaped as the parameters over consecutive ranges of `buffer`. */
+function viewsOf(buffer: Float32Array, params: readonly Parameter[]): Tensor[] {
+  let offset = 0;
+  return params.map((p) => {
+    const view = tensor(buffer.subarray(offset, offset + p.value.size), [...p.value.shape]);
+    offset += p.value.size;
+    return view;
+  });
+}
+
 function zerosLike(t: Tensor): Tensor {
   const z = emptyTensor(t.shape, 'float32', t.deviceIndex);
   const r = z.raw('zeros', 'tensor');
   if (!(r instanceof Float32Array)) (r as DeviceBuffer).copyFromHost(new Float32Array(t.size));
   return z;
+}
+
+/**
+ * One Float32Array over `ts` when they are live host float32 tensors lying back to back, in list
+ * order, in one ArrayBuffer (a model's parameters and its gradients do: see ParameterStore), else
+ * null.
+ */
+function backToBack(ts: readonly Tensor[]): Float32Array | null {
+  let first: Float32Array | null = null;
+  let end = 0;
+  for (const t of ts) {
+    if (t.deviceIndex >= 0 || t.isDisposed) return null;
+    let r: Raw;
+    try {
+      r = t.raw('adamw', 'params');
+    } catch {
+      return null;  // a transferred buffer: step() names it
+    }
+    if (!(r instanceof Float32Array)) return null;
+    if (first === null) first = r;
+    else if (r.buffer !== first.buffer || r.byteOffset !== end) return null;
+    end = r.byteOffset + r.byteLength;
+  }
+  return first === null ? null : new Float32Array(first.buffer, first.byteOffset, (end - first.byteOffset) / 4);
+}
+
+/** The optimizer's state as four single buffers, when the parameters and gradients allow it. */
+interface FlatState {
+  values: Float32Array;
+  grads: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
 }
 
 // The raw buffers of a list; the element's name ('grads[3]') is built only for the error.
@@ -111,6 +153,10 @@ export class AdamW {
   readonly schedule: Schedule;
   readonly #m: Tensor[];
   readonly #v: Tensor[];
+  // Set when every value, and every gradient, lies back to back in one host buffer: then a step
+  // passes four buffers instead of four lists (the update is elementwise, so the bits are the
+  // same), and m and v are views of two buffers too.
+  readonly #flat: FlatState | null;
   #step = 0;
 
   constructor(params: Parameter[], opts: AdamWOptions = {}) {
@@ -127,8 +173,17 @@ export class AdamW {
     this.weightDecay = finiteIn(op, 'weightDecay', o.weightDecay, 0, Infinity, 0.01, true);
     if (o.schedule !== undefined && typeof o.schedule !== 'function') throw typeError(op, 'schedule', 'a function of the step', o.schedule);
     this.schedule = o.schedule ?? constantSchedule();
-    this.#m = this.params.map((p) => zerosLike(p.value));
-    this.#v = this.params.map((p) => zerosLike(p.value));
+    const values = backToBack(this.params.map((p) => p.value));
+    const grads = values === null ? null : backToBack(this.params.map((p) => p.grad as Tensor));
+    if (values !== null && grads !== null && grads.length === values.length) {
+      this.#flat = { values, grads, m: new Float32Array(values.length), v: new Float32Array(values.length) };
+      this.#m = viewsOf(this.#flat.m, this.params);
+      this.#v = viewsOf(this.#flat.v, this.params);
+    } else {
+      this.#flat = null;
+      this.#m = this.params.map((p) => zerosLike(p.value));
+      this.#v = this.params.map((p) => zerosLike(p.value));
+    }
   }
 
   /** Steps taken so far. */
@@ -146,15 +201,33 @@ export class AdamW {
     const op = 'AdamW.step';
     const lr = this.lr;
     if (!(lr >= 0 && Number.isFinite(lr))) throw rangeError(op, 'schedule', `gave the learning rate ${lr} at step ${this.#step}`);
-    const values = this.params.map((p) => p.value);
-    const grads = this.params.map((p) => p.grad as Tensor);
-    native().adamw(raws(values, op, 'params'), raws(grads, op, 'grads'), raws(this.#m, op, 'm'), raws(this.#v, op, 'v'),
-      this.#step + 1, lr, this.beta1, this.beta2, this.eps, this.weightDecay);
+    const flat = this.#flat;
+    if (flat !== null && this.#flatUsable(flat)) {
+      native().adamw([flat.values], [flat.grads], [flat.m], [flat.v], this.#step + 1, lr, this.beta1, this.beta2, this.eps,
+        this.weightDecay);
+    } else {
+      const values = this.params.map((p) => p.value);
+      const grads = this.params.map((p) => p.grad as Tensor);
+      native().adamw(raws(values, op, 'params'), raws(grads, op, 'grads'), raws(this.#m, op, 'm'), raws(this.#v, op, 'v'),
+        this.#step + 1, lr, this.beta1, this.beta2, this.eps, this.weightDecay);
+    }
     this.#step += 1;
+  }
+
+  // The single buffers stand for the tensors only while every tensor is live and no buffer has
+  // been transferred away; otherwise the lists are passed, whose checks name what is wrong.
+  #flatUsable(flat: FlatState): boolean {
+    if (flat.values.length === 0 || flat.grads.length === 0) return false;
+    for (const p of this.params) if (p.value.isDisposed || (p.grad as Tensor).isDisposed) return false;
+    return true;
   }
 
   /** Zeroes the gradients of the optimised parameters. */
   zeroGrad(): void {
+    if (this.#flat !== null && this.#flatUsable(this.#flat)) {
+      this.#flat.grads.fill(0);
+      return;
+    }
     const grads = this.params.map((p) => p.grad as Tensor);
     const host = grads.filter((g) => g.deviceIndex < 0);
     for (const g of host) (g.raw('zeroGrad', 'grad') as Float32Array).fill(0);

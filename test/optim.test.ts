@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import t from 'tap';
 
 import * as rl from '../lib/index';
+import { native } from '../lib/native';
 import { expectBitIdentical, expectError, expectNear, randomFloats, rng, withThreads } from './helpers/index';
 
 const f = Math.fround;
@@ -94,6 +95,40 @@ t.test('AdamW: decoupled weight decay, the first step, thread invariance', async
     return Float32Array.from(ps.flatMap((x) => Array.from(x.value.dataSync())));
   });
   expectBitIdentical(t, run(2), run(1), '2 threads equal 1');
+});
+
+t.test("AdamW over a model's parameters passes one buffer each, with the bits of the per-tensor lists", async (t) => {
+  const make = () => rl.nn.mlp({ inputSize: 3, hiddenSizes: [8, 8], outputSize: 2, seed: 4 });
+  const x = randomFloats(rng(7), 15), g = randomFloats(rng(8), 10);
+  const a = make(), b = make();
+  // The model's parameters lie back to back (one buffer); reversed, they do not (four lists).
+  const optA = rl.optim.adamw(a.parameters(), { lr: 0.01 });
+  const optB = rl.optim.adamw(b.parameters().reverse(), { lr: 0.01 });
+  const addon = native() as unknown as { adamw: (...args: unknown[]) => unknown };
+  const adamw = addon.adamw;
+  const listLengths: number[] = [];
+  addon.adamw = (...args: unknown[]) => {
+    listLengths.push((args[0] as unknown[]).length);
+    return adamw(...args);
+  };
+  t.teardown(() => {
+    addon.adamw = adamw;
+  });
+  for (let s = 0; s < 4; ++s)
+    for (const [m, opt] of [[a, optA], [b, optB]] as const) {
+      opt.zeroGrad();
+      m.forward(x);
+      m.backward(g, { inputGrad: false });
+      opt.step();
+    }
+  t.strictSame(listLengths, [1, 6, 1, 6, 1, 6, 1, 6], 'one buffer for the model order, six tensors reversed');
+  for (const [i, p] of a.parameters().entries())
+    expectBitIdentical(t, p.value.dataSync() as Float32Array, b.parameters()[i].value.dataSync() as Float32Array, `${p.name} after 4 steps`);
+  expectBitIdentical(t, a.parameters()[0].grad?.dataSync() as Float32Array, b.parameters()[0].grad?.dataSync() as Float32Array,
+    'zeroGrad through the one buffer too');
+  // A disposed parameter is named, as with the lists.
+  a.parameters()[2].value.dispose();
+  expectError(t, () => optA.step(), Error, /AdamW\.step: `params\[2\]` has been disposed/, 'E_DISPOSED');
 });
 
 t.test('schedules', async (t) => {
