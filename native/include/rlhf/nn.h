@@ -91,34 +91,12 @@ struct DenseBackwardArgs {
 inline BiasActBackwardArgs activationGradStep(const DenseBackwardArgs& a) {
   return BiasActBackwardArgs{a.rows, a.out, a.gradY, a.y, a.z, a.act, a.gradZ, a.gradBias};
 }
-inline MatmulArgs weightGradStep(const DenseBackwardArgs& a) {
-  MatmulArgs m;
-  m.M = a.out;
-  m.N = a.in;
-  m.K = a.rows;
-  m.a = a.gradZ;
-  m.lda = a.out;
-  m.transA = true;
-  m.b = a.x;
-  m.ldb = a.in;
-  m.c = a.gradW;
-  m.ldc = a.in;
-  m.accumulate = true;
-  return m;
+// MatmulArgs{M, N, K, a, lda, transA, b, ldb, transB, c, ldc, accumulate}
+inline MatmulArgs weightGradStep(const DenseBackwardArgs& a) {  // [out, in] += gradZ^T x
+  return MatmulArgs{a.out, a.in, a.rows, a.gradZ, a.out, true, a.x, a.in, false, a.gradW, a.in, true};
 }
-inline MatmulArgs inputGradStep(const DenseBackwardArgs& a) {
-  MatmulArgs m;
-  m.M = a.rows;
-  m.N = a.in;
-  m.K = a.out;
-  m.a = a.gradZ;
-  m.lda = a.out;
-  m.b = a.w;
-  m.ldb = a.in;
-  m.c = a.gradX;
-  m.ldc = a.in;
-  m.accumulate = a.accumulateGradX;
-  return m;
+inline MatmulArgs inputGradStep(const DenseBackwardArgs& a) {  // [rows, in] (+)= gradZ w
+  return MatmulArgs{a.rows, a.in, a.out, a.gradZ, a.out, false, a.w, a.in, false, a.gradX, a.in, a.accumulateGradX};
 }
 
 // --- embedding ----------------------------------------------------------------------------------
