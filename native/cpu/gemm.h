@@ -128,8 +128,28 @@ static inline void multiplyNarrowPair(Rows lo, Rows hi, const float* b, int64_t 
   }
 }
 
-// C = acc (overwrite) or C += acc for the mr x nr corner of the tile at c.
-static inline void storeTile(const VF (&acc)[kMr][2], float* c, int64_t ldc, int mr, int nr, bool overwrite) {
+// Where the product's element (i, j) is stored: C row-major, or C transposed when the operands
+// were swapped (see swapOperands), whose tiles are stored column by column.
+struct COut {
+  float* c;
+  int64_t ldc;
+  bool transposed;
+  float* at(int64_t i, int64_t j) const { return transposed ? c + j * ldc + i : c + i * ldc + j; }
+};
+
+// C = acc (overwrite) or C += acc for the mr x nr corner of the tile at (i, j).
+static inline void storeTile(const VF (&acc)[kMr][2], const COut& out, int64_t i, int64_t j, int mr, int nr,
+                             bool overwrite) {
+  float* c = out.at(i, j);
+  const int64_t ldc = out.ldc;
+  if (out.transposed) {
+    alignas(64) float t[kMr][kNr];
+    for (int r = 0; r < kMr; ++r)
+      for (int v = 0; v < 2; ++v) store(&t[r][v * W], acc[r][v]);
+    for (int jj = 0; jj < nr; ++jj)
+      for (int r = 0; r < mr; ++r) c[jj * ldc + r] = overwrite ? t[r][jj] : c[jj * ldc + r] + t[r][jj];
+    return;
+  }
   if (mr == kMr && nr == kNr) {
     for (int r = 0; r < kMr; ++r)
       for (int v = 0; v < 2; ++v) {
@@ -145,8 +165,11 @@ static inline void storeTile(const VF (&acc)[kMr][2], float* c, int64_t ldc, int
     for (int j = 0; j < nr; ++j) c[r * ldc + j] = overwrite ? t[r][j] : c[r * ldc + j] + t[r][j];
 }
 
-// Asks for the C tile at c while the k loop runs, so that its update does not wait on memory.
-static inline void prefetchTile(const float* c, int64_t ldc) {
+// Asks for the C tile at (i, j) while the k loop runs, so that its update does not wait on memory.
+static inline void prefetchTile(const COut& out, int64_t i, int64_t j) {
+  if (out.transposed) return;
+  const float* c = out.at(i, j);
+  const int64_t ldc = out.ldc;
   for (int r = 0; r < kMr; ++r) {
     __builtin_prefetch(c + r * ldc, 1);
     __builtin_prefetch(c + r * ldc + kNr - 1, 1);
@@ -281,8 +304,8 @@ struct BPanels {
 
 // Rows [i0, i1) x columns [j0, j1) for the k block [p0, p0+kc) with op(A) packed per kMc rows:
 // a B micro-panel stays in L1 while the A block streams from L2.
-static void packedRowsBlock(const MatmulArgs& a, const BPanels& bp, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
-                            int64_t p0, int64_t kc, bool overwrite) {
+static void packedRowsBlock(const MatmulArgs& a, const BPanels& bp, const COut& out, int64_t i0, int64_t i1, int64_t j0,
+                            int64_t j1, int64_t p0, int64_t kc, bool overwrite) {
   float* ap = bufferA(kMc * kKc);
   VF acc[kMr][2];
   for (int64_t ic = i0; ic < i1; ic += kMc) {
@@ -293,10 +316,9 @@ static void packedRowsBlock(const MatmulArgs& a, const BPanels& bp, int64_t i0, 
       int64_t pitch;
       const float* b = bp.at(j, p0, pitch);
       for (int64_t ir = 0; ir < mc; ir += kMr) {
-        prefetchTile(a.c + (ic + ir) * a.ldc + j, a.ldc);
+        prefetchTile(out, ic + ir, j);
         multiplyTile(PackedRows{ap + ir * kc}, b, pitch, kc, nr, acc);
-        storeTile(acc, a.c + (ic + ir) * a.ldc + j, a.ldc, static_cast<int>(std::min<int64_t>(kMr, mc - ir)), nr,
-                  overwrite);
+        storeTile(acc, out, ic + ir, j, static_cast<int>(std::min<int64_t>(kMr, mc - ir)), nr, overwrite);
       }
     }
   }
@@ -315,8 +337,8 @@ static inline StridedRows stridedRows(const MatmulArgs& a, int64_t i, int mr, in
 // The same with op(A) read in place, for few columns: a tile's A rows stay in L1 across the row.
 // A panel of at most one vector of columns (a narrow C: a head of a few actions) runs two tiles
 // of rows at a time.
-static void directRowsBlock(const MatmulArgs& a, const BPanels& bp, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
-                            int64_t p0, int64_t kc, bool overwrite) {
+static void directRowsBlock(const MatmulArgs& a, const BPanels& bp, const COut& out, int64_t i0, int64_t i1, int64_t j0,
+                            int64_t j1, int64_t p0, int64_t kc, bool overwrite) {
   VF acc[kMr][2];
   const bool narrow = j1 - j0 <= W;
   for (int64_t i = i0; i < i1;) {
@@ -329,8 +351,8 @@ static void directRowsBlock(const MatmulArgs& a, const BPanels& bp, int64_t i0, 
       multiplyNarrowPair(rows, stridedRows(a, i + kMr, mrHi, p0), b, pitch, kc, acc);
       VF hi[kMr][2];
       for (int r = 0; r < kMr; ++r) hi[r][0] = acc[r][1], hi[r][1] = zero();
-      storeTile(acc, a.c + i * a.ldc + j0, a.ldc, kMr, static_cast<int>(j1 - j0), overwrite);
-      storeTile(hi, a.c + (i + kMr) * a.ldc + j0, a.ldc, mrHi, static_cast<int>(j1 - j0), overwrite);
+      storeTile(acc, out, i, j0, kMr, static_cast<int>(j1 - j0), overwrite);
+      storeTile(hi, out, i + kMr, j0, mrHi, static_cast<int>(j1 - j0), overwrite);
       i += 2 * kMr;
       continue;
     }
@@ -339,20 +361,21 @@ static void directRowsBlock(const MatmulArgs& a, const BPanels& bp, int64_t i0, 
       int64_t pitch;
       const float* b = bp.at(j, p0, pitch);
       multiplyTile(rows, b, pitch, kc, nr, acc);
-      storeTile(acc, a.c + i * a.ldc + j, a.ldc, mr, nr, overwrite);
+      storeTile(acc, out, i, j, mr, nr, overwrite);
     }
     i += kMr;
   }
 }
 
 // C rows [i0, i1) x columns [j0, j1), k block after k block.
-static void multiplyRows(const MatmulArgs& a, const BPanels& bp, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+static void multiplyRows(const MatmulArgs& a, const BPanels& bp, const COut& out, int64_t i0, int64_t i1, int64_t j0,
+                         int64_t j1) {
   const bool packedA = a.N > kNarrowN;
   for (int64_t p0 = 0; p0 < a.K; p0 += kKc) {
     const int64_t kc = std::min(kKc, a.K - p0);
     const bool overwrite = p0 == 0 && !a.accumulate;
-    if (packedA) packedRowsBlock(a, bp, i0, i1, j0, j1, p0, kc, overwrite);
-    else directRowsBlock(a, bp, i0, i1, j0, j1, p0, kc, overwrite);
+    if (packedA) packedRowsBlock(a, bp, out, i0, i1, j0, j1, p0, kc, overwrite);
+    else directRowsBlock(a, bp, out, i0, i1, j0, j1, p0, kc, overwrite);
   }
 }
 
@@ -401,12 +424,51 @@ static TaskGrid taskGrid(const MatmulArgs& a, int64_t columns) {
   return {tiles, panels, rowTasks, std::min(panels, ceilDiv(wanted, rowTasks))};
 }
 
+// At most kSwapN columns and at least kSwapMinM rows: the product runs as C^T = op(B)^T op(A)^T,
+// whose vectors run along the rows of C, and is stored transposed. With the columns in the
+// vectors, a C of one or two columns would fill a quarter of each and the k loop would broadcast
+// a row element per multiply. Each element is still its own chain over k in the same order (a
+// multiply's operands commute), so the bits are those of the direct path.
+constexpr int64_t kSwapN = 4;
+constexpr int64_t kSwapMinM = 4 * kNr;
+
+static bool swapOperands(const MatmulArgs& a) { return a.N <= kSwapN && a.M >= kSwapMinM; }
+
+// The product with the operands swapped (C^T [N, M] = op(B)^T op(A)^T), without the epilogue,
+// which is applied to C afterwards.
+static MatmulArgs swapped(const MatmulArgs& a) {
+  MatmulArgs s = a;
+  s.M = a.N;
+  s.N = a.M;
+  s.a = a.b;
+  s.lda = a.ldb;
+  s.transA = !a.transB;
+  s.b = a.a;
+  s.ldb = a.lda;
+  s.transB = !a.transA;
+  s.bias = nullptr;
+  s.act = Activation::Identity;
+  s.z = nullptr;
+  return s;
+}
+
+static void multiply(const MatmulArgs& a, const COut& out);
+
 static void gemm(const MatmulArgs& a) {
   if (a.M <= 0 || a.N <= 0) return;
   if (a.K <= 0) {
     clearOutput(a);
     return applyEpilogue(a, 0, a.M, 0, a.N);
   }
+  if (!swapOperands(a)) return multiply(a, COut{a.c, a.ldc, false});
+  multiply(swapped(a), COut{a.c, a.ldc, true});
+  if (a.hasEpilogue())
+    parallelFor(a.M, std::max<int64_t>(1, kMinElementsPerThread / a.N), 1,
+                [&](int64_t i0, int64_t i1) { applyEpilogue(a, i0, i1, 0, a.N); });
+}
+
+// The blocked product of a into `out`, with the epilogue of a applied by each task to its block.
+static void multiply(const MatmulArgs& a, const COut& out) {
   const bool packB = a.transB || (a.K * a.N > kDirectBFloats && a.M > kMr);
   // Columns per block: all of them unless the packed panels would exceed kPackedBFloats.
   const int64_t nc = packB ? std::max<int64_t>(kNr, kPackedBFloats / a.K / kNr * kNr) : a.N;
@@ -427,7 +489,7 @@ static void gemm(const MatmulArgs& a) {
       const int64_t r = t / g.colTasks, c = t % g.colTasks;
       const int64_t i0 = g.rowBegin(r), i1 = std::min(a.M, g.rowBegin(r + 1));
       const int64_t c0 = j0 + g.colBegin(c), c1 = std::min(j1, j0 + g.colBegin(c + 1));
-      multiplyRows(a, bp, i0, i1, c0, c1);
+      multiplyRows(a, bp, out, i0, i1, c0, c1);
       applyEpilogue(a, i0, i1, c0, c1);
     };
     if (g.rowTasks * g.colTasks == 1) task(0);

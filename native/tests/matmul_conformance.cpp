@@ -289,7 +289,8 @@ int main() {
   const int64_t shapes[][3] = {{1, 1, 1},    {7, 5, 3},     {17, 33, 65}, {129, 127, 131}, {64, 64, 64},
                                {1, 4096, 64}, {4096, 1, 64}, {128, 64, 4}, {128, 64, 64},   {128, 2, 64},
                                {64, 64, 128}, {33, 70, 600}, {0, 5, 7},    {5, 0, 7},       {5, 7, 0},
-                               {1, 1, 0},     {13, 100, 1},  {5, 2000, 600}};
+                               {1, 1, 0},     {13, 100, 1},  {5, 2000, 600}, {64, 4, 128}, {300, 1, 700},
+                               {63, 3, 9}};
   for (const auto& s : shapes) testShape(s[0], s[1], s[2]);
   testProblem(makeProblem(512, 512, 512, Layout{}), nameOf(512, 512, 512, Layout{}));
   for (bool transA : {false, true})
@@ -298,6 +299,11 @@ int main() {
       testSubBlockBits(200, 150, 520, transA, transB, 7, 17);
       testSubBlockBits(9, 1500, 700, transA, transB, 2, 5);  // few rows: the tasks split columns
       testSubBlockBits(50, 20, 300, transA, transB, 7, 13);  // a narrow part: two tiles of rows at a time
+      // At most 4 columns of many rows: the swapped product (stored transposed) against the
+      // direct one it is part of, over two k blocks and over one.
+      testSubBlockBits(90, 20, 300, transA, transB, 3, 17);
+      testSubBlockBits(130, 6, 70, transA, transB, 0, 4);
+      testNonFinite(100, 3, 40, transA, transB);
       testNonFinite(20, 30, 40, transA, transB);
       testNonFinite(70, 100, 300, transA, transB);
     }
