@@ -92,6 +92,8 @@ const ChunkKernels* kernelsForCall();
 // --- shared by the dispatch files ---
 // Below these many elements a call runs on the calling thread: waking the pool costs more.
 constexpr int64_t kMinElementsPerThread = 1 << 15;
+// Below this many flops a matrix product runs on the calling thread: waking the pool costs more.
+constexpr int64_t kMinParallelFlops = int64_t{1} << 19;
 // Columns or offsets handed to one thread start on a multiple of this (a 64-byte line of floats).
 constexpr int64_t kLine = 16;
 // Outputs of at least this many bytes are written with non-temporal stores: they cannot stay

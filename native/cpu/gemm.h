@@ -36,8 +36,6 @@ constexpr int64_t kPackedBFloats = int64_t{1} << 22;
 constexpr int64_t kDirectBFloats = 16384;
 // At most this many columns, op(A) is read in place: a packed panel would serve at most 4 tiles.
 constexpr int64_t kNarrowN = 4 * kNr;
-// Below this many flops the call runs on the calling thread: waking the pool costs more.
-constexpr int64_t kMinParallelFlops = int64_t{1} << 19;
 // Tasks per thread, taken from a shared counter: a thread slowed by other work on the machine
 // takes fewer of them.
 constexpr int64_t kTasksPerThread = 2;
