@@ -206,8 +206,9 @@ double measurePeakGflops() {
 }
 
 // The multiplies of the models: square, the PPO MLP's layers forward (K = 4 observations, 64
-// hidden, a 2-wide head) and backward (dX = dY W^T, dW = X^T dY), a large batch, and the weight
-// gradient of a large batch (A transposed, K = 4096). The peak is measured before and after the
+// hidden, a 2-wide head, NN and as the layers run it, NT) and backward (dX = dY W^T, dW = X^T dY,
+// the first layer's 64 x 4), a large batch, and the weight gradient of a large batch (A
+// transposed, K = 4096). The peak is measured before and after the
 // rows and the higher kept: other work on the machine may have slowed one of the two.
 void benchMatmul(double minSeconds) {
   struct Shape {
@@ -215,8 +216,9 @@ void benchMatmul(double minSeconds) {
     bool transA, transB;
   };
   const Shape shapes[] = {{512, 512, 512, false, false}, {128, 64, 64, false, false}, {128, 64, 4, false, false},
-                          {128, 2, 64, false, false},    {128, 64, 64, false, true},  {64, 64, 128, true, false},
-                          {4096, 256, 256, false, false}, {256, 256, 4096, true, false}};
+                          {128, 2, 64, false, false},    {128, 2, 64, false, true},   {128, 64, 64, false, true},
+                          {64, 64, 128, true, false},    {64, 4, 128, true, false},   {4096, 256, 256, false, false},
+                          {256, 256, 4096, true, false}};
   double peak = measurePeakGflops();
   std::vector<std::vector<double>> times;
   for (const Shape& s : shapes) {
