@@ -922,25 +922,11 @@ void testDenseBackward(int64_t rows, int64_t in, int64_t out, Activation act, bo
       std::copy(gx0.begin(), gx0.end(), gx.v.begin());
     }
   };
-  auto argsFor = [&](Outputs& o) {
-    DenseBackwardArgs a;
-    a.rows = rows;
-    a.in = in;
-    a.out = out;
-    a.x = x.data();
-    a.w = w.data();
-    a.y = y.data();
-    a.z = z.data();
-    a.act = act;
-    a.gradY = o.gradY.data();
-    a.gradZ = inPlace ? o.gradY.data() : o.gz.data();
-    a.gradW = o.gw.data();
-    a.gradBias = o.gb.data();
-    a.gradX = withGradX ? o.gx.data() : nullptr;
-    a.accumulateGradX = accumulateGradX;
-    return a;
-  };
   auto gradZOf = [&](Outputs& o) { return inPlace ? o.gradY.data() : o.gz.data(); };
+  auto argsFor = [&](Outputs& o) {
+    return DenseBackwardArgs{rows, in, out, x.data(), w.data(), y.data(), z.data(), act, o.gradY.data(), gradZOf(o),
+                             o.gw.data(), o.gb.data(), withGradX ? o.gx.data() : nullptr, accumulateGradX};
+  };
   Outputs ref(gy, gw0, gb0, gx0, rows * out);
   denseBackwardReference(argsFor(ref));
   const double tol = tolOf("denseBackward");

@@ -2366,21 +2366,9 @@ void denseBackwardCase(Report& report, int64_t rows, int64_t in, int64_t out, rl
   std::vector<float> y(pre.size()), z(pre.size());
   rlhf::biasActReference(rlhf::BiasActArgs{rows, out, pre.data(), nullptr, act, y.data(), z.data()});
   std::vector<float> wantGz(pre.size()), wantGw = gw0, wantGb = gb0, wantGx = gx0;
-  rlhf::DenseBackwardArgs host;
-  host.rows = rows;
-  host.in = in;
-  host.out = out;
-  host.x = x.data();
-  host.w = w.data();
-  host.y = y.data();
-  host.z = z.data();
-  host.act = act;
-  host.gradY = gy.data();
-  host.gradZ = wantGz.data();
-  host.gradW = wantGw.data();
-  host.gradBias = wantGb.data();
-  host.gradX = withGradX ? wantGx.data() : nullptr;
-  host.accumulateGradX = accumulateGradX;
+  const rlhf::DenseBackwardArgs host{rows,          in,          out,          x.data(),     w.data(),
+                                     y.data(),      z.data(),    act,          gy.data(),    wantGz.data(),
+                                     wantGw.data(), wantGb.data(), withGradX ? wantGx.data() : nullptr, accumulateGradX};
   rlhf::denseBackwardReference(host);
   const std::string name = std::string("denseBackward ") + activationName(act) + " " + shape("rows", rows, "in", in) +
                            " out=" + std::to_string(out) + (withGradX ? accumulateGradX ? " +=gradX" : " gradX" : "");
@@ -2392,16 +2380,10 @@ void denseBackwardCase(Report& report, int64_t rows, int64_t in, int64_t out, rl
     dw.upload(w.data());
     dy.upload(y.data());
     dz.upload(z.data());
-    rlhf::DenseBackwardArgs dev = host;
-    dev.x = dx.as<float>();
-    dev.w = dw.as<float>();
-    dev.y = dy.as<float>();
-    dev.z = dz.as<float>();
-    dev.gradY = dgy.as<float>();
-    dev.gradZ = dgz.as<float>();
-    dev.gradW = dgw.as<float>();
-    dev.gradBias = dgb.as<float>();
-    dev.gradX = withGradX ? dgx.as<float>() : nullptr;
+    const rlhf::DenseBackwardArgs dev{rows,            in,              out,             dx.as<float>(),
+                                      dw.as<float>(),  dy.as<float>(),  dz.as<float>(),  act,
+                                      dgy.as<float>(), dgz.as<float>(), dgw.as<float>(), dgb.as<float>(),
+                                      withGradX ? dgx.as<float>() : nullptr, accumulateGradX};
     struct Got {
       std::vector<float> gz, gw, gb, gx;
     };
