@@ -175,7 +175,7 @@ export class AdamW {
     this.schedule = o.schedule ?? constantSchedule();
     const values = backToBack(this.params.map((p) => p.value));
     const grads = values === null ? null : backToBack(this.params.map((p) => p.grad as Tensor));
-    if (values !== null && grads !== null && grads.length === values.length) {
+    if (values !== null && grads !== null && this.params.every((p) => (p.grad as Tensor).size === p.value.size)) {
       this.#flat = { values, grads, m: new Float32Array(values.length), v: new Float32Array(values.length) };
       this.#m = viewsOf(this.#flat.m, this.params);
       this.#v = viewsOf(this.#flat.v, this.params);

@@ -218,6 +218,13 @@ t.test('bad input', async (t) => {
   expectError(t, () => rl.optim.adamw([p], { eps: 0 }), RangeError, /`eps` must be > 0/);
   const mismatched = { name: 'y', value: rl.tensor(new Float32Array(3)), grad: rl.tensor(new Float32Array(2)) };
   expectError(t, () => rl.optim.adamw([mismatched]).step(), RangeError, /adamw: `grads\[0\]` must hold 3 elements/);
+  // The same when the values and the gradients each lie back to back and only the totals agree.
+  const values = new Float32Array(5), grads = new Float32Array(5);
+  const crossed = [
+    { name: 'a', value: rl.tensor(values.subarray(0, 3)), grad: rl.tensor(grads.subarray(0, 2)) },
+    { name: 'b', value: rl.tensor(values.subarray(3, 5)), grad: rl.tensor(grads.subarray(2, 5)) },
+  ];
+  expectError(t, () => rl.optim.adamw(crossed).step(), RangeError, /adamw: `grads\[0\]` must hold 3 elements/);
   const opt = rl.optim.adamw([p], { schedule: () => NaN });
   expectError(t, () => opt.step(), RangeError, /`schedule` gave the learning rate NaN at step 0/);
 });
