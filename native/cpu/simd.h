@@ -71,7 +71,6 @@ inline void accumulateSquares(VD& lo, VD& hi, VF x) {
   hi = _mm256_add_pd(hi, _mm256_mul_pd(b, b));
 }
 inline VD zeroD() { return _mm256_setzero_pd(); }
-inline VD loadD(const double* p) { return _mm256_loadu_pd(p); }
 inline void storeD(double* p, VD v) { _mm256_storeu_pd(p, v); }
 // All-ones lanes where the W bytes at p are non-zero.
 inline VF maskFromBytes(const uint8_t* p) {
@@ -127,7 +126,6 @@ inline void accumulateSquares(VD& lo, VD& hi, VF x) {
   hi = _mm_add_pd(hi, _mm_mul_pd(b, b));
 }
 inline VD zeroD() { return _mm_setzero_pd(); }
-inline VD loadD(const double* p) { return _mm_loadu_pd(p); }
 inline void storeD(double* p, VD v) { _mm_storeu_pd(p, v); }
 inline VF maskFromBytes(const uint8_t* p) {
   int32_t word;
