@@ -16,9 +16,13 @@ constexpr int64_t kGaeBlock = 2048;
 // scalar form. The scratch holds 2*kRows row buffers.
 constexpr int kRows = 8;
 constexpr int kScalarRows = 4;
-// Floats between row buffers: T rounded up to a line, plus a line so that the pitch is never a
-// multiple of 4 KiB.
-inline int64_t rowPitch(int64_t T) { return (T + 15) / 16 * 16 + 16; }
+// Floats between row buffers: T rounded up to an odd number of 64-byte lines, so that neither
+// the pitch nor twice it is ever a multiple of 4 KiB (rows that far apart fall in one L1 set and
+// alias in the store buffer).
+inline int64_t rowPitch(int64_t T) {
+  const int64_t lines = (T + 15) / 16;
+  return (lines | 1) * 16;
+}
 inline int64_t rowScratchFloats(int64_t T) { return 2 * kRows * rowPitch(T); }
 
 // The softmax statistics of one row of logits z, about its largest logit M:

@@ -177,17 +177,26 @@ std::vector<uint8_t> responseMask(int64_t B, int64_t T) {
   return m;
 }
 
-void testTokenGae(int64_t B, int64_t T, MaskMode mode, bool withLast) {
+// `v` after `lead` elements of padding: inputs that start `lead` elements into their buffer, so
+// that the tiles meet every alignment of their rows.
+template <typename E>
+std::vector<E> withLead(const std::vector<E>& v, int lead) {
+  std::vector<E> out(static_cast<size_t>(lead), E{});
+  out.insert(out.end(), v.begin(), v.end());
+  return out;
+}
+
+void testTokenGae(int64_t B, int64_t T, MaskMode mode, bool withLast, int lead = 0) {
   covered.insert("tokenGae");
   const int64_t n = B * T;
-  auto rewards = randomFloats(n), values = randomFloats(n), last = randomFloats(B);
-  auto mask = responseMask(B, T);
+  auto rewards = withLead(randomFloats(n), lead), values = withLead(randomFloats(n), lead), last = randomFloats(B);
+  auto mask = withLead(responseMask(B, T), lead);
   TokenGaeArgs a;
   a.B = B;
   a.T = T;
-  a.rewards = rewards.data();
-  a.values = values.data();
-  a.mask = mode == MaskMode::None ? nullptr : mask.data();
+  a.rewards = rewards.data() + lead;
+  a.values = values.data() + lead;
+  a.mask = mode == MaskMode::None ? nullptr : mask.data() + lead;
   a.lastValues = withLast ? last.data() : nullptr;
   a.gamma = 0.99f;
   a.lambda = 0.95f;
@@ -198,7 +207,8 @@ void testTokenGae(int64_t B, int64_t T, MaskMode mode, bool withLast) {
   r.returns = refRet.data();
   tokenGaeReference(r);
   const std::string name = "tokenGae B=" + std::to_string(B) + " T=" + std::to_string(T) + " mode=" +
-                           std::to_string(static_cast<int>(mode)) + (withLast ? " lastValues" : "");
+                           std::to_string(static_cast<int>(mode)) + (withLast ? " lastValues" : "") +
+                           (lead != 0 ? " lead=" + std::to_string(lead) : "");
   forEachCpuConfig([&](const std::string& config) {
     Out adv(n), ret(n);
     TokenGaeArgs f = a;
@@ -212,16 +222,16 @@ void testTokenGae(int64_t B, int64_t T, MaskMode mode, bool withLast) {
   });
 }
 
-void testReturns(int64_t B, int64_t T, bool masked) {
+void testReturns(int64_t B, int64_t T, bool masked, int lead = 0) {
   covered.insert("discountedReturns");
   const int64_t n = B * T;
-  auto rewards = randomFloats(n);
-  auto mask = responseMask(B, T);
+  auto rewards = withLead(randomFloats(n), lead);
+  auto mask = withLead(responseMask(B, T), lead);
   DiscountedReturnsArgs a;
   a.B = B;
   a.T = T;
-  a.rewards = rewards.data();
-  a.mask = masked ? mask.data() : nullptr;
+  a.rewards = rewards.data() + lead;
+  a.mask = masked ? mask.data() + lead : nullptr;
   a.gamma = 0.97f;
   Out ref(n);
   DiscountedReturnsArgs r = a;
@@ -235,7 +245,7 @@ void testReturns(int64_t B, int64_t T, bool masked) {
     std::string why;
     const bool ok = close(got.data(), ref.data(), n, tolOf("discountedReturns"), why) && got.guardIntact(n);
     report(ok, "discountedReturns B=" + std::to_string(B) + " T=" + std::to_string(T) + (masked ? " masked" : "") +
-                   " [" + config + "] " + why);
+                   (lead != 0 ? " lead=" + std::to_string(lead) : "") + " [" + config + "] " + why);
   });
 }
 
@@ -1118,6 +1128,15 @@ int main() {
       for (bool last : {false, true}) testTokenGae(B, T, m, last);
   for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {9, 33}, {130, 300}})
     for (bool masked : {false, true}) testReturns(B, T, masked);
+  // Rows that start anywhere in a 32-byte block: the tile grid shifts to align them, with scalar
+  // steps at both ends (T a multiple of 8), or stays put (T not).
+  for (int lead = 1; lead < 8; ++lead)
+    for (int64_t T : {8, 16, 64, 72}) {
+      for (MaskMode m : {MaskMode::Premask, MaskMode::Skip, MaskMode::None})
+        for (bool last : {false, true}) testTokenGae(17, T, m, last, lead);
+      testReturns(17, T, true, lead);
+      testReturns(17, T, false, lead);
+    }
   for (int64_t n : {2, 3, 4095, 4096, 4097, 100003, 300000})
     for (double p : {1.0, 0.5, 0.02}) testStatistics(n, p, 0.0f);
   testStatistics(200000, 0.7, 1000.0f);  // a large mean: the shifted sums must not lose the variance
