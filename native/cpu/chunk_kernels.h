@@ -20,10 +20,16 @@ namespace RLHF_CHUNK_NS {
 
 // Copies a finished row of outputs to its destination. With `streaming` (outputs much larger
 // than the last-level cache) it uses non-temporal stores, which skip the read that a normal
-// store of a line not in cache costs. Either way the values are the same bits.
+// store of a line not in cache costs; 32-byte ones where AVX has them, which move about a
+// quarter more per second than 16-byte ones here. Either way the values are the same bits.
 static void storeRow(float* __restrict dst, const float* __restrict src, int64_t n, bool streaming) {
   int64_t i = 0;
-#if defined(__SSE2__)
+#if defined(__AVX__)
+  if (streaming) {
+    for (; i < n && (reinterpret_cast<uintptr_t>(dst + i) & 31) != 0; ++i) dst[i] = src[i];
+    for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+  }
+#elif defined(__SSE2__)
   if (streaming) {
     for (; i < n && (reinterpret_cast<uintptr_t>(dst + i) & 15) != 0; ++i) dst[i] = src[i];
     for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
@@ -37,6 +43,25 @@ static void endStreaming(bool streaming) {
 #if defined(__SSE2__)
   if (streaming) _mm_sfence();
 #endif
+}
+
+// STREAM's triad a = b + 3c over [i0, i1) with non-temporal stores as wide as storeRow's: the
+// bandwidth roofline the benchmarks report against, measured with the stores the ops use.
+void triadRange(float* __restrict a, const float* __restrict b, const float* __restrict c, int64_t i0, int64_t i1) {
+  int64_t i = i0;
+#if defined(__AVX__)
+  for (; i < i1 && (reinterpret_cast<uintptr_t>(a + i) & 31) != 0; ++i) a[i] = b[i] + 3.0f * c[i];
+  const __m256 three = _mm256_set1_ps(3.0f);
+  for (; i + 8 <= i1; i += 8)
+    _mm256_stream_ps(a + i, _mm256_add_ps(_mm256_loadu_ps(b + i), _mm256_mul_ps(three, _mm256_loadu_ps(c + i))));
+#elif defined(__SSE2__)
+  for (; i < i1 && (reinterpret_cast<uintptr_t>(a + i) & 15) != 0; ++i) a[i] = b[i] + 3.0f * c[i];
+  const __m128 three = _mm_set1_ps(3.0f);
+  for (; i + 4 <= i1; i += 4)
+    _mm_stream_ps(a + i, _mm_add_ps(_mm_loadu_ps(b + i), _mm_mul_ps(three, _mm_loadu_ps(c + i))));
+#endif
+  for (; i < i1; ++i) a[i] = b[i] + 3.0f * c[i];
+  endStreaming(true);
 }
 
 // --- time-major GAE: columns [n0,n1), time running backwards, vectorised across columns ------

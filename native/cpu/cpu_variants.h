@@ -83,6 +83,7 @@ struct ChunkKernels {
   void (*columnSums)(const float* x, int64_t rows, int64_t cols, int64_t c0, int64_t c1, double* sums);
   void (*adamwRange)(const nn_math::AdamwStep&, const float* g, float* p, float* m, float* v, int64_t i0, int64_t i1);
   double (*sumSquaresRange)(const float* x, int64_t i0, int64_t i1);
+  void (*triadRange)(float* a, const float* b, const float* c, int64_t i0, int64_t i1);
 };
 
 const ChunkKernels& baselineKernels();

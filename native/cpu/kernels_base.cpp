@@ -13,7 +13,8 @@ const ChunkKernels& baselineKernelsTable() {
                                  baseline::discountedReturnsRows, baseline::blockMoments, baseline::affineRange,
                                  baseline::rowSoftmax, baseline::rowSoftmaxStore, baseline::rowSoftmaxGrad, baseline::klRange, baseline::policyBlock,
                                  baseline::valueBlock, baseline::pairwiseRange, baseline::maskedRowSum, baseline::dpoRange,
-                                 baseline::biasActRows, baseline::biasActGradRows, baseline::columnSums, baseline::adamwRange, baseline::sumSquaresRange};
+                                 baseline::biasActRows, baseline::biasActGradRows, baseline::columnSums, baseline::adamwRange, baseline::sumSquaresRange,
+                                 baseline::triadRange};
   return k;
 }
 

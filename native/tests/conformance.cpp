@@ -256,6 +256,25 @@ bool relClose(double got, double ref, double tol) {
   return std::fabs(got - ref) <= tol * std::fmax(1.0, std::fabs(ref));
 }
 
+// The bandwidth roofline's triad, in each variant: a = b + 3c exactly over [i0, i1) from any
+// alignment, nothing outside touched.
+void testTriad() {
+  std::vector<const ChunkKernels*> variants = {&baselineKernels()};
+  if (&activeKernels() != &baselineKernels()) variants.push_back(&activeKernels());
+  for (const ChunkKernels* k : variants)
+    for (auto [i0, i1] : {std::pair<int64_t, int64_t>{0, 1000}, {1, 999}, {3, 4}, {5, 37}, {7, 7}}) {
+      auto b = randomFloats(1000), c = randomFloats(1000);
+      std::vector<float> a(1000, -7.0f);
+      k->triadRange(a.data(), b.data(), c.data(), i0, i1);
+      bool ok = true;
+      for (int64_t i = 0; i < 1000; ++i) {
+        const float want = i >= i0 && i < i1 ? b[i] + 3.0f * c[i] : -7.0f;
+        ok = ok && sameBits(a[i], want);
+      }
+      report(ok, std::string("triad [") + k->name + "] [" + std::to_string(i0) + "," + std::to_string(i1) + ")");
+    }
+}
+
 void testStatistics(int64_t n, double maskP, float offset) {
   covered.insert("maskedMean");
   covered.insert("maskedVar");
@@ -1147,6 +1166,7 @@ int main() {
   testStatistics(4200000, 0.5, 0.0f);
   testNanPropagation();
   testTooFewValid();
+  testTriad();
   testPolicyFamily();
   testPreferenceFamily();
   testNnFamily();
