@@ -1,7 +1,9 @@
 // Native CPU benchmark (no Node): each op's optimised kernel on the thread pool, and its scalar
 // reference, against the STREAM-triad bandwidth measured in the same run. Bytes are the op's
 // compulsory traffic (every input read once, every output written once; whitening reads x
-// twice because the statistics must be known before the first output: x and mask, then x).
+// twice because the statistics must be known before the first output: x and mask, then x). A
+// plain streaming loop with the GAE family's traffic stands beside them: the ceiling for that mix
+// of reads and writes here.
 // The matrix multiply is compute-bound instead: its rows give GFLOP/s against the floating-point
 // peak of this machine, measured in the same run (--matmul: those rows only).
 //   rlhf_native_bench [--threads N] [--quick] [--matmul]
@@ -144,6 +146,65 @@ void benchPolicy(const RunFn& run, bool quick, int64_t n, const std::vector<uint
     valueLossCpu(w);
   });
 }
+
+// --- the ceiling of the GAE family's traffic -----------------------------------------------------
+
+// A plain loop with GAE's traffic and none of its order: three input streams (two float, one
+// byte) read front to back, two float outputs written with non-temporal stores, an add and a
+// subtract an element. What the GAE rows could reach here, next to the triad's two reads and one
+// write: writes cost the memory more than reads. Outputs 32-byte aligned, [i0, i1) on multiples
+// of 8.
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) void plainStreamAvx2(const float* r, const float* v, const uint8_t* m, float* a,
+                                                       float* b, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; i += 8) {
+    const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m + i)));
+    const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bytes, _mm256_setzero_si256()));
+    const __m256 x = _mm256_loadu_ps(r + i), y = _mm256_loadu_ps(v + i);
+    _mm256_stream_ps(a + i, _mm256_and_ps(valid, _mm256_add_ps(x, y)));
+    _mm256_stream_ps(b + i, _mm256_sub_ps(x, y));
+  }
+  _mm_sfence();
+}
+void plainStreamSse2(const float* r, const float* v, const uint8_t* m, float* a, float* b, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; i += 4) {
+    const __m128 x = _mm_loadu_ps(r + i), y = _mm_loadu_ps(v + i);
+    const __m128 valid = _mm_castsi128_ps(_mm_set_epi32(-(m[i + 3] != 0), -(m[i + 2] != 0), -(m[i + 1] != 0), -(m[i] != 0)));
+    _mm_stream_ps(a + i, _mm_and_ps(valid, _mm_add_ps(x, y)));
+    _mm_stream_ps(b + i, _mm_sub_ps(x, y));
+  }
+  _mm_sfence();
+}
+
+// Seconds of the plain loop over n elements on the pool (n a multiple of 8), median of runs. Its
+// own copies of the inputs start on a page like the outputs: outputs a few bytes ahead of an
+// input in the low 12 address bits make the loads wait on the stores (4K aliasing), several
+// times slower, which would measure the placement and not the traffic.
+double plainStreamSeconds(const float* rIn, const float* vIn, const uint8_t* mIn, int64_t n, double minSeconds) {
+  const bool avx2 = std::strcmp(cpuVariantName(), "avx2") == 0;
+  const size_t bytes = static_cast<size_t>(n) * sizeof(float), pageBytes = (bytes + 4095) / 4096 * 4096;
+  float* r = static_cast<float*>(std::aligned_alloc(4096, pageBytes));
+  float* v = static_cast<float*>(std::aligned_alloc(4096, pageBytes));
+  uint8_t* m = static_cast<uint8_t*>(std::aligned_alloc(4096, (static_cast<size_t>(n) + 4095) / 4096 * 4096));
+  float* a = static_cast<float*>(std::aligned_alloc(4096, pageBytes));
+  float* b = static_cast<float*>(std::aligned_alloc(4096, pageBytes));
+  std::memcpy(r, rIn, bytes);
+  std::memcpy(v, vIn, bytes);
+  std::memcpy(m, mIn, static_cast<size_t>(n));
+  const double s = medianSeconds(
+      [&] {
+        parallelFor(n, 1 << 15, 16, [&](int64_t i0, int64_t i1) {
+          if (avx2) plainStreamAvx2(r, v, m, a, b, i0, i1);
+          else plainStreamSse2(r, v, m, a, b, i0, i1);
+        });
+      },
+      minSeconds);
+  for (void* p : {static_cast<void*>(r), static_cast<void*>(v), static_cast<void*>(m), static_cast<void*>(a),
+                  static_cast<void*>(b)})
+    std::free(p);
+  return s;
+}
+#endif
 
 // --- matmul -------------------------------------------------------------------------------------
 
@@ -321,6 +382,12 @@ int main(int argc, char** argv) {
     run(mode == MaskMode::Premask ? "tokenGae premask" : "tokenGae skip",
         "[" + std::to_string(N) + "," + std::to_string(T) + "]", n * (4.0 + 4 + 1 + 4 + 4), [&] { tokenGaeCpu(k); });
   }
+
+#if defined(__x86_64__)
+  print({"plain loop", tn, "gae bytes", plainStreamSeconds(r.data(), v.data(), mask.data(), n, minSeconds),
+         n * (4.0 + 4 + 1 + 4 + 4)},
+        triad);
+#endif
 
   DiscountedReturnsArgs d;
   d.B = N;

@@ -25,9 +25,20 @@ namespace RLHF_CHUNK_NS {
 static void storeRow(float* __restrict dst, const float* __restrict src, int64_t n, bool streaming) {
   int64_t i = 0;
 #if defined(__AVX__)
+  // Every 16-byte-aligned part goes out non-temporally: a plain store into a line that is also
+  // being streamed (the row's first or last line, shared with the next row) made rows that start
+  // 48 bytes into a line run at 60% of the speed.
   if (streaming) {
-    for (; i < n && (reinterpret_cast<uintptr_t>(dst + i) & 31) != 0; ++i) dst[i] = src[i];
+    for (; i < n && (reinterpret_cast<uintptr_t>(dst + i) & 15) != 0; ++i) dst[i] = src[i];
+    if (i + 4 <= n && (reinterpret_cast<uintptr_t>(dst + i) & 31) != 0) {
+      _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+      i += 4;
+    }
     for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+    if (i + 4 <= n) {
+      _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+      i += 4;
+    }
   }
 #elif defined(__SSE2__)
   if (streaming) {
@@ -45,12 +56,24 @@ static void endStreaming(bool streaming) {
 #endif
 }
 
+// Where in a 64-byte-aligned slot to put a buffer bound for dst: at the same place in a line as
+// dst. A copy whose destination lies a little ahead of its source in the low 12 address bits
+// makes each load wait for the store just before it (4K aliasing), and a non-temporal store
+// leaves late: such copies ran 2 to 4 times slower. The slot holds 16 floats more than the row.
+static inline float* lineLike(float* slot, const float* dst) {
+  return slot + (reinterpret_cast<uintptr_t>(dst) & 63) / sizeof(float);
+}
+
 // STREAM's triad a = b + 3c over [i0, i1) with non-temporal stores as wide as storeRow's: the
 // bandwidth roofline the benchmarks report against, measured with the stores the ops use.
 void triadRange(float* __restrict a, const float* __restrict b, const float* __restrict c, int64_t i0, int64_t i1) {
   int64_t i = i0;
 #if defined(__AVX__)
-  for (; i < i1 && (reinterpret_cast<uintptr_t>(a + i) & 31) != 0; ++i) a[i] = b[i] + 3.0f * c[i];
+  for (; i < i1 && (reinterpret_cast<uintptr_t>(a + i) & 15) != 0; ++i) a[i] = b[i] + 3.0f * c[i];
+  if (i + 4 <= i1 && (reinterpret_cast<uintptr_t>(a + i) & 31) != 0) {
+    _mm_stream_ps(a + i, _mm_add_ps(_mm_loadu_ps(b + i), _mm_mul_ps(_mm_set1_ps(3.0f), _mm_loadu_ps(c + i))));
+    i += 4;
+  }
   const __m256 three = _mm256_set1_ps(3.0f);
   for (; i + 8 <= i1; i += 8)
     _mm256_stream_ps(a + i, _mm256_add_ps(_mm256_loadu_ps(b + i), _mm256_mul_ps(three, _mm256_loadu_ps(c + i))));
@@ -69,8 +92,8 @@ void triadRange(float* __restrict a, const float* __restrict b, const float* __r
 // stay in L1 between time steps.
 
 template <bool kTerminated, bool kTruncated, bool kGammaVec, bool kLambdaVec>
-static void gaeBlockT(const GaeArgs& a, int64_t n0, int64_t w, float* __restrict next, float* __restrict advRow,
-                      float* __restrict retRow, bool streaming) {
+static void gaeBlockT(const GaeArgs& a, int64_t n0, int64_t w, float* __restrict next, float* advSlot, float* retSlot,
+                      bool streaming) {
   const int64_t T = a.T, N = a.N;
   for (int64_t j = 0; j < w; ++j) next[j] = 0.0f;
   for (int64_t t = T - 1; t >= 0; --t) {
@@ -89,6 +112,8 @@ static void gaeBlockT(const GaeArgs& a, int64_t n0, int64_t w, float* __restrict
                                     : nullptr;
     const float gs = g != nullptr ? g[0] : a.gammaValue;
     const float ls = l != nullptr ? l[0] : a.lambdaValue;
+    float* __restrict advRow = lineLike(advSlot, a.advantages + row);
+    float* __restrict retRow = lineLike(retSlot, a.returns + row);
     for (int64_t j = 0; j < w; ++j) {
       const float gamma = kGammaVec ? g[j] : gs;
       const float lambda = kLambdaVec ? l[j] : ls;
@@ -164,10 +189,11 @@ void gaeColumns(const GaeArgs& a, int64_t n0, int64_t n1, float* scratch, bool s
   else if (a.terminated) fn = pickRates<true, false>(a);
   else if (a.truncated) fn = pickRates<false, true>(a);
   else fn = pickRates<false, false>(a);
-  const int64_t cap = n1 - n0 < kGaeBlock ? n1 - n0 : kGaeBlock;  // scratch holds 3*cap floats
+  // scratch: gaeScratchFloats(cap) floats from a line boundary
+  const int64_t cap = n1 - n0 < kGaeBlock ? n1 - n0 : kGaeBlock, slot = gaeSlotFloats(cap);
   for (int64_t b = n0; b < n1; b += cap) {
     const int64_t w = n1 - b < cap ? n1 - b : cap;
-    fn(a, b, w, scratch, scratch + cap, scratch + 2 * cap, streaming);
+    fn(a, b, w, scratch, scratch + slot, scratch + 2 * slot, streaming);
   }
   endStreaming(streaming);
 }
@@ -187,12 +213,26 @@ static void tokenGaeStart(const TokenGaeArgs& a, int64_t b, float* nextValue, fl
   }
 }
 
-// Steps t = tEnd-1 down to tBegin of G rows with scalars, advancing their state; advantages go
-// to row buffer 2g, returns to 2g+1.
+// The row buffers of G rows from b in a line-aligned scratch: advantages in slot 2g, returns in
+// slot 2g+1, each placed like its destination row (lineLike).
+struct TokenGaeRows {
+  float* adv[kRows];
+  float* ret[kRows];
+  TokenGaeRows(const TokenGaeArgs& a, int64_t b, int G, float* scratch) {
+    const int64_t T = a.T, pitch = rowPitch(T);
+    for (int g = 0; g < G; ++g) {
+      adv[g] = lineLike(scratch + 2 * g * pitch, a.advantages + (b + g) * T);
+      ret[g] = lineLike(scratch + (2 * g + 1) * pitch, a.returns + (b + g) * T);
+    }
+  }
+};
+
+// Steps t = tEnd-1 down to tBegin of G rows with scalars, advancing their state, into the row
+// buffers.
 template <MaskMode kMode, int G>
 static void tokenGaeSteps(const TokenGaeArgs& a, int64_t b, int64_t tEnd, int64_t tBegin, float* nextValue,
-                          float* nextAdv, float* __restrict buf) {
-  const int64_t T = a.T, pitch = rowPitch(T);
+                          float* nextAdv, const TokenGaeRows& rows) {
+  const int64_t T = a.T;
   const float gamma = a.gamma, gl = a.gamma * a.lambda;
   for (int64_t t = tEnd - 1; t >= tBegin; --t) {
     for (int g = 0; g < G; ++g) {
@@ -216,26 +256,27 @@ static void tokenGaeSteps(const TokenGaeArgs& a, int64_t b, int64_t tEnd, int64_
         ret = A + v;
       }
       nextAdv[g] = A;
-      buf[(2 * g) * pitch + t] = A;
-      buf[(2 * g + 1) * pitch + t] = ret;
+      rows.adv[g][t] = A;
+      rows.ret[g][t] = ret;
     }
   }
 }
 
-static void tokenGaeStoreRows(const TokenGaeArgs& a, int64_t b, int G, const float* buf, bool streaming) {
-  const int64_t T = a.T, pitch = rowPitch(T);
+static void tokenGaeStoreRows(const TokenGaeArgs& a, int64_t b, int G, const TokenGaeRows& rows, bool streaming) {
+  const int64_t T = a.T;
   for (int g = 0; g < G; ++g) {
-    storeRow(a.advantages + (b + g) * T, buf + (2 * g) * pitch, T, streaming);
-    storeRow(a.returns + (b + g) * T, buf + (2 * g + 1) * pitch, T, streaming);
+    storeRow(a.advantages + (b + g) * T, rows.adv[g], T, streaming);
+    storeRow(a.returns + (b + g) * T, rows.ret[g], T, streaming);
   }
 }
 
 template <MaskMode kMode, int G>
-static void tokenGaeGroup(const TokenGaeArgs& a, int64_t b, float* __restrict buf, bool streaming) {
+static void tokenGaeGroup(const TokenGaeArgs& a, int64_t b, float* scratch, bool streaming) {
+  const TokenGaeRows rows(a, b, G, scratch);
   float nextValue[G], nextAdv[G];
   tokenGaeStart<G>(a, b, nextValue, nextAdv);
-  tokenGaeSteps<kMode, G>(a, b, a.T, 0, nextValue, nextAdv, buf);
-  tokenGaeStoreRows(a, b, G, buf, streaming);
+  tokenGaeSteps<kMode, G>(a, b, a.T, 0, nextValue, nextAdv, rows);
+  tokenGaeStoreRows(a, b, G, rows, streaming);
 }
 
 #if defined(__AVX2__)
@@ -321,12 +362,13 @@ static int64_t tileGridStart(const float* x, int64_t T) {
 // form after A is transposed back. Two transposes a tile instead of five, the same operations
 // in the same order for every element: the same bits as the scalar steps.
 template <MaskMode kMode>
-static void tokenGaeDeltaTiles(const TokenGaeArgs& a, int64_t b, float* __restrict buf, bool streaming) {
-  const int64_t T = a.T, pitch = rowPitch(T);
+static void tokenGaeDeltaTiles(const TokenGaeArgs& a, int64_t b, float* scratch, bool streaming) {
+  const int64_t T = a.T;
+  const TokenGaeRows rows(a, b, 8, scratch);
   const int64_t first = tileGridStart(a.values + b * T, T), tiles = (T - first) / 8, end = first + 8 * tiles;
   alignas(32) float nextValue[8], nextAdv[8];
   tokenGaeStart<8>(a, b, nextValue, nextAdv);
-  tokenGaeSteps<kMode, 8>(a, b, T, end, nextValue, nextAdv, buf);
+  tokenGaeSteps<kMode, 8>(a, b, T, end, nextValue, nextAdv, rows);
   const __m256 vg = _mm256_set1_ps(a.gamma), vgl = _mm256_set1_ps(a.gamma * a.lambda);
   const __m256i shiftDown = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
   __m256 na = _mm256_load_ps(nextAdv);
@@ -358,24 +400,25 @@ static void tokenGaeDeltaTiles(const TokenGaeArgs& a, int64_t b, float* __restri
     }
     transpose8(D);
     for (int g = 0; g < 8; ++g) {
-      _mm256_storeu_ps(buf + 2 * g * pitch + t0, D[g]);
-      _mm256_storeu_ps(buf + (2 * g + 1) * pitch + t0, _mm256_add_ps(D[g], Vt[g]));
+      _mm256_storeu_ps(rows.adv[g] + t0, D[g]);
+      _mm256_storeu_ps(rows.ret[g] + t0, _mm256_add_ps(D[g], Vt[g]));
     }
   }
   _mm256_store_ps(nextAdv, na);
-  tokenGaeSteps<kMode, 8>(a, b, first, 0, nextValue, nextAdv, buf);
-  tokenGaeStoreRows(a, b, 8, buf, streaming);
+  tokenGaeSteps<kMode, 8>(a, b, first, 0, nextValue, nextAdv, rows);
+  tokenGaeStoreRows(a, b, 8, rows, streaming);
 }
 
 // Skip: the next value carries through masked steps, so it depends on the mask sequence and the
 // recursion runs on transposed tiles of rewards, values and mask; the returns A_t + v_t are
 // formed in row form.
-static void tokenGaeSkipTiles(const TokenGaeArgs& a, int64_t b, float* __restrict buf, bool streaming) {
-  const int64_t T = a.T, pitch = rowPitch(T);
+static void tokenGaeSkipTiles(const TokenGaeArgs& a, int64_t b, float* scratch, bool streaming) {
+  const int64_t T = a.T;
+  const TokenGaeRows rows(a, b, 8, scratch);
   const int64_t first = tileGridStart(a.values + b * T, T), tiles = (T - first) / 8, end = first + 8 * tiles;
   alignas(32) float nextValue[8], nextAdv[8];
   tokenGaeStart<8>(a, b, nextValue, nextAdv);
-  tokenGaeSteps<MaskMode::Skip, 8>(a, b, T, end, nextValue, nextAdv, buf);
+  tokenGaeSteps<MaskMode::Skip, 8>(a, b, T, end, nextValue, nextAdv, rows);
   const __m256 vg = _mm256_set1_ps(a.gamma), vgl = _mm256_set1_ps(a.gamma * a.lambda);
   __m256 nv = _mm256_load_ps(nextValue), na = _mm256_load_ps(nextAdv);
   const float* rRows = a.rewards + b * T;
@@ -396,31 +439,31 @@ static void tokenGaeSkipTiles(const TokenGaeArgs& a, int64_t b, float* __restric
     }
     transpose8(R);
     for (int g = 0; g < 8; ++g) {
-      _mm256_storeu_ps(buf + 2 * g * pitch + t0, R[g]);
-      _mm256_storeu_ps(buf + (2 * g + 1) * pitch + t0, _mm256_add_ps(R[g], _mm256_loadu_ps(vRows + g * T + t0)));
+      _mm256_storeu_ps(rows.adv[g] + t0, R[g]);
+      _mm256_storeu_ps(rows.ret[g] + t0, _mm256_add_ps(R[g], _mm256_loadu_ps(vRows + g * T + t0)));
     }
   }
   _mm256_store_ps(nextValue, nv);
   _mm256_store_ps(nextAdv, na);
-  tokenGaeSteps<MaskMode::Skip, 8>(a, b, first, 0, nextValue, nextAdv, buf);
-  tokenGaeStoreRows(a, b, 8, buf, streaming);
+  tokenGaeSteps<MaskMode::Skip, 8>(a, b, first, 0, nextValue, nextAdv, rows);
+  tokenGaeStoreRows(a, b, 8, rows, streaming);
 }
 
 template <MaskMode kMode>
-static void tokenGaeTiles(const TokenGaeArgs& a, int64_t b, float* __restrict buf, bool streaming) {
-  if (kMode == MaskMode::Skip) tokenGaeSkipTiles(a, b, buf, streaming);
-  else tokenGaeDeltaTiles<kMode>(a, b, buf, streaming);
+static void tokenGaeTiles(const TokenGaeArgs& a, int64_t b, float* scratch, bool streaming) {
+  if (kMode == MaskMode::Skip) tokenGaeSkipTiles(a, b, scratch, streaming);
+  else tokenGaeDeltaTiles<kMode>(a, b, scratch, streaming);
 }
 #endif
 
 template <MaskMode kMode>
-static void tokenGaeRowsT(const TokenGaeArgs& a, int64_t b0, int64_t b1, float* buf, bool streaming) {
+static void tokenGaeRowsT(const TokenGaeArgs& a, int64_t b0, int64_t b1, float* scratch, bool streaming) {
   int64_t b = b0;
 #if defined(__AVX2__)
-  for (; b + 8 <= b1; b += 8) tokenGaeTiles<kMode>(a, b, buf, streaming);
+  for (; b + 8 <= b1; b += 8) tokenGaeTiles<kMode>(a, b, scratch, streaming);
 #endif
-  for (; b + kScalarRows <= b1; b += kScalarRows) tokenGaeGroup<kMode, kScalarRows>(a, b, buf, streaming);
-  for (; b < b1; ++b) tokenGaeGroup<kMode, 1>(a, b, buf, streaming);
+  for (; b + kScalarRows <= b1; b += kScalarRows) tokenGaeGroup<kMode, kScalarRows>(a, b, scratch, streaming);
+  for (; b < b1; ++b) tokenGaeGroup<kMode, 1>(a, b, scratch, streaming);
 }
 
 void tokenGaeRows(const TokenGaeArgs& a, int64_t b0, int64_t b1, float* scratch, bool streaming) {
@@ -432,42 +475,52 @@ void tokenGaeRows(const TokenGaeArgs& a, int64_t b0, int64_t b1, float* scratch,
   endStreaming(streaming);
 }
 
-// Steps t = tEnd-1 down to tBegin of G rows of returns with scalars; row g's buffer is g.
+// The row buffers of G rows of returns from b: slot g, placed like its destination row.
+struct ReturnsRows {
+  float* row[kRows];
+  ReturnsRows(const DiscountedReturnsArgs& a, int64_t b, int G, float* scratch) {
+    for (int g = 0; g < G; ++g) row[g] = lineLike(scratch + g * rowPitch(a.T), a.returns + (b + g) * a.T);
+  }
+};
+
+// Steps t = tEnd-1 down to tBegin of G rows of returns with scalars, into the row buffers.
 template <bool kMasked, int G>
 static void returnsSteps(const DiscountedReturnsArgs& a, int64_t b, int64_t tEnd, int64_t tBegin, float* next,
-                         float* __restrict buf) {
-  const int64_t T = a.T, pitch = rowPitch(T);
+                         const ReturnsRows& rows) {
+  const int64_t T = a.T;
   for (int64_t t = tEnd - 1; t >= tBegin; --t) {
     for (int g = 0; g < G; ++g) {
       const int64_t i = (b + g) * T + t;
       const float r = (!kMasked || a.mask[i] != 0) ? a.rewards[i] : 0.0f;
       next[g] = r + a.gamma * next[g];
-      buf[g * pitch + t] = next[g];
+      rows.row[g][t] = next[g];
     }
   }
 }
 
-static void returnsStoreRows(const DiscountedReturnsArgs& a, int64_t b, int G, const float* buf, bool streaming) {
-  for (int g = 0; g < G; ++g) storeRow(a.returns + (b + g) * a.T, buf + g * rowPitch(a.T), a.T, streaming);
+static void returnsStoreRows(const DiscountedReturnsArgs& a, int64_t b, int G, const ReturnsRows& rows, bool streaming) {
+  for (int g = 0; g < G; ++g) storeRow(a.returns + (b + g) * a.T, rows.row[g], a.T, streaming);
 }
 
 template <bool kMasked, int G>
-static void returnsGroup(const DiscountedReturnsArgs& a, int64_t b, float* __restrict buf, bool streaming) {
+static void returnsGroup(const DiscountedReturnsArgs& a, int64_t b, float* scratch, bool streaming) {
+  const ReturnsRows rows(a, b, G, scratch);
   float next[G] = {};
-  returnsSteps<kMasked, G>(a, b, a.T, 0, next, buf);
-  returnsStoreRows(a, b, G, buf, streaming);
+  returnsSteps<kMasked, G>(a, b, a.T, 0, next, rows);
+  returnsStoreRows(a, b, G, rows, streaming);
 }
 
 #if defined(__AVX2__)
 // Eight rows at once with transposed tiles, as tokenGaeDeltaTiles: the rewards are premasked in
 // row form, so that only they go into the lanes-per-row form.
 template <bool kMasked>
-static void returnsTiles(const DiscountedReturnsArgs& a, int64_t b, float* __restrict buf, bool streaming) {
+static void returnsTiles(const DiscountedReturnsArgs& a, int64_t b, float* scratch, bool streaming) {
   constexpr MaskMode kMode = kMasked ? MaskMode::Premask : MaskMode::None;
-  const int64_t T = a.T, pitch = rowPitch(T);
+  const int64_t T = a.T;
+  const ReturnsRows rows(a, b, 8, scratch);
   const int64_t first = tileGridStart(a.rewards + b * T, T), tiles = (T - first) / 8, end = first + 8 * tiles;
   alignas(32) float next[8] = {};
-  returnsSteps<kMasked, 8>(a, b, T, end, next, buf);
+  returnsSteps<kMasked, 8>(a, b, T, end, next, rows);
   __m256 g = _mm256_load_ps(next);
   const __m256 gamma = _mm256_set1_ps(a.gamma);
   for (int64_t i = 0; i < tiles; ++i) {
@@ -485,22 +538,22 @@ static void returnsTiles(const DiscountedReturnsArgs& a, int64_t b, float* __res
       G[k] = g;
     }
     transpose8(G);
-    for (int row = 0; row < 8; ++row) _mm256_storeu_ps(buf + row * pitch + t0, G[row]);
+    for (int row = 0; row < 8; ++row) _mm256_storeu_ps(rows.row[row] + t0, G[row]);
   }
   _mm256_store_ps(next, g);
-  returnsSteps<kMasked, 8>(a, b, first, 0, next, buf);
-  returnsStoreRows(a, b, 8, buf, streaming);
+  returnsSteps<kMasked, 8>(a, b, first, 0, next, rows);
+  returnsStoreRows(a, b, 8, rows, streaming);
 }
 #endif
 
 template <bool kMasked>
-static void returnsRowsT(const DiscountedReturnsArgs& a, int64_t b0, int64_t b1, float* buf, bool streaming) {
+static void returnsRowsT(const DiscountedReturnsArgs& a, int64_t b0, int64_t b1, float* scratch, bool streaming) {
   int64_t b = b0;
 #if defined(__AVX2__)
-  for (; b + 8 <= b1; b += 8) returnsTiles<kMasked>(a, b, buf, streaming);
+  for (; b + 8 <= b1; b += 8) returnsTiles<kMasked>(a, b, scratch, streaming);
 #endif
-  for (; b + kScalarRows <= b1; b += kScalarRows) returnsGroup<kMasked, kScalarRows>(a, b, buf, streaming);
-  for (; b < b1; ++b) returnsGroup<kMasked, 1>(a, b, buf, streaming);
+  for (; b + kScalarRows <= b1; b += kScalarRows) returnsGroup<kMasked, kScalarRows>(a, b, scratch, streaming);
+  for (; b < b1; ++b) returnsGroup<kMasked, 1>(a, b, scratch, streaming);
 }
 
 void discountedReturnsRows(const DiscountedReturnsArgs& a, int64_t b0, int64_t b1, float* scratch, bool streaming) {
@@ -615,10 +668,11 @@ void affineRange(const AffineArgs& a, int64_t i0, int64_t i1, bool streaming) {
     return;
   }
   constexpr int64_t kChunk = 1024;
-  alignas(64) float buf[kChunk];
+  alignas(64) float slot[kChunk + 16];
   for (int64_t i = i0; i < i1; i += kChunk) {
     const int64_t w = i1 - i < kChunk ? i1 - i : kChunk;
     const float* __restrict x = a.x + i;
+    float* __restrict buf = lineLike(slot, a.out + i);
     for (int64_t j = 0; j < w; ++j) buf[j] = (x[j] - c) * s + sh;
     storeRow(a.out + i, buf, w, true);
   }

@@ -16,14 +16,24 @@ constexpr int64_t kGaeBlock = 2048;
 // scalar form. The scratch holds 2*kRows row buffers.
 constexpr int kRows = 8;
 constexpr int kScalarRows = 4;
-// Floats between row buffers: T rounded up to an odd number of 64-byte lines, so that neither
-// the pitch nor twice it is ever a multiple of 4 KiB (rows that far apart fall in one L1 set and
-// alias in the store buffer).
+// Floats between row buffers: room for T floats at any place in a 64-byte line (see lineLike),
+// rounded to an odd number of lines, so that neither the pitch nor twice it is ever a multiple
+// of 4 KiB (rows that far apart fall in one L1 set and alias in the store buffer).
 inline int64_t rowPitch(int64_t T) {
-  const int64_t lines = (T + 15) / 16;
+  const int64_t lines = (T + 15) / 16 + 1;
   return (lines | 1) * 16;
 }
-inline int64_t rowScratchFloats(int64_t T) { return 2 * kRows * rowPitch(T); }
+// Floats of a part's scratch for [*,T] rows, with room to align its start to a line.
+inline int64_t rowScratchFloats(int64_t T) { return 2 * kRows * rowPitch(T) + 16; }
+// Time-major GAE's scratch for blocks of w columns: three line-aligned slots (the running
+// advantage and two output rows, each with room to sit like its destination), and room to
+// align the start.
+inline int64_t gaeSlotFloats(int64_t w) { return (w + 16 + 15) / 16 * 16; }
+inline int64_t gaeScratchFloats(int64_t w) { return 3 * gaeSlotFloats(w) + 16; }
+// The first 64-byte line boundary at or after p (scratch is allocated 16 floats longer).
+inline float* alignToLine(float* p) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+}
 
 // The softmax statistics of one row of logits z, about its largest logit M:
 //   logsumexp_j(z_j/tau) = M/tau + logSum,  E = sum_j p_j z_j/tau = M/tau + meanShift,

@@ -64,8 +64,8 @@ void gaeCpu(const GaeArgs& a) {
   const int64_t grain = std::max<int64_t>(kLine, kMinElementsPerThread / std::max<int64_t>(a.T, 1));
   const bool streaming = isStreaming(2 * a.T * a.N);
   parallelFor(a.N, grain, kLine, [&](int64_t n0, int64_t n1) {
-    std::vector<float> scratch(static_cast<size_t>(3 * std::min(kGaeBlock, n1 - n0)));
-    k.gaeColumns(a, n0, n1, scratch.data(), streaming);
+    std::vector<float> scratch(static_cast<size_t>(gaeScratchFloats(std::min(kGaeBlock, n1 - n0))));
+    k.gaeColumns(a, n0, n1, alignToLine(scratch.data()), streaming);
   });
 }
 
@@ -75,7 +75,7 @@ static void forRowParts(int64_t B, int64_t T, RowsFn rows) {
   const int64_t grain = std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(T, 1));
   parallelFor(B, grain, 1, [&](int64_t b0, int64_t b1) {
     std::vector<float> scratch(static_cast<size_t>(rowScratchFloats(T)));
-    rows(b0, b1, scratch.data());
+    rows(b0, b1, alignToLine(scratch.data()));
   });
 }
 
