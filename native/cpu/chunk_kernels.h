@@ -18,35 +18,47 @@
 namespace rlhf {
 namespace RLHF_CHUNK_NS {
 
-// Copies a finished row of outputs to its destination. With `streaming` (outputs much larger
-// than the last-level cache) it uses non-temporal stores, which skip the read that a normal
-// store of a line not in cache costs; 32-byte ones where AVX has them, which move about a
-// quarter more per second than 16-byte ones here. Either way the values are the same bits.
-static void storeRow(float* __restrict dst, const float* __restrict src, int64_t n, bool streaming) {
+// Writes out[0..n) with non-temporal stores, which skip the read that a plain store of a line
+// not in cache costs. The elements come from `source`: at1(j) one, at4(j) four (with SSE2) and
+// at8(j) eight (with AVX) from j, the same bits whichever gives them. 32-byte stores where AVX
+// has them (they move about a fifth more per second than 16-byte ones here), and every
+// 16-byte-aligned part non-temporal: a plain store into a line that is also being streamed (a
+// row's first or last line, shared with the next row) made rows that start 48 bytes into a line
+// 40% slower.
+template <typename Source>
+static void streamOut(float* out, int64_t n, const Source& source) {
   int64_t i = 0;
+#if defined(__SSE2__)
+  for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & 15) != 0; ++i) out[i] = source.at1(i);
 #if defined(__AVX__)
-  // Every 16-byte-aligned part goes out non-temporally: a plain store into a line that is also
-  // being streamed (the row's first or last line, shared with the next row) made rows that start
-  // 48 bytes into a line run at 60% of the speed.
-  if (streaming) {
-    for (; i < n && (reinterpret_cast<uintptr_t>(dst + i) & 15) != 0; ++i) dst[i] = src[i];
-    if (i + 4 <= n && (reinterpret_cast<uintptr_t>(dst + i) & 31) != 0) {
-      _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
-      i += 4;
-    }
-    for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
-    if (i + 4 <= n) {
-      _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
-      i += 4;
-    }
+  if (i + 4 <= n && (reinterpret_cast<uintptr_t>(out + i) & 31) != 0) {
+    _mm_stream_ps(out + i, source.at4(i));
+    i += 4;
   }
-#elif defined(__SSE2__)
-  if (streaming) {
-    for (; i < n && (reinterpret_cast<uintptr_t>(dst + i) & 15) != 0; ++i) dst[i] = src[i];
-    for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
-  }
+  for (; i + 8 <= n; i += 8) _mm256_stream_ps(out + i, source.at8(i));
 #endif
-  for (; i < n; ++i) dst[i] = src[i];
+  for (; i + 4 <= n; i += 4) _mm_stream_ps(out + i, source.at4(i));
+#endif
+  for (; i < n; ++i) out[i] = source.at1(i);
+}
+
+// The elements of a finished row buffer, as they are.
+struct CopySource {
+  const float* src;
+  float at1(int64_t j) const { return src[j]; }
+#if defined(__SSE2__)
+  __m128 at4(int64_t j) const { return _mm_loadu_ps(src + j); }
+#endif
+#if defined(__AVX__)
+  __m256 at8(int64_t j) const { return _mm256_loadu_ps(src + j); }
+#endif
+};
+
+// Copies a finished row of outputs to its destination, non-temporally when `streaming` (outputs
+// much larger than the last-level cache). Either way the values are the same bits.
+static void storeRow(float* __restrict dst, const float* __restrict src, int64_t n, bool streaming) {
+  if (streaming) return streamOut(dst, n, CopySource{src});
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 
 // Orders the non-temporal stores before whatever the thread does next (the pool's hand-off).
@@ -64,26 +76,25 @@ static inline float* lineLike(float* slot, const float* dst) {
   return slot + (reinterpret_cast<uintptr_t>(dst) & 63) / sizeof(float);
 }
 
-// STREAM's triad a = b + 3c over [i0, i1) with non-temporal stores as wide as storeRow's: the
-// bandwidth roofline the benchmarks report against, measured with the stores the ops use.
-void triadRange(float* __restrict a, const float* __restrict b, const float* __restrict c, int64_t i0, int64_t i1) {
-  int64_t i = i0;
-#if defined(__AVX__)
-  for (; i < i1 && (reinterpret_cast<uintptr_t>(a + i) & 15) != 0; ++i) a[i] = b[i] + 3.0f * c[i];
-  if (i + 4 <= i1 && (reinterpret_cast<uintptr_t>(a + i) & 31) != 0) {
-    _mm_stream_ps(a + i, _mm_add_ps(_mm_loadu_ps(b + i), _mm_mul_ps(_mm_set1_ps(3.0f), _mm_loadu_ps(c + i))));
-    i += 4;
-  }
-  const __m256 three = _mm256_set1_ps(3.0f);
-  for (; i + 8 <= i1; i += 8)
-    _mm256_stream_ps(a + i, _mm256_add_ps(_mm256_loadu_ps(b + i), _mm256_mul_ps(three, _mm256_loadu_ps(c + i))));
-#elif defined(__SSE2__)
-  for (; i < i1 && (reinterpret_cast<uintptr_t>(a + i) & 15) != 0; ++i) a[i] = b[i] + 3.0f * c[i];
-  const __m128 three = _mm_set1_ps(3.0f);
-  for (; i + 4 <= i1; i += 4)
-    _mm_stream_ps(a + i, _mm_add_ps(_mm_loadu_ps(b + i), _mm_mul_ps(three, _mm_loadu_ps(c + i))));
+// STREAM's triad a = b + 3c, one element of it.
+struct TriadSource {
+  const float* b;
+  const float* c;
+  float at1(int64_t j) const { return b[j] + 3.0f * c[j]; }
+#if defined(__SSE2__)
+  __m128 at4(int64_t j) const { return _mm_add_ps(_mm_loadu_ps(b + j), _mm_mul_ps(_mm_set1_ps(3.0f), _mm_loadu_ps(c + j))); }
 #endif
-  for (; i < i1; ++i) a[i] = b[i] + 3.0f * c[i];
+#if defined(__AVX__)
+  __m256 at8(int64_t j) const {
+    return _mm256_add_ps(_mm256_loadu_ps(b + j), _mm256_mul_ps(_mm256_set1_ps(3.0f), _mm256_loadu_ps(c + j)));
+  }
+#endif
+};
+
+// The triad over [i0, i1) with the ops' non-temporal stores: the bandwidth roofline the
+// benchmarks report against, measured with the stores the ops use.
+void triadRange(float* __restrict a, const float* __restrict b, const float* __restrict c, int64_t i0, int64_t i1) {
+  streamOut(a + i0, i1 - i0, TriadSource{b + i0, c + i0});
   endStreaming(true);
 }
 
@@ -667,6 +678,8 @@ void affineRange(const AffineArgs& a, int64_t i0, int64_t i1, bool streaming) {
     for (int64_t i = i0; i < i1; ++i) out[i] = (x[i] - c) * s + sh;
     return;
   }
+  // Through a buffer: streamed straight from x, the stores would make the loads of x wait
+  // whenever out lies a little ahead of x in the low 12 address bits (4K aliasing).
   constexpr int64_t kChunk = 1024;
   alignas(64) float slot[kChunk + 16];
   for (int64_t i = i0; i < i1; i += kChunk) {

@@ -106,7 +106,9 @@ void forEachCpuConfig(const std::function<void(const std::string&)>& body) {
 enum class Flags { None, Terminated, TerminatedTruncated, CleanRl };
 enum class RateLayout { Scalar, PerStep, Full };
 
-void testGae(int64_t T, int64_t N, Flags flags, RateLayout gammaLayout, RateLayout lambdaLayout) {
+// retLead: the returns start that many floats into their buffer, so that the advantages and the
+// returns meet every relative alignment.
+void testGae(int64_t T, int64_t N, Flags flags, RateLayout gammaLayout, RateLayout lambdaLayout, int retLead = 0) {
   covered.insert("gae");
   const int64_t n = T * N;
   auto rewards = randomFloats(n), values = randomFloats(n), nextValues = randomFloats(n), last = randomFloats(N);
@@ -152,16 +154,20 @@ void testGae(int64_t T, int64_t N, Flags flags, RateLayout gammaLayout, RateLayo
   gaeReference(r);
   const std::string name = "gae T=" + std::to_string(T) + " N=" + std::to_string(N) + " flags=" +
                            std::to_string(static_cast<int>(flags)) + " gamma=" + std::to_string(static_cast<int>(gammaLayout)) +
-                           " lambda=" + std::to_string(static_cast<int>(lambdaLayout));
+                           " lambda=" + std::to_string(static_cast<int>(lambdaLayout)) +
+                           (retLead != 0 ? " retLead=" + std::to_string(retLead) : "");
   forEachCpuConfig([&](const std::string& config) {
-    Out adv(n), ret(n);
+    Out adv(n), ret(n + retLead);
     GaeArgs f = a;
     f.advantages = adv.data();
-    f.returns = ret.data();
+    f.returns = ret.data() + retLead;
     gaeCpu(f);
     std::string why;
+    bool leadIntact = true;
+    for (int i = 0; i < retLead; ++i) leadIntact = leadIntact && sameBits(ret.data()[i], kSentinel);
     const bool ok = close(adv.data(), refAdv.data(), n, tolOf("gae"), why) &&
-                    close(ret.data(), refRet.data(), n, tolOf("gae"), why) && adv.guardIntact(n) && ret.guardIntact(n);
+                    close(ret.data() + retLead, refRet.data(), n, tolOf("gae"), why) && adv.guardIntact(n) &&
+                    ret.guardIntact(n + retLead) && leadIntact;
     report(ok, name + " [" + config + "] " + why);
   });
 }
@@ -1160,7 +1166,10 @@ int main() {
     for (double p : {1.0, 0.5, 0.02}) testStatistics(n, p, 0.0f);
   testStatistics(200000, 0.7, 1000.0f);  // a large mean: the shifted sums must not lose the variance
   // Outputs of 16 MiB and more take the non-temporal store paths.
-  testGae(512, 4100, Flags::TerminatedTruncated, RateLayout::Scalar, RateLayout::Scalar);
+  for (Flags f : {Flags::None, Flags::Terminated, Flags::TerminatedTruncated})
+    testGae(512, 4100, f, RateLayout::Scalar, RateLayout::Scalar);
+  for (int retLead : {1, 4}) testGae(512, 4100, Flags::TerminatedTruncated, RateLayout::Scalar, RateLayout::Scalar, retLead);
+  testGae(520, 4096, Flags::CleanRl, RateLayout::PerStep, RateLayout::Scalar);
   for (MaskMode m : {MaskMode::Premask, MaskMode::Skip, MaskMode::None}) testTokenGae(2051, 1024, m, true);
   testReturns(4099, 1024, true);
   testStatistics(4200000, 0.5, 0.0f);
