@@ -355,16 +355,40 @@ static inline __m256 stepsOf(const float* x, const uint8_t* m) {
   return kMode == MaskMode::Premask ? _mm256_andnot_ps(maskedLanes(m), raw) : raw;
 }
 
-// The first step of the tile grid: the step from which every row of `x` is 32-byte aligned, when
-// all eight rows share an alignment (T a multiple of 8), so that no tile load straddles two
-// lines (from memory, straddling loads cost about a fifth more time). A typed array from
-// JavaScript usually starts 16 bytes into a line. The steps past the last whole tile run with
-// scalars before the tiles, the steps before the grid with scalars after them.
-static int64_t tileGridStart(const float* x, int64_t T) {
-  const uintptr_t misalign = reinterpret_cast<uintptr_t>(x) % 32;
-  if (T % 8 != 0 || T < 8 || misalign % 4 != 0) return 0;
-  return static_cast<int64_t>((32 - misalign) % 32 / 4);
-}
+// The tile grid of a group of rows: whole tiles of 8 steps over [first, end). It starts where
+// every row of `x` is 32-byte aligned, when all eight rows share an alignment (T a multiple of
+// 8), so that no tile load straddles two lines (from memory, straddling loads cost about a fifth
+// more time; a typed array from JavaScript usually starts 16 bytes into a line). The steps from
+// end run with scalars before the tiles, the steps before first with scalars after them.
+struct TileGrid {
+  int64_t first, tiles, end;
+  TileGrid(const float* x, int64_t T) {
+    const uintptr_t misalign = reinterpret_cast<uintptr_t>(x) % 32;
+    first = T % 8 != 0 || T < 8 || misalign % 4 != 0 ? 0 : static_cast<int64_t>((32 - misalign) % 32 / 4);
+    tiles = (T - first) / 8;
+    end = first + 8 * tiles;
+  }
+};
+
+// A group of 8 rows on tiles: its row buffers, its tile grid, and each row's state, which the
+// scalar steps past the grid start; finish() runs the scalar steps before the grid from the
+// state the tiles leave and copies the rows out.
+template <MaskMode kMode>
+struct TokenGaeTileGroup {
+  TokenGaeRows rows;
+  TileGrid grid;
+  alignas(32) float nextValue[8];
+  alignas(32) float nextAdv[8];
+  TokenGaeTileGroup(const TokenGaeArgs& a, int64_t b, float* scratch)
+      : rows(a, b, 8, scratch), grid(a.values + b * a.T, a.T) {
+    tokenGaeStart<8>(a, b, nextValue, nextAdv);
+    tokenGaeSteps<kMode, 8>(a, b, a.T, grid.end, nextValue, nextAdv, rows);
+  }
+  void finish(const TokenGaeArgs& a, int64_t b, bool streaming) {
+    tokenGaeSteps<kMode, 8>(a, b, grid.first, 0, nextValue, nextAdv, rows);
+    tokenGaeStoreRows(a, b, 8, rows, streaming);
+  }
+};
 
 // Premask and none: the next value of step t is the (premasked) value of step t+1 whatever the
 // advantages are, so delta_t = (r_t + gamma*v_{t+1}) - v_t is formed in row form, 8 steps of a
@@ -375,16 +399,15 @@ static int64_t tileGridStart(const float* x, int64_t T) {
 template <MaskMode kMode>
 static void tokenGaeDeltaTiles(const TokenGaeArgs& a, int64_t b, float* scratch, bool streaming) {
   const int64_t T = a.T;
-  const TokenGaeRows rows(a, b, 8, scratch);
-  const int64_t first = tileGridStart(a.values + b * T, T), tiles = (T - first) / 8, end = first + 8 * tiles;
-  alignas(32) float nextValue[8], nextAdv[8];
-  tokenGaeStart<8>(a, b, nextValue, nextAdv);
-  tokenGaeSteps<kMode, 8>(a, b, T, end, nextValue, nextAdv, rows);
+  TokenGaeTileGroup<kMode> group(a, b, scratch);
+  const TileGrid& grid = group.grid;
+  const TokenGaeRows& rows = group.rows;
+  float* nextValue = group.nextValue;
   const __m256 vg = _mm256_set1_ps(a.gamma), vgl = _mm256_set1_ps(a.gamma * a.lambda);
   const __m256i shiftDown = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
-  __m256 na = _mm256_load_ps(nextAdv);
-  for (int64_t i = 0; i < tiles; ++i) {
-    const int64_t t0 = end - 8 * (i + 1);
+  __m256 na = _mm256_load_ps(group.nextAdv);
+  for (int64_t i = 0; i < grid.tiles; ++i) {
+    const int64_t t0 = grid.end - 8 * (i + 1);
     __m256 D[8], Vt[8];
     // Left rolled, the row loop runs about a tenth slower.
 #pragma GCC unroll 8
@@ -415,9 +438,8 @@ static void tokenGaeDeltaTiles(const TokenGaeArgs& a, int64_t b, float* scratch,
       _mm256_storeu_ps(rows.ret[g] + t0, _mm256_add_ps(D[g], Vt[g]));
     }
   }
-  _mm256_store_ps(nextAdv, na);
-  tokenGaeSteps<kMode, 8>(a, b, first, 0, nextValue, nextAdv, rows);
-  tokenGaeStoreRows(a, b, 8, rows, streaming);
+  _mm256_store_ps(group.nextAdv, na);
+  group.finish(a, b, streaming);
 }
 
 // Skip: the next value carries through masked steps, so it depends on the mask sequence and the
@@ -425,18 +447,16 @@ static void tokenGaeDeltaTiles(const TokenGaeArgs& a, int64_t b, float* scratch,
 // formed in row form.
 static void tokenGaeSkipTiles(const TokenGaeArgs& a, int64_t b, float* scratch, bool streaming) {
   const int64_t T = a.T;
-  const TokenGaeRows rows(a, b, 8, scratch);
-  const int64_t first = tileGridStart(a.values + b * T, T), tiles = (T - first) / 8, end = first + 8 * tiles;
-  alignas(32) float nextValue[8], nextAdv[8];
-  tokenGaeStart<8>(a, b, nextValue, nextAdv);
-  tokenGaeSteps<MaskMode::Skip, 8>(a, b, T, end, nextValue, nextAdv, rows);
+  TokenGaeTileGroup<MaskMode::Skip> group(a, b, scratch);
+  const TileGrid& grid = group.grid;
+  const TokenGaeRows& rows = group.rows;
   const __m256 vg = _mm256_set1_ps(a.gamma), vgl = _mm256_set1_ps(a.gamma * a.lambda);
-  __m256 nv = _mm256_load_ps(nextValue), na = _mm256_load_ps(nextAdv);
+  __m256 nv = _mm256_load_ps(group.nextValue), na = _mm256_load_ps(group.nextAdv);
   const float* rRows = a.rewards + b * T;
   const float* vRows = a.values + b * T;
   const uint8_t* mRows = a.mask + b * T;
-  for (int64_t i = 0; i < tiles; ++i) {
-    const int64_t t0 = end - 8 * (i + 1);
+  for (int64_t i = 0; i < grid.tiles; ++i) {
+    const int64_t t0 = grid.end - 8 * (i + 1);
     __m256 R[8], V[8], Masked[8];
     loadTile(rRows, T, t0, R);
     loadTile(vRows, T, t0, V);
@@ -454,10 +474,9 @@ static void tokenGaeSkipTiles(const TokenGaeArgs& a, int64_t b, float* scratch, 
       _mm256_storeu_ps(rows.ret[g] + t0, _mm256_add_ps(R[g], _mm256_loadu_ps(vRows + g * T + t0)));
     }
   }
-  _mm256_store_ps(nextValue, nv);
-  _mm256_store_ps(nextAdv, na);
-  tokenGaeSteps<MaskMode::Skip, 8>(a, b, first, 0, nextValue, nextAdv, rows);
-  tokenGaeStoreRows(a, b, 8, rows, streaming);
+  _mm256_store_ps(group.nextValue, nv);
+  _mm256_store_ps(group.nextAdv, na);
+  group.finish(a, b, streaming);
 }
 
 template <MaskMode kMode>
@@ -529,13 +548,13 @@ static void returnsTiles(const DiscountedReturnsArgs& a, int64_t b, float* scrat
   constexpr MaskMode kMode = kMasked ? MaskMode::Premask : MaskMode::None;
   const int64_t T = a.T;
   const ReturnsRows rows(a, b, 8, scratch);
-  const int64_t first = tileGridStart(a.rewards + b * T, T), tiles = (T - first) / 8, end = first + 8 * tiles;
+  const TileGrid grid(a.rewards + b * T, T);
   alignas(32) float next[8] = {};
-  returnsSteps<kMasked, 8>(a, b, T, end, next, rows);
+  returnsSteps<kMasked, 8>(a, b, T, grid.end, next, rows);
   __m256 g = _mm256_load_ps(next);
   const __m256 gamma = _mm256_set1_ps(a.gamma);
-  for (int64_t i = 0; i < tiles; ++i) {
-    const int64_t t0 = end - 8 * (i + 1);
+  for (int64_t i = 0; i < grid.tiles; ++i) {
+    const int64_t t0 = grid.end - 8 * (i + 1);
     __m256 G[8];
     for (int row = 0; row < 8; ++row) {
       const int64_t at = (b + row) * T + t0;
@@ -552,7 +571,7 @@ static void returnsTiles(const DiscountedReturnsArgs& a, int64_t b, float* scrat
     for (int row = 0; row < 8; ++row) _mm256_storeu_ps(rows.row[row] + t0, G[row]);
   }
   _mm256_store_ps(next, g);
-  returnsSteps<kMasked, 8>(a, b, first, 0, next, rows);
+  returnsSteps<kMasked, 8>(a, b, grid.first, 0, next, rows);
   returnsStoreRows(a, b, 8, rows, streaming);
 }
 #endif
