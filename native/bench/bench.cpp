@@ -1,13 +1,14 @@
 // Native CPU benchmark (no Node): each op's optimised kernel on the thread pool, and its scalar
 // reference, against the STREAM-triad bandwidth measured in the same run. Bytes are the op's
 // compulsory traffic (every input read once, every output written once; whitening reads x
-// twice because the statistics must be known before the first output: x and mask, then x). A
-// plain streaming loop with the GAE family's traffic stands beside them: the ceiling for that mix
-// of reads and writes here.
+// twice because the statistics must be known before the first output: x and mask, then x). Plain
+// streaming loops with the traffic of the GAE family and of the masked statistics stand beside
+// them: the ceilings for those mixes of reads and writes here.
 // The matrix multiply is compute-bound instead: its rows give GFLOP/s against the floating-point
 // peak of this machine, measured in the same run (--matmul: those rows only).
 //   rlhf_native_bench [--threads N] [--quick] [--matmul]
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -147,14 +148,33 @@ void benchPolicy(const RunFn& run, bool quick, int64_t n, const std::vector<uint
   });
 }
 
-// --- the ceiling of the GAE family's traffic -----------------------------------------------------
+// --- plain loops: the ceilings of the ops' traffic ---------------------------------------------
+// Front-to-back loops over page-aligned copies of the data, with the traffic of an op family and
+// none of its order or arithmetic. Page-aligned, because outputs a few bytes ahead of an input in
+// the low 12 address bits make the loads wait on the stores (4K aliasing), several times slower,
+// which would measure the placement and not the traffic. [i0, i1) on multiples of 8.
 
-// A plain loop with GAE's traffic and none of its order: three input streams (two float, one
-// byte) read front to back, two float outputs written with non-temporal stores, an add and a
-// subtract an element. What the GAE rows could reach here, next to the triad's two reads and one
-// write: writes cost the memory more than reads. Outputs 32-byte aligned, [i0, i1) on multiples
-// of 8.
+// A page-aligned copy of n elements (or fresh space for them), freed with it.
+template <typename E>
+class PageCopy {
+ public:
+  PageCopy(const E* from, int64_t n)
+      : p_(static_cast<E*>(std::aligned_alloc(4096, (static_cast<size_t>(n) * sizeof(E) + 4095) / 4096 * 4096))) {
+    if (from != nullptr) std::memcpy(p_, from, static_cast<size_t>(n) * sizeof(E));
+  }
+  ~PageCopy() { std::free(p_); }
+  PageCopy(const PageCopy&) = delete;
+  PageCopy& operator=(const PageCopy&) = delete;
+  E* get() const { return p_; }
+
+ private:
+  E* p_;
+};
+
 #if defined(__x86_64__)
+// GAE's traffic: three input streams (two float, one byte), two float outputs written with
+// non-temporal stores, an add and a subtract an element. Next to the triad's two reads and one
+// write: writes cost the memory more than reads.
 __attribute__((target("avx2"))) void plainStreamAvx2(const float* r, const float* v, const uint8_t* m, float* a,
                                                        float* b, int64_t i0, int64_t i1) {
   for (int64_t i = i0; i < i1; i += 8) {
@@ -176,33 +196,61 @@ void plainStreamSse2(const float* r, const float* v, const uint8_t* m, float* a,
   _mm_sfence();
 }
 
-// Seconds of the plain loop over n elements on the pool (n a multiple of 8), median of runs. Its
-// own copies of the inputs start on a page like the outputs: outputs a few bytes ahead of an
-// input in the low 12 address bits make the loads wait on the stores (4K aliasing), several
-// times slower, which would measure the placement and not the traffic.
-double plainStreamSeconds(const float* rIn, const float* vIn, const uint8_t* mIn, int64_t n, double minSeconds) {
+// The masked statistics' traffic: a float and a byte stream read, nothing written; the masked
+// values and the count summed in float (the sums only keep the loads from being dropped).
+__attribute__((target("avx2"))) float plainReadAvx2(const float* x, const uint8_t* m, int64_t i0, int64_t i1) {
+  __m256 sum = _mm256_setzero_ps(), count = sum;
+  for (int64_t i = i0; i < i1; i += 8) {
+    const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m + i)));
+    const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bytes, _mm256_setzero_si256()));
+    sum = _mm256_add_ps(sum, _mm256_and_ps(valid, _mm256_loadu_ps(x + i)));
+    count = _mm256_add_ps(count, _mm256_and_ps(valid, _mm256_set1_ps(1.0f)));
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, _mm256_add_ps(sum, count));
+  return lanes[0];
+}
+float plainReadSse2(const float* x, const uint8_t* m, int64_t i0, int64_t i1) {
+  __m128 sum = _mm_setzero_ps(), count = sum;
+  for (int64_t i = i0; i < i1; i += 4) {
+    const __m128 valid = _mm_castsi128_ps(_mm_set_epi32(-(m[i + 3] != 0), -(m[i + 2] != 0), -(m[i + 1] != 0), -(m[i] != 0)));
+    sum = _mm_add_ps(sum, _mm_and_ps(valid, _mm_loadu_ps(x + i)));
+    count = _mm_add_ps(count, _mm_and_ps(valid, _mm_set1_ps(1.0f)));
+  }
+  float lanes[4];
+  _mm_storeu_ps(lanes, _mm_add_ps(sum, count));
+  return lanes[0];
+}
+
+// Seconds of the GAE plain loop over n elements on the pool (n a multiple of 8), median of runs.
+double plainStreamSeconds(const float* r, const float* v, const uint8_t* m, int64_t n, double minSeconds) {
   const bool avx2 = std::strcmp(cpuVariantName(), "avx2") == 0;
-  const size_t bytes = static_cast<size_t>(n) * sizeof(float), pageBytes = (bytes + 4095) / 4096 * 4096;
-  float* r = static_cast<float*>(std::aligned_alloc(4096, pageBytes));
-  float* v = static_cast<float*>(std::aligned_alloc(4096, pageBytes));
-  uint8_t* m = static_cast<uint8_t*>(std::aligned_alloc(4096, (static_cast<size_t>(n) + 4095) / 4096 * 4096));
-  float* a = static_cast<float*>(std::aligned_alloc(4096, pageBytes));
-  float* b = static_cast<float*>(std::aligned_alloc(4096, pageBytes));
-  std::memcpy(r, rIn, bytes);
-  std::memcpy(v, vIn, bytes);
-  std::memcpy(m, mIn, static_cast<size_t>(n));
-  const double s = medianSeconds(
+  const PageCopy<float> pr(r, n), pv(v, n), a(nullptr, n), b(nullptr, n);
+  const PageCopy<uint8_t> pm(m, n);
+  return medianSeconds(
       [&] {
         parallelFor(n, 1 << 15, 16, [&](int64_t i0, int64_t i1) {
-          if (avx2) plainStreamAvx2(r, v, m, a, b, i0, i1);
-          else plainStreamSse2(r, v, m, a, b, i0, i1);
+          if (avx2) plainStreamAvx2(pr.get(), pv.get(), pm.get(), a.get(), b.get(), i0, i1);
+          else plainStreamSse2(pr.get(), pv.get(), pm.get(), a.get(), b.get(), i0, i1);
         });
       },
       minSeconds);
-  for (void* p : {static_cast<void*>(r), static_cast<void*>(v), static_cast<void*>(m), static_cast<void*>(a),
-                  static_cast<void*>(b)})
-    std::free(p);
-  return s;
+}
+
+// Seconds of the statistics' plain loop over n elements on the pool, likewise.
+double plainReadSeconds(const float* x, const uint8_t* m, int64_t n, double minSeconds) {
+  const bool avx2 = std::strcmp(cpuVariantName(), "avx2") == 0;
+  const PageCopy<float> px(x, n);
+  const PageCopy<uint8_t> pm(m, n);
+  std::atomic<float> sink{0};  // keeps the sums, and so the loads, from being dropped
+  return medianSeconds(
+      [&] {
+        parallelFor(n, 1 << 15, 16, [&](int64_t i0, int64_t i1) {
+          sink.store(avx2 ? plainReadAvx2(px.get(), pm.get(), i0, i1) : plainReadSse2(px.get(), pm.get(), i0, i1),
+                     std::memory_order_relaxed);
+        });
+      },
+      minSeconds);
 }
 #endif
 
@@ -404,6 +452,11 @@ int main(int argc, char** argv) {
   std::vector<uint8_t> xm(m, 1);
   for (int64_t i = 0; i < m; ++i) x[i] = static_cast<float>(i % 1000) * 0.001f;
   MaskedMomentsArgs ma{m, x.data(), xm.data()};
+  run("maskedMean", std::to_string(m), m * (4.0 + 1), [&] { maskedMomentsCpu(ma); });
+#if defined(__x86_64__)
+  print({"plain loop", std::to_string(m), "stat bytes", plainReadSeconds(x.data(), xm.data(), m, minSeconds), m * (4.0 + 1)},
+        triad);
+#endif
   std::vector<float> wout(m);
   run("maskedWhiten", std::to_string(m), m * (4.0 + 1 + 4 + 4), [&] {
     AffineArgs a = planWhiten(maskedMomentsCpu(ma), WhitenOptions{});
