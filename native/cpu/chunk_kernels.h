@@ -689,6 +689,24 @@ MaskedMoments blockMoments(const float* x, const uint8_t* m, int64_t len) {
   return m != nullptr ? blockMomentsT<true>(x, m, len) : blockMomentsT<false>(x, nullptr, len);
 }
 
+// (x - center) * scale + shift, one element of it, in that order.
+struct AffineSource {
+  const float* x;
+  float c, s, sh;
+  float at1(int64_t j) const { return (x[j] - c) * s + sh; }
+#if defined(__SSE2__)
+  __m128 at4(int64_t j) const {
+    return _mm_add_ps(_mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(x + j), _mm_set1_ps(c)), _mm_set1_ps(s)), _mm_set1_ps(sh));
+  }
+#endif
+#if defined(__AVX__)
+  __m256 at8(int64_t j) const {
+    return _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), _mm256_set1_ps(c)), _mm256_set1_ps(s)),
+                         _mm256_set1_ps(sh));
+  }
+#endif
+};
+
 void affineRange(const AffineArgs& a, int64_t i0, int64_t i1, bool streaming) {
   const float c = a.center, s = a.scale, sh = a.shift;
   if (!streaming) {
@@ -697,8 +715,17 @@ void affineRange(const AffineArgs& a, int64_t i0, int64_t i1, bool streaming) {
     for (int64_t i = i0; i < i1; ++i) out[i] = (x[i] - c) * s + sh;
     return;
   }
-  // Through a buffer: streamed straight from x, the stores would make the loads of x wait
-  // whenever out lies a little ahead of x in the low 12 address bits (4K aliasing).
+  // Streamed straight from x when out sits at x's offset in its page (always so in place, and
+  // for arrays too large for the allocator's heap, which all start alike in their pages): a load
+  // of x then never shares its low 12 address bits with a store still in flight. Anywhere else
+  // the stores could make the loads wait whenever out lies a little ahead of x in those bits
+  // (4K aliasing, up to ten times slower), so they go through a buffer, about 30% slower than
+  // straight.
+  if (((reinterpret_cast<uintptr_t>(a.out) - reinterpret_cast<uintptr_t>(a.x)) & 4095) == 0) {
+    streamOut(a.out + i0, i1 - i0, AffineSource{a.x + i0, c, s, sh});
+    endStreaming(true);
+    return;
+  }
   constexpr int64_t kChunk = 1024;
   alignas(64) float slot[kChunk + 16];
   for (int64_t i = i0; i < i1; i += kChunk) {

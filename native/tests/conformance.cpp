@@ -262,6 +262,45 @@ bool relClose(double got, double ref, double tol) {
   return std::fabs(got - ref) <= tol * std::fmax(1.0, std::fabs(ref));
 }
 
+// The streaming affine at every placement of out against x: the same page offset (the direct
+// path), a few bytes either way of it (through a buffer), and in place. Elementwise in one
+// order: the same bits as the reference.
+void testAffinePlacement() {
+  const int64_t n = (int64_t{1} << 22) + 37;  // 16 MiB and more: the streaming path
+  const auto x = randomFloats(n);
+  AffineArgs ref{n, x.data(), 0.25f, 1.5f, -0.125f, nullptr};
+  Out want(n);
+  ref.out = want.data();
+  affineReference(ref);
+  std::vector<float> room(static_cast<size_t>(n + 3072 + kGuard), kSentinel);  // at < 3072
+  const uintptr_t xAt = reinterpret_cast<uintptr_t>(x.data()), roomAt = reinterpret_cast<uintptr_t>(room.data());
+  const int64_t samePage = static_cast<int64_t>(((xAt - roomAt) & 4095) / sizeof(float));
+  for (int64_t shift : {0, 1, 4, 12, -4, 1000}) {
+    const int64_t at = samePage + 1024 + shift;
+    forEachCpuConfig([&](const std::string& config) {
+      std::fill(room.begin(), room.end(), kSentinel);
+      AffineArgs a = ref;
+      a.out = room.data() + at;
+      affineCpu(a);
+      std::string why;
+      bool untouched = true;
+      for (int64_t i = 0; i < static_cast<int64_t>(room.size()); ++i)
+        if (i < at || i >= at + n) untouched = untouched && sameBits(room[static_cast<size_t>(i)], kSentinel);
+      report(close(a.out, want.data(), n, 0, why) && untouched,
+             "affine out " + std::to_string(shift) + " floats from x's page offset [" + config + "] " + why);
+    });
+  }
+  forEachCpuConfig([&](const std::string& config) {
+    std::vector<float> inPlace = x;
+    AffineArgs a = ref;
+    a.x = inPlace.data();
+    a.out = inPlace.data();
+    affineCpu(a);
+    std::string why;
+    report(close(inPlace.data(), want.data(), n, 0, why), "affine in place [" + config + "] " + why);
+  });
+}
+
 // The bandwidth roofline's triad, in each variant: a = b + 3c exactly over [i0, i1) from any
 // alignment, nothing outside touched.
 void testTriad() {
@@ -1176,6 +1215,7 @@ int main() {
   testNanPropagation();
   testTooFewValid();
   testTriad();
+  testAffinePlacement();
   testPolicyFamily();
   testPreferenceFamily();
   testNnFamily();
