@@ -211,9 +211,14 @@ void gaeColumns(const GaeArgs& a, int64_t n0, int64_t n1, float* scratch, bool s
 
 // --- batch-major token GAE and returns: rows [b0,b1) ----------------------------------------
 // One row alone is bound by the latency of its recursion, so several rows run together (8 in
-// the AVX2 tiles, kScalarRows interleaved otherwise). Their
-// outputs go to row buffers whose pitch is not a multiple of 4 KiB: written in place, the rows
-// (T*4 bytes apart) would alias in the store buffer and in L1 sets and run several times slower.
+// the AVX2 tiles, kScalarRows interleaved otherwise). Their outputs go to row buffers whose pitch
+// is not a multiple of 4 KiB: written in place, the rows (T*4 bytes apart) would alias in the
+// store buffer and in L1 sets and run several times slower.
+
+// Row buffer k of a line-aligned scratch for [*,T] rows, placed like dst, the row it is copied to.
+static inline float* rowSlot(float* scratch, int64_t k, int64_t T, const float* dst) {
+  return lineLike(scratch + k * rowPitch(T), dst);
+}
 
 // Starting state of G rows: the bootstrap value, and no advantage yet.
 template <int G>
@@ -224,16 +229,14 @@ static void tokenGaeStart(const TokenGaeArgs& a, int64_t b, float* nextValue, fl
   }
 }
 
-// The row buffers of G rows from b in a line-aligned scratch: advantages in slot 2g, returns in
-// slot 2g+1, each placed like its destination row (lineLike).
+// The row buffers of G rows from b: advantages in slot 2g, returns in slot 2g+1.
 struct TokenGaeRows {
   float* adv[kRows];
   float* ret[kRows];
   TokenGaeRows(const TokenGaeArgs& a, int64_t b, int G, float* scratch) {
-    const int64_t T = a.T, pitch = rowPitch(T);
     for (int g = 0; g < G; ++g) {
-      adv[g] = lineLike(scratch + 2 * g * pitch, a.advantages + (b + g) * T);
-      ret[g] = lineLike(scratch + (2 * g + 1) * pitch, a.returns + (b + g) * T);
+      adv[g] = rowSlot(scratch, 2 * g, a.T, a.advantages + (b + g) * a.T);
+      ret[g] = rowSlot(scratch, 2 * g + 1, a.T, a.returns + (b + g) * a.T);
     }
   }
 };
@@ -505,11 +508,11 @@ void tokenGaeRows(const TokenGaeArgs& a, int64_t b0, int64_t b1, float* scratch,
   endStreaming(streaming);
 }
 
-// The row buffers of G rows of returns from b: slot g, placed like its destination row.
+// The row buffers of G rows of returns from b: slot g.
 struct ReturnsRows {
   float* row[kRows];
   ReturnsRows(const DiscountedReturnsArgs& a, int64_t b, int G, float* scratch) {
-    for (int g = 0; g < G; ++g) row[g] = lineLike(scratch + g * rowPitch(a.T), a.returns + (b + g) * a.T);
+    for (int g = 0; g < G; ++g) row[g] = rowSlot(scratch, g, a.T, a.returns + (b + g) * a.T);
   }
 };
 
