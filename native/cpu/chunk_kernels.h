@@ -6,6 +6,7 @@
 //
 // Included only by kernels_base.cpp and kernels_avx2.cpp.
 #include <cstdint>
+#include <cstring>
 #if defined(__AVX2__)
 #include <immintrin.h>
 #elif defined(__SSE2__)
@@ -18,6 +19,28 @@
 namespace rlhf {
 namespace RLHF_CHUNK_NS {
 
+// Walks [0, n) in the spans the alignment of `out` allows: body.one(i) for single elements,
+// body.four(i) where out+i is 16-byte aligned (with SSE2), body.eight(i) where it is 32-byte
+// aligned (with AVX), so that a body can store whole vectors there non-temporally. The body is
+// taken by value: a local copy, which no store through its pointers can change, keeps its
+// fields in registers.
+template <typename Body>
+static void alignedSpans(const float* out, int64_t n, const Body body) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & 15) != 0; ++i) body.one(i);
+#if defined(__AVX__)
+  if (i + 4 <= n && (reinterpret_cast<uintptr_t>(out + i) & 31) != 0) {
+    body.four(i);
+    i += 4;
+  }
+  for (; i + 8 <= n; i += 8) body.eight(i);
+#endif
+  for (; i + 4 <= n; i += 4) body.four(i);
+#endif
+  for (; i < n; ++i) body.one(i);
+}
+
 // Writes out[0..n) with non-temporal stores, which skip the read that a plain store of a line
 // not in cache costs. The elements come from `source`: at1(j) one, at4(j) four (with SSE2) and
 // at8(j) eight (with AVX) from j, the same bits whichever gives them. 32-byte stores where AVX
@@ -26,20 +49,21 @@ namespace RLHF_CHUNK_NS {
 // row's first or last line, shared with the next row) made rows that start 48 bytes into a line
 // 40% slower.
 template <typename Source>
-static void streamOut(float* out, int64_t n, const Source& source) {
-  int64_t i = 0;
+struct StreamTo {
+  float* out;
+  Source source;
+  void one(int64_t i) const { out[i] = source.at1(i); }
 #if defined(__SSE2__)
-  for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & 15) != 0; ++i) out[i] = source.at1(i);
+  void four(int64_t i) const { _mm_stream_ps(out + i, source.at4(i)); }
+#endif
 #if defined(__AVX__)
-  if (i + 4 <= n && (reinterpret_cast<uintptr_t>(out + i) & 31) != 0) {
-    _mm_stream_ps(out + i, source.at4(i));
-    i += 4;
-  }
-  for (; i + 8 <= n; i += 8) _mm256_stream_ps(out + i, source.at8(i));
+  void eight(int64_t i) const { _mm256_stream_ps(out + i, source.at8(i)); }
 #endif
-  for (; i + 4 <= n; i += 4) _mm_stream_ps(out + i, source.at4(i));
-#endif
-  for (; i < n; ++i) out[i] = source.at1(i);
+};
+
+template <typename Source>
+static void streamOut(float* out, int64_t n, const Source& source) {
+  alignedSpans(out, n, StreamTo<Source>{out, source});
 }
 
 // The elements of a finished row buffer, as they are.
@@ -76,6 +100,23 @@ static inline float* lineLike(float* slot, const float* dst) {
   return slot + (reinterpret_cast<uintptr_t>(dst) & 63) / sizeof(float);
 }
 
+// Where in a slot of 1024 floats more than it needs to put a buffer read in step with dst: at
+// dst's place in a 4 KiB page, so that its loads never wait on dst's stores (see below).
+static inline float* pageLike(float* slot, const float* dst) {
+  return slot + ((reinterpret_cast<uintptr_t>(dst) - reinterpret_cast<uintptr_t>(slot)) & 4095) / sizeof(float);
+}
+
+// Whether `in` can be read while non-temporal stores to `out` are in flight, both walked forward
+// in step. A load waits for an older store with the same low 12 address bits (4K aliasing),
+// which happens when out lies a little ahead of in within a page: 6 to 10 times slower here.
+// Out at in's place, behind it, or a kilobyte or more ahead (more than the stores in flight;
+// 512 bytes ahead already ran at full speed) is clear.
+constexpr uintptr_t kAliasWindow = 1024;
+static inline bool clearOfAliasing(const float* out, const float* in) {
+  const uintptr_t ahead = (reinterpret_cast<uintptr_t>(out) - reinterpret_cast<uintptr_t>(in)) & 4095;
+  return ahead == 0 || ahead >= kAliasWindow;
+}
+
 // STREAM's triad a = b + 3c, one element of it.
 struct TriadSource {
   const float* b;
@@ -99,48 +140,154 @@ void triadRange(float* __restrict a, const float* __restrict b, const float* __r
 }
 
 // --- time-major GAE: columns [n0,n1), time running backwards, vectorised across columns ------
-// Columns go in blocks of kGaeBlock so that the running advantage and one row of each output
-// stay in L1 between time steps.
+// Columns go in blocks of kGaeBlock so that the running advantage stays in L1 between time
+// steps. Each row's outputs are written straight from registers when every stream read in step
+// with them is clear of aliasing with them (the usual case: arrays this large all start alike
+// in their pages), else through row buffers copied out after the row, 5 to 20% slower.
+
+// One row of a block: the inputs at step t from column n0, the running advantage (A_{t+1} in,
+// A_t out), and where A_t and A_t + V_t go. one/four/eight compute and store 1, 4 or 8 columns
+// from j with the scalar reference's operations in its order: the same bits.
+template <bool kTerminated, bool kTruncated, bool kGammaVec, bool kLambdaVec>
+struct GaeRow {
+  const float *r, *v, *nv, *g, *l;
+  const uint8_t *term, *trunc;
+  float gs, ls;
+  float* next;
+  float *adv, *ret;
+  bool streaming;
+
+  void one(int64_t j) const {
+    const float gamma = kGammaVec ? g[j] : gs;
+    const float lambda = kLambdaVec ? l[j] : ls;
+    // Flags as 0/1 arithmetic rather than branches, so that the loop vectorises.
+    const int32_t isTerm = kTerminated ? term[j] != 0 : 0;
+    const int32_t isTrunc = kTruncated ? trunc[j] != 0 : 0;
+    const float notTerminated = static_cast<float>(1 - isTerm);
+    const float carry = static_cast<float>(1 - (isTerm | isTrunc));
+    const float delta = r[j] + gamma * notTerminated * nv[j] - v[j];
+    const float A = delta + gamma * lambda * carry * next[j];
+    next[j] = A;
+    adv[j] = A;
+    ret[j] = A + v[j];
+  }
+#if defined(__SSE2__)
+  // 1.0f in the lanes whose flag bytes (4 from p) are all 0, +0.0f elsewhere: the scalar code's
+  // 1 - flag, exactly.
+  static __m128 clear4(const uint8_t* p, const uint8_t* q) {
+    int32_t bytes;
+    std::memcpy(&bytes, p, 4);
+    if (q != nullptr) {
+      int32_t more;
+      std::memcpy(&more, q, 4);
+      bytes |= more;
+    }
+    const __m128i zero = _mm_setzero_si128();
+    const __m128i words = _mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(bytes), zero), zero);
+    return _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(words, zero)), _mm_set1_ps(1.0f));
+  }
+  void four(int64_t j) const {
+    const __m128 gamma = kGammaVec ? _mm_loadu_ps(g + j) : _mm_set1_ps(gs);
+    const __m128 lambda = kLambdaVec ? _mm_loadu_ps(l + j) : _mm_set1_ps(ls);
+    const __m128 one = _mm_set1_ps(1.0f);
+    const __m128 notTerminated = kTerminated ? clear4(term + j, nullptr) : one;
+    const __m128 carry = kTerminated || kTruncated
+                             ? clear4(kTerminated ? term + j : trunc + j, kTerminated && kTruncated ? trunc + j : nullptr)
+                             : one;
+    const __m128 vj = _mm_loadu_ps(v + j);
+    const __m128 delta =
+        _mm_sub_ps(_mm_add_ps(_mm_loadu_ps(r + j), _mm_mul_ps(_mm_mul_ps(gamma, notTerminated), _mm_loadu_ps(nv + j))), vj);
+    const __m128 A = _mm_add_ps(delta, _mm_mul_ps(_mm_mul_ps(_mm_mul_ps(gamma, lambda), carry), _mm_loadu_ps(next + j)));
+    _mm_storeu_ps(next + j, A);
+    put(adv + j, A);
+    put(ret + j, _mm_add_ps(A, vj));
+  }
+  void put(float* p, __m128 x) const {
+    if (streaming) _mm_stream_ps(p, x);
+    else _mm_storeu_ps(p, x);
+  }
+#endif
+#if defined(__AVX2__)
+  static __m256 clear8(const uint8_t* p, const uint8_t* q) {
+    __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    if (q != nullptr) bytes = _mm_or_si128(bytes, _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)));
+    const __m256i words = _mm256_cvtepu8_epi32(bytes);
+    return _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(words, _mm256_setzero_si256())), _mm256_set1_ps(1.0f));
+  }
+  void eight(int64_t j) const {
+    const __m256 gamma = kGammaVec ? _mm256_loadu_ps(g + j) : _mm256_set1_ps(gs);
+    const __m256 lambda = kLambdaVec ? _mm256_loadu_ps(l + j) : _mm256_set1_ps(ls);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 notTerminated = kTerminated ? clear8(term + j, nullptr) : one;
+    const __m256 carry = kTerminated || kTruncated
+                             ? clear8(kTerminated ? term + j : trunc + j, kTerminated && kTruncated ? trunc + j : nullptr)
+                             : one;
+    const __m256 vj = _mm256_loadu_ps(v + j);
+    const __m256 delta = _mm256_sub_ps(
+        _mm256_add_ps(_mm256_loadu_ps(r + j), _mm256_mul_ps(_mm256_mul_ps(gamma, notTerminated), _mm256_loadu_ps(nv + j))),
+        vj);
+    const __m256 A =
+        _mm256_add_ps(delta, _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(gamma, lambda), carry), _mm256_loadu_ps(next + j)));
+    _mm256_storeu_ps(next + j, A);
+    put(adv + j, A);
+    put(ret + j, _mm256_add_ps(A, vj));
+  }
+  void put(float* p, __m256 x) const {
+    if (streaming) _mm256_stream_ps(p, x);
+    else _mm256_storeu_ps(p, x);
+  }
+#endif
+};
+
+// Whether a block's outputs can be written straight: the float streams read in step with them
+// are clear of aliasing with both (the flag bytes run at a quarter of the pace and only cross
+// the outputs' offsets for a few vectors a row), and the two outputs share an alignment, so
+// that their vectors are stored together.
+static bool gaeDirect(const GaeArgs& a) {
+  const float* out[] = {a.advantages, a.returns};
+  const float* in[] = {a.rewards, a.values, a.nextValues, a.gammaStrideN != 0 ? a.gammaArray : nullptr,
+                       a.lambdaStrideN != 0 ? a.lambdaArray : nullptr};
+  for (const float* o : out)
+    for (const float* i : in)
+      if (i != nullptr && !clearOfAliasing(o, i)) return false;
+  return ((reinterpret_cast<uintptr_t>(a.advantages) ^ reinterpret_cast<uintptr_t>(a.returns)) & 31) == 0;
+}
 
 template <bool kTerminated, bool kTruncated, bool kGammaVec, bool kLambdaVec>
-static void gaeBlockT(const GaeArgs& a, int64_t n0, int64_t w, float* __restrict next, float* advSlot, float* retSlot,
+static void gaeBlockT(const GaeArgs& a, int64_t n0, int64_t w, float* nextSlot, float* advSlot, float* retSlot,
                       bool streaming) {
   const int64_t T = a.T, N = a.N;
+  const bool direct = gaeDirect(a);
+  // At the outputs' place in a page, so that its loads never wait on their stores either.
+  float* __restrict next = pageLike(nextSlot, a.advantages + n0);
   for (int64_t j = 0; j < w; ++j) next[j] = 0.0f;
   for (int64_t t = T - 1; t >= 0; --t) {
     const bool last = t == T - 1;
     const int64_t row = t * N + n0;
-    const float* __restrict r = a.rewards + row;
-    const float* __restrict v = a.values + row;
-    const float* __restrict nv = last ? a.nextValuesLast + n0 : a.nextValues + row;
-    const uint8_t* __restrict term =
-        kTerminated ? (last ? a.terminatedLast + n0 : a.terminated + row) : nullptr;
-    const uint8_t* __restrict trunc = kTruncated ? a.truncated + row : nullptr;
-    const float* __restrict g =
-        a.gammaArray != nullptr ? a.gammaArray + t * a.gammaStrideT + n0 * a.gammaStrideN : nullptr;
-    const float* __restrict l = a.lambdaArray != nullptr
-                                    ? a.lambdaArray + t * a.lambdaStrideT + n0 * a.lambdaStrideN
-                                    : nullptr;
-    const float gs = g != nullptr ? g[0] : a.gammaValue;
-    const float ls = l != nullptr ? l[0] : a.lambdaValue;
-    float* __restrict advRow = lineLike(advSlot, a.advantages + row);
-    float* __restrict retRow = lineLike(retSlot, a.returns + row);
-    for (int64_t j = 0; j < w; ++j) {
-      const float gamma = kGammaVec ? g[j] : gs;
-      const float lambda = kLambdaVec ? l[j] : ls;
-      // Flags as 0/1 arithmetic rather than branches, so that the loop vectorises.
-      const int32_t isTerm = kTerminated ? term[j] != 0 : 0;
-      const int32_t isTrunc = kTruncated ? trunc[j] != 0 : 0;
-      const float notTerminated = static_cast<float>(1 - isTerm);
-      const float carry = static_cast<float>(1 - (isTerm | isTrunc));
-      const float delta = r[j] + gamma * notTerminated * nv[j] - v[j];
-      const float A = delta + gamma * lambda * carry * next[j];
-      next[j] = A;
-      advRow[j] = A;
-      retRow[j] = A + v[j];
+    GaeRow<kTerminated, kTruncated, kGammaVec, kLambdaVec> step;
+    step.r = a.rewards + row;
+    step.v = a.values + row;
+    step.nv = last ? a.nextValuesLast + n0 : a.nextValues + row;
+    step.term = kTerminated ? (last ? a.terminatedLast + n0 : a.terminated + row) : nullptr;
+    step.trunc = kTruncated ? a.truncated + row : nullptr;
+    step.g = a.gammaArray != nullptr ? a.gammaArray + t * a.gammaStrideT + n0 * a.gammaStrideN : nullptr;
+    step.l = a.lambdaArray != nullptr ? a.lambdaArray + t * a.lambdaStrideT + n0 * a.lambdaStrideN : nullptr;
+    step.gs = step.g != nullptr ? step.g[0] : a.gammaValue;
+    step.ls = step.l != nullptr ? step.l[0] : a.lambdaValue;
+    step.next = next;
+    step.streaming = streaming;
+    if (direct) {
+      step.adv = a.advantages + row;
+      step.ret = a.returns + row;
+      alignedSpans(step.adv, w, step);
+      continue;
     }
-    storeRow(a.advantages + row, advRow, w, streaming);
-    storeRow(a.returns + row, retRow, w, streaming);
+    step.adv = lineLike(advSlot, a.advantages + row);
+    step.ret = lineLike(retSlot, a.returns + row);
+    step.streaming = false;
+    alignedSpans(step.adv, w, step);
+    storeRow(a.advantages + row, step.adv, w, streaming);
+    storeRow(a.returns + row, step.ret, w, streaming);
   }
 }
 
@@ -202,9 +349,10 @@ void gaeColumns(const GaeArgs& a, int64_t n0, int64_t n1, float* scratch, bool s
   else fn = pickRates<false, false>(a);
   // scratch: gaeScratchFloats(cap) floats from a line boundary
   const int64_t cap = n1 - n0 < kGaeBlock ? n1 - n0 : kGaeBlock, slot = gaeSlotFloats(cap);
+  float* rows = scratch + gaeNextFloats(cap);
   for (int64_t b = n0; b < n1; b += cap) {
     const int64_t w = n1 - b < cap ? n1 - b : cap;
-    fn(a, b, w, scratch, scratch + slot, scratch + 2 * slot, streaming);
+    fn(a, b, w, scratch, rows, rows + slot, streaming);
   }
   endStreaming(streaming);
 }

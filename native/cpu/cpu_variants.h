@@ -25,11 +25,12 @@ inline int64_t rowPitch(int64_t T) {
 }
 // Floats of a part's scratch for [*,T] rows, with room to align its start to a line.
 inline int64_t rowScratchFloats(int64_t T) { return 2 * kRows * rowPitch(T) + 16; }
-// Time-major GAE's scratch for blocks of w columns: three line-aligned slots (the running
-// advantage and two output rows, each with room to sit like its destination), and room to
-// align the start.
+// Time-major GAE's scratch for blocks of w columns: the running advantage, with room to sit at
+// the outputs' place in a page, then two line-aligned slots for output rows, each with room to
+// sit like its destination in a line, and room to align the start.
+inline int64_t gaeNextFloats(int64_t w) { return (w + 1024 + 15) / 16 * 16; }
 inline int64_t gaeSlotFloats(int64_t w) { return (w + 16 + 15) / 16 * 16; }
-inline int64_t gaeScratchFloats(int64_t w) { return 3 * gaeSlotFloats(w) + 16; }
+inline int64_t gaeScratchFloats(int64_t w) { return gaeNextFloats(w) + 2 * gaeSlotFloats(w) + 16; }
 // The first 64-byte line boundary at or after p (scratch is allocated 16 floats longer).
 inline float* alignToLine(float* p) {
   return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});

@@ -107,8 +107,11 @@ enum class Flags { None, Terminated, TerminatedTruncated, CleanRl };
 enum class RateLayout { Scalar, PerStep, Full };
 
 // retLead: the returns start that many floats into their buffer, so that the advantages and the
-// returns meet every relative alignment.
-void testGae(int64_t T, int64_t N, Flags flags, RateLayout gammaLayout, RateLayout lambdaLayout, int retLead = 0) {
+// returns meet every relative alignment. rewardsBehind: the rewards are read from a copy placed
+// that many floats behind the advantages in their pages (0: where the allocator put them), so
+// that the outputs are written straight (clear of 4K aliasing) or through row buffers (not).
+void testGae(int64_t T, int64_t N, Flags flags, RateLayout gammaLayout, RateLayout lambdaLayout, int retLead = 0,
+             int rewardsBehind = 0) {
   covered.insert("gae");
   const int64_t n = T * N;
   auto rewards = randomFloats(n), values = randomFloats(n), nextValues = randomFloats(n), last = randomFloats(N);
@@ -155,12 +158,20 @@ void testGae(int64_t T, int64_t N, Flags flags, RateLayout gammaLayout, RateLayo
   const std::string name = "gae T=" + std::to_string(T) + " N=" + std::to_string(N) + " flags=" +
                            std::to_string(static_cast<int>(flags)) + " gamma=" + std::to_string(static_cast<int>(gammaLayout)) +
                            " lambda=" + std::to_string(static_cast<int>(lambdaLayout)) +
-                           (retLead != 0 ? " retLead=" + std::to_string(retLead) : "");
+                           (retLead != 0 ? " retLead=" + std::to_string(retLead) : "") +
+                           (rewardsBehind != 0 ? " rewardsBehind=" + std::to_string(rewardsBehind) : "");
+  std::vector<float> rewardsRoom(static_cast<size_t>(n + 1024));
   forEachCpuConfig([&](const std::string& config) {
     Out adv(n), ret(n + retLead);
     GaeArgs f = a;
     f.advantages = adv.data();
     f.returns = ret.data() + retLead;
+    if (rewardsBehind != 0) {
+      const uintptr_t gap = reinterpret_cast<uintptr_t>(adv.data()) - reinterpret_cast<uintptr_t>(rewardsRoom.data());
+      float* placed = rewardsRoom.data() + ((gap - 4 * rewardsBehind) & 4095) / sizeof(float);
+      std::copy(rewards.begin(), rewards.end(), placed);
+      f.rewards = placed;
+    }
     gaeCpu(f);
     std::string why;
     bool leadIntact = true;
@@ -1208,6 +1219,10 @@ int main() {
   for (Flags f : {Flags::None, Flags::Terminated, Flags::TerminatedTruncated})
     testGae(512, 4100, f, RateLayout::Scalar, RateLayout::Scalar);
   for (int retLead : {1, 4}) testGae(512, 4100, Flags::TerminatedTruncated, RateLayout::Scalar, RateLayout::Scalar, retLead);
+  // Rewards a little behind the outputs in their pages (through row buffers) and far behind
+  // (straight), streamed and not.
+  for (int behind : {4, 100, 600})
+    for (int64_t T : {512, 16}) testGae(T, 4100, Flags::Terminated, RateLayout::Full, RateLayout::Scalar, 0, behind);
   testGae(520, 4096, Flags::CleanRl, RateLayout::PerStep, RateLayout::Scalar);
   for (MaskMode m : {MaskMode::Premask, MaskMode::Skip, MaskMode::None}) testTokenGae(2051, 1024, m, true);
   testReturns(4099, 1024, true);
