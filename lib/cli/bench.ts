@@ -24,8 +24,16 @@ export interface BenchRow {
   medianUs: number;
   elementsPerS: number;
   gbPerS: number;
-  /** Share of the STREAM-triad bandwidth measured in this run, in percent. */
+  /**
+   * Share of the STREAM-triad bandwidth in percent: of `bandwidthGBs` where the row has it, else
+   * of the report's.
+   */
   pctOfBandwidth: number;
+  /**
+   * Memory-bound CPU and js rows: the median bandwidth of triads run between the op's runs, the
+   * figure its share is taken of.
+   */
+  bandwidthGBs?: number;
   /** Compute-bound cases (matmul, a model step): floating-point operations per second, in G. */
   gflopPerS?: number;
 }
@@ -364,36 +372,43 @@ function mlpStepCase(B: number, obs: number, act: number): Case {
   };
 }
 
-export function benchCases(quick: boolean): Case[] {
+// Each case under the first word of its op's name, built only when that is wanted: the inputs of
+// all of them together take tens of seconds to fill and gigabytes to hold.
+export function benchCases(quick: boolean): Array<[string, () => Case]> {
   const big = quick ? 1 << 18 : 1 << 22;
   const T = 1024;
   return [
-    gaeCase(T, big / T),
-    gaeCase(128, 1),
-    tokenGaeCase(big / T, T, 'premask'),
-    tokenGaeCase(big / T, T, 'skip'),
-    tokenGaeCase(1, quick ? 8192 : 131072, 'premask'),
-    returnsCase(big / T, T),
-    whitenCase(quick ? 1 << 20 : 1 << 24),
-    meanCase(quick ? 1 << 20 : 1 << 24),
-    logprobsCase(quick ? 64 : 4096, 32000),
-    logprobsCase(quick ? 16 : 1024, 128256),
-    logprobsBackwardCase(quick ? 64 : 4096, 32000),
-    logprobsBackwardCase(quick ? 16 : 1024, 128256),
-    actorCase(quick ? 4 : 16, quick ? 16 : 256, 32000),
-    klCase(quick ? 1 << 20 : 1 << 24),
-    ppoValueCase(quick ? 256 : 16384, 1024),
-    pairwiseCase(quick ? 1 << 16 : 1 << 20),
-    dpoCase(quick ? 1 << 16 : 1 << 20, 'sigmoid'),
-    dpoCase(quick ? 1 << 16 : 1 << 20, 'ipo'),
-    sequenceCase(quick ? 256 : 4096, quick ? 1024 : 4096),
-    matmulCase(512, 512, 512, false, false),
-    matmulCase(512, 512, 512, true, false),
-    matmulCase(512, 512, 512, false, true),
-    matmulCase(128, 64, 64, false, true),
-    matmulCase(64, 64, 128, true, false),
-    mlpStepCase(128, 4, 2),
+    ['gae', () => gaeCase(T, big / T)],
+    ['gae', () => gaeCase(128, 1)],
+    ['tokenGae', () => tokenGaeCase(big / T, T, 'premask')],
+    ['tokenGae', () => tokenGaeCase(big / T, T, 'skip')],
+    ['tokenGae', () => tokenGaeCase(1, quick ? 8192 : 131072, 'premask')],
+    ['discountedReturns', () => returnsCase(big / T, T)],
+    ['maskedWhiten', () => whitenCase(quick ? 1 << 20 : 1 << 24)],
+    ['maskedMean', () => meanCase(quick ? 1 << 20 : 1 << 24)],
+    ['logprobsFromLogits', () => logprobsCase(quick ? 64 : 4096, 32000)],
+    ['logprobsFromLogits', () => logprobsCase(quick ? 16 : 1024, 128256)],
+    ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 64 : 4096, 32000)],
+    ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 16 : 1024, 128256)],
+    ['actorLossFromLogits', () => actorCase(quick ? 4 : 16, quick ? 16 : 256, 32000)],
+    ['klPenalty', () => klCase(quick ? 1 << 20 : 1 << 24)],
+    ['ppoPolicyLoss+valueLoss', () => ppoValueCase(quick ? 256 : 16384, 1024)],
+    ['pairwiseRewardLoss', () => pairwiseCase(quick ? 1 << 16 : 1 << 20)],
+    ['dpoLoss', () => dpoCase(quick ? 1 << 16 : 1 << 20, 'sigmoid')],
+    ['dpoLoss', () => dpoCase(quick ? 1 << 16 : 1 << 20, 'ipo')],
+    ['sequenceLogprobs', () => sequenceCase(quick ? 256 : 4096, quick ? 1024 : 4096)],
+    ['matmul', () => matmulCase(512, 512, 512, false, false)],
+    ['matmul', () => matmulCase(512, 512, 512, true, false)],
+    ['matmul', () => matmulCase(512, 512, 512, false, true)],
+    ['matmul', () => matmulCase(128, 64, 64, false, true)],
+    ['matmul', () => matmulCase(64, 64, 128, true, false)],
+    ['mlp', () => mlpStepCase(128, 4, 2)],
   ];
+}
+
+function median(times: number[]): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
 }
 
 function medianSeconds(fn: () => void, minSeconds: number, minRuns: number): number {
@@ -415,8 +430,50 @@ function medianSeconds(fn: () => void, minSeconds: number, minRuns: number): num
     if (times.length >= minRuns && elapsed >= minSeconds) break;
     if (times.length >= 10000) break;
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
+  return median(times);
+}
+
+// Rows whose traffic is at least this much (this machine's last-level cache) are memory-bound:
+// their share is taken of triads run between their own runs.
+const kPairedBytes = 32 * 1024 * 1024;
+
+// A triad over arrays larger than the caches, run between the runs of a memory-bound op. This
+// machine's bandwidth swings by a third within minutes as other tenants load it; one figure from
+// the start of the run would credit or blame each op for those swings. Run in turns, the op and
+// the triad see the same moments, and their medians are compared like with like.
+class PairedTriad {
+  private readonly a: Float32Array;
+  private readonly b: Float32Array;
+  private readonly c: Float32Array;
+  readonly bytes: number;
+  constructor(elements: number) {
+    this.a = new Float32Array(elements);
+    this.b = new Float32Array(elements).fill(1);
+    this.c = new Float32Array(elements).fill(2);
+    this.bytes = 12 * elements;
+  }
+  seconds(): number {
+    return native().triadSeconds(this.a, this.b, this.c);
+  }
+}
+
+// The median seconds of fn and of the triad, run in turns (each once first, to warm up) for at
+// least minSeconds and minRuns.
+function pairedMedians(fn: () => void, triad: PairedTriad, minSeconds: number, minRuns: number): [number, number] {
+  fn();
+  triad.seconds();
+  const times: number[] = [];
+  const triads: number[] = [];
+  const start = process.hrtime.bigint();
+  for (;;) {
+    const t0 = process.hrtime.bigint();
+    fn();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    triads.push(triad.seconds());
+    const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
+    if ((times.length >= minRuns && elapsed >= minSeconds) || times.length >= 10000) break;
+  }
+  return [median(times), median(triads)];
 }
 
 export interface BenchOptions {
@@ -437,16 +494,31 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
   log(`threads ${report.threads}, SIMD ${report.simd}, STREAM triad ${bandwidthGBs.toFixed(2)} GB/s` +
       (cudaDevices > 0 ? `, ${cudaDevices} CUDA device(s)` : ', no CUDA device'));
   log(header());
-  for (const c of benchCases(opts.quick ?? false)) {
-    if (opts.ops && !opts.ops.some((o) => c.op === o || c.op.startsWith(`${o} `))) continue;
+  let triad: PairedTriad | undefined;
+  const named = (op: string) => !opts.ops || opts.ops.some((o) => op === o || op.startsWith(`${o} `));
+  for (const [family, make] of benchCases(opts.quick ?? false)) {
+    if (!named(family) && !opts.ops?.some((o) => o.startsWith(`${family} `))) continue;
+    const c = make();
+    if (!named(c.op)) continue;
     for (const backend of backends) {
       if (c.backends !== undefined && !c.backends.includes(backend)) continue;
       const fn = c.prepare(backend, backend === 'cuda' ? 'cuda:0' : 'cpu');
       const minSeconds = opts.minSeconds ?? (backend === 'js' ? 0.5 : 0.3);
-      const s = medianSeconds(fn, minSeconds, backend === 'js' ? 3 : 5);
+      const minRuns = backend === 'js' ? 3 : 5;
+      let s: number;
+      let rowBandwidth: number | undefined;
+      if (backend !== 'cuda' && c.flops === undefined && c.bytes >= kPairedBytes) {
+        triad ??= new PairedTriad(1 << 24);
+        const [opSeconds, triadSeconds] = pairedMedians(fn, triad, minSeconds, minRuns);
+        s = opSeconds;
+        rowBandwidth = triad.bytes / triadSeconds / 1e9;
+      } else {
+        s = medianSeconds(fn, minSeconds, minRuns);
+      }
       const gbPerS = c.bytes / s / 1e9;
       const row: BenchRow = { op: c.op, shape: c.shape, backend, medianUs: s * 1e6, elementsPerS: c.elements / s, gbPerS,
-        pctOfBandwidth: (100 * gbPerS) / bandwidthGBs };
+        pctOfBandwidth: (100 * gbPerS) / (rowBandwidth ?? bandwidthGBs) };
+      if (rowBandwidth !== undefined) row.bandwidthGBs = rowBandwidth;
       if (c.flops !== undefined) row.gflopPerS = c.flops / s / 1e9;
       report.rows.push(row);
       log(format(row));
@@ -457,12 +529,13 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
 
 function header(): string {
   return `${'op'.padEnd(26)} ${'shape'.padEnd(22)} ${'backend'.padEnd(7)} ${'median us'.padStart(11)} ` +
-    `${'Melem/s'.padStart(9)} ${'GB/s'.padStart(7)} ${'of bw'.padStart(7)} ${'GFLOP/s'.padStart(8)}`;
+    `${'Melem/s'.padStart(9)} ${'GB/s'.padStart(7)} ${'of bw'.padStart(7)} ${'bw GB/s'.padStart(8)} ${'GFLOP/s'.padStart(8)}`;
 }
 
 function format(r: BenchRow): string {
   return `${r.op.padEnd(26)} ${r.shape.padEnd(22)} ${r.backend.padEnd(7)} ${r.medianUs.toFixed(1).padStart(11)} ` +
     `${(r.elementsPerS / 1e6).toFixed(0).padStart(9)} ${r.gbPerS.toFixed(2).padStart(7)} ${(r.pctOfBandwidth.toFixed(1) + '%').padStart(7)} ` +
+    `${(r.bandwidthGBs === undefined ? '' : r.bandwidthGBs.toFixed(2)).padStart(8)} ` +
     `${(r.gflopPerS === undefined ? '' : r.gflopPerS.toFixed(1)).padStart(8)}`;
 }
 

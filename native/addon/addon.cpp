@@ -41,6 +41,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("synchronize", Napi::Function::New(env, synchronize));
   exports.Set("opTable", Napi::Function::New(env, opTable));
   exports.Set("measureBandwidth", Napi::Function::New(env, measureBandwidth));
+  exports.Set("triadSeconds", Napi::Function::New(env, triadSeconds));
   exports.Set("setCpuPath", Napi::Function::New(env, setCpuPath));
   exports.Set("setUntransferableMarker", Napi::Function::New(env, setUntransferableMarker));
   exports.Set("DeviceBuffer", DeviceBuffer::define(env));

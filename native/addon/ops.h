@@ -49,6 +49,7 @@ Napi::Value memoryStats(const Napi::CallbackInfo& info);
 Napi::Value synchronize(const Napi::CallbackInfo& info);
 Napi::Value opTable(const Napi::CallbackInfo& info);
 Napi::Value measureBandwidth(const Napi::CallbackInfo& info);
+Napi::Value triadSeconds(const Napi::CallbackInfo& info);
 Napi::Value setCpuPath(const Napi::CallbackInfo& info);
 
 }  // namespace addon

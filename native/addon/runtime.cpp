@@ -147,6 +147,22 @@ Napi::Value measureBandwidth(const Napi::CallbackInfo& info) {
   });
 }
 
+// triadSeconds(a, b, c) -> seconds of one STREAM triad a = b + 3c over three Float32Arrays of
+// one length: the bandwidth the benchmark sets each op against, measured between its runs.
+Napi::Value triadSeconds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* names[] = {"a", "b", "c"};
+  Buffer arrays[3];
+  for (size_t i = 0; i < 3; ++i) {
+    arrays[i] = bufferArg(info, i, Dtype::F32, "triadSeconds", names[i]);
+    if (arrays[i].device != kCpu) throwRangeError(env, "triadSeconds", names[i], "must be host memory (a Float32Array)");
+  }
+  requireSameLength(env, arrays[1], arrays[0], "triadSeconds", "b", "a");
+  requireSameLength(env, arrays[2], arrays[0], "triadSeconds", "c", "a");
+  return Napi::Number::New(
+      env, rlhf::triadSeconds(arrays[0].as<float>(), arrays[1].as<float>(), arrays[2].as<float>(), arrays[0].length));
+}
+
 // setCpuPath('auto' | 'baseline' | 'reference'): which CPU code runs, for tests and benchmarks.
 Napi::Value setCpuPath(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

@@ -1,5 +1,5 @@
 // Native CPU benchmark (no Node): each op's optimised kernel on the thread pool, and its scalar
-// reference, against the STREAM-triad bandwidth measured in the same run. Bytes are the op's
+// reference, against the STREAM-triad bandwidth of triads run in turns with it. Bytes are the op's
 // compulsory traffic (every input read once, every output written once; whitening reads x
 // twice because the statistics must be known before the first output: x and mask, then x). Plain
 // streaming loops with the traffic of the GAE family and of the masked statistics stand beside
@@ -46,9 +46,36 @@ std::vector<double> sortedSeconds(const std::function<void()>& fn, double minSec
   return times;
 }
 
-double medianSeconds(const std::function<void()>& fn, double minSeconds) {
-  const std::vector<double> times = sortedSeconds(fn, minSeconds);
-  return times[times.size() / 2];
+// A triad over arrays larger than the caches, run in turns with an op's runs: this machine's
+// bandwidth swings by a third within minutes as other tenants load it, and the op and the triad
+// then see the same moments (README "Benchmark").
+class PairedTriad {
+ public:
+  explicit PairedTriad(int64_t n) : a_(n, 0.0f), b_(n, 1.0f), c_(n, 2.0f) {}
+  double seconds() { return triadSeconds(a_.data(), b_.data(), c_.data(), static_cast<int64_t>(a_.size())); }
+  double bytes() const { return 12.0 * static_cast<double>(a_.size()); }
+
+ private:
+  std::vector<float> a_, b_, c_;
+};
+
+// The median seconds of fn, and the triad's bandwidth in GB/s (median), run in turns for at least
+// 5 runs and minSeconds.
+std::pair<double, double> pairedMedians(const std::function<void()>& fn, PairedTriad& triad, double minSeconds) {
+  fn();
+  triad.seconds();
+  std::vector<double> times, triads;
+  const auto start = std::chrono::steady_clock::now();
+  while (times.size() < 5 || (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < minSeconds &&
+                              times.size() < 1000)) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    triads.push_back(triad.seconds());
+  }
+  std::sort(times.begin(), times.end());
+  std::sort(triads.begin(), triads.end());
+  return {times[times.size() / 2], triad.bytes() / triads[triads.size() / 2] / 1e9};
 }
 
 struct Row {
@@ -56,10 +83,18 @@ struct Row {
   double seconds, bytes;
 };
 
+// A row against the bandwidth of the triads run in turns with it.
 void print(const Row& r, double triad) {
   const double gbs = r.bytes / r.seconds / 1e9;
-  std::printf("%-18s %-16s %-10s %12.1f %10.2f %8.1f%%\n", r.op.c_str(), r.shape.c_str(), r.path.c_str(),
-              r.seconds * 1e6, gbs, 100.0 * gbs / triad);
+  std::printf("%-18s %-16s %-10s %12.1f %10.2f %8.1f%% %10.2f\n", r.op.c_str(), r.shape.c_str(), r.path.c_str(),
+              r.seconds * 1e6, gbs, 100.0 * gbs / triad, triad);
+}
+
+// The row of an op timed in turns with the triad.
+void printPaired(const std::string& op, const std::string& shape, const std::string& path, double bytes,
+                 const std::function<void()>& fn, PairedTriad& triad, double minSeconds) {
+  const auto [seconds, gbs] = pairedMedians(fn, triad, minSeconds);
+  print({op, shape, path, seconds, bytes}, gbs);
 }
 
 using RunFn = std::function<void(const std::string&, const std::string&, double, const std::function<void()>&)>;
@@ -222,35 +257,37 @@ float plainReadSse2(const float* x, const uint8_t* m, int64_t i0, int64_t i1) {
   return lanes[0];
 }
 
-// Seconds of the GAE plain loop over n elements on the pool (n a multiple of 8), median of runs.
-double plainStreamSeconds(const float* r, const float* v, const uint8_t* m, int64_t n, double minSeconds) {
+// The GAE plain loop over n elements on the pool (n a multiple of 8): median seconds and the
+// paired triad's GB/s.
+std::pair<double, double> plainStreamTimes(const float* r, const float* v, const uint8_t* m, int64_t n, PairedTriad& triad,
+                                           double minSeconds) {
   const bool avx2 = std::strcmp(cpuVariantName(), "avx2") == 0;
   const PageCopy<float> pr(r, n), pv(v, n), a(nullptr, n), b(nullptr, n);
   const PageCopy<uint8_t> pm(m, n);
-  return medianSeconds(
+  return pairedMedians(
       [&] {
         parallelFor(n, 1 << 15, 16, [&](int64_t i0, int64_t i1) {
           if (avx2) plainStreamAvx2(pr.get(), pv.get(), pm.get(), a.get(), b.get(), i0, i1);
           else plainStreamSse2(pr.get(), pv.get(), pm.get(), a.get(), b.get(), i0, i1);
         });
       },
-      minSeconds);
+      triad, minSeconds);
 }
 
-// Seconds of the statistics' plain loop over n elements on the pool, likewise.
-double plainReadSeconds(const float* x, const uint8_t* m, int64_t n, double minSeconds) {
+// The statistics' plain loop over n elements on the pool, likewise.
+std::pair<double, double> plainReadTimes(const float* x, const uint8_t* m, int64_t n, PairedTriad& triad, double minSeconds) {
   const bool avx2 = std::strcmp(cpuVariantName(), "avx2") == 0;
   const PageCopy<float> px(x, n);
   const PageCopy<uint8_t> pm(m, n);
   std::atomic<float> sink{0};  // keeps the sums, and so the loads, from being dropped
-  return medianSeconds(
+  return pairedMedians(
       [&] {
         parallelFor(n, 1 << 15, 16, [&](int64_t i0, int64_t i1) {
           sink.store(avx2 ? plainReadAvx2(px.get(), pm.get(), i0, i1) : plainReadSse2(px.get(), pm.get(), i0, i1),
                      std::memory_order_relaxed);
         });
       },
-      minSeconds);
+      triad, minSeconds);
 }
 #endif
 
@@ -381,9 +418,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   const double triad = measureTriadBandwidthGBs(quick ? (1 << 22) : (1 << 25), quick ? 3 : 10);
-  std::printf("threads %d, CPU variant %s, STREAM triad %.2f GB/s\n", ThreadPool::instance().numThreads(),
-              cpuVariantName(), triad);
-  std::printf("%-18s %-16s %-10s %12s %10s %9s\n", "op", "shape", "path", "median us", "GB/s", "of triad");
+  std::printf("threads %d, CPU variant %s, STREAM triad %.2f GB/s (best of 10); each row against triads run in turns "
+              "with it (median)\n",
+              ThreadPool::instance().numThreads(), cpuVariantName(), triad);
+  std::printf("%-18s %-16s %-10s %12s %10s %9s %10s\n", "op", "shape", "path", "median us", "GB/s", "of triad",
+              "triad GB/s");
+  PairedTriad paired(quick ? (1 << 22) : (1 << 24));
 
   const int64_t T = 1024, N = quick ? 1024 : 4096, n = T * N;
   std::vector<float> r(n, 0.5f), v(n, 0.25f), last(N, 0.1f), adv(n), ret(n), out(n);
@@ -393,9 +433,9 @@ int main(int argc, char** argv) {
 
   auto run = [&](const std::string& op, const std::string& shape, double bytes, const std::function<void()>& fn) {
     setCpuPath(CpuPath::Auto);
-    print({op, shape, "optimised", medianSeconds(fn, minSeconds), bytes}, triad);
+    printPaired(op, shape, "optimised", bytes, fn, paired, minSeconds);
     setCpuPath(CpuPath::Reference);
-    print({op, shape, "reference", medianSeconds(fn, minSeconds), bytes}, triad);
+    printPaired(op, shape, "reference", bytes, fn, paired, minSeconds);
     setCpuPath(CpuPath::Auto);
   };
 
@@ -432,9 +472,10 @@ int main(int argc, char** argv) {
   }
 
 #if defined(__x86_64__)
-  print({"plain loop", tn, "gae bytes", plainStreamSeconds(r.data(), v.data(), mask.data(), n, minSeconds),
-         n * (4.0 + 4 + 1 + 4 + 4)},
-        triad);
+  {
+    const auto [seconds, gbs] = plainStreamTimes(r.data(), v.data(), mask.data(), n, paired, minSeconds);
+    print({"plain loop", tn, "gae bytes", seconds, n * (4.0 + 4 + 1 + 4 + 4)}, gbs);
+  }
 #endif
 
   DiscountedReturnsArgs d;
@@ -454,8 +495,10 @@ int main(int argc, char** argv) {
   MaskedMomentsArgs ma{m, x.data(), xm.data()};
   run("maskedMean", std::to_string(m), m * (4.0 + 1), [&] { maskedMomentsCpu(ma); });
 #if defined(__x86_64__)
-  print({"plain loop", std::to_string(m), "stat bytes", plainReadSeconds(x.data(), xm.data(), m, minSeconds), m * (4.0 + 1)},
-        triad);
+  {
+    const auto [seconds, gbs] = plainReadTimes(x.data(), xm.data(), m, paired, minSeconds);
+    print({"plain loop", std::to_string(m), "stat bytes", seconds, m * (4.0 + 1)}, gbs);
+  }
 #endif
   std::vector<float> wout(m);
   run("maskedWhiten", std::to_string(m), m * (4.0 + 1 + 4 + 4), [&] {

@@ -15,10 +15,16 @@
 
 namespace rlhf {
 
-double measureTriadBandwidthGBs(int64_t n, int repeats) {
+
+double triadSeconds(float* a, const float* b, const float* c, int64_t n) {
   const ChunkKernels& k = activeKernels();
+  const auto start = std::chrono::steady_clock::now();
+  parallelFor(n, 1 << 16, kLine, [&](int64_t i0, int64_t i1) { k.triadRange(a, b, c, i0, i1); });
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+double measureTriadBandwidthGBs(int64_t n, int repeats) {
   std::vector<float> a(n), b(n), c(n);
-  constexpr int64_t kLine = 16;
   // First touch by the threads that will use the pages.
   parallelFor(n, 1 << 16, kLine, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
@@ -28,12 +34,7 @@ double measureTriadBandwidthGBs(int64_t n, int repeats) {
     }
   });
   double best = 1e300;
-  for (int r = 0; r < repeats; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    parallelFor(n, 1 << 16, kLine, [&](int64_t i0, int64_t i1) { k.triadRange(a.data(), b.data(), c.data(), i0, i1); });
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    best = std::min(best, s);
-  }
+  for (int r = 0; r < repeats; ++r) best = std::min(best, triadSeconds(a.data(), b.data(), c.data(), n));
   return 3.0 * sizeof(float) * static_cast<double>(n) / best / 1e9;
 }
 

@@ -317,9 +317,6 @@ static void gaeColumnT(const GaeArgs& a, int64_t n) {
   }
 }
 
-// Below this many columns a thread walks each column on its own.
-constexpr int64_t kNarrow = 8;
-
 using GaeBlockFn = void (*)(const GaeArgs&, int64_t, int64_t, float*, float*, float*, bool);
 
 template <bool kTerminated, bool kTruncated>
@@ -333,7 +330,7 @@ static GaeBlockFn pickRates(const GaeArgs& a) {
 }
 
 void gaeColumns(const GaeArgs& a, int64_t n0, int64_t n1, float* scratch, bool streaming) {
-  if (n1 - n0 < kNarrow) {
+  if (n1 - n0 < kGaeNarrow) {
     for (int64_t n = n0; n < n1; ++n) {
       if (a.terminated && a.truncated) gaeColumnT<true, true>(a, n);
       else if (a.terminated) gaeColumnT<true, false>(a, n);

@@ -10,8 +10,10 @@
 
 namespace rlhf {
 
-// Time-major GAE works on column blocks of this many (its scratch: 3 blocks of floats).
+// Time-major GAE works on column blocks of this many; a thread with fewer than kGaeNarrow
+// columns walks each on its own with scalars, and needs no scratch.
 constexpr int64_t kGaeBlock = 2048;
+constexpr int64_t kGaeNarrow = 8;
 // Rows of token GAE and returns in flight per thread: 8 in the AVX2 tiles, 4 interleaved in the
 // scalar form. The scratch holds 2*kRows row buffers.
 constexpr int kRows = 8;

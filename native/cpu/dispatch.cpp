@@ -64,7 +64,8 @@ void gaeCpu(const GaeArgs& a) {
   const int64_t grain = std::max<int64_t>(kLine, kMinElementsPerThread / std::max<int64_t>(a.T, 1));
   const bool streaming = isStreaming(2 * a.T * a.N);
   parallelFor(a.N, grain, kLine, [&](int64_t n0, int64_t n1) {
-    std::vector<float> scratch(static_cast<size_t>(gaeScratchFloats(std::min(kGaeBlock, n1 - n0))));
+    const int64_t w = std::min(kGaeBlock, n1 - n0);
+    std::vector<float> scratch(static_cast<size_t>(w < kGaeNarrow ? 0 : gaeScratchFloats(w)));
     k.gaeColumns(a, n0, n1, alignToLine(scratch.data()), streaming);
   });
 }

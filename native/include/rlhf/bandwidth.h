@@ -8,4 +8,9 @@ namespace rlhf {
 // non-temporal stores; counts 12 bytes per element as STREAM does.
 double measureTriadBandwidthGBs(int64_t n, int repeats);
 
+// Seconds of one triad a = b + 3c over n elements on the thread pool (12n bytes moved): the
+// benchmarks run it between the runs of an op, so that each op is set against the bandwidth of
+// the moments it ran in.
+double triadSeconds(float* a, const float* b, const float* c, int64_t n);
+
 }  // namespace rlhf

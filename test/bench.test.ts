@@ -1,0 +1,38 @@
+// The benchmark's bandwidth: the triad it runs between the runs of a memory-bound op, and the
+// rows set against it (README "Benchmark").
+import t from 'tap';
+
+import { runBench } from '../lib/cli/bench';
+import { native } from '../lib/native';
+import { expectError } from './helpers/index';
+
+t.test('triadSeconds runs a = b + 3c once and returns its seconds', async (t) => {
+  const n = (1 << 16) + 5;
+  const a = new Float32Array(n);
+  const b = Float32Array.from({ length: n }, (_, i) => i % 7);
+  const c = Float32Array.from({ length: n }, (_, i) => (i % 5) * 0.5);
+  const s = native().triadSeconds(a, b, c);
+  t.ok(Number.isFinite(s) && s > 0, `seconds ${s}`);
+  let wrong = 0;
+  for (let i = 0; i < n; ++i) if (a[i] !== Math.fround(b[i] + Math.fround(3 * c[i]))) ++wrong;
+  t.equal(wrong, 0, 'every element is b + 3c');
+});
+
+t.test('triadSeconds rejects what is not three Float32Arrays of one length', async (t) => {
+  const f = new Float32Array(8);
+  expectError(t, () => native().triadSeconds(f, new Int32Array(8) as unknown as Float32Array, f), TypeError, /`b`/);
+  expectError(t, () => native().triadSeconds(f, f, new Float32Array(9)), RangeError, /`c`/);
+});
+
+t.test('a memory-bound row is set against the triads run between its own runs', async (t) => {
+  const report = runBench({ ops: ['maskedMean'], backends: ['cpu'], minSeconds: 0.05 });
+  t.equal(report.rows.length, 1);
+  const row = report.rows[0];
+  t.ok(row.bandwidthGBs !== undefined && row.bandwidthGBs > 0, `paired bandwidth ${row.bandwidthGBs}`);
+  t.ok(Math.abs(row.pctOfBandwidth - (100 * row.gbPerS) / (row.bandwidthGBs ?? NaN)) < 1e-9, 'share of the paired triad');
+  const small = runBench({ ops: ['gae'], backends: ['cpu'], quick: true, minSeconds: 0.01 });
+  for (const r of small.rows) {
+    t.equal(r.bandwidthGBs, undefined, `${r.shape}: in cache, no paired triad`);
+    t.ok(Math.abs(r.pctOfBandwidth - (100 * r.gbPerS) / small.bandwidthGBs) < 1e-9, `${r.shape}: share of the run's triad`);
+  }
+});
