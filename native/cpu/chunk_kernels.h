@@ -765,13 +765,24 @@ static void accumulateScalar(const float* x, const uint8_t* m, int64_t i0, int64
 
 #if defined(__AVX2__)
 // Eight floats at a time: widened to two vectors of four doubles, invalid lanes zeroed by a
-// bit mask (not a multiply, so that a NaN in a masked-out element stays out).
+// bit mask (not a multiply, so that a NaN in a masked-out element stays out). The loads are
+// requested kMomentsPrefetch elements ahead (into the next block at a block's end): a core's
+// own reads keep too few lines in flight for the memory here, and the pass ran 60-66% of the
+// triad without them against 69-82% with them (2 threads, 16M elements).
+constexpr int64_t kMomentsPrefetch = 512;
+// Requests the line `bytes` past p, which may lie past the end of p's array: a prefetch never
+// faults, and the address is formed as an integer, not as a pointer out of bounds.
+static inline void prefetchAhead(const void* p, int64_t bytes) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + bytes), _MM_HINT_T0);
+}
 template <bool kMasked>
 static int64_t accumulateAvx2(const float* x, const uint8_t* m, int64_t len, double K, MomentLanes& L) {
   const __m256d k = _mm256_set1_pd(K), one = _mm256_set1_pd(1.0);
   __m256d c0 = _mm256_setzero_pd(), c1 = c0, a0 = c0, a1 = c0, b0 = c0, b1 = c0;
   int64_t i = 0;
   for (; i + 8 <= len; i += 8) {
+    prefetchAhead(x + i, kMomentsPrefetch * 4);
+    if (kMasked && i % 64 == 0) prefetchAhead(m + i, kMomentsPrefetch);
     const __m256 xf = _mm256_loadu_ps(x + i);
     __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(xf)), k);
     __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(xf, 1)), k);
