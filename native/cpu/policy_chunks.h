@@ -74,6 +74,22 @@ static inline int64_t alignHead(const float* p, int64_t n) {
 // 1 KiB ahead gained nothing, 8 and 16 KiB less than 4).
 constexpr int64_t kRowPrefetchBytes = 4096;
 
+// Elementwise passes over several streams request each stream's line kStreamPrefetch elements
+// ahead, once a line (the vector at i that starts in a line's first W elements), and a mask's
+// once per 64 bytes: as for the moments, a core's own loads keep too few lines in flight.
+constexpr int64_t kStreamPrefetch = 512;
+template <typename... Floats>
+static inline void prefetchStreams(int64_t i, const uint8_t* mask, Floats... floats) {
+  if (i % 16 < W) (prefetchAhead(floats + i, kStreamPrefetch * 4), ...);
+  if (mask != nullptr && i % 64 < W) prefetchAhead(mask + i, kStreamPrefetch);
+}
+
+// A full vector of outputs: streamed past the cache when asked and the address allows.
+static inline void storeOut(float* p, VF v, bool streaming) {
+  if (streaming && (reinterpret_cast<uintptr_t>(p) % (4 * W)) == 0) stream(p, v);
+  else store(p, v);
+}
+
 // Sums in float lanes flushed into float64 lanes every kFlushVectors vectors: a few ulps at most.
 constexpr int kFlushVectors = 16;
 
@@ -332,40 +348,46 @@ static inline void klVector(VF lp, VF ref, const KlOptions& o, VF& kl, VF& grad)
   grad = o.straightThrough ? d : g;
 }
 
+// Elements [i, i1) of the KL and its gradient with scalar-width stores from a partial vector.
 template <KlEstimator kEst>
-static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
+static void klPartial(const KlPenaltyArgs& a, int64_t i, int64_t i1) {
+  VF k, g;
+  alignas(32) float tk[W], tg[W];
+  klVector<kEst>(loadPartial(a.logprobs + i, i1 - i, 0.0f), loadPartial(a.refLogprobs + i, i1 - i, 0.0f), a.o, k, g);
+  store(tk, k);
+  store(tg, g);
+  for (int64_t j = 0; i + j < i1; ++j) {
+    a.kl[i + j] = tk[j];
+    a.grad[i + j] = tg[j];
+  }
+}
+
+template <KlEstimator kEst>
+static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1, bool streaming) {
   int64_t i = i0;
+  const int64_t head = streaming ? alignHead(a.kl + i, i1 - i) : 0;
+  if (head > 0) {
+    klPartial<kEst>(a, i, i + head);
+    i += head;
+  }
   VF k, g;
   for (; i + W <= i1; i += W) {
+    prefetchStreams(i, nullptr, a.logprobs, a.refLogprobs);
     klVector<kEst>(load(a.logprobs + i), load(a.refLogprobs + i), a.o, k, g);
-    store(a.kl + i, k);
-    store(a.grad + i, g);
+    storeOut(a.kl + i, k, streaming);
+    storeOut(a.grad + i, g, streaming);
   }
-  if (i < i1) {
-    alignas(32) float tk[W], tg[W];
-    klVector<kEst>(loadPartial(a.logprobs + i, i1 - i, 0.0f), loadPartial(a.refLogprobs + i, i1 - i, 0.0f), a.o, k, g);
-    store(tk, k);
-    store(tg, g);
-    for (int64_t j = 0; i + j < i1; ++j) {
-      a.kl[i + j] = tk[j];
-      a.grad[i + j] = tg[j];
-    }
-  }
+  if (i < i1) klPartial<kEst>(a, i, i1);
+  endStreaming(streaming);
 }
 
-void klRange(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
+void klRange(const KlPenaltyArgs& a, int64_t i0, int64_t i1, bool streaming) {
   switch (a.o.estimator) {
-    case KlEstimator::K1: return klRangeT<KlEstimator::K1>(a, i0, i1);
-    case KlEstimator::K2: return klRangeT<KlEstimator::K2>(a, i0, i1);
-    case KlEstimator::K3: return klRangeT<KlEstimator::K3>(a, i0, i1);
-    case KlEstimator::Abs: return klRangeT<KlEstimator::Abs>(a, i0, i1);
+    case KlEstimator::K1: return klRangeT<KlEstimator::K1>(a, i0, i1, streaming);
+    case KlEstimator::K2: return klRangeT<KlEstimator::K2>(a, i0, i1, streaming);
+    case KlEstimator::K3: return klRangeT<KlEstimator::K3>(a, i0, i1, streaming);
+    case KlEstimator::Abs: return klRangeT<KlEstimator::Abs>(a, i0, i1, streaming);
   }
-}
-
-// A full vector of outputs: streamed past the cache when asked and the address allows.
-static inline void storeOut(float* p, VF v, bool streaming) {
-  if (streaming && (reinterpret_cast<uintptr_t>(p) % (4 * W)) == 0) stream(p, v);
-  else store(p, v);
 }
 
 // --- the PPO policy loss over a block of tokens -------------------------------------------------
@@ -499,7 +521,10 @@ static PolicyBlock policyBlockT(const PolicyView& v, const PolicyLossArgs& a, co
       policyVector<true, kSequence>(v, i, head, advRow, seqD, w, L);
       i += head;
     }
-    for (; i + W <= end; i += W) policyVector<false, kSequence>(v, i, W, advRow, seqD, w, L);
+    for (; i + W <= end; i += W) {
+      prefetchStreams(i, v.mask, v.lp, v.old, v.perRow ? v.lp : v.adv);
+      policyVector<false, kSequence>(v, i, W, advRow, seqD, w, L);
+    }
     if (i < end) {
       policyVector<true, kSequence>(v, i, end - i, advRow, seqD, w, L);
       i = end;
@@ -627,7 +652,10 @@ ValueBlock valueBlock(const ValueLossArgs& a, const double* rowWeight, int64_t i
       valueVector<true>(x, i, head, halfW, L);
       i += head;
     }
-    for (; i + W <= end; i += W) valueVector<false>(x, i, W, halfW, L);
+    for (; i + W <= end; i += W) {
+      prefetchStreams(i, x.mask, x.values, x.returns, x.clipped ? x.old : x.values);
+      valueVector<false>(x, i, W, halfW, L);
+    }
     if (i < end) {
       valueVector<true>(x, i, end - i, halfW, L);
       i = end;

@@ -502,9 +502,10 @@ void testLogprobs(int64_t N, int64_t V, float tau) {
   });
 }
 
-void testKl() {
+// gradLead: the gradient starts that many floats into its buffer, so that the two outputs differ
+// in alignment (n of 2M and more: the streaming stores).
+void testKl(int64_t n, int gradLead = 0) {
   covered.insert("klPenalty");
-  const int64_t n = 5003;
   auto lp = randomFloats(n, -6, 0), ref = randomFloats(n, -6, 0);
   lp[7] = ref[7] + 1e-4f;  // the small-d series
   lp[8] = ref[8] - 30.0f;  // beyond every clamp
@@ -526,16 +527,20 @@ void testKl() {
       a.grad = rg.data();
       klPenaltyReference(a);
       forEachCpuConfig([&](const std::string& config) {
-        Out k(n), g(n);
+        Out k(n), g(n + gradLead);
         KlPenaltyArgs f = a;
         f.kl = k.data();
-        f.grad = g.data();
+        f.grad = g.data() + gradLead;
         klPenaltyCpu(f);
         std::string why;
+        bool leadIntact = true;
+        for (int i = 0; i < gradLead; ++i) leadIntact = leadIntact && sameBits(g.data()[i], kSentinel);
         const bool ok = close(k.data(), rk.data(), n, tolOf("klPenalty"), why) &&
-                        close(g.data(), rg.data(), n, tolOf("klPenalty"), why) && k.guardIntact(n) && g.guardIntact(n);
-        report(ok, "klPenalty estimator=" + std::to_string(e) + " variant=" + std::to_string(variant) + " [" + config +
-                       "] " + why);
+                        close(f.grad, rg.data(), n, tolOf("klPenalty"), why) && k.guardIntact(n) &&
+                        g.guardIntact(n + gradLead) && leadIntact;
+        report(ok, "klPenalty n=" + std::to_string(n) + " gradLead=" + std::to_string(gradLead) +
+                       " estimator=" + std::to_string(e) + " variant=" + std::to_string(variant) + " [" + config + "] " +
+                       why);
       });
     }
 }
@@ -726,7 +731,8 @@ void testPolicyFamily() {
   for (auto [N, V] : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {7, 1000}, {9, 4099}, {3, 32000}, {2, 128256}})
     for (float tau : {1.0f, 0.7f}) testLogprobs(N, V, tau);
   testLogprobs(160, 32000, 1.0f);  // 20 MB of gradient: the streaming stores
-  testKl();
+  testKl(5003);
+  for (int gradLead : {0, 1}) testKl((int64_t{1} << 21) + 3, gradLead);
   for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {7, 33}, {300, 129}}) testShapeRewards(B, T);
   for (int agg = 0; agg < 8; ++agg)
     for (int level = 0; level < 2; ++level) {
