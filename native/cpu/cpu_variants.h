@@ -84,7 +84,7 @@ struct ChunkKernels {
   RowSoftmax (*rowSoftmaxStore)(const float* z, int64_t V, float tau, float* e);
   void (*rowSoftmaxGrad)(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
                          float gH, float* out, bool streaming);
-  void (*klRange)(const KlPenaltyArgs&, int64_t i0, int64_t i1, bool streaming);
+  void (*klRange)(const KlPenaltyArgs&, int64_t i0, int64_t i1);
   PolicyBlock (*policyBlock)(const PolicyLossArgs&, const double* rowWeight, const float* seqLogRatio, int64_t i0,
                              int64_t i1, bool streaming);
   ValueBlock (*valueBlock)(const ValueLossArgs&, const double* rowWeight, int64_t i0, int64_t i1, bool streaming);

@@ -84,8 +84,7 @@ void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
 void klPenaltyCpu(const KlPenaltyArgs& a) {
   const ChunkKernels* k = kernelsForCall();
   if (k == nullptr) return klPenaltyReference(a);
-  const bool streaming = isStreaming(2 * a.n);
-  parallelFor(a.n, kMinElementsPerThread, kLine, [&](int64_t i0, int64_t i1) { k->klRange(a, i0, i1, streaming); });
+  parallelFor(a.n, kMinElementsPerThread, kLine, [&](int64_t i0, int64_t i1) { k->klRange(a, i0, i1); });
 }
 
 // Rows are independent and the work per element is a multiply: the reference's loop over a

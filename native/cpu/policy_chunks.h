@@ -348,45 +348,34 @@ static inline void klVector(VF lp, VF ref, const KlOptions& o, VF& kl, VF& grad)
   grad = o.straightThrough ? d : g;
 }
 
-// Elements [i, i1) of the KL and its gradient with scalar-width stores from a partial vector.
 template <KlEstimator kEst>
-static void klPartial(const KlPenaltyArgs& a, int64_t i, int64_t i1) {
-  VF k, g;
-  alignas(32) float tk[W], tg[W];
-  klVector<kEst>(loadPartial(a.logprobs + i, i1 - i, 0.0f), loadPartial(a.refLogprobs + i, i1 - i, 0.0f), a.o, k, g);
-  store(tk, k);
-  store(tg, g);
-  for (int64_t j = 0; i + j < i1; ++j) {
-    a.kl[i + j] = tk[j];
-    a.grad[i + j] = tg[j];
-  }
-}
-
-template <KlEstimator kEst>
-static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1, bool streaming) {
+static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
   int64_t i = i0;
-  const int64_t head = streaming ? alignHead(a.kl + i, i1 - i) : 0;
-  if (head > 0) {
-    klPartial<kEst>(a, i, i + head);
-    i += head;
-  }
   VF k, g;
   for (; i + W <= i1; i += W) {
     prefetchStreams(i, nullptr, a.logprobs, a.refLogprobs);
     klVector<kEst>(load(a.logprobs + i), load(a.refLogprobs + i), a.o, k, g);
-    storeOut(a.kl + i, k, streaming);
-    storeOut(a.grad + i, g, streaming);
+    store(a.kl + i, k);
+    store(a.grad + i, g);
   }
-  if (i < i1) klPartial<kEst>(a, i, i1);
-  endStreaming(streaming);
+  if (i < i1) {
+    alignas(32) float tk[W], tg[W];
+    klVector<kEst>(loadPartial(a.logprobs + i, i1 - i, 0.0f), loadPartial(a.refLogprobs + i, i1 - i, 0.0f), a.o, k, g);
+    store(tk, k);
+    store(tg, g);
+    for (int64_t j = 0; i + j < i1; ++j) {
+      a.kl[i + j] = tk[j];
+      a.grad[i + j] = tg[j];
+    }
+  }
 }
 
-void klRange(const KlPenaltyArgs& a, int64_t i0, int64_t i1, bool streaming) {
+void klRange(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
   switch (a.o.estimator) {
-    case KlEstimator::K1: return klRangeT<KlEstimator::K1>(a, i0, i1, streaming);
-    case KlEstimator::K2: return klRangeT<KlEstimator::K2>(a, i0, i1, streaming);
-    case KlEstimator::K3: return klRangeT<KlEstimator::K3>(a, i0, i1, streaming);
-    case KlEstimator::Abs: return klRangeT<KlEstimator::Abs>(a, i0, i1, streaming);
+    case KlEstimator::K1: return klRangeT<KlEstimator::K1>(a, i0, i1);
+    case KlEstimator::K2: return klRangeT<KlEstimator::K2>(a, i0, i1);
+    case KlEstimator::K3: return klRangeT<KlEstimator::K3>(a, i0, i1);
+    case KlEstimator::Abs: return klRangeT<KlEstimator::Abs>(a, i0, i1);
   }
 }
 

@@ -503,7 +503,7 @@ void testLogprobs(int64_t N, int64_t V, float tau) {
 }
 
 // gradLead: the gradient starts that many floats into its buffer, so that the two outputs differ
-// in alignment (n of 2M and more: the streaming stores).
+// in alignment.
 void testKl(int64_t n, int gradLead = 0) {
   covered.insert("klPenalty");
   auto lp = randomFloats(n, -6, 0), ref = randomFloats(n, -6, 0);
@@ -732,7 +732,7 @@ void testPolicyFamily() {
     for (float tau : {1.0f, 0.7f}) testLogprobs(N, V, tau);
   testLogprobs(160, 32000, 1.0f);  // 20 MB of gradient: the streaming stores
   testKl(5003);
-  for (int gradLead : {0, 1}) testKl((int64_t{1} << 21) + 3, gradLead);
+  testKl(5003, 1);
   for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {7, 33}, {300, 129}}) testShapeRewards(B, T);
   for (int agg = 0; agg < 8; ++agg)
     for (int level = 0; level < 2; ++level) {
