@@ -31,8 +31,10 @@ using namespace rlhf;
 
 namespace {
 
-// The times of at least 5 runs of fn (and more until minSeconds have passed), sorted.
-std::vector<double> sortedSeconds(const std::function<void()>& fn, double minSeconds) {
+// The times of at least 5 runs of fn (and more until minSeconds have passed), sorted; `between`
+// runs after each, untimed.
+std::vector<double> sortedSeconds(const std::function<void()>& fn, double minSeconds,
+                                  const std::function<void()>& between = [] {}) {
   fn();  // warm-up: first touch, caches, thread wake-up
   std::vector<double> times;
   const auto start = std::chrono::steady_clock::now();
@@ -41,6 +43,7 @@ std::vector<double> sortedSeconds(const std::function<void()>& fn, double minSec
     const auto t0 = std::chrono::steady_clock::now();
     fn();
     times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    between();
   }
   std::sort(times.begin(), times.end());
   return times;
@@ -62,18 +65,8 @@ class PairedTriad {
 // The median seconds of fn, and the triad's bandwidth in GB/s (median), run in turns for at least
 // 5 runs and minSeconds.
 std::pair<double, double> pairedMedians(const std::function<void()>& fn, PairedTriad& triad, double minSeconds) {
-  fn();
-  triad.seconds();
-  std::vector<double> times, triads;
-  const auto start = std::chrono::steady_clock::now();
-  while (times.size() < 5 || (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < minSeconds &&
-                              times.size() < 1000)) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    triads.push_back(triad.seconds());
-  }
-  std::sort(times.begin(), times.end());
+  std::vector<double> triads;
+  const std::vector<double> times = sortedSeconds(fn, minSeconds, [&] { triads.push_back(triad.seconds()); });
   std::sort(triads.begin(), triads.end());
   return {times[times.size() / 2], triad.bytes() / triads[triads.size() / 2] / 1e9};
 }
