@@ -15,7 +15,6 @@
 
 namespace rlhf {
 
-
 double triadSeconds(float* a, const float* b, const float* c, int64_t n) {
   const ChunkKernels& k = activeKernels();
   const auto start = std::chrono::steady_clock::now();

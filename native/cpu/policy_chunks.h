@@ -84,12 +84,6 @@ static inline void prefetchStreams(int64_t i, const uint8_t* mask, Floats... flo
   if (mask != nullptr && i % 64 < W) prefetchAhead(mask + i, kStreamPrefetch);
 }
 
-// A full vector of outputs: streamed past the cache when asked and the address allows.
-static inline void storeOut(float* p, VF v, bool streaming) {
-  if (streaming && (reinterpret_cast<uintptr_t>(p) % (4 * W)) == 0) stream(p, v);
-  else store(p, v);
-}
-
 // Sums in float lanes flushed into float64 lanes every kFlushVectors vectors: a few ulps at most.
 constexpr int kFlushVectors = 16;
 
@@ -377,6 +371,12 @@ void klRange(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
     case KlEstimator::K3: return klRangeT<KlEstimator::K3>(a, i0, i1);
     case KlEstimator::Abs: return klRangeT<KlEstimator::Abs>(a, i0, i1);
   }
+}
+
+// A full vector of outputs: streamed past the cache when asked and the address allows.
+static inline void storeOut(float* p, VF v, bool streaming) {
+  if (streaming && (reinterpret_cast<uintptr_t>(p) % (4 * W)) == 0) stream(p, v);
+  else store(p, v);
 }
 
 // --- the PPO policy loss over a block of tokens -------------------------------------------------

@@ -160,7 +160,7 @@ void testGae(int64_t T, int64_t N, Flags flags, RateLayout gammaLayout, RateLayo
                            " lambda=" + std::to_string(static_cast<int>(lambdaLayout)) +
                            (retLead != 0 ? " retLead=" + std::to_string(retLead) : "") +
                            (rewardsBehind != 0 ? " rewardsBehind=" + std::to_string(rewardsBehind) : "");
-  std::vector<float> rewardsRoom(static_cast<size_t>(n + 1024));
+  std::vector<float> rewardsRoom(static_cast<size_t>(rewardsBehind != 0 ? n + 1024 : 0));
   forEachCpuConfig([&](const std::string& config) {
     Out adv(n), ret(n + retLead);
     GaeArgs f = a;
