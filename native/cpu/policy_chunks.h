@@ -405,6 +405,13 @@ static inline void flush(PolicyLanes& L) {
 // Lane counts as floats: 1 where the mask is set.
 static inline VF ones(VF mask) { return bitAnd(mask, set1(1.0f)); }
 
+// x in the lanes a partial vector holds and 0 in its padding (`valid` marks the lanes held); a
+// full vector's x as it is.
+template <bool kPartial>
+static inline VF inLanes(VF valid, VF x) {
+  return kPartial ? bitAnd(valid, x) : x;
+}
+
 static inline double sumLanesF(VF v) {
   alignas(32) float t[W];
   store(t, v);

@@ -41,22 +41,28 @@ struct PairwiseView {
 };
 
 template <bool kPartial>
-static inline void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, PairwiseLanes& L) {
+static inline VF pairwiseDelta(const PairwiseView& v, int64_t i, int64_t n) {
+  const VF m = v.margin == nullptr ? set1(v.marginValue) : loadOr<kPartial>(v.margin + i, n);
+  return sub(sub(loadOr<kPartial>(v.chosen + i, n), loadOr<kPartial>(v.rejected + i, n)), m);
+}
+
+// Pairs [i, i + n) given their delta and its exp(-|delta|).
+template <bool kPartial>
+static inline void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, VF delta, VF e, PairwiseLanes& L) {
   const VF rc = loadOr<kPartial>(v.chosen + i, n);
   const VF rr = loadOr<kPartial>(v.rejected + i, n);
-  const VF m = v.margin == nullptr ? set1(v.marginValue) : loadOr<kPartial>(v.margin + i, n);
-  const VF valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : eq(zero(), zero());
-  const Logistic f = logistic(sub(sub(rc, rr), m));
+  const VF valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : zero();
+  const Logistic f = logisticFrom(delta, e);
   const VF sum = add(rc, rr);
-  const VF g = mul(sub(f.s, set1(1.0f)), set1(v.invN));
+  const VF g = mul(f.sNeg, set1(-v.invN));  // (sig(delta) - 1)/N without the cancellation
   const VF c = mul(set1(v.centerScale), sum);
   storeOr<kPartial>(v.gradChosen + i, add(g, c), n, false);
   storeOr<kPartial>(v.gradRejected + i, sub(c, g), n, false);
-  L.loss = add(L.loss, select(valid, sub(zero(), f.ls), zero()));
-  L.center = add(L.center, select(valid, mul(sum, sum), zero()));
-  L.chosen = add(L.chosen, select(valid, rc, zero()));
-  L.rejected = add(L.rejected, select(valid, rr, zero()));
-  L.correct = add(L.correct, ones(bitAnd(valid, gt(rc, rr))));
+  L.loss = add(L.loss, inLanes<kPartial>(valid, f.spMinus));
+  L.center = add(L.center, inLanes<kPartial>(valid, mul(sum, sum)));
+  L.chosen = add(L.chosen, inLanes<kPartial>(valid, rc));
+  L.rejected = add(L.rejected, inLanes<kPartial>(valid, rr));
+  L.correct = add(L.correct, ones(inLanes<kPartial>(valid, gt(rc, rr))));
   if (++L.pending == kFlushVectors) flush(L);
 }
 
@@ -67,8 +73,22 @@ PairwiseBlock pairwiseRange(const PairwiseLossArgs& a, int64_t i0, int64_t i1) {
   PairwiseLanes L{zero(), zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(),
                   zeroD(), zeroD(), 0};
   int64_t i = i0;
-  for (; i + W <= i1; i += W) pairwiseVector<false>(v, i, W, L);
-  if (i < i1) pairwiseVector<true>(v, i, i1 - i, L);
+  if (i + W <= i1) {
+    // Each vector's exp is taken before the previous vector is finished (see logisticExp).
+    VF delta = pairwiseDelta<false>(v, i, W), e = logisticExp(delta);
+    for (; i + 2 * W <= i1; i += W) {
+      const VF nextDelta = pairwiseDelta<false>(v, i + W, W), nextE = logisticExp(nextDelta);
+      pairwiseVector<false>(v, i, W, delta, e, L);
+      delta = nextDelta;
+      e = nextE;
+    }
+    pairwiseVector<false>(v, i, W, delta, e, L);
+    i += W;
+  }
+  if (i < i1) {
+    const VF delta = pairwiseDelta<true>(v, i, i1 - i);
+    pairwiseVector<true>(v, i, i1 - i, delta, logisticExp(delta), L);
+  }
   flush(L);
   PairwiseBlock out;
   out.loss = sumLanes(L.lossLo) + sumLanes(L.lossHi);
@@ -94,19 +114,31 @@ struct DpoConsts {
   VF b, eps, oneMinusEps, invOneMinus2Eps, logOneMinusEps, logEps, logOdds, halfInvB, tau, invTau, delta;
 };
 
+// The types whose loss takes the logistic family of z = beta (x - y).
 template <DpoLossType kType>
-static inline DpoTerms dpoVector(VF x, VF y, VF nc, VF nr, const DpoConsts& c) {
-  const VF b = c.b, z = mul(b, sub(x, y));
+constexpr bool kLogisticOfZ = kType == DpoLossType::Sigmoid || kType == DpoLossType::Robust ||
+                              kType == DpoLossType::ExoPair || kType == DpoLossType::ApoDown ||
+                              kType == DpoLossType::Discopop;
+
+// A vector of pairs as far as the loop takes it ahead of the one it finishes: the log-ratios, z,
+// and for the types that need it exp(-|z|) (see logisticExp).
+struct DpoAhead {
+  VF x, y, z, e;
+};
+
+template <DpoLossType kType>
+static inline DpoTerms dpoVector(const DpoAhead& p, VF nc, VF nr, const DpoConsts& c) {
+  const VF b = c.b, x = p.x, y = p.y, z = p.z;
   switch (kType) {
     case DpoLossType::Sigmoid: {
-      const Logistic f = logistic(z);
-      const VF l = sub(neg(mul(c.oneMinusEps, f.ls)), mul(c.eps, f.lsNeg));
-      const VF d = mul(b, sub(f.s, c.oneMinusEps));
+      const Logistic f = logisticFrom(z, p.e);
+      const VF l = add(mul(c.oneMinusEps, f.spMinus), mul(c.eps, f.spPlus));
+      const VF d = mul(b, sub(c.eps, f.sNeg));  // b (sig(z) - (1 - eps))
       return {l, d, neg(d)};
     }
     case DpoLossType::Robust: {
-      const Logistic f = logistic(z);
-      const VF l = mul(add(neg(mul(c.oneMinusEps, f.ls)), mul(c.eps, f.lsNeg)), c.invOneMinus2Eps);
+      const Logistic f = logisticFrom(z, p.e);
+      const VF l = mul(sub(mul(c.oneMinusEps, f.spMinus), mul(c.eps, f.spPlus)), c.invOneMinus2Eps);
       const VF d = mul(b, sub(f.s, mul(c.oneMinusEps, c.invOneMinus2Eps)));
       return {l, d, neg(d)};
     }
@@ -126,22 +158,22 @@ static inline DpoTerms dpoVector(VF x, VF y, VF nc, VF nr, const DpoConsts& c) {
     case DpoLossType::SigmoidNorm: {
       const VF w = mul(b, sub(div(x, nc), div(y, nr)));
       const Logistic f = logistic(w);
-      return {neg(f.ls), neg(div(mul(b, f.sNeg), nc)), div(mul(b, f.sNeg), nr)};
+      return {f.spMinus, neg(div(mul(b, f.sNeg), nc)), div(mul(b, f.sNeg), nr)};
     }
     case DpoLossType::ExoPair: {
-      const Logistic f = logistic(z);
-      const VF l = add(mul(f.s, sub(f.ls, c.logOneMinusEps)), mul(f.sNeg, sub(f.lsNeg, c.logEps)));
+      const Logistic f = logisticFrom(z, p.e);
+      const VF l = neg(add(mul(f.s, add(f.spMinus, c.logOneMinusEps)), mul(f.sNeg, add(f.spPlus, c.logEps))));
       const VF d = mul(mul(mul(b, f.s), f.sNeg), sub(z, c.logOdds));
       return {l, d, neg(d)};
     }
     case DpoLossType::NcaPair: {
       const Logistic u = logistic(mul(b, x)), v = logistic(mul(b, y));
-      const VF l = sub(sub(neg(u.ls), mul(set1(0.5f), u.lsNeg)), mul(set1(0.5f), v.lsNeg));
+      const VF l = add(add(u.spMinus, mul(set1(0.5f), u.spPlus)), mul(set1(0.5f), v.spPlus));
       return {l, mul(b, sub(mul(set1(1.5f), u.s), set1(1.0f))), mul(mul(set1(0.5f), b), v.s)};
     }
     case DpoLossType::BcoPair: {
       const Logistic u = logistic(sub(mul(b, x), c.delta)), v = logistic(sub(mul(b, y), c.delta));
-      return {sub(neg(u.ls), v.lsNeg), neg(mul(b, u.sNeg)), mul(b, v.s)};
+      return {add(u.spMinus, v.spPlus), neg(mul(b, u.sNeg)), mul(b, v.s)};
     }
     case DpoLossType::SppoHard: {
       const VF gx = sub(x, c.halfInvB), gy = add(y, c.halfInvB);
@@ -152,18 +184,18 @@ static inline DpoTerms dpoVector(VF x, VF y, VF nc, VF nr, const DpoConsts& c) {
       return {add(sub(set1(1.0f), u.s), v.s), neg(mul(mul(b, u.s), u.sNeg)), mul(mul(b, v.s), v.sNeg)};
     }
     case DpoLossType::ApoDown: {
-      const Logistic u = logistic(mul(b, x)), f = logistic(z);
+      const Logistic u = logistic(mul(b, x)), f = logisticFrom(z, p.e);
       const VF szz = mul(f.s, f.sNeg);
       return {sub(add(u.s, set1(1.0f)), f.s), sub(mul(mul(b, u.s), u.sNeg), mul(b, szz)), mul(b, szz)};
     }
     case DpoLossType::Discopop: {
-      const Logistic f = logistic(z), t = logistic(mul(z, c.invTau));
+      const Logistic f = logisticFrom(z, p.e), t = logistic(mul(z, c.invTau));
       const VF m = t.s, oneMinusM = t.sNeg;
-      const VF expM = simd::exp(sub(t.ls, z));
-      const VF expMM = simd::exp(add(sub(t.ls, z), t.lsNeg));
-      const VF l = add(neg(mul(f.ls, oneMinusM)), expM);
+      const VF expM = simd::exp(neg(add(t.spMinus, z)));
+      const VF expMM = simd::exp(neg(add(add(t.spMinus, z), t.spPlus)));
+      const VF l = add(mul(f.spMinus, oneMinusM), expM);
       const VF dz = add(sub(neg(mul(f.sNeg, oneMinusM)), expM),
-                        mul(add(mul(mul(f.ls, m), oneMinusM), expMM), c.invTau));
+                        mul(sub(expMM, mul(mul(f.spMinus, m), oneMinusM)), c.invTau));
       const VF d = mul(b, dz);
       return {l, d, neg(d)};
     }
@@ -185,50 +217,74 @@ static inline void flush(DpoSums& L) {
   L.pending = 0;
 }
 
+// The DPO inputs as locals no store can alias.
+struct DpoView {
+  const float* __restrict pc;
+  const float* __restrict pr;
+  const float* __restrict rc;
+  const float* __restrict rr;
+  const int32_t* __restrict nc;
+  const int32_t* __restrict nr;
+  float* __restrict gc;
+  float* __restrict gr;
+};
+
+// Sequence lengths as floats; a partial vector's padding lanes get 1, so that they divide
+// harmlessly (their results are dropped).
+template <bool kPartial>
+static inline VF lengthsOr(const int32_t* p, int64_t n) {
+  if (!kPartial) return intsToFloats(p);
+  alignas(32) float t[W];
+  for (int64_t j = 0; j < W; ++j) t[j] = j < n ? static_cast<float>(p[j]) : 1.0f;
+  return load(t);
+}
+
+template <DpoLossType kType, bool kPartial>
+static inline DpoAhead dpoAhead(const DpoView& v, const DpoConsts& c, int64_t i, int64_t n) {
+  const VF x = sub(loadOr<kPartial>(v.pc + i, n), loadOr<kPartial>(v.rc + i, n));
+  const VF y = sub(loadOr<kPartial>(v.pr + i, n), loadOr<kPartial>(v.rr + i, n));
+  const VF z = mul(c.b, sub(x, y));
+  return {x, y, z, kLogisticOfZ<kType> ? logisticExp(z) : zero()};
+}
+
+// Pairs [i, i + n) given what dpoAhead took of them.
+template <DpoLossType kType, bool kPartial>
+static inline void dpoStep(const DpoView& v, const DpoConsts& c, VF invN, int64_t i, int64_t n, const DpoAhead& a,
+                           DpoSums& L) {
+  const VF valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : zero();
+  const bool lengths = v.nc != nullptr;
+  const VF nc = lengths ? lengthsOr<kPartial>(v.nc + i, n) : zero();
+  const VF nr = lengths ? lengthsOr<kPartial>(v.nr + i, n) : zero();
+  const DpoTerms p = dpoVector<kType>(a, nc, nr, c);
+  storeOr<kPartial>(v.gc + i, mul(p.dx, invN), n, false);
+  storeOr<kPartial>(v.gr + i, mul(p.dy, invN), n, false);
+  const VF bx = mul(c.b, a.x), by = mul(c.b, a.y);
+  L.loss = add(L.loss, inLanes<kPartial>(valid, p.l));
+  L.bx = add(L.bx, inLanes<kPartial>(valid, bx));
+  L.by = add(L.by, inLanes<kPartial>(valid, by));
+  L.correct = add(L.correct, ones(inLanes<kPartial>(valid, gt(bx, by))));
+  if (++L.pending == kFlushVectors) flush(L);
+}
+
 template <DpoLossType kType>
 static DpoBlock dpoRangeT(const DpoLossArgs& a, const DpoConsts& c, float invN, int64_t i0, int64_t i1) {
   DpoSums L{zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), 0};
+  const DpoView v{a.policyChosen, a.policyRejected, a.refChosen, a.refRejected, a.chosenLengths, a.rejectedLengths,
+                  a.gradChosen, a.gradRejected};
   const VF vInvN = set1(invN);
-  const float* __restrict pc = a.policyChosen;
-  const float* __restrict pr = a.policyRejected;
-  const float* __restrict rc = a.refChosen;
-  const float* __restrict rr = a.refRejected;
-  const int32_t* __restrict nc = a.chosenLengths;
-  const int32_t* __restrict nr = a.rejectedLengths;
-  float* __restrict gc = a.gradChosen;
-  float* __restrict gr = a.gradRejected;
-  for (int64_t i = i0; i < i1; i += W) {
-    const int64_t n = i1 - i < W ? i1 - i : W;
-    const bool partial = n < W;
-    const VF x = partial ? sub(loadPartial(pc + i, n, 0.0f), loadPartial(rc + i, n, 0.0f)) : sub(load(pc + i), load(rc + i));
-    const VF y = partial ? sub(loadPartial(pr + i, n, 0.0f), loadPartial(rr + i, n, 0.0f)) : sub(load(pr + i), load(rr + i));
-    // Padding lanes get lengths 1 so that they divide harmlessly; they are masked out below.
-    const VF pad = lt(iota(), set1(static_cast<float>(n)));
-    VF vnc = zero(), vnr = zero();
-    if (nc != nullptr) {
-      alignas(32) float lc[W], lr[W];
-      for (int64_t j = 0; j < W; ++j) {
-        lc[j] = j < n ? static_cast<float>(nc[i + j]) : 1.0f;
-        lr[j] = j < n ? static_cast<float>(nr[i + j]) : 1.0f;
-      }
-      vnc = load(lc);
-      vnr = load(lr);
+  int64_t i = i0;
+  if (i + W <= i1) {
+    // Each vector is taken ahead (its exp included) before the previous one is finished.
+    DpoAhead ahead = dpoAhead<kType, false>(v, c, i, W);
+    for (; i + 2 * W <= i1; i += W) {
+      const DpoAhead next = dpoAhead<kType, false>(v, c, i + W, W);
+      dpoStep<kType, false>(v, c, vInvN, i, W, ahead, L);
+      ahead = next;
     }
-    const DpoTerms p = dpoVector<kType>(x, y, vnc, vnr, c);
-    if (partial) {
-      storeOr<true>(gc + i, mul(p.dx, vInvN), n, false);
-      storeOr<true>(gr + i, mul(p.dy, vInvN), n, false);
-    } else {
-      store(gc + i, mul(p.dx, vInvN));
-      store(gr + i, mul(p.dy, vInvN));
-    }
-    const VF bx = mul(c.b, x), by = mul(c.b, y);
-    L.loss = add(L.loss, select(pad, p.l, zero()));
-    L.bx = add(L.bx, select(pad, bx, zero()));
-    L.by = add(L.by, select(pad, by, zero()));
-    L.correct = add(L.correct, ones(bitAnd(pad, gt(bx, by))));
-    if (++L.pending == kFlushVectors) flush(L);
+    dpoStep<kType, false>(v, c, vInvN, i, W, ahead, L);
+    i += W;
   }
+  if (i < i1) dpoStep<kType, true>(v, c, vInvN, i, i1 - i, dpoAhead<kType, true>(v, c, i, i1 - i), L);
   flush(L);
   DpoBlock out;
   out.loss = sumLanes(L.lossLo) + sumLanes(L.lossHi);
