@@ -918,7 +918,49 @@ void testGroupAdvantages(int64_t N, int64_t groupSize) {
       }
 }
 
+// The logistic family that the pairwise and DPO kernels share (simd.h), pair by pair: the loss of
+// one pair is softplus(-z) and its chosen gradient -sig(-z), for z over [-110, 110] and tiny |z|,
+// against float64: both within 2^-22 relative (1 ulp is 2^-23 relative at most) and, for denormal
+// results, within two of the smallest denormal. At 2^-23 the test fails.
+void testLogisticAccuracy() {
+  std::vector<float> zs{0.0f};
+  for (int k = 1; k <= 8000; ++k) zs.push_back(static_cast<float>(k) * 0.01373f);
+  for (int k = 1; k <= 40; ++k) zs.push_back(std::ldexp(1.0f, -k));
+  const size_t positives = zs.size();
+  for (size_t i = 0; i < positives; ++i) zs.push_back(-zs[i]);
+  const double ulp = std::ldexp(1.0, -23), denormal = std::ldexp(1.0, -149);
+  auto within = [&](double got, double ref, double ulps) {
+    return std::fabs(got - ref) <= ulps * ulp * std::fabs(ref) + 2 * denormal;  // ulps of 2^-23 relative
+  };
+  for (CpuPath p : {CpuPath::Baseline, CpuPath::Auto}) {
+    setCpuPath(p);
+    std::string why;
+    for (float z : zs) {
+      float rejected = 0, g[2];
+      PairwiseLossArgs a;
+      a.N = 1;
+      a.chosen = &z;
+      a.rejected = &rejected;
+      a.gradChosen = &g[0];
+      a.gradRejected = &g[1];
+      const double loss = pairwiseLossCpu(a).loss;
+      const double e = std::exp(-std::fabs(static_cast<double>(z)));
+      const double softplus = std::log1p(e) + std::fmax(-static_cast<double>(z), 0.0);
+      const double sigNeg = z >= 0 ? e / (1 + e) : 1 / (1 + e);
+      if (!within(static_cast<float>(loss), softplus, 2) || !within(-g[0], sigNeg, 2)) {
+        why = "z=" + std::to_string(z) + ": softplus(-z) " + std::to_string(loss) + " against " +
+              std::to_string(softplus) + ", sig(-z) " + std::to_string(-g[0]) + " against " + std::to_string(sigNeg);
+        break;
+      }
+    }
+    report(why.empty(), std::string("logistic family within 2^-22 relative [") +
+                            (p == CpuPath::Baseline ? "x86-64" : cpuVariantName()) + "] " + why);
+  }
+  setCpuPath(CpuPath::Auto);
+}
+
 void testPreferenceFamily() {
+  testLogisticAccuracy();
   for (int64_t N : {1, 7, 8, 1000, 100003}) testPairwise(N, N % 2 == 1);
   for (int64_t N : {1, 9, 20001}) testDpo(N);
   for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {7, 33}, {300, 129}, {3, 20000}}) testSequenceLogprobs(B, T);
