@@ -199,12 +199,11 @@ inline VF expSoftmax(VF x, VF& clamped) {
   return select(lt(x, lo), zero(), mul(p, pow2(k)));
 }
 
-// log1p(e) for e in [0, 1] (or NaN) as e q(e): q is a degree-9 polynomial fitted by us to
-// log1p(e)/e (least squares reweighted towards the smallest largest relative error), evaluated as
-// pairs of terms in powers of e^2, which halves the dependent steps of Horner's rule. Within 2 ulp
-// of log1p over the whole range (against float64 at 2M points when fitted; the conformance test
-// testLogisticAccuracy holds the family built on it to 2^-22 relative), e itself for denormal e.
-// Half the operations of log(1 + e) with the correction for the rounding of 1 + e.
+// log1p(e) for e in [0, 1] (or NaN) as e q(e), q a degree-9 polynomial fitted by us to log1p(e)/e
+// (scripts/fit-log1p.py), evaluated as pairs of terms in powers of e^2: half the dependent steps of
+// Horner's rule. Within 2 ulp of log1p over the range (float64 at 2M points; testLogisticAccuracy
+// holds the family built on it to 2^-22 relative), e itself for denormal e. Half the operations of
+// log(1 + e) with a correction for the rounding of 1 + e.
 inline VF log1pUnit(VF e) {
   const VF e2 = mul(e, e);
   VF q = fmadd(set1(-3.244031919e-03f), e, set1(1.985149272e-02f));
