@@ -282,79 +282,93 @@ void rowSoftmaxGrad(const float* z, const float* e, int64_t V, float tau, RowSof
 
 // --- KL estimators ---------------------------------------------------------------------------------
 
-// exp(-d) + d - 1 for |d| < 1/2 by its Taylor series (terms d^n/n!): there the direct form's
-// cancellation would cost up to half the digits.
-static inline VF k3Series(VF d) {
-  VF p = set1(-1.0f / 362880);
-  p = add(mul(p, d), set1(1.0f / 40320));
-  p = add(mul(p, d), set1(-1.0f / 5040));
-  p = add(mul(p, d), set1(1.0f / 720));
-  p = add(mul(p, d), set1(-1.0f / 120));
-  p = add(mul(p, d), set1(1.0f / 24));
-  p = add(mul(p, d), set1(-1.0f / 6));
-  p = add(mul(p, d), set1(0.5f));
-  return mul(mul(p, d), d);
-}
+// The k3 estimator exp(-d) + d - 1 and its gradient 1 - exp(-d), from one exp. For |d| < 1/2,
+// where those forms would lose up to half their digits, k3 is its Taylor series
+// d^2 (1/2 - d/3! + d^2/4! - ... - d^7/9!) (terms in pairs, in powers of d^2) and the gradient is
+// d - k3 (there k3 < 0.3 |d|: no cancellation).
+struct K3 {
+  VF k, grad;
+};
 
-// exp(-d) + d - 1 given expNeg = exp(-d), accurate where it is small.
-static inline VF k3Given(VF d, VF expNeg) {
-  return select(lt(absf(d), set1(0.5f)), k3Series(d), sub(add(expNeg, d), set1(1.0f)));
-}
-
-static inline VF k3Of(VF d) { return k3Given(d, simd::exp(sub(zero(), d))); }
-
-// 1 - exp(-d), the k3 gradient, with the same care near 0.
-static inline VF k3GradOf(VF d) {
-  VF p = set1(-1.0f / 40320);
-  p = add(mul(p, d), set1(1.0f / 5040));
-  p = add(mul(p, d), set1(-1.0f / 720));
-  p = add(mul(p, d), set1(1.0f / 120));
-  p = add(mul(p, d), set1(-1.0f / 24));
-  p = add(mul(p, d), set1(1.0f / 6));
-  p = add(mul(p, d), set1(-0.5f));
-  p = add(mul(p, d), set1(1.0f));
-  const VF series = mul(p, d);
-  const VF direct = sub(set1(1.0f), simd::exp(sub(zero(), d)));
-  return select(lt(absf(d), set1(0.5f)), series, direct);
+static inline K3 k3Of(VF d, VF e) {  // e = exp(-d)
+  const VF d2 = mul(d, d);
+  VF q = fmadd(set1(-1.0f / 362880), d, set1(1.0f / 40320));
+  q = fmadd(q, d2, fmadd(set1(-1.0f / 5040), d, set1(1.0f / 720)));
+  q = fmadd(q, d2, fmadd(set1(-1.0f / 120), d, set1(1.0f / 24)));
+  q = fmadd(q, d2, fmadd(set1(-1.0f / 6), d, set1(0.5f)));
+  const VF series = mul(q, d2);
+  const VF small = lt(absf(d), set1(0.5f));
+  return {select(small, series, sub(add(e, d), set1(1.0f))), select(small, sub(d, series), sub(set1(1.0f), e))};
 }
 
 // clamp(x, -c, c) keeping NaN (max/min return their second operand when either is NaN).
 static inline VF clampSym(VF x, float c) { return min(set1(c), max(set1(-c), x)); }
 
-template <KlEstimator kEst>
-static inline void klVector(VF lp, VF ref, const KlOptions& o, VF& kl, VF& grad) {
+// A vector of log-ratios as far as the loop takes it ahead of the one it finishes: d, d clamped,
+// and for k3 exp(-dc), the head of its longest dependency chain (see logisticExp in simd.h).
+struct KlAhead {
+  VF d, dc, e;
+};
+
+// kClamps: either clamp is set (without, both are the identity and are skipped).
+template <KlEstimator kEst, bool kClamps>
+static inline KlAhead klAhead(VF lp, VF ref, const KlOptions& o) {
   const VF d = sub(lp, ref);
-  const VF ratioClamped = gt(absf(d), set1(o.clampLogRatio));
-  const VF dc = clampSym(d, o.clampLogRatio);
+  const VF dc = kClamps ? clampSym(d, o.clampLogRatio) : d;
+  return {d, dc, kEst == KlEstimator::K3 ? simd::exp(sub(zero(), dc)) : zero()};
+}
+
+template <KlEstimator kEst, bool kClamps>
+static inline void klVector(const KlAhead& x, const KlOptions& o, VF& kl, VF& grad) {
+  const VF d = x.d, dc = x.dc;
   VF k, g;
   switch (kEst) {
     case KlEstimator::K1: k = dc; g = set1(1.0f); break;
     case KlEstimator::K2: k = mul(mul(set1(0.5f), dc), dc); g = dc; break;
-    case KlEstimator::K3: k = k3Of(dc); g = k3GradOf(dc); break;
+    case KlEstimator::K3: {
+      const K3 t = k3Of(dc, x.e);
+      k = t.k;
+      g = t.grad;
+      break;
+    }
     case KlEstimator::Abs:
       k = absf(dc);
       g = sub(bitAnd(gt(dc, zero()), set1(1.0f)), bitAnd(lt(dc, zero()), set1(1.0f)));
       break;
   }
-  const VF outClamped = gt(absf(k), set1(o.clampOutput));
-  g = select(bitOr(ratioClamped, outClamped), zero(), g);
-  kl = clampSym(k, o.clampOutput);
+  if (kClamps) {
+    const VF ratioClamped = gt(absf(d), set1(o.clampLogRatio)), outClamped = gt(absf(k), set1(o.clampOutput));
+    g = select(bitOr(ratioClamped, outClamped), zero(), g);
+    k = clampSym(k, o.clampOutput);
+  }
+  kl = k;
   grad = o.straightThrough ? d : g;
 }
 
-template <KlEstimator kEst>
+template <KlEstimator kEst, bool kClamps>
 static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
   int64_t i = i0;
   VF k, g;
-  for (; i + W <= i1; i += W) {
-    prefetchStreams(i, nullptr, a.logprobs, a.refLogprobs);
-    klVector<kEst>(load(a.logprobs + i), load(a.refLogprobs + i), a.o, k, g);
+  if (i + W <= i1) {
+    // Each vector is taken ahead before the previous one is finished.
+    KlAhead ahead = klAhead<kEst, kClamps>(load(a.logprobs + i), load(a.refLogprobs + i), a.o);
+    for (; i + 2 * W <= i1; i += W) {
+      prefetchStreams(i, nullptr, a.logprobs, a.refLogprobs);
+      const KlAhead next = klAhead<kEst, kClamps>(load(a.logprobs + i + W), load(a.refLogprobs + i + W), a.o);
+      klVector<kEst, kClamps>(ahead, a.o, k, g);
+      store(a.kl + i, k);
+      store(a.grad + i, g);
+      ahead = next;
+    }
+    klVector<kEst, kClamps>(ahead, a.o, k, g);
     store(a.kl + i, k);
     store(a.grad + i, g);
+    i += W;
   }
   if (i < i1) {
     alignas(32) float tk[W], tg[W];
-    klVector<kEst>(loadPartial(a.logprobs + i, i1 - i, 0.0f), loadPartial(a.refLogprobs + i, i1 - i, 0.0f), a.o, k, g);
+    klVector<kEst, kClamps>(klAhead<kEst, kClamps>(loadPartial(a.logprobs + i, i1 - i, 0.0f), loadPartial(a.refLogprobs + i, i1 - i, 0.0f), a.o),
+                   a.o, k, g);
     store(tk, k);
     store(tg, g);
     for (int64_t j = 0; i + j < i1; ++j) {
@@ -364,12 +378,18 @@ static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
   }
 }
 
+template <KlEstimator kEst>
+static void klRangeOf(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
+  if (a.o.clampLogRatio != kNoClamp || a.o.clampOutput != kNoClamp) klRangeT<kEst, true>(a, i0, i1);
+  else klRangeT<kEst, false>(a, i0, i1);
+}
+
 void klRange(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
   switch (a.o.estimator) {
-    case KlEstimator::K1: return klRangeT<KlEstimator::K1>(a, i0, i1);
-    case KlEstimator::K2: return klRangeT<KlEstimator::K2>(a, i0, i1);
-    case KlEstimator::K3: return klRangeT<KlEstimator::K3>(a, i0, i1);
-    case KlEstimator::Abs: return klRangeT<KlEstimator::Abs>(a, i0, i1);
+    case KlEstimator::K1: return klRangeOf<KlEstimator::K1>(a, i0, i1);
+    case KlEstimator::K2: return klRangeOf<KlEstimator::K2>(a, i0, i1);
+    case KlEstimator::K3: return klRangeOf<KlEstimator::K3>(a, i0, i1);
+    case KlEstimator::Abs: return klRangeOf<KlEstimator::Abs>(a, i0, i1);
   }
 }
 

@@ -158,26 +158,22 @@ inline VF expReduced(VF x, VF kf) {
   return add(fmadd(p, r2, r), set1(1.0f));
 }
 
-// exp(x) to within 2 ulp (Cephes' range reduction and polynomial), denormal results included:
-// 0 below -104 (where the true value rounds to 0), +inf above ln(FLT_MAX), NaN for NaN. 2^k is
-// applied as two factors so that k may leave the normal exponent range at either end.
+// exp(x) to within 2 ulp (Cephes' range reduction and polynomial), denormal results included,
+// with no selects: x is clamped to [-104, 89] (NaN stays NaN: min and max return their second
+// operand), and at either end the result rounds by itself to what it must be: 0 at -104, whose
+// exp is under half the smallest denormal, and +inf from ln(FLT_MAX) up. 2^k is applied as two
+// factors so that k may leave the normal exponent range at either end.
 inline VF exp(VF x) {
-  const VF hi = set1(88.72283905f), lo = set1(-104.0f);
-  const VF xc = min(max(x, lo), hi);
+  const VF xc = min(set1(89.0f), max(set1(-104.0f), x));
   VI k;
   const VF kf = nearestLog2Multiple(xc, k);
   const VF p = expReduced(xc, kf);
   const VI k1 = shiftRight1(k);
-  VF y = mul(mul(p, pow2(k1)), pow2(subInt(k, k1)));
-  y = select(lt(x, lo), zero(), y);
-  y = select(gt(x, hi), set1(__builtin_inff()), y);
-  return select(isNan(x), x, y);
+  return mul(mul(p, pow2(k1)), pow2(subInt(k, k1)));
 }
 
-// exp(x) for x <= 0 or NaN, bit for bit what exp() gives there, in two-thirds of its operations.
-// Below -104 the clamped argument's result is under half the smallest denormal and rounds to 0,
-// as exp()'s select would give; 2^k is applied as 2^(k+64), exact, then 2^-64, the one rounding
-// into the denormals that exp()'s two factors also make.
+// exp(x) for x <= 0 or NaN, bit for bit what exp() gives there: 2^k is applied as 2^(k+64),
+// exact, then 2^-64, the one rounding into the denormals that exp()'s two factors also make.
 inline VF expNonPositive(VF x) {
   const VF xc = max(set1(-104.0f), x);  // NaN stays NaN
   VI k;
