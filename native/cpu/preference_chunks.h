@@ -72,19 +72,16 @@ PairwiseBlock pairwiseRange(const PairwiseLossArgs& a, int64_t i0, int64_t i1) {
                        static_cast<float>(2.0 * a.centerCoef / static_cast<double>(a.N))};
   PairwiseLanes L{zero(), zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(),
                   zeroD(), zeroD(), 0};
-  int64_t i = i0;
-  if (i + W <= i1) {
-    // Each vector's exp is taken before the previous vector is finished (see logisticExp).
-    VF delta = pairwiseDelta<false>(v, i, W), e = logisticExp(delta);
-    for (; i + 2 * W <= i1; i += W) {
-      const VF nextDelta = pairwiseDelta<false>(v, i + W, W), nextE = logisticExp(nextDelta);
-      pairwiseVector<false>(v, i, W, delta, e, L);
-      delta = nextDelta;
-      e = nextE;
-    }
-    pairwiseVector<false>(v, i, W, delta, e, L);
-    i += W;
-  }
+  struct Ahead {
+    VF delta, e;
+  };
+  const int64_t i = pipelined(
+      i0, i1,
+      [&](int64_t j) {
+        const VF delta = pairwiseDelta<false>(v, j, W);
+        return Ahead{delta, logisticExp(delta)};
+      },
+      [&](int64_t j, const Ahead& x) { pairwiseVector<false>(v, j, W, x.delta, x.e, L); });
   if (i < i1) {
     const VF delta = pairwiseDelta<true>(v, i, i1 - i);
     pairwiseVector<true>(v, i, i1 - i, delta, logisticExp(delta), L);
@@ -272,18 +269,9 @@ static DpoBlock dpoRangeT(const DpoLossArgs& a, const DpoConsts& c, float invN, 
   const DpoView v{a.policyChosen, a.policyRejected, a.refChosen, a.refRejected, a.chosenLengths, a.rejectedLengths,
                   a.gradChosen, a.gradRejected};
   const VF vInvN = set1(invN);
-  int64_t i = i0;
-  if (i + W <= i1) {
-    // Each vector is taken ahead (its exp included) before the previous one is finished.
-    DpoAhead ahead = dpoAhead<kType, false>(v, c, i, W);
-    for (; i + 2 * W <= i1; i += W) {
-      const DpoAhead next = dpoAhead<kType, false>(v, c, i + W, W);
-      dpoStep<kType, false>(v, c, vInvN, i, W, ahead, L);
-      ahead = next;
-    }
-    dpoStep<kType, false>(v, c, vInvN, i, W, ahead, L);
-    i += W;
-  }
+  const int64_t i = pipelined(
+      i0, i1, [&](int64_t j) { return dpoAhead<kType, false>(v, c, j, W); },
+      [&](int64_t j, const DpoAhead& x) { dpoStep<kType, false>(v, c, vInvN, j, W, x, L); });
   if (i < i1) dpoStep<kType, true>(v, c, vInvN, i, i1 - i, dpoAhead<kType, true>(v, c, i, i1 - i), L);
   flush(L);
   DpoBlock out;
@@ -325,7 +313,7 @@ MaskedSum maskedRowSum(const float* x, const uint8_t* m, int64_t T) {
   for (; t + W <= T; t += W) {
     prefetchStreams(t, m, x);
     const VF valid = m != nullptr ? maskFromBytes(m + t) : eq(zero(), zero());
-    accumulate(lo, hi, select(valid, load(x + t), zero()));
+    accumulate(lo, hi, bitAnd(valid, load(x + t)));
     count += countLanes(valid);
   }
   if (t < T) {

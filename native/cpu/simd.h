@@ -43,6 +43,9 @@ inline VF isNan(VF a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
 inline VF bitAnd(VF a, VF b) { return _mm256_and_ps(a, b); }
 inline VF bitOr(VF a, VF b) { return _mm256_or_ps(a, b); }
 inline VF select(VF m, VF a, VF b) { return _mm256_blendv_ps(b, a, m); }  // m ? a : b
+// x where the mask m is clear, 0 where it is set (bitAnd(m, x) is x where m is set, else 0): one
+// bitwise operation, which any vector pipe runs, where select(m, 0, x) would take a blend.
+inline VF andNot(VF m, VF x) { return _mm256_andnot_ps(m, x); }
 inline int anyLane(VF m) { return _mm256_movemask_ps(m); }
 inline VF absf(VF a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
 // 2^k as a float, for k in [-126, 127].
@@ -100,6 +103,7 @@ inline VF isNan(VF a) { return _mm_cmpunord_ps(a, a); }
 inline VF bitAnd(VF a, VF b) { return _mm_and_ps(a, b); }
 inline VF bitOr(VF a, VF b) { return _mm_or_ps(a, b); }
 inline VF select(VF m, VF a, VF b) { return _mm_or_ps(_mm_and_ps(m, a), _mm_andnot_ps(m, b)); }
+inline VF andNot(VF m, VF x) { return _mm_andnot_ps(m, x); }
 inline int anyLane(VF m) { return _mm_movemask_ps(m); }
 inline VF absf(VF a) { return _mm_andnot_ps(_mm_set1_ps(-0.0f), a); }
 inline VF pow2(VI k) { return _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(k, _mm_set1_epi32(127)), 23)); }
