@@ -547,11 +547,13 @@ static inline void policyVector(const PolicyView& v, int64_t i, int64_t n, const
   if (++L.pending == kFlushVectors) flush(L);
 }
 
+// The view by value: a local whose address no store can reach, so that its flags and constants
+// stay in registers across the loop (through a reference they were reloaded, and branched on,
+// every vector).
 template <bool kSequence>
-static PolicyBlock policyBlockT(const PolicyView& v, const PolicyLossArgs& a, const double* rowWeight,
-                                const float* seqLogRatio, int64_t i0, int64_t i1) {
+static PolicyBlock policyBlockT(const PolicyView v, int64_t T, const double* rowWeight, const float* seqLogRatio,
+                                int64_t i0, int64_t i1) {
   PolicyBlock out;
-  const int64_t T = a.T;
   for (int64_t i = i0; i < i1;) {
     const int64_t b = i / T;
     const int64_t end = (b + 1) * T < i1 ? (b + 1) * T : i1;
@@ -591,8 +593,8 @@ PolicyBlock policyBlock(const PolicyLossArgs& a, const double* rowWeight, const 
   const PolicyView v{a.logprobs, a.oldLogprobs, a.advantages, a.mask, a.grad, a.advantagesPerRow, streaming,
                      o.clampLogRatio != kNoClamp, o.dualClip > 0, o.clipfracMode == ClipfracMode::Ratio,
                      o.clampLogRatio, 1.0f - o.clipLow, 1.0f + o.clipHigh, o.dualClip};
-  return seqLogRatio != nullptr ? policyBlockT<true>(v, a, rowWeight, seqLogRatio, i0, i1)
-                                : policyBlockT<false>(v, a, rowWeight, seqLogRatio, i0, i1);
+  return seqLogRatio != nullptr ? policyBlockT<true>(v, a.T, rowWeight, seqLogRatio, i0, i1)
+                                : policyBlockT<false>(v, a.T, rowWeight, seqLogRatio, i0, i1);
 }
 
 // --- the value loss over a block of tokens ----------------------------------------------------------
