@@ -382,8 +382,8 @@ static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
       });
   if (i < i1) {
     alignas(32) float tk[W], tg[W];
-    klVector<kEst, kClamps>(klAhead<kEst, kClamps>(loadPartial(lp + i, i1 - i, 0.0f), loadPartial(ref + i, i1 - i, 0.0f), o),
-                            o, k, g);
+    const KlAhead x = klAhead<kEst, kClamps>(loadPartial(lp + i, i1 - i, 0.0f), loadPartial(ref + i, i1 - i, 0.0f), o);
+    klVector<kEst, kClamps>(x, o, k, g);
     store(tk, k);
     store(tg, g);
     for (int64_t j = 0; i + j < i1; ++j) {
@@ -573,7 +573,8 @@ static PolicyBlock policyBlockT(const PolicyView v, int64_t T, const double* row
           policyVector<false, kSequence>(v, j, W, p, advRow, seqD, w, L);
         });
     if (i < end) {
-      policyVector<true, kSequence>(v, i, end - i, policyAhead<true, kSequence>(v, i, end - i, seqD), advRow, seqD, w, L);
+      const PolicyAhead p = policyAhead<true, kSequence>(v, i, end - i, seqD);
+      policyVector<true, kSequence>(v, i, end - i, p, advRow, seqD, w, L);
       i = end;
     }
     flush(L);

@@ -29,8 +29,9 @@ inline VF sub(VF a, VF b) { return _mm256_sub_ps(a, b); }
 inline VF mul(VF a, VF b) { return _mm256_mul_ps(a, b); }
 inline VF div(VF a, VF b) { return _mm256_div_ps(a, b); }
 inline VF sqrt(VF a) { return _mm256_sqrt_ps(a); }
-// a*b + c with one rounding (the AVX2 variant is compiled with FMA). Used only inside exp and
-// the softmax sums, whose results are compared to the reference within a tolerance.
+// a*b + c with one rounding (the AVX2 variant is compiled with FMA). Used where results are
+// compared to the reference within a tolerance: the polynomials of exp, log1p, tanh and the k3
+// series, the softmax sums, the matrix multiply.
 inline VF fmadd(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
 inline VF fnmadd(VF a, VF b, VF c) { return _mm256_fnmadd_ps(a, b, c); }  // c - a*b
 // max(a, b): b when either is NaN (the x86 rule), so put the value whose NaN must survive second.
@@ -206,11 +207,11 @@ inline VF expSoftmax(VF x, VF& clamped) {
   return select(lt(x, lo), zero(), mul(add(fmadd(q, r2, r), set1(1.0f)), pow2(k)));
 }
 
-// log1p(e) for e in [0, 1] (or NaN) as e q(e), q a degree-9 polynomial fitted by us to log1p(e)/e
-// (scripts/fit-polynomials.py), evaluated as pairs of terms in powers of e^2: half the dependent steps of
-// Horner's rule. Within 2 ulp of log1p over the range (float64 at 2M points; testLogisticAccuracy
-// holds the family built on it to 2^-22 relative), e itself for denormal e. Half the operations of
-// log(1 + e) with a correction for the rounding of 1 + e.
+// log1p(e) for e in [0, 1] (or NaN) as e q(e), q a degree-9 polynomial fitted by us to
+// log1p(e)/e (scripts/fit-polynomials.py), evaluated as pairs of terms in powers of e^2: half the
+// dependent steps of Horner's rule. Within 2 ulp of log1p over the range (float64 at 2M points;
+// testLogisticAccuracy holds the family built on it to 2^-22 relative), e itself for denormal e.
+// Half the operations of log(1 + e) with a correction for the rounding of 1 + e.
 inline VF log1pUnit(VF e) {
   const VF e2 = mul(e, e);
   VF q = fmadd(set1(-3.244031919e-03f), e, set1(1.985149272e-02f));
