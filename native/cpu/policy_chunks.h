@@ -75,13 +75,16 @@ static inline int64_t alignHead(const float* p, int64_t n) {
 constexpr int64_t kRowPrefetchBytes = 4096;
 
 // Elementwise passes over several streams request each stream's line kStreamPrefetch elements
-// ahead, once a line (the vector at i that starts in a line's first W elements), and a mask's
-// once per 64 bytes: as for the moments, a core's own loads keep too few lines in flight.
+// ahead (as for the moments, a core's own loads keep too few lines in flight), once a line (the
+// vector at i that starts in a line's first W elements; a mask's once per 64 bytes) or, with
+// kEachVector, at every vector. The repeats made the PPO policy and value losses 7-13% faster
+// from memory (four streams and a mask each, 16M tokens, 2 threads, alternating builds) and the
+// KL penalty, whose arithmetic weighs more, 5% slower.
 constexpr int64_t kStreamPrefetch = 512;
-template <typename... Floats>
+template <bool kEachVector, typename... Floats>
 static inline void prefetchStreams(int64_t i, const uint8_t* mask, Floats... floats) {
-  if (i % 16 < W) (prefetchAhead(floats + i, kStreamPrefetch * 4), ...);
-  if (mask != nullptr && i % 64 < W) prefetchAhead(mask + i, kStreamPrefetch);
+  if (kEachVector || i % 16 < W) (prefetchAhead(floats + i, kStreamPrefetch * 4), ...);
+  if (mask != nullptr && (kEachVector || i % 64 < W)) prefetchAhead(mask + i, kStreamPrefetch);
 }
 
 // Sums in float lanes flushed into float64 lanes every kFlushVectors vectors: a few ulps at most.
@@ -375,7 +378,7 @@ static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
   const int64_t i = pipelined(
       i0, i1, [&](int64_t j) { return klAhead<kEst, kClamps>(load(lp + j), load(ref + j), o); },
       [&](int64_t j, const KlAhead& x) {
-        prefetchStreams(j, nullptr, lp, ref);
+        prefetchStreams<false>(j, nullptr, lp, ref);
         klVector<kEst, kClamps>(x, o, k, g);
         store(kl + j, k);
         store(grad + j, g);
@@ -582,7 +585,7 @@ static PolicyBlock policyBlockT(const PolicyView v, int64_t T, const double* row
     i = pipelined(
         i, end, [&](int64_t j) { return policyAhead<false, kSequence, kPlain>(v, j, W, seqD); },
         [&](int64_t j, const PolicyAhead& p) {
-          prefetchStreams(j, v.mask, v.lp, v.old, f.perRow ? v.lp : v.adv);
+          prefetchStreams<true>(j, v.mask, v.lp, v.old, f.perRow ? v.lp : v.adv);
           policyVector<false, kSequence, kPlain>(v, j, W, p, advRow, seqD, w, L);
         });
     if (i < end) {
@@ -718,7 +721,7 @@ ValueBlock valueBlock(const ValueLossArgs& a, const double* rowWeight, int64_t i
       i += head;
     }
     for (; i + W <= end; i += W) {
-      prefetchStreams(i, x.mask, x.values, x.returns, x.clipped ? x.old : x.values);
+      prefetchStreams<true>(i, x.mask, x.values, x.returns, x.clipped ? x.old : x.values);
       valueVector<false>(x, i, W, halfW, L);
     }
     if (i < end) {
