@@ -311,7 +311,7 @@ MaskedSum maskedRowSum(const float* x, const uint8_t* m, int64_t T) {
   VD lo = zeroD(), hi = zeroD();
   int64_t count = 0, t = 0;
   for (; t + W <= T; t += W) {
-    prefetchStreams<false>(t, m, x);
+    prefetchStreams<true>(t, m, x);
     const VF valid = m != nullptr ? maskFromBytes(m + t) : eq(zero(), zero());
     accumulate(lo, hi, bitAnd(valid, load(x + t)));
     count += countLanes(valid);
