@@ -225,10 +225,14 @@ void plainStreamSse2(const float* r, const float* v, const uint8_t* m, float* a,
 }
 
 // The masked statistics' traffic: a float and a byte stream read, nothing written; the masked
-// values and the count summed in float (the sums only keep the loads from being dropped).
+// values and the count summed in float (the sums only keep the loads from being dropped). Both
+// streams requested 2 KiB ahead at every vector, as the kernels that read do: without, reads
+// alone get even less of the memory here.
 __attribute__((target("avx2"))) float plainReadAvx2(const float* x, const uint8_t* m, int64_t i0, int64_t i1) {
   __m256 sum = _mm256_setzero_ps(), count = sum;
   for (int64_t i = i0; i < i1; i += 8) {
+    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 2048, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(m + i) + 512, _MM_HINT_T0);
     const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m + i)));
     const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bytes, _mm256_setzero_si256()));
     sum = _mm256_add_ps(sum, _mm256_and_ps(valid, _mm256_loadu_ps(x + i)));
