@@ -87,17 +87,24 @@ std::vector<uint8_t> randomFlags(int64_t n, double p) {
   return v;
 }
 
-// Runs `body` under every CPU path and thread count that must reproduce the reference.
-void forEachCpuConfig(const std::function<void(const std::string&)>& body) {
-  const CpuPath paths[] = {CpuPath::Baseline, CpuPath::Auto};
-  for (CpuPath p : paths) {
-    for (int threads : {1, 2, 3, 7}) {
-      ThreadPool::instance().setNumThreads(threads);
-      setCpuPath(p);
-      body(std::string(p == CpuPath::Baseline ? "x86-64" : cpuVariantName()) + " threads=" + std::to_string(threads));
-    }
+// Runs `body` under each CPU path (the x86-64 baseline and the variant this CPU selects), with
+// the path's name.
+void forEachCpuPath(const std::function<void(const std::string&)>& body) {
+  for (CpuPath p : {CpuPath::Baseline, CpuPath::Auto}) {
+    setCpuPath(p);
+    body(p == CpuPath::Baseline ? "x86-64" : cpuVariantName());
   }
   setCpuPath(CpuPath::Auto);
+}
+
+// Runs `body` under every CPU path and thread count that must reproduce the reference.
+void forEachCpuConfig(const std::function<void(const std::string&)>& body) {
+  forEachCpuPath([&](const std::string& path) {
+    for (int threads : {1, 2, 3, 7}) {
+      ThreadPool::instance().setNumThreads(threads);
+      body(path + " threads=" + std::to_string(threads));
+    }
+  });
   ThreadPool::instance().setNumThreads(2);
 }
 
@@ -559,8 +566,7 @@ void testK3Accuracy() {
     }
   }
   const int64_t n = static_cast<int64_t>(lp.size());
-  for (CpuPath p : {CpuPath::Baseline, CpuPath::Auto}) {
-    setCpuPath(p);
+  forEachCpuPath([&](const std::string& path) {
     std::vector<float> k(n), g(n);
     KlPenaltyArgs a;
     a.n = n;
@@ -578,10 +584,8 @@ void testK3Accuracy() {
         why = "d=" + std::to_string(d) + ": k3 " + std::to_string(k[i]) + " against " + std::to_string(wantK) +
               ", gradient " + std::to_string(g[i]) + " against " + std::to_string(wantG);
     }
-    report(why.empty(), std::string("k3 and its gradient within their bounds [") + (p == CpuPath::Baseline ? "x86-64" : cpuVariantName()) +
-                            "] " + why);
-  }
-  setCpuPath(CpuPath::Auto);
+    report(why.empty(), "k3 and its gradient within their bounds [" + path + "] " + why);
+  });
 }
 
 void testShapeRewards(int64_t B, int64_t T) {
@@ -958,10 +962,11 @@ void testGroupAdvantages(int64_t N, int64_t groupSize) {
       }
 }
 
-// The logistic family that the pairwise and DPO kernels share (simd.h), pair by pair: the loss of
-// one pair is softplus(-z) and its chosen gradient -sig(-z), for z over [-110, 110] and tiny |z|,
-// against float64: both within 2^-22 relative (1 ulp is 2^-23 relative at most) and, for denormal
-// results, within two of the smallest denormal. At 2^-23 the test fails.
+// The logistic family that the pairwise and DPO kernels share (simd.h), z by z: the loss of 16
+// pairs (two full vectors: the pipelined loop) and of one (the tail) all at z is softplus(-z),
+// and each chosen gradient -sig(-z)/N, for z over [-110, 110] and tiny |z|, against float64: both
+// within 2^-22 relative (1 ulp is 2^-23 relative at most) and, for denormal results, within two
+// of the smallest denormal. At 2^-23 the test fails.
 void testLogisticAccuracy() {
   std::vector<float> zs{0.0f};
   for (int k = 1; k <= 8000; ++k) zs.push_back(static_cast<float>(k) * 0.01373f);
@@ -972,31 +977,34 @@ void testLogisticAccuracy() {
   auto within = [&](double got, double ref, double ulps) {
     return std::fabs(got - ref) <= ulps * ulp * std::fabs(ref) + 2 * denormal;  // ulps of 2^-23 relative
   };
-  for (CpuPath p : {CpuPath::Baseline, CpuPath::Auto}) {
-    setCpuPath(p);
+  forEachCpuPath([&](const std::string& path) {
     std::string why;
     for (float z : zs) {
-      float rejected = 0, g[2];
-      PairwiseLossArgs a;
-      a.N = 1;
-      a.chosen = &z;
-      a.rejected = &rejected;
-      a.gradChosen = &g[0];
-      a.gradRejected = &g[1];
-      const double loss = pairwiseLossCpu(a).loss;
-      const double e = std::exp(-std::fabs(static_cast<double>(z)));
-      const double softplus = std::log1p(e) + std::fmax(-static_cast<double>(z), 0.0);
-      const double sigNeg = z >= 0 ? e / (1 + e) : 1 / (1 + e);
-      if (!within(static_cast<float>(loss), softplus, 2) || !within(-g[0], sigNeg, 2)) {
-        why = "z=" + std::to_string(z) + ": softplus(-z) " + std::to_string(loss) + " against " +
-              std::to_string(softplus) + ", sig(-z) " + std::to_string(-g[0]) + " against " + std::to_string(sigNeg);
-        break;
+      for (int64_t N : {16, 1}) {
+        std::vector<float> chosen(N, z), rejected(N, 0.0f), gc(N), gr(N);
+        PairwiseLossArgs a;
+        a.N = N;
+        a.chosen = chosen.data();
+        a.rejected = rejected.data();
+        a.gradChosen = gc.data();
+        a.gradRejected = gr.data();
+        const double loss = pairwiseLossCpu(a).loss;
+        const double e = std::exp(-std::fabs(static_cast<double>(z)));
+        const double softplus = std::log1p(e) + std::fmax(-static_cast<double>(z), 0.0);
+        const double sigNeg = z >= 0 ? e / (1 + e) : 1 / (1 + e);
+        bool ok = within(static_cast<float>(loss), softplus, 2);
+        for (float g : gc) ok = ok && within(-static_cast<double>(g), sigNeg / static_cast<double>(N), 2);
+        if (!ok) {
+          why = "z=" + std::to_string(z) + " N=" + std::to_string(N) + ": softplus(-z) " + std::to_string(loss) +
+                " against " + std::to_string(softplus) + ", sig(-z) " + std::to_string(-gc[0] * N) + " against " +
+                std::to_string(sigNeg);
+          break;
+        }
       }
+      if (!why.empty()) break;
     }
-    report(why.empty(), std::string("logistic family within 2^-22 relative [") +
-                            (p == CpuPath::Baseline ? "x86-64" : cpuVariantName()) + "] " + why);
-  }
-  setCpuPath(CpuPath::Auto);
+    report(why.empty(), "logistic family within 2^-22 relative [" + path + "] " + why);
+  });
 }
 
 void testPreferenceFamily() {
