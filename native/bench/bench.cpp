@@ -231,8 +231,9 @@ void plainStreamSse2(const float* r, const float* v, const uint8_t* m, float* a,
 __attribute__((target("avx2"))) float plainReadAvx2(const float* x, const uint8_t* m, int64_t i0, int64_t i1) {
   __m256 sum = _mm256_setzero_ps(), count = sum;
   for (int64_t i = i0; i < i1; i += 8) {
-    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 2048, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(m + i) + 512, _MM_HINT_T0);
+    // Addresses formed as integers: near the end they lie past the arrays (a prefetch never faults).
+    __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(x + i) + 2048));
+    __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(m + i) + 512));
     const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m + i)));
     const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bytes, _mm256_setzero_si256()));
     sum = _mm256_add_ps(sum, _mm256_and_ps(valid, _mm256_loadu_ps(x + i)));

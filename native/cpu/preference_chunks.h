@@ -40,19 +40,27 @@ struct PairwiseView {
   float marginValue, invN, centerScale;  // centerScale = 2 centerCoef / N
 };
 
+// A vector of pairs as far as the loop takes it ahead of the one it finishes (see pipelined):
+// delta = rc - rr - margin and exp(-|delta|).
+struct PairwiseAhead {
+  VF delta, e;
+};
+
 template <bool kPartial>
-static inline VF pairwiseDelta(const PairwiseView& v, int64_t i, int64_t n) {
+static inline PairwiseAhead pairwiseAhead(const PairwiseView& v, int64_t i, int64_t n) {
   const VF m = v.margin == nullptr ? set1(v.marginValue) : loadOr<kPartial>(v.margin + i, n);
-  return sub(sub(loadOr<kPartial>(v.chosen + i, n), loadOr<kPartial>(v.rejected + i, n)), m);
+  const VF delta = sub(sub(loadOr<kPartial>(v.chosen + i, n), loadOr<kPartial>(v.rejected + i, n)), m);
+  return {delta, logisticExp(delta)};
 }
 
-// Pairs [i, i + n) given their delta and its exp(-|delta|).
+// Pairs [i, i + n) given what pairwiseAhead took of them.
 template <bool kPartial>
-static inline void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, VF delta, VF e, PairwiseLanes& L) {
+static inline void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, const PairwiseAhead& p,
+                                  PairwiseLanes& L) {
   const VF rc = loadOr<kPartial>(v.chosen + i, n);
   const VF rr = loadOr<kPartial>(v.rejected + i, n);
   const VF valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : zero();
-  const Logistic f = logisticFrom(delta, e);
+  const Logistic f = logisticFrom(p.delta, p.e);
   const VF sum = add(rc, rr);
   const VF g = mul(f.sNeg, set1(-v.invN));  // (sig(delta) - 1)/N without the cancellation
   const VF c = mul(set1(v.centerScale), sum);
@@ -72,20 +80,10 @@ PairwiseBlock pairwiseRange(const PairwiseLossArgs& a, int64_t i0, int64_t i1) {
                        static_cast<float>(2.0 * a.centerCoef / static_cast<double>(a.N))};
   PairwiseLanes L{zero(), zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(),
                   zeroD(), zeroD(), 0};
-  struct Ahead {
-    VF delta, e;
-  };
   const int64_t i = pipelined(
-      i0, i1,
-      [&](int64_t j) {
-        const VF delta = pairwiseDelta<false>(v, j, W);
-        return Ahead{delta, logisticExp(delta)};
-      },
-      [&](int64_t j, const Ahead& x) { pairwiseVector<false>(v, j, W, x.delta, x.e, L); });
-  if (i < i1) {
-    const VF delta = pairwiseDelta<true>(v, i, i1 - i);
-    pairwiseVector<true>(v, i, i1 - i, delta, logisticExp(delta), L);
-  }
+      i0, i1, [&](int64_t j) { return pairwiseAhead<false>(v, j, W); },
+      [&](int64_t j, const PairwiseAhead& x) { pairwiseVector<false>(v, j, W, x, L); });
+  if (i < i1) pairwiseVector<true>(v, i, i1 - i, pairwiseAhead<true>(v, i, i1 - i), L);
   flush(L);
   PairwiseBlock out;
   out.loss = sumLanes(L.lossLo) + sumLanes(L.lossHi);

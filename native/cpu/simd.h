@@ -152,9 +152,12 @@ inline VF nearestLog2Multiple(VF x, VI& k) {
 // split in two so that k*ln2hi is exact. The polynomial is evaluated in Estrin's scheme (pairs of
 // terms, then powers of r^2) rather than Horner's: half the dependent steps, which is what bounds
 // a loop of exps.
+inline VF reducedArgument(VF x, VF kf) {  // x - k ln2, ln2 in two parts
+  return fnmadd(kf, set1(-2.12194440e-4f), fnmadd(kf, set1(0.693359375f), x));
+}
+
 inline VF expReduced(VF x, VF kf) {
-  VF r = fnmadd(kf, set1(0.693359375f), x);
-  r = fnmadd(kf, set1(-2.12194440e-4f), r);
+  const VF r = reducedArgument(x, kf);
   const VF r2 = mul(r, r), r4 = mul(r2, r2);
   const VF a = fmadd(set1(1.6666665459e-1f), r, set1(5.0000001201e-1f));
   const VF b = fmadd(set1(8.3334519073e-3f), r, set1(4.1665795894e-2f));
@@ -198,8 +201,7 @@ inline VF expSoftmax(VF x, VF& clamped) {
   const VF xc = max(lo, x);  // NaN stays NaN (max returns its second operand)
   VI k;
   const VF kf = nearestLog2Multiple(xc, k);
-  VF r = fnmadd(kf, set1(0.693359375f), xc);
-  r = fnmadd(kf, set1(-2.12194440e-4f), r);
+  const VF r = reducedArgument(xc, kf);
   const VF r2 = mul(r, r);
   const VF q = fmadd(r2, fmadd(set1(8.3125261590e-3f), r, set1(4.1890114546e-2f)),
                      fmadd(set1(1.6667114198e-1f), r, set1(4.9999231100e-1f)));
