@@ -16,11 +16,20 @@
       "cflags_cc": ["-mavx2", "-mfma"],
     },
     {
+      # The AVX-512 variant of the chunk kernels, likewise.
+      "target_name": "rlhf_avx512",
+      "type": "static_library",
+      "sources": ["native/cpu/kernels_avx512.cpp"],
+      "cflags_cc": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma",
+                    "-Wno-uninitialized", "-Wno-maybe-uninitialized"],  # GCC bug 105593, as in CMakeLists.txt
+    },
+    {
       "target_name": "rlhf",
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
       "conditions": [
-        ["target_arch=='x64'", {"dependencies": ["rlhf_avx2"], "defines": ["RLHF_HAVE_AVX2_VARIANT"]}],
+        ["target_arch=='x64'", {"dependencies": ["rlhf_avx2", "rlhf_avx512"],
+                                  "defines": ["RLHF_HAVE_AVX2_VARIANT", "RLHF_HAVE_AVX512_VARIANT"]}],
       ],
       "sources": [
         "native/reference/advantages.cpp",

@@ -12,7 +12,7 @@ export interface BuildInfo {
   cudaRequest: string;
   /** Why an automatic CUDA build fell back to CPU, or null. */
   cudaFallback: string | null;
-  /** The SIMD variant in use ('avx2' or the 'x86-64' baseline). */
+  /** The SIMD variant in use ('avx512', 'avx2' or the 'x86-64' baseline). */
   simd: string;
   simdCompiled: string;
   compiler: string;

@@ -185,7 +185,7 @@ t.test('backends() describes the CPU and CUDA backends', async (t) => {
   t.equal(b.cpu.available, true);
   t.equal(b.cpu.threads, rl.getNumThreads(), 'cpu.threads is the pool size');
   t.ok(Number.isInteger(b.cpu.hardwareThreads) && b.cpu.hardwareThreads >= 1, 'hardwareThreads >= 1');
-  t.match(b.cpu.simd, /^(avx2|x86-64)$/);
+  t.match(b.cpu.simd, /^(avx512|avx2|x86-64)$/);
   t.equal(typeof b.cuda.compiled, 'boolean');
   t.ok(Number.isInteger(b.cuda.devices) && b.cuda.devices >= 0);
   t.equal(b.cuda.deviceList.length, b.cuda.devices, 'one deviceList entry per device');
@@ -206,7 +206,7 @@ t.test('buildInfo() says what was built', async (t) => {
   t.equal(info.cuda, rl.backends().cuda.compiled, 'buildInfo().cuda agrees with backends()');
   t.ok(Array.isArray(info.cudaArchitectures));
   if (!info.cuda) t.strictSame(info.cudaArchitectures, [], 'no architectures without CUDA');
-  t.match(info.simd, /^(avx2|x86-64)$/);
+  t.match(info.simd, /^(avx512|avx2|x86-64)$/);
   t.equal(info.simd, rl.backends().cpu.simd);
   t.equal(typeof info.simdCompiled, 'string');
   t.ok(info.compiler.length > 0, `compiler: ${info.compiler}`);

@@ -163,14 +163,16 @@ Napi::Value triadSeconds(const Napi::CallbackInfo& info) {
       env, rlhf::triadSeconds(arrays[0].as<float>(), arrays[1].as<float>(), arrays[2].as<float>(), arrays[0].length));
 }
 
-// setCpuPath('auto' | 'baseline' | 'reference'): which CPU code runs, for tests and benchmarks.
+// setCpuPath('auto' | 'baseline' | 'avx2' | 'reference'): which CPU code runs, for tests and
+// benchmarks ('avx2' runs the active variant where the CPU lacks AVX2).
 Napi::Value setCpuPath(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string p = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
   if (p == "auto") rlhf::setCpuPath(CpuPath::Auto);
   else if (p == "baseline") rlhf::setCpuPath(CpuPath::Baseline);
+  else if (p == "avx2") rlhf::setCpuPath(CpuPath::Avx2);
   else if (p == "reference") rlhf::setCpuPath(CpuPath::Reference);
-  else throwRangeError(env, "setCpuPath: expected 'auto', 'baseline' or 'reference' but received '" + p + "'");
+  else throwRangeError(env, "setCpuPath: expected 'auto', 'baseline', 'avx2' or 'reference' but received '" + p + "'");
   return env.Undefined();
 }
 

@@ -259,7 +259,7 @@ float plainReadSse2(const float* x, const uint8_t* m, int64_t i0, int64_t i1) {
 // paired triad's GB/s.
 std::pair<double, double> plainStreamTimes(const float* r, const float* v, const uint8_t* m, int64_t n, PairedTriad& triad,
                                            double minSeconds) {
-  const bool avx2 = std::strcmp(cpuVariantName(), "avx2") == 0;
+  const bool avx2 = std::strcmp(cpuVariantName(), "x86-64") != 0;  // AVX2 or AVX-512 in use
   const PageCopy<float> pr(r, n), pv(v, n), a(nullptr, n), b(nullptr, n);
   const PageCopy<uint8_t> pm(m, n);
   return pairedMedians(
@@ -274,7 +274,7 @@ std::pair<double, double> plainStreamTimes(const float* r, const float* v, const
 
 // The statistics' plain loop over n elements on the pool, likewise.
 std::pair<double, double> plainReadTimes(const float* x, const uint8_t* m, int64_t n, PairedTriad& triad, double minSeconds) {
-  const bool avx2 = std::strcmp(cpuVariantName(), "avx2") == 0;
+  const bool avx2 = std::strcmp(cpuVariantName(), "x86-64") != 0;  // AVX2 or AVX-512 in use
   const PageCopy<float> px(x, n);
   const PageCopy<uint8_t> pm(m, n);
   std::atomic<float> sink{0};  // keeps the sums, and so the loads, from being dropped
@@ -326,11 +326,11 @@ double mulAddChains(int64_t steps) {
 }
 #endif
 
-// The floating-point peak of the pool in GFLOP/s, for the instruction set of the CPU variant in
-// use: every thread runs the chains at once, best of several tries (0 where not measurable).
+// The floating-point peak of the pool in GFLOP/s, for the instruction set the multiply runs
+// (AVX2 + FMA under the AVX2 and AVX-512 variants alike, else the baseline's): every thread runs the chains at once, best of several tries (0 where not measurable).
 double measurePeakGflops() {
 #if defined(__x86_64__)
-  const bool fma = std::strcmp(cpuVariantName(), "avx2") == 0;
+  const bool fma = std::strcmp(cpuVariantName(), "x86-64") != 0;
   const int threads = ThreadPool::instance().numThreads();
   constexpr int64_t kSteps = 1 << 21;  // 200 to 400 Mflop per thread: a few milliseconds
   double best = 0;

@@ -72,7 +72,7 @@ struct MaskedSum {
 
 // `streaming`: the outputs are far larger than the cache, write them with non-temporal stores.
 struct ChunkKernels {
-  const char* name;  // "avx2" or "x86-64" (the baseline every x86-64 CPU has)
+  const char* name;  // "avx512", "avx2" or "x86-64" (the baseline every x86-64 CPU has)
   void (*gaeColumns)(const GaeArgs&, int64_t n0, int64_t n1, float* scratch, bool streaming);
   void (*tokenGaeRows)(const TokenGaeArgs&, int64_t b0, int64_t b1, float* scratch, bool streaming);
   void (*discountedReturnsRows)(const DiscountedReturnsArgs&, int64_t b0, int64_t b1, float* scratch,
@@ -100,9 +100,10 @@ struct ChunkKernels {
 };
 
 const ChunkKernels& baselineKernels();
-const ChunkKernels* avx2Kernels();  // null when not compiled in
-// The variant in use: AVX2 when compiled in and the CPU has AVX2 and FMA, else the baseline.
-// RLHF_SIMD=baseline in the environment forces the baseline.
+const ChunkKernels* avx2Kernels();    // null when not compiled in or when the CPU lacks AVX2 or FMA
+const ChunkKernels* avx512Kernels();  // null when not compiled in or when the CPU lacks AVX-512 F/DQ/BW/VL
+// The variant in use: the widest of AVX-512 and AVX2 that is compiled in and that the CPU has,
+// else the baseline. RLHF_SIMD=baseline or RLHF_SIMD=avx2 in the environment caps the choice.
 const ChunkKernels& activeKernels();
 // The chunk kernels for this call (setCpuPath), or null when the scalar reference should run.
 const ChunkKernels* kernelsForCall();

@@ -16,24 +16,37 @@ const ChunkKernels& baselineKernelsTable();
 #ifdef RLHF_HAVE_AVX2_VARIANT
 const ChunkKernels& avx2KernelsTable();
 #endif
+#ifdef RLHF_HAVE_AVX512_VARIANT
+const ChunkKernels& avx512KernelsTable();
+#endif
 
 const ChunkKernels& baselineKernels() { return baselineKernelsTable(); }
 
 const ChunkKernels* avx2Kernels() {
-#ifdef RLHF_HAVE_AVX2_VARIANT
-  return &avx2KernelsTable();
-#else
-  return nullptr;
+#if defined(RLHF_HAVE_AVX2_VARIANT) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2KernelsTable();
 #endif
+  return nullptr;
+}
+
+const ChunkKernels* avx512Kernels() {
+#if defined(RLHF_HAVE_AVX512_VARIANT) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+    return &avx512KernelsTable();
+#endif
+  return nullptr;
 }
 
 static const ChunkKernels& chooseKernels() {
   const char* forced = std::getenv("RLHF_SIMD");
-  if (forced != nullptr && std::strcmp(forced, "baseline") == 0) return baselineKernels();
-#if defined(RLHF_HAVE_AVX2_VARIANT) && (defined(__GNUC__) || defined(__clang__))
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return *avx2Kernels();
-#endif
+  const bool capBaseline = forced != nullptr && std::strcmp(forced, "baseline") == 0;
+  const bool capAvx2 = forced != nullptr && std::strcmp(forced, "avx2") == 0;
+  if (capBaseline) return baselineKernels();
+  if (!capAvx2 && avx512Kernels() != nullptr) return *avx512Kernels();
+  if (avx2Kernels() != nullptr) return *avx2Kernels();
   return baselineKernels();
 }
 
@@ -42,20 +55,30 @@ const ChunkKernels& activeKernels() {
   return k;
 }
 
+bool avx2IsSeparatePath() { return avx2Kernels() != nullptr && avx2Kernels() != &activeKernels(); }
+
 static std::atomic<CpuPath> gPath{CpuPath::Auto};
 
 void setCpuPath(CpuPath p) { gPath.store(p); }
 CpuPath cpuPath() { return gPath.load(); }
 const char* cpuVariantName() { return activeKernels().name; }
 
-const ChunkKernels* kernelsForCall() {
-  switch (gPath.load()) {
+static const ChunkKernels* kernelsOf(CpuPath p) {
+  switch (p) {
     case CpuPath::Reference: return nullptr;
     case CpuPath::Baseline: return &baselineKernels();
+    case CpuPath::Avx2: return avx2IsSeparatePath() ? avx2Kernels() : &activeKernels();
     case CpuPath::Auto: break;
   }
   return &activeKernels();
 }
+
+const char* cpuPathName(CpuPath p) {
+  const ChunkKernels* k = kernelsOf(p);
+  return k == nullptr ? "reference" : k->name;
+}
+
+const ChunkKernels* kernelsForCall() { return kernelsOf(gPath.load()); }
 
 void gaeCpu(const GaeArgs& a) {
   const ChunkKernels* kp = kernelsForCall();

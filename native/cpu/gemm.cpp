@@ -1,5 +1,6 @@
 // matmulCpu: the blocked multiply of gemm.h compiled for the x86-64 baseline here and for AVX2 in
-// gemm_avx2.cpp, chosen as the chunk kernels are (setCpuPath, RLHF_SIMD).
+// gemm_avx2.cpp, chosen as the chunk kernels are (setCpuPath, RLHF_SIMD); the AVX-512 variant of
+// the chunk kernels runs the AVX2 multiply.
 #define RLHF_CHUNK_NS baseline
 #include "gemm.h"
 #include "cpu_variants.h"

@@ -26,7 +26,7 @@ static inline VF activateVector(Activation act, VF z) {
     case Activation::Gelu:
     case Activation::GeluTanh: break;
   }
-  alignas(32) float lanes[W];
+  alignas(64) float lanes[W];
   store(lanes, z);
   for (int l = 0; l < W; ++l) lanes[l] = nn_math::activate(act, lanes[l]);
   return load(lanes);
@@ -45,7 +45,7 @@ static inline VF gradVector(Activation act, VF g, const float* y, const float* z
     case Activation::Gelu:
     case Activation::GeluTanh: break;
   }
-  alignas(32) float lanes[W];
+  alignas(64) float lanes[W];
   store(lanes, g);
   for (int l = 0; l < W; ++l) lanes[l] *= nn_math::activationGrad(act, 0.0f, z[l]);
   return load(lanes);

@@ -46,17 +46,10 @@ static inline void rescale(SoftmaxLanes& L, VF newMax, VF tau) {
   VD cLo, cHi, dLo, dHi;
   widen(c, cLo, cHi);
   widen(delta, dLo, dHi);
-#if defined(__AVX2__)
-  L.uLo = _mm256_mul_pd(cLo, _mm256_add_pd(L.uLo, _mm256_mul_pd(L.sLo, dLo)));
-  L.uHi = _mm256_mul_pd(cHi, _mm256_add_pd(L.uHi, _mm256_mul_pd(L.sHi, dHi)));
-  L.sLo = _mm256_mul_pd(cLo, L.sLo);
-  L.sHi = _mm256_mul_pd(cHi, L.sHi);
-#else
-  L.uLo = _mm_mul_pd(cLo, _mm_add_pd(L.uLo, _mm_mul_pd(L.sLo, dLo)));
-  L.uHi = _mm_mul_pd(cHi, _mm_add_pd(L.uHi, _mm_mul_pd(L.sHi, dHi)));
-  L.sLo = _mm_mul_pd(cLo, L.sLo);
-  L.sHi = _mm_mul_pd(cHi, L.sHi);
-#endif
+  L.uLo = mulD(cLo, addD(L.uLo, mulD(L.sLo, dLo)));
+  L.uHi = mulD(cHi, addD(L.uHi, mulD(L.sHi, dHi)));
+  L.sLo = mulD(cLo, L.sLo);
+  L.sHi = mulD(cHi, L.sHi);
   L.m = newMax;
 }
 
@@ -116,7 +109,7 @@ static inline int64_t pipelined(int64_t i, int64_t end, Ahead ahead, Finish fini
 
 // Loads n <= W floats, the missing lanes set to `fill`.
 static inline VF loadPartial(const float* p, int64_t n, float fill) {
-  alignas(32) float tmp[W];
+  alignas(64) float tmp[W];
   for (int i = 0; i < W; ++i) tmp[i] = i < n ? p[i] : fill;
   return load(tmp);
 }
@@ -158,7 +151,7 @@ static RowSoftmax rowSoftmaxT(const float* z, int64_t V, float tau) {
   for (int64_t j = 0; j < V; j += kBlock) softmaxBlock<kScaled>(L, z + j, V - j < kBlock ? V - j : kBlock, vtau);
 
   // Combine the lanes about the row's max M, in lane order.
-  alignas(32) float m[W];
+  alignas(64) float m[W];
   double s[W], u[W];
   store(m, L.m);
   storeD(s, L.sLo);
@@ -207,7 +200,7 @@ static inline float rowMax(const float* z, int64_t V) {
     nan = bitOr(nan, isNan(v));
   }
   if (anyLane(nan)) return __builtin_nanf("");
-  alignas(32) float t[W];
+  alignas(64) float t[W];
   store(t, m);
   float M = t[0];
   for (int i = 1; i < W; ++i) M = t[i] > M ? t[i] : M;
@@ -239,7 +232,7 @@ static RowSoftmax rowSoftmaxStoreT(const float* z, int64_t V, float tau, float* 
   int64_t j = 0;
   for (; j + W <= V; j += W) store(e + j, term(load(z + j)));
   if (j < V) {
-    alignas(32) float t[W];
+    alignas(64) float t[W];
     store(t, term(loadPartial(z + j, V - j, -__builtin_inff())));
     for (int64_t i = 0; j + i < V; ++i) e[j + i] = t[i];
   }
@@ -277,7 +270,7 @@ static void rowGradT(const float* z, const float* e, int64_t V, float tau, RowSo
   };
   // Writes the n < W elements from j with plain stores.
   auto partial = [&](int64_t j, int64_t n) {
-    alignas(32) float tmp[W];
+    alignas(64) float tmp[W];
     store(tmp, at(j, loadPartial(z + j, n, 0.0f), loadPartial(e + j, n, 0.0f)));
     for (int64_t i = 0; i < n; ++i) out[j + i] = tmp[i];
   };
@@ -385,7 +378,7 @@ static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
         store(grad + j, g);
       });
   if (i < i1) {
-    alignas(32) float tk[W], tg[W];
+    alignas(64) float tk[W], tg[W];
     const KlAhead x = klAhead<kEst, kClamps>(loadPartial(lp + i, i1 - i, 0.0f), loadPartial(ref + i, i1 - i, 0.0f), o);
     klVector<kEst, kClamps>(x, o, k, g);
     store(tk, k);
@@ -452,7 +445,7 @@ static inline VF inLanes(VF valid, VF x) {
 }
 
 static inline double sumLanesF(VF v) {
-  alignas(32) float t[W];
+  alignas(64) float t[W];
   store(t, v);
   double s = 0;
   for (int i = 0; i < W; ++i) s += t[i];
@@ -490,7 +483,7 @@ static inline VF validLanes(const uint8_t* mask, int64_t i, int64_t n) {
 template <bool kPartial>
 static inline void storeOr(float* p, VF v, int64_t n, bool streaming) {
   if (kPartial) {
-    alignas(32) float tmp[W];
+    alignas(64) float tmp[W];
     store(tmp, v);
     for (int64_t j = 0; j < n; ++j) p[j] = tmp[j];
   } else {

@@ -229,7 +229,7 @@ struct DpoView {
 template <bool kPartial>
 static inline VF lengthsOr(const int32_t* p, int64_t n) {
   if (!kPartial) return intsToFloats(p);
-  alignas(32) float t[W];
+  alignas(64) float t[W];
   for (int64_t j = 0; j < W; ++j) t[j] = j < n ? static_cast<float>(p[j]) : 1.0f;
   return load(t);
 }

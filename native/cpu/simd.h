@@ -1,7 +1,8 @@
 // A small vector abstraction for the chunk kernels that need explicit SIMD (reductions with a
-// fixed lane order, exp): VF is 8 floats on AVX2 and 4 on the x86-64 baseline (SSE2); VD holds
-// half as many doubles, so a VF widens into two VDs. Each variant's code is the same algorithm
-// at its own width. Included inside the variant's namespace by the chunk-kernel headers.
+// fixed lane order, exp): VF is 16 floats on AVX-512, 8 on AVX2 and 4 on the x86-64 baseline
+// (SSE2); VD holds half as many doubles, so a VF widens into two VDs. Each variant's code is the
+// same algorithm at its own width. Included inside the variant's namespace by the chunk-kernel
+// headers.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -15,7 +16,65 @@ namespace rlhf {
 namespace RLHF_CHUNK_NS {
 namespace simd {
 
-#if defined(__AVX2__)
+#if defined(__AVX512F__)
+// 16 floats. Comparisons give all-ones lanes in a VF, as on the narrower variants, so that every
+// kernel reads the same at each width: one compare into a mask register and one move out of it;
+// select is one bitwise-select (vpternlogd), bitAnd, bitOr and andNot one operation each.
+constexpr int W = 16;
+using VF = __m512;
+using VD = __m512d;
+using VI = __m512i;
+inline VF load(const float* p) { return _mm512_loadu_ps(p); }
+inline void store(float* p, VF v) { _mm512_storeu_ps(p, v); }
+inline void stream(float* p, VF v) { _mm512_stream_ps(p, v); }  // p 64-byte aligned
+inline VF set1(float x) { return _mm512_set1_ps(x); }
+inline VF add(VF a, VF b) { return _mm512_add_ps(a, b); }
+inline VF sub(VF a, VF b) { return _mm512_sub_ps(a, b); }
+inline VF mul(VF a, VF b) { return _mm512_mul_ps(a, b); }
+inline VF div(VF a, VF b) { return _mm512_div_ps(a, b); }
+inline VF sqrt(VF a) { return _mm512_sqrt_ps(a); }
+inline VF fmadd(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
+inline VF fnmadd(VF a, VF b, VF c) { return _mm512_fnmadd_ps(a, b, c); }
+inline VF max(VF a, VF b) { return _mm512_max_ps(a, b); }
+inline VF min(VF a, VF b) { return _mm512_min_ps(a, b); }
+inline VF lanesOf(__mmask16 k) { return _mm512_castsi512_ps(_mm512_movm_epi32(k)); }
+inline VF lt(VF a, VF b) { return lanesOf(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)); }
+inline VF gt(VF a, VF b) { return lanesOf(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)); }
+inline VF eq(VF a, VF b) { return lanesOf(_mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ)); }
+inline VF isNan(VF a) { return lanesOf(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q)); }
+inline VF bitAnd(VF a, VF b) { return _mm512_and_ps(a, b); }
+inline VF bitOr(VF a, VF b) { return _mm512_or_ps(a, b); }
+inline VF select(VF m, VF a, VF b) {  // m ? a : b, bit by bit
+  return _mm512_castsi512_ps(
+      _mm512_ternarylogic_epi32(_mm512_castps_si512(m), _mm512_castps_si512(a), _mm512_castps_si512(b), 0xCA));
+}
+inline VF andNot(VF m, VF x) { return _mm512_andnot_ps(m, x); }
+inline int anyLane(VF m) { return _mm512_movepi32_mask(_mm512_castps_si512(m)); }
+inline VF absf(VF a) { return _mm512_andnot_ps(_mm512_set1_ps(-0.0f), a); }
+inline VF pow2(VI k) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k, _mm512_set1_epi32(127)), 23)); }
+inline VI shiftRight1(VI k) { return _mm512_srai_epi32(k, 1); }
+inline VI subInt(VI a, VI b) { return _mm512_sub_epi32(a, b); }
+inline VI bitsOf(VF a) { return _mm512_castps_si512(a); }
+inline VI setInt(int32_t x) { return _mm512_set1_epi32(x); }
+inline VF iota() { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+inline VF intsToFloats(const int32_t* p) { return _mm512_cvtepi32_ps(_mm512_loadu_si512(p)); }
+inline void accumulate(VD& lo, VD& hi, VF x) {
+  lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(x)));
+  hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)));
+}
+inline void accumulateSquares(VD& lo, VD& hi, VF x) {
+  const VD a = _mm512_cvtps_pd(_mm512_castps512_ps256(x)), b = _mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1));
+  lo = _mm512_fmadd_pd(a, a, lo);
+  hi = _mm512_fmadd_pd(b, b, hi);
+}
+inline VD zeroD() { return _mm512_setzero_pd(); }
+inline VD addD(VD a, VD b) { return _mm512_add_pd(a, b); }
+inline VD mulD(VD a, VD b) { return _mm512_mul_pd(a, b); }
+inline void storeD(double* p, VD v) { _mm512_storeu_pd(p, v); }
+inline VF maskFromBytes(const uint8_t* p) {
+  return lanesOf(_mm_test_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), _mm_set1_epi8(-1)));
+}
+#elif defined(__AVX2__)
 constexpr int W = 8;
 using VF = __m256;
 using VD = __m256d;
@@ -73,6 +132,8 @@ inline void accumulateSquares(VD& lo, VD& hi, VF x) {
   hi = _mm256_add_pd(hi, _mm256_mul_pd(b, b));
 }
 inline VD zeroD() { return _mm256_setzero_pd(); }
+inline VD addD(VD a, VD b) { return _mm256_add_pd(a, b); }
+inline VD mulD(VD a, VD b) { return _mm256_mul_pd(a, b); }
 inline void storeD(double* p, VD v) { _mm256_storeu_pd(p, v); }
 // All-ones lanes where the W bytes at p are non-zero.
 inline VF maskFromBytes(const uint8_t* p) {
@@ -124,6 +185,8 @@ inline void accumulateSquares(VD& lo, VD& hi, VF x) {
   hi = _mm_add_pd(hi, _mm_mul_pd(b, b));
 }
 inline VD zeroD() { return _mm_setzero_pd(); }
+inline VD addD(VD a, VD b) { return _mm_add_pd(a, b); }
+inline VD mulD(VD a, VD b) { return _mm_mul_pd(a, b); }
 inline void storeD(double* p, VD v) { _mm_storeu_pd(p, v); }
 inline VF maskFromBytes(const uint8_t* p) {
   int32_t word;

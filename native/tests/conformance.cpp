@@ -87,12 +87,13 @@ std::vector<uint8_t> randomFlags(int64_t n, double p) {
   return v;
 }
 
-// Runs `body` under each CPU path (the x86-64 baseline and the variant this CPU selects), with
-// the path's name.
+// Runs `body` under each CPU path whose code differs here (the x86-64 baseline, AVX2 where it is
+// not the variant this CPU selects, and that variant), with the path's name.
 void forEachCpuPath(const std::function<void(const std::string&)>& body) {
-  for (CpuPath p : {CpuPath::Baseline, CpuPath::Auto}) {
+  for (CpuPath p : {CpuPath::Baseline, CpuPath::Avx2, CpuPath::Auto}) {
+    if (!cpuPathIsDistinct(p)) continue;
     setCpuPath(p);
-    body(p == CpuPath::Baseline ? "x86-64" : cpuVariantName());
+    body(cpuPathName(p));
   }
   setCpuPath(CpuPath::Auto);
 }
@@ -365,13 +366,14 @@ void testStatistics(int64_t n, double maskP, float offset) {
     w.out = refOut.back().data();
     affineReference(w);
   }
-  // The baseline and AVX2 moment kernels keep one lane order: the same bits, not just close.
+  // Every variant's moment kernel keeps one lane order: the same bits, not just close.
   setCpuPath(CpuPath::Baseline);
   const MaskedMoments baseline = maskedMomentsCpu(a);
-  setCpuPath(CpuPath::Auto);
-  const MaskedMoments best = maskedMomentsCpu(a);
-  report(std::memcmp(&baseline, &best, sizeof baseline) == 0 || (std::isnan(baseline.mean) && std::isnan(best.mean)),
-         name + " moments bit-identical across instruction sets");
+  forEachCpuPath([&](const std::string& path) {
+    const MaskedMoments m = maskedMomentsCpu(a);
+    report(std::memcmp(&baseline, &m, sizeof baseline) == 0 || (std::isnan(baseline.mean) && std::isnan(m.mean)),
+           name + " moments bit-identical to the baseline's on " + path);
+  });
   forEachCpuConfig([&](const std::string& config) {
     const MaskedMoments got = maskedMomentsCpu(a);
     bool ok = got.count == ref.count && relClose(got.mean, ref.mean, tolOf("maskedMean")) &&

@@ -132,12 +132,12 @@ bool agrees(const Problem& p, const std::vector<float>& got, const std::vector<f
 
 // Runs `body(config)` under each CPU path and thread count 1, 2, 3.
 void forEachCpuConfig(const std::function<void(CpuPath, int, const std::string&)>& body) {
-  for (CpuPath path : {CpuPath::Baseline, CpuPath::Auto}) {
+  for (CpuPath path : {CpuPath::Baseline, CpuPath::Avx2, CpuPath::Auto}) {
+    if (!cpuPathIsDistinct(path)) continue;
     setCpuPath(path);
     for (int threads : {1, 2, 3}) {
       ThreadPool::instance().setNumThreads(threads);
-      const std::string variant = path == CpuPath::Baseline ? "x86-64" : cpuVariantName();
-      body(path, threads, variant + " threads=" + std::to_string(threads));
+      body(path, threads, std::string(cpuPathName(path)) + " threads=" + std::to_string(threads));
     }
   }
   setCpuPath(CpuPath::Auto);

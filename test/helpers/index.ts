@@ -230,7 +230,7 @@ export function withThreads<R>(n: number, fn: () => R): R {
   }
 }
 
-export type CpuPath = 'auto' | 'baseline' | 'reference';
+export type CpuPath = 'auto' | 'baseline' | 'avx2' | 'reference';
 
 /** Runs fn with the addon's CPU code path forced, restoring 'auto' afterwards. */
 export function withCpuPath<R>(path: CpuPath, fn: () => R): R {
@@ -242,7 +242,9 @@ export function withCpuPath<R>(path: CpuPath, fn: () => R): R {
   }
 }
 
-export const cpuPaths: readonly CpuPath[] = ['auto', 'baseline', 'reference'];
+/** Every CPU path whose code differs on this machine: AVX2 only where AVX-512 is the active variant. */
+export const cpuPaths: readonly CpuPath[] =
+  rl.buildInfo().simd === 'avx512' ? ['auto', 'baseline', 'avx2', 'reference'] : ['auto', 'baseline', 'reference'];
 
 /** True when the addon sees a CUDA device. */
 export function hasCuda(): boolean {

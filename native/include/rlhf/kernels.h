@@ -95,11 +95,20 @@ MaskedMoments maskedMomentsReference(const MaskedMomentsArgs& a);
 void affineReference(const AffineArgs& a);
 
 // Which code the *Cpu entry points run: the fastest variant this CPU supports (default), the
-// x86-64 baseline variant, or the scalar reference. For tests and benchmarks that compare them.
-enum class CpuPath : int32_t { Auto = 0, Baseline = 1, Reference = 2 };
+// x86-64 baseline variant, the AVX2 variant (the active one where the CPU lacks AVX2), or the
+// scalar reference. For tests and benchmarks that compare them.
+enum class CpuPath : int32_t { Auto = 0, Baseline = 1, Reference = 2, Avx2 = 3 };
 void setCpuPath(CpuPath p);
 CpuPath cpuPath();
-const char* cpuVariantName();  // the instruction-set variant in use: "avx2" or "x86-64"
+const char* cpuVariantName();  // the instruction-set variant in use: "avx512", "avx2" or "x86-64"
+// Whether the AVX2 variant is compiled in, the CPU runs it, and it is not the one in use: then
+// CpuPath::Avx2 runs code that CpuPath::Auto does not, and tests cover both.
+bool avx2IsSeparatePath();
+// The code a path runs: "reference", or the name of the variant it picks on this CPU.
+const char* cpuPathName(CpuPath p);
+// The paths whose code differs on this CPU, for tests that run every one: the baseline, the AVX2
+// variant when it is not the active one, and the active variant.
+inline bool cpuPathIsDistinct(CpuPath p) { return p != CpuPath::Avx2 || avx2IsSeparatePath(); }
 
 void gaeCpu(const GaeArgs& a);
 void tokenGaeCpu(const TokenGaeArgs& a);
