@@ -211,6 +211,28 @@ inline VF nearestLog2Multiple(VF x, VI& k) {
   return sub(t, magic);
 }
 
+// p 2^k, k = kf an integer, rounded once as the exact product would be (into the denormals, or to
+// inf): for k in [-150, 128] (times2ToK), in [-150, 0] (times2ToKNonPositive), in [-126, 127]
+// (times2ToKNormal, where 2^k itself is a normal float). AVX-512 has it as one instruction for any
+// k (vscalefps); the narrower variants build 2^k in the exponent field, in two factors where k may
+// leave the normal range: 2^floor(k/2) exactly, then the rest, the one rounding; or 2^(k+64),
+// exact, then 2^-64.
+#if defined(__AVX512F__)
+inline VF times2ToK(VF p, VF kf, VI) { return _mm512_scalef_ps(p, kf); }
+inline VF times2ToKNonPositive(VF p, VF kf, VI) { return _mm512_scalef_ps(p, kf); }
+inline VF times2ToKNormal(VF p, VF kf, VI) { return _mm512_scalef_ps(p, kf); }
+// x < lo ? 0 : v, NaN x giving v: the comparison as a mask register that zeroes the lanes as v moves.
+inline VF zeroWhereBelow(VF x, VF lo, VF v) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ), v); }
+#else
+inline VF times2ToK(VF p, VF, VI k) {
+  const VI k1 = shiftRight1(k);
+  return mul(mul(p, pow2(k1)), pow2(subInt(k, k1)));
+}
+inline VF times2ToKNonPositive(VF p, VF, VI k) { return mul(mul(p, pow2(subInt(k, setInt(-64)))), set1(0x1p-64f)); }
+inline VF times2ToKNormal(VF p, VF, VI k) { return mul(p, pow2(k)); }
+inline VF zeroWhereBelow(VF x, VF lo, VF v) { return select(lt(x, lo), zero(), v); }
+#endif
+
 // exp(r + k ln2) / 2^k for the reduced argument: Cephes' polynomial, r = x - k ln2 with ln2
 // split in two so that k*ln2hi is exact. The polynomial is evaluated in Estrin's scheme (pairs of
 // terms, then powers of r^2) rather than Horner's: half the dependent steps, which is what bounds
@@ -232,29 +254,26 @@ inline VF expReduced(VF x, VF kf) {
 // exp(x) to within 2 ulp (Cephes' range reduction and polynomial), denormal results included,
 // with no selects: x is clamped to [-104, 89] (NaN stays NaN: min and max return their second
 // operand), and at either end the result rounds by itself to what it must be: 0 at -104, whose
-// exp is under half the smallest denormal, and +inf from ln(FLT_MAX) up. 2^k is applied as two
-// factors so that k may leave the normal exponent range at either end.
+// exp is under half the smallest denormal, and +inf from ln(FLT_MAX) up. 2^k may leave the normal
+// exponent range at either end (times2ToK).
 inline VF exp(VF x) {
   const VF xc = min(set1(89.0f), max(set1(-104.0f), x));
   VI k;
   const VF kf = nearestLog2Multiple(xc, k);
-  const VF p = expReduced(xc, kf);
-  const VI k1 = shiftRight1(k);
-  return mul(mul(p, pow2(k1)), pow2(subInt(k, k1)));
+  return times2ToK(expReduced(xc, kf), kf, k);
 }
 
-// exp(x) for x <= 0 or NaN, bit for bit what exp() gives there: 2^k is applied as 2^(k+64),
-// exact, then 2^-64, the one rounding into the denormals that exp()'s two factors also make.
+// exp(x) for x <= 0 or NaN, bit for bit what exp() gives there (both round p 2^k once), in fewer
+// operations on the narrower variants (times2ToKNonPositive).
 inline VF expNonPositive(VF x) {
   const VF xc = max(set1(-104.0f), x);  // NaN stays NaN
   VI k;
   const VF kf = nearestLog2Multiple(xc, k);
-  return mul(mul(expReduced(xc, kf), pow2(subInt(k, setInt(-64)))), set1(0x1p-64f));
+  return times2ToKNonPositive(expReduced(xc, kf), kf, k);
 }
 
 // exp(x) for the softmax, where x = (z - max)/tau <= 0 or NaN, with every x below -87 (whose exp
-// is under 1.7e-38 of the row's largest term, a denormal) taken as 0, so that 2^k needs one
-// factor. On the reduced argument a degree-5 polynomial of our own fit (scripts/fit-polynomials.py)
+// is under 1.7e-38 of the row's largest term, a denormal) taken as 0, so that 2^k is normal. On the reduced argument a degree-5 polynomial of our own fit (scripts/fit-polynomials.py)
 // in place of Cephes' degree 7: within 2.3 ulp of exp over every float in [-87, 0], where exp()
 // is within 1.05, and three operations fewer in the loop that bounds the softmax. `clamped`
 // receives max(x, -87) (NaN for NaN), which times the result is e*x without the NaN that
@@ -269,7 +288,7 @@ inline VF expSoftmax(VF x, VF& clamped) {
   const VF q = fmadd(r2, fmadd(set1(8.3125261590e-3f), r, set1(4.1890114546e-2f)),
                      fmadd(set1(1.6667114198e-1f), r, set1(4.9999231100e-1f)));
   clamped = xc;
-  return select(lt(x, lo), zero(), mul(add(fmadd(q, r2, r), set1(1.0f)), pow2(k)));
+  return zeroWhereBelow(x, lo, times2ToKNormal(add(fmadd(q, r2, r), set1(1.0f)), kf, k));
 }
 
 // log1p(e) for e in [0, 1] (or NaN) as e q(e), q a degree-9 polynomial fitted by us to
