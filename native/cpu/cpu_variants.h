@@ -82,8 +82,10 @@ struct ChunkKernels {
   RowSoftmax (*rowSoftmax)(const float* z, int64_t V, float tau);
   // The statistics again, with e_j = exp((z_j - max)/tau) kept in e[0..V) for rowSoftmaxGrad.
   RowSoftmax (*rowSoftmaxStore)(const float* z, int64_t V, float tau, float* e);
+  // `next`: the logits of the row to come (or null), requested into the cache as this row's
+  // gradient is written, so that reading them overlaps this row's arithmetic.
   void (*rowSoftmaxGrad)(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
-                         float gH, float* out, bool streaming);
+                         float gH, float* out, bool streaming, const float* next);
   void (*klRange)(const KlPenaltyArgs&, int64_t i0, int64_t i1);
   PolicyBlock (*policyBlock)(const PolicyLossArgs&, const double* rowWeight, const float* seqLogRatio, int64_t i0,
                              int64_t i1, bool streaming);

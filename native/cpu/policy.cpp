@@ -75,7 +75,7 @@ void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
       const float* z = logits + i * a.V;
       const RowSoftmax s = k->rowSoftmaxStore(z, a.V, a.temperature, e.data());
       k->rowSoftmaxGrad(z, e.data(), a.V, a.temperature, s, label, a.gradLogprobs[i],
-                        a.gradEntropy ? a.gradEntropy[i] : 0.0f, out, streaming);
+                        a.gradEntropy ? a.gradEntropy[i] : 0.0f, out, streaming, i + 1 < i1 ? z + a.V : nullptr);
     }
     fenceStreams(streaming);
   });
@@ -291,10 +291,12 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
   std::vector<double> kl(static_cast<size_t>(n), 0.0);
 
   // `e`: the part's row buffer of exps, filled by stats() and read by writeGrad() of the same row.
-  auto writeGrad = [&](int64_t i, const RowSoftmax& s, double gLp, const float* e) {
+  // `last`: the part's last row, after which no row's logits are requested ahead.
+  auto writeGrad = [&](int64_t i, const RowSoftmax& s, double gLp, const float* e, int64_t last) {
     const float gH = static_cast<float>(-static_cast<double>(a.entropyCoef) * w[i / a.T]);
-    k->rowSoftmaxGrad(logits + i * V, e, V, a.temperature, s, a.labels[i], static_cast<float>(gLp), gH, grad + i * V,
-                      streaming);
+    const float* z = logits + i * V;
+    k->rowSoftmaxGrad(z, e, V, a.temperature, s, a.labels[i], static_cast<float>(gLp), gH, grad + i * V, streaming,
+                      i < last ? z + V : nullptr);
   };
   auto zeroGrad = [&](int64_t i) { std::memset(grad + i * V, 0, static_cast<size_t>(V) * sizeof(float)); };
   auto stats = [&](int64_t i, float* e) {
@@ -318,7 +320,7 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
         tok[i] = actorToken(a, i, lp[i], lp[i] - a.oldLogprobs[i], wb);
         double gLp = tok[i].gLp;
         kl[i] = klTerm(a, i, lp[i], wb, gLp);
-        writeGrad(i, s, gLp, e.data());
+        writeGrad(i, s, gLp, e.data(), i1 - 1);
       }
       fenceStreams(streaming);
     });
@@ -357,7 +359,7 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
         }
         // The row's exps again: the same function on the same row gives the same statistics.
         k->rowSoftmaxStore(logits + i * V, V, a.temperature, e.data());
-        writeGrad(i, soft[i], gLp[i], e.data());
+        writeGrad(i, soft[i], gLp[i], e.data(), i1 - 1);
       }
       fenceStreams(streaming);
     });

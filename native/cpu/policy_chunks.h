@@ -255,15 +255,17 @@ static inline VF gradVector(VF z, VF e, float j0, const RowSoftmax& s, VF invS, 
   if (kEntropy) {
     VF x = sub(z, set1(s.max));
     if (kScaled) x = div(x, tau);
-    const VF term = mul(mul(p, sub(x, set1(static_cast<float>(s.meanShift)))), set1(gH));
-    g = sub(g, select(gt(p, zero()), term, zero()));
+    // x as expSoftmax clamps it: the same x wherever p > 0, and p * x = 0 rather than NaN where
+    // z = -inf (there e, and so p, is 0).
+    x = max(set1(kSoftmaxExpFloor), x);
+    g = sub(g, mul(mul(p, sub(x, set1(static_cast<float>(s.meanShift)))), set1(gH)));
   }
   return kScaled ? div(g, tau) : g;
 }
 
 template <bool kScaled, bool kEntropy>
 static void rowGradT(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
-                     float gH, float* out, bool streaming) {
+                     float gH, float* out, bool streaming, const float* next) {
   const VF vtau = set1(tau), invS = set1(static_cast<float>(std::exp(-s.logSum)));
   auto at = [&](int64_t j, VF zv, VF ev) {
     return gradVector<kScaled, kEntropy>(zv, ev, static_cast<float>(j), s, invS, label, gLp, gH, vtau);
@@ -279,20 +281,26 @@ static void rowGradT(const float* z, const float* e, int64_t V, float tau, RowSo
     // Non-temporal stores need aligned addresses: a head of plain stores gets there first.
     const int64_t head = alignHead(out, V);
     if (head > 0) partial(0, head);
-    for (j = head; j + W <= V; j += W) stream(out + j, at(j, load(z + j), load(e + j)));
+    for (j = head; j + W <= V; j += W) {
+      if (next != nullptr) prefetchToL2(next + j);
+      stream(out + j, at(j, load(z + j), load(e + j)));
+    }
   } else {
-    for (; j + W <= V; j += W) store(out + j, at(j, load(z + j), load(e + j)));
+    for (; j + W <= V; j += W) {
+      if (next != nullptr) prefetchToL2(next + j);
+      store(out + j, at(j, load(z + j), load(e + j)));
+    }
   }
   if (j < V) partial(j, V - j);
 }
 
 void rowSoftmaxGrad(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
-                    float gH, float* out, bool streaming) {
+                    float gH, float* out, bool streaming, const float* next) {
   const bool scaled = tau != 1.0f, entropy = gH != 0.0f;
-  if (scaled && entropy) rowGradT<true, true>(z, e, V, tau, s, label, gLp, gH, out, streaming);
-  else if (scaled) rowGradT<true, false>(z, e, V, tau, s, label, gLp, gH, out, streaming);
-  else if (entropy) rowGradT<false, true>(z, e, V, tau, s, label, gLp, gH, out, streaming);
-  else rowGradT<false, false>(z, e, V, tau, s, label, gLp, gH, out, streaming);
+  if (scaled && entropy) rowGradT<true, true>(z, e, V, tau, s, label, gLp, gH, out, streaming, next);
+  else if (scaled) rowGradT<true, false>(z, e, V, tau, s, label, gLp, gH, out, streaming, next);
+  else if (entropy) rowGradT<false, true>(z, e, V, tau, s, label, gLp, gH, out, streaming, next);
+  else rowGradT<false, false>(z, e, V, tau, s, label, gLp, gH, out, streaming, next);
 }
 
 // --- KL estimators ---------------------------------------------------------------------------------

@@ -278,8 +278,9 @@ inline VF expNonPositive(VF x) {
 // is within 1.05, and three operations fewer in the loop that bounds the softmax. `clamped`
 // receives max(x, -87) (NaN for NaN), which times the result is e*x without the NaN that
 // 0 * -inf would give.
+constexpr float kSoftmaxExpFloor = -87.0f;
 inline VF expSoftmax(VF x, VF& clamped) {
-  const VF lo = set1(-87.0f);
+  const VF lo = set1(kSoftmaxExpFloor);
   const VF xc = max(lo, x);  // NaN stays NaN (max returns its second operand)
   VI k;
   const VF kf = nearestLog2Multiple(xc, k);
