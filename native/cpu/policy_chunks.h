@@ -377,25 +377,31 @@ static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
   float* __restrict grad = a.grad;
   const KlOptions o = a.o;
   VF k, g;
+  // The n < W elements from j: the head before the outputs reach a vector boundary, or the tail.
+  auto partial = [&](int64_t j, int64_t n) {
+    alignas(64) float tk[W], tg[W];
+    const KlAhead x = klAhead<kEst, kClamps>(loadPartial(lp + j, n, 0.0f), loadPartial(ref + j, n, 0.0f), o);
+    klVector<kEst, kClamps>(x, o, k, g);
+    store(tk, k);
+    store(tg, g);
+    for (int64_t t = 0; t < n; ++t) {
+      kl[j + t] = tk[t];
+      grad[j + t] = tg[t];
+    }
+  };
+  // Whole vectors of stores that straddle no line: a 64-byte vector at an address a line plus 16
+  // bytes (where large Float32Arrays start) would write two lines with every store.
+  const int64_t head = alignHead(kl + i0, i1 - i0);
+  if (head > 0) partial(i0, head);
   const int64_t i = pipelined(
-      i0, i1, [&](int64_t j) { return klAhead<kEst, kClamps>(load(lp + j), load(ref + j), o); },
+      i0 + head, i1, [&](int64_t j) { return klAhead<kEst, kClamps>(load(lp + j), load(ref + j), o); },
       [&](int64_t j, const KlAhead& x) {
         prefetchStreams<false>(j, nullptr, lp, ref);
         klVector<kEst, kClamps>(x, o, k, g);
         store(kl + j, k);
         store(grad + j, g);
       });
-  if (i < i1) {
-    alignas(64) float tk[W], tg[W];
-    const KlAhead x = klAhead<kEst, kClamps>(loadPartial(lp + i, i1 - i, 0.0f), loadPartial(ref + i, i1 - i, 0.0f), o);
-    klVector<kEst, kClamps>(x, o, k, g);
-    store(tk, k);
-    store(tg, g);
-    for (int64_t j = 0; i + j < i1; ++j) {
-      kl[i + j] = tk[j];
-      grad[i + j] = tg[j];
-    }
-  }
+  if (i < i1) partial(i, i1 - i);
 }
 
 template <KlEstimator kEst>
