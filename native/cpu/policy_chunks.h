@@ -276,20 +276,16 @@ static void rowGradT(const float* z, const float* e, int64_t V, float tau, RowSo
     store(tmp, at(j, loadPartial(z + j, n, 0.0f), loadPartial(e + j, n, 0.0f)));
     for (int64_t i = 0; i < n; ++i) out[j + i] = tmp[i];
   };
-  int64_t j = 0;
-  if (streaming) {
-    // Non-temporal stores need aligned addresses: a head of plain stores gets there first.
-    const int64_t head = alignHead(out, V);
-    if (head > 0) partial(0, head);
-    for (j = head; j + W <= V; j += W) {
-      if (next != nullptr) prefetchToL2(next + j);
-      stream(out + j, at(j, load(z + j), load(e + j)));
-    }
-  } else {
-    for (; j + W <= V; j += W) {
-      if (next != nullptr) prefetchToL2(next + j);
-      store(out + j, at(j, load(z + j), load(e + j)));
-    }
+  // A head of plain stores up to a vector boundary of `out`: non-temporal stores need one, and a
+  // 64-byte store off it would write two lines.
+  const int64_t head = alignHead(out, V);
+  if (head > 0) partial(0, head);
+  int64_t j = head;
+  for (; j + W <= V; j += W) {
+    if (next != nullptr) prefetchToL2(next + j);
+    const VF g = at(j, load(z + j), load(e + j));
+    if (streaming) stream(out + j, g);
+    else store(out + j, g);
   }
   if (j < V) partial(j, V - j);
 }
