@@ -31,6 +31,19 @@ static double logprobOf(const float* z, int32_t label, float tau, const RowSoftm
 }
 static double entropyOf(const RowSoftmax& s) { return s.logSum - s.meanShift; }
 
+// A part's row buffer for the exps of one row of logits (rowSoftmaxStore, read back by
+// rowSoftmaxGrad), starting on a 64-byte line: a whole-vector store off a line boundary writes
+// two lines (every store with AVX-512, where a plain allocation of this size starts 16 bytes in).
+class ExpRow {
+ public:
+  explicit ExpRow(int64_t V) : storage_(static_cast<size_t>(V + 16)), row_(alignToLine(storage_.data())) {}
+  float* data() { return row_; }
+
+ private:
+  std::vector<float> storage_;
+  float* row_;
+};
+
 int64_t firstInvalidLabelCpu(const int32_t* labels, int64_t n, int64_t V, int32_t ignoreIndex) {
   for (int64_t i = 0; i < n; ++i)
     if (labels[i] != ignoreIndex && (labels[i] < 0 || labels[i] >= V)) return i;
@@ -64,7 +77,7 @@ void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
   float* grad = static_cast<float*>(a.gradLogits);
   const bool streaming = isStreaming(a.N * a.V);
   parallelFor(a.N, rowGrain(a.V), 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> e(static_cast<size_t>(a.V));  // the row's exps, reused by its gradient
+    ExpRow e(a.V);  // the row's exps, reused by its gradient
     for (int64_t i = i0; i < i1; ++i) {
       float* out = grad + i * a.V;
       const int32_t label = a.labels[i];
@@ -309,7 +322,7 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
 
   if (!sequence) {
     parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
-      std::vector<float> e(static_cast<size_t>(V));
+      ExpRow e(V);
       for (int64_t i = i0; i < i1; ++i) {
         if (!valid(i)) {
           zeroGrad(i);
@@ -326,7 +339,7 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
     });
   } else {
     parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
-      std::vector<float> e(static_cast<size_t>(V));
+      ExpRow e(V);
       for (int64_t i = i0; i < i1; ++i)
         if (valid(i)) soft[i] = stats(i, e.data());
     });
@@ -351,7 +364,7 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
         }
     }
     parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
-      std::vector<float> e(static_cast<size_t>(V));
+      ExpRow e(V);
       for (int64_t i = i0; i < i1; ++i) {
         if (!valid(i)) {
           zeroGrad(i);
