@@ -124,11 +124,31 @@ struct RowCounts {
   double total = 0, nonEmpty = 0;
 };
 
+// The non-zero bytes of p[0, n): 16 at a time, compared with 0 and summed as 0/1 bytes by psadbw.
+// The plain loop, which the compiler widens to 64-bit lanes, took 0.26 ns a byte: counting the
+// mask cost the PPO policy and value losses a fifth of their time in cache.
+static int64_t countNonZero(const uint8_t* p, int64_t n) {
+  int64_t count = 0, i = 0;
+#if defined(__SSE2__)
+  const __m128i zero = _mm_setzero_si128(), one = _mm_set1_epi8(1);
+  __m128i sums = zero;
+  for (; i + 16 <= n; i += 16) {
+    const __m128i isZero = _mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)), zero);
+    sums = _mm_add_epi64(sums, _mm_sad_epu8(_mm_andnot_si128(isZero, one), zero));
+  }
+  alignas(16) int64_t lanes[2];
+  _mm_store_si128(reinterpret_cast<__m128i*>(lanes), sums);
+  count = lanes[0] + lanes[1];
+#endif
+  for (; i < n; ++i) count += p[i] != 0;
+  return count;
+}
+
 // Valid tokens of the row starting at i0; each case its own loop so that the counting vectorises.
 static int64_t validInRow(const uint8_t* mask, const int32_t* labels, int32_t ignoreIndex, int64_t i0, int64_t T) {
   int64_t n = 0;
   if (labels == nullptr) {
-    for (int64_t i = i0; i < i0 + T; ++i) n += mask[i] != 0;
+    n = countNonZero(mask + i0, T);
   } else if (mask == nullptr) {
     for (int64_t i = i0; i < i0 + T; ++i) n += labels[i] != ignoreIndex;
   } else {
