@@ -38,7 +38,7 @@ static inline void widen(VF x, VD& lo, VD& hi) {
 // s' = c s and u' = c (u + s delta). Lanes that saw nothing yet (m = -inf) hold zeros and stay so.
 template <bool kScaled>
 static inline void rescale(SoftmaxLanes& L, VF newMax, VF tau) {
-  const VF seen = gt(L.m, set1(-__builtin_inff()));
+  const VM seen = gt(L.m, set1(-__builtin_inff()));
   VF delta = sub(L.m, newMax);
   if (kScaled) delta = div(delta, tau);
   delta = bitAnd(seen, delta);
@@ -186,7 +186,8 @@ RowSoftmax rowSoftmax(const float* z, int64_t V, float tau) {
 
 // The row's largest logit, NaN when it holds a NaN.
 static inline float rowMax(const float* z, int64_t V) {
-  VF m = set1(-__builtin_inff()), nan = zero();
+  VF m = set1(-__builtin_inff());
+  VM nan = noLanes();
   int64_t j = 0;
   for (; j + W <= V; j += W) {
     prefetchAhead(z + j, kRowPrefetchBytes);
@@ -316,7 +317,7 @@ static inline K3 k3Of(VF d, VF e) {  // e = exp(-d)
   q = fmadd(q, d2, fmadd(set1(-1.0f / 120), d, set1(1.0f / 24)));
   q = fmadd(q, d2, fmadd(set1(-1.0f / 6), d, set1(0.5f)));
   const VF series = mul(q, d2);
-  const VF small = lt(absf(d), set1(0.5f));
+  const VM small = lt(absf(d), set1(0.5f));
   return {select(small, series, sub(add(e, d), set1(1.0f))), select(small, sub(d, series), sub(set1(1.0f), e))};
 }
 
@@ -356,7 +357,7 @@ static inline void klVector(const KlAhead& x, const KlOptions& o, VF& kl, VF& gr
       break;
   }
   if (kClamps) {
-    const VF ratioClamped = gt(absf(d), set1(o.clampLogRatio)), outClamped = gt(absf(k), set1(o.clampOutput));
+    const VM ratioClamped = gt(absf(d), set1(o.clampLogRatio)), outClamped = gt(absf(k), set1(o.clampOutput));
     g = andNot(bitOr(ratioClamped, outClamped), g);
     k = clampSym(k, o.clampOutput);
   }
@@ -444,13 +445,10 @@ static inline void flush(PolicyLanes& L) {
   L.pending = 0;
 }
 
-// Lane counts as floats: 1 where the mask is set.
-static inline VF ones(VF mask) { return bitAnd(mask, set1(1.0f)); }
-
 // x in the lanes a partial vector holds and 0 in its padding (`valid` marks the lanes held); a
 // full vector's x as it is.
 template <bool kPartial>
-static inline VF inLanes(VF valid, VF x) {
+static inline VF inLanes(VM valid, VF x) {
   return kPartial ? bitAnd(valid, x) : x;
 }
 
@@ -480,8 +478,8 @@ static inline VF loadOr(const float* p, int64_t n) {
 }
 
 template <bool kPartial>
-static inline VF validLanes(const uint8_t* mask, int64_t i, int64_t n) {
-  VF valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : eq(zero(), zero());
+static inline VM validLanes(const uint8_t* mask, int64_t i, int64_t n) {
+  VM valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : allLanes();
   if (mask != nullptr) {
     alignas(8) uint8_t mb[W] = {};
     if (kPartial) for (int64_t j = 0; j < n; ++j) mb[j] = mask[i + j];
@@ -531,17 +529,17 @@ static inline void policyVector(const PolicyView& v, int64_t i, int64_t n, const
                                 float seqD, VF w, PolicyLanes& L) {
   const PolicyFlags<kPlain> f(v);
   const VF dTok = p.dTok, d = p.d, r = p.r;
-  const VF valid = validLanes<kPartial>(v.mask, i, n);
+  const VM valid = validLanes<kPartial>(v.mask, i, n);
   const VF A = f.perRow ? set1(advRow) : loadOr<kPartial>(v.adv + i, n);
   const VF dRaw = kSequence ? set1(seqD) : dTok;
-  const VF clampActive = f.clamp ? gt(absf(dRaw), set1(v.clampLogRatio)) : zero();
+  const VM clampActive = f.clamp ? gt(absf(dRaw), set1(v.clampLogRatio)) : noLanes();
   const VF negA = sub(zero(), A);
   const VF unclipped = mul(negA, r);
   const VF clipped = mul(negA, min(set1(v.hi), max(set1(v.lo), r)));
-  const VF clippedWins = gt(clipped, unclipped);
+  const VM clippedWins = gt(clipped, unclipped);
   VF l = select(clippedWins, clipped, unclipped);
   VF dldr = andNot(clippedWins, negA);
-  VF lower = zero();
+  VM lower = noLanes();
   if (f.dual) {
     const VF cap = mul(negA, set1(v.dualClip));
     lower = bitAnd(lt(A, zero()), gt(l, cap));
@@ -549,20 +547,20 @@ static inline void policyVector(const PolicyView& v, int64_t i, int64_t n, const
     dldr = andNot(lower, dldr);
   }
   // Zero wherever dl/dr is (also where r overflowed: 0 * inf would be NaN).
-  const VF gradZero = bitOr(clampActive, eq(dldr, zero()));
+  const VM gradZero = bitOr(clampActive, eq(dldr, zero()));
   storeOr<kPartial>(v.grad + i, bitAnd(andNot(gradZero, valid), mul(mul(w, dldr), r)), n, v.streaming);
-  L.loss = add(L.loss, bitAnd(valid, l));
-  const VF counted = f.ratioClipfrac ? bitOr(lt(r, set1(v.lo)), gt(r, set1(v.hi))) : clippedWins;
-  L.clipped = add(L.clipped, ones(bitAnd(valid, counted)));
-  L.lower = add(L.lower, ones(bitAnd(valid, lower)));
+  L.loss = addIn(L.loss, valid, l);
+  const VM counted = f.ratioClipfrac ? bitOr(lt(r, set1(v.lo)), gt(r, set1(v.hi))) : clippedWins;
+  L.clipped = countIn(L.clipped, bitAnd(valid, counted));
+  L.lower = countIn(L.lower, bitAnd(valid, lower));
   // The KL stats take each token's own clamped log-ratio dt: approxKl = mean(dt^2)/2, ppoKl =
   // mean(-dt), approxKlK3 = mean(exp(dt) - 1 - dt) in float32 as CleanRL computes it (at the
   // token level r is exp(dt) already).
   const VF dt = kSequence && f.clamp ? clampSym(dTok, v.clampLogRatio) : (kSequence ? dTok : d);
   const VF rt = kSequence ? simd::exp(dt) : r;
-  L.d = add(L.d, bitAnd(valid, dt));
-  L.d2 = add(L.d2, bitAnd(valid, mul(dt, dt)));
-  L.k3 = add(L.k3, bitAnd(valid, sub(sub(rt, set1(1.0f)), dt)));
+  L.d = addIn(L.d, valid, dt);
+  L.d2 = addIn(L.d2, valid, mul(dt, dt));
+  L.k3 = addIn(L.k3, valid, sub(sub(rt, set1(1.0f)), dt));
   if (++L.pending == kFlushVectors) flush(L);
 }
 
@@ -657,11 +655,11 @@ template <bool kPartial>
 static inline void valueVector(const ValueView& x, int64_t i, int64_t n, VF halfW, ValueLanes& L) {
   const VF v = loadOr<kPartial>(x.values + i, n);
   const VF R = loadOr<kPartial>(x.returns + i, n);
-  const VF valid = validLanes<kPartial>(x.mask, i, n);
+  const VM valid = validLanes<kPartial>(x.mask, i, n);
   const VF err = sub(v, R);
   VF l = mul(err, err);
   VF dldv = mul(set1(2.0f), err);
-  VF clippedWins = zero();
+  VM clippedWins = noLanes();
   if (x.clipped) {
     const VF old = loadOr<kPartial>(x.old + i, n);
     // max and min return their second operand when either is NaN: a NaN old value reaches vc.
@@ -671,14 +669,14 @@ static inline void valueVector(const ValueView& x, int64_t i, int64_t n, VF half
     clippedWins = gt(lc, l);
     l = select(clippedWins, lc, l);
     dldv = andNot(clippedWins, dldv);
-    const VF nan = isNan(lc);
+    const VM nan = isNan(lc);
     l = select(nan, lc, l);
     dldv = select(nan, lc, dldv);
   }
   storeOr<kPartial>(x.grad + i, bitAnd(valid, mul(halfW, dldv)), n, x.streaming);
-  L.loss = add(L.loss, bitAnd(valid, l));
-  L.clipped = add(L.clipped, ones(bitAnd(valid, clippedWins)));
-  L.valid = add(L.valid, ones(valid));
+  L.loss = addIn(L.loss, valid, l);
+  L.clipped = countIn(L.clipped, bitAnd(valid, clippedWins));
+  L.valid = countIn(L.valid, valid);
   const VF dr = bitAnd(valid, sub(R, set1(x.shiftR)));
   const VF de = bitAnd(valid, sub(sub(R, v), set1(x.shiftE)));
   L.r1 = add(L.r1, dr);

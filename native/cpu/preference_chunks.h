@@ -59,7 +59,7 @@ static inline void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, c
                                   PairwiseLanes& L) {
   const VF rc = loadOr<kPartial>(v.chosen + i, n);
   const VF rr = loadOr<kPartial>(v.rejected + i, n);
-  const VF valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : zero();
+  const VM valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : allLanes();
   const Logistic f = logisticFrom(p.delta, p.e);
   const VF sum = add(rc, rr);
   const VF g = mul(f.sNeg, set1(-v.invN));  // (sig(delta) - 1)/N without the cancellation
@@ -70,7 +70,7 @@ static inline void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, c
   L.center = add(L.center, inLanes<kPartial>(valid, mul(sum, sum)));
   L.chosen = add(L.chosen, inLanes<kPartial>(valid, rc));
   L.rejected = add(L.rejected, inLanes<kPartial>(valid, rr));
-  L.correct = add(L.correct, ones(inLanes<kPartial>(valid, gt(rc, rr))));
+  L.correct = countIn(L.correct, kPartial ? bitAnd(valid, gt(rc, rr)) : gt(rc, rr));
   if (++L.pending == kFlushVectors) flush(L);
 }
 
@@ -144,7 +144,7 @@ static inline DpoTerms dpoVector(const DpoAhead& p, VF nc, VF nr, const DpoConst
     }
     case DpoLossType::Ipo: {
       // nc = 0 marks "no lengths": the summed form.
-      const VF normalised = gt(nc, zero());
+      const VM normalised = gt(nc, zero());
       const VF ncs = select(normalised, nc, set1(1.0f)), nrs = select(normalised, nr, set1(1.0f));
       const VF g = sub(sub(div(x, ncs), div(y, nrs)), c.halfInvB);
       const VF d = mul(set1(2.0f), g);
@@ -246,7 +246,7 @@ static inline DpoAhead dpoAhead(const DpoView& v, const DpoConsts& c, int64_t i,
 template <DpoLossType kType, bool kPartial>
 static inline void dpoStep(const DpoView& v, const DpoConsts& c, VF invN, int64_t i, int64_t n, const DpoAhead& a,
                            DpoSums& L) {
-  const VF valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : zero();
+  const VM valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : allLanes();
   const bool lengths = v.nc != nullptr;
   const VF nc = lengths ? lengthsOr<kPartial>(v.nc + i, n) : zero();
   const VF nr = lengths ? lengthsOr<kPartial>(v.nr + i, n) : zero();
@@ -257,7 +257,7 @@ static inline void dpoStep(const DpoView& v, const DpoConsts& c, VF invN, int64_
   L.loss = add(L.loss, inLanes<kPartial>(valid, p.l));
   L.bx = add(L.bx, inLanes<kPartial>(valid, bx));
   L.by = add(L.by, inLanes<kPartial>(valid, by));
-  L.correct = add(L.correct, ones(inLanes<kPartial>(valid, gt(bx, by))));
+  L.correct = countIn(L.correct, kPartial ? bitAnd(valid, gt(bx, by)) : gt(bx, by));
   if (++L.pending == kFlushVectors) flush(L);
 }
 
@@ -310,14 +310,14 @@ MaskedSum maskedRowSum(const float* x, const uint8_t* m, int64_t T) {
   int64_t count = 0, t = 0;
   for (; t + W <= T; t += W) {
     prefetchStreams<true>(t, m, x);
-    const VF valid = m != nullptr ? maskFromBytes(m + t) : eq(zero(), zero());
+    const VM valid = m != nullptr ? maskFromBytes(m + t) : allLanes();
     accumulate(lo, hi, bitAnd(valid, load(x + t)));
     count += countLanes(valid);
   }
   if (t < T) {
     alignas(8) uint8_t mb[W] = {};
     for (int64_t j = 0; t + j < T; ++j) mb[j] = m != nullptr ? m[t + j] : 1;
-    const VF valid = maskFromBytes(mb);
+    const VM valid = maskFromBytes(mb);
     accumulate(lo, hi, select(valid, loadPartial(x + t, T - t, 0.0f), zero()));
     count += countLanes(valid);
   }

@@ -17,13 +17,17 @@ namespace RLHF_CHUNK_NS {
 namespace simd {
 
 #if defined(__AVX512F__)
-// 16 floats. Comparisons give all-ones lanes in a VF, as on the narrower variants, so that every
-// kernel reads the same at each width: one compare into a mask register and one move out of it;
-// select is one bitwise-select (vpternlogd), bitAnd, bitOr and andNot one operation each.
+// 16 floats. A comparison gives a VM, which here is a mask register (on the narrower variants a
+// VF of all-ones lanes), so that every kernel reads the same at each width while a mask here
+// costs no move out of its register: selecting, zeroing and adding in its lanes are one masked
+// instruction.
 constexpr int W = 16;
 using VF = __m512;
 using VD = __m512d;
 using VI = __m512i;
+struct VM {
+  __mmask16 k;
+};
 inline VF load(const float* p) { return _mm512_loadu_ps(p); }
 inline void store(float* p, VF v) { _mm512_storeu_ps(p, v); }
 inline void stream(float* p, VF v) { _mm512_stream_ps(p, v); }  // p 64-byte aligned
@@ -37,19 +41,23 @@ inline VF fmadd(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
 inline VF fnmadd(VF a, VF b, VF c) { return _mm512_fnmadd_ps(a, b, c); }
 inline VF max(VF a, VF b) { return _mm512_max_ps(a, b); }
 inline VF min(VF a, VF b) { return _mm512_min_ps(a, b); }
-inline VF lanesOf(__mmask16 k) { return _mm512_castsi512_ps(_mm512_movm_epi32(k)); }
-inline VF lt(VF a, VF b) { return lanesOf(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)); }
-inline VF gt(VF a, VF b) { return lanesOf(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)); }
-inline VF eq(VF a, VF b) { return lanesOf(_mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ)); }
-inline VF isNan(VF a) { return lanesOf(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q)); }
+inline VM lt(VF a, VF b) { return {_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)}; }
+inline VM gt(VF a, VF b) { return {_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)}; }
+inline VM eq(VF a, VF b) { return {_mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ)}; }
+inline VM isNan(VF a) { return {_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q)}; }
+inline VM noLanes() { return {0}; }
+inline VM allLanes() { return {0xFFFF}; }
 inline VF bitAnd(VF a, VF b) { return _mm512_and_ps(a, b); }
 inline VF bitOr(VF a, VF b) { return _mm512_or_ps(a, b); }
-inline VF select(VF m, VF a, VF b) {  // m ? a : b, bit by bit
-  return _mm512_castsi512_ps(
-      _mm512_ternarylogic_epi32(_mm512_castps_si512(m), _mm512_castps_si512(a), _mm512_castps_si512(b), 0xCA));
-}
-inline VF andNot(VF m, VF x) { return _mm512_andnot_ps(m, x); }
-inline int anyLane(VF m) { return _mm512_movepi32_mask(_mm512_castps_si512(m)); }
+inline VF bitAnd(VM m, VF x) { return _mm512_maskz_mov_ps(m.k, x); }  // x in m's lanes, else 0
+inline VM bitAnd(VM a, VM b) { return {static_cast<__mmask16>(a.k & b.k)}; }
+inline VM bitOr(VM a, VM b) { return {static_cast<__mmask16>(a.k | b.k)}; }
+inline VF select(VM m, VF a, VF b) { return _mm512_mask_blend_ps(m.k, b, a); }  // m ? a : b
+inline VF andNot(VM m, VF x) { return _mm512_maskz_mov_ps(static_cast<__mmask16>(~m.k), x); }
+inline VM andNot(VM m, VM x) { return {static_cast<__mmask16>(~m.k & x.k)}; }
+inline int anyLane(VM m) { return m.k; }
+// acc + x in m's lanes, acc elsewhere.
+inline VF addIn(VF acc, VM m, VF x) { return _mm512_mask_add_ps(acc, m.k, acc, x); }
 inline VF absf(VF a) { return _mm512_andnot_ps(_mm512_set1_ps(-0.0f), a); }
 inline VF pow2(VI k) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k, _mm512_set1_epi32(127)), 23)); }
 inline VI shiftRight1(VI k) { return _mm512_srai_epi32(k, 1); }
@@ -71,14 +79,16 @@ inline VD zeroD() { return _mm512_setzero_pd(); }
 inline VD addD(VD a, VD b) { return _mm512_add_pd(a, b); }
 inline VD mulD(VD a, VD b) { return _mm512_mul_pd(a, b); }
 inline void storeD(double* p, VD v) { _mm512_storeu_pd(p, v); }
-inline VF maskFromBytes(const uint8_t* p) {
-  return lanesOf(_mm_test_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), _mm_set1_epi8(-1)));
+inline VM maskFromBytes(const uint8_t* p) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return {_mm_test_epi8_mask(bytes, bytes)};
 }
 #elif defined(__AVX2__)
 constexpr int W = 8;
 using VF = __m256;
 using VD = __m256d;
 using VI = __m256i;
+using VM = VF;  // comparisons give all-ones lanes
 inline VF load(const float* p) { return _mm256_loadu_ps(p); }
 inline void store(float* p, VF v) { _mm256_storeu_ps(p, v); }
 inline void stream(float* p, VF v) { _mm256_stream_ps(p, v); }  // p 32-byte aligned
@@ -145,6 +155,7 @@ constexpr int W = 4;
 using VF = __m128;
 using VD = __m128d;
 using VI = __m128i;
+using VM = VF;
 inline VF load(const float* p) { return _mm_loadu_ps(p); }
 inline void store(float* p, VF v) { _mm_storeu_ps(p, v); }
 inline void stream(float* p, VF v) { _mm_stream_ps(p, v); }  // p 16-byte aligned
@@ -198,8 +209,15 @@ inline VF maskFromBytes(const uint8_t* p) {
 #endif
 
 inline VF zero() { return set1(0.0f); }
+#if !defined(__AVX512F__)
+inline VM noLanes() { return zero(); }
+inline VM allLanes() { return eq(zero(), zero()); }
+inline VF addIn(VF acc, VM m, VF x) { return add(acc, bitAnd(m, x)); }
+#endif
 // How many lanes of a comparison's result are set.
-inline int countLanes(VF m) { return __builtin_popcount(static_cast<unsigned>(anyLane(m))); }
+inline int countLanes(VM m) { return __builtin_popcount(static_cast<unsigned>(anyLane(m))); }
+// acc + 1 in m's lanes: a count per lane, exact in float below 2^24.
+inline VF countIn(VF acc, VM m) { return addIn(acc, m, set1(1.0f)); }
 
 // k = round(x / ln2) as a float and as an integer, by the magic-number trick: adding 1.5 * 2^23
 // leaves round(x log2(e)) in the low mantissa bits (|x log2(e)| < 2^22), one FMA and one
@@ -323,7 +341,7 @@ inline Logistic logisticFrom(VF z, VF e) {
   const VF r = div(set1(1.0f), add(set1(1.0f), e));
   const VF log1pE = log1pUnit(e);
   const VF er = mul(e, r);
-  const VF negative = lt(z, zero());
+  const VM negative = lt(z, zero());
   return {add(max(zero(), sub(zero(), z)), log1pE), add(max(zero(), z), log1pE), select(negative, er, r),
           select(negative, r, er)};
 }
