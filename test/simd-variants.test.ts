@@ -1,0 +1,50 @@
+// The instruction-set variants of the CPU kernels: RLHF_SIMD caps the one a process picks, and
+// setCpuPath chooses among them for tests and benchmarks (the other suites run every path in
+// helpers' cpuPaths against the reference).
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import t from 'tap';
+
+import * as rl from '../lib/index';
+import { native } from '../lib/native';
+import { cpuPaths, expectError, ft, snapshot, withCpuPath } from './helpers/index';
+
+const dist = path.join(path.resolve(__dirname, '..'), 'dist', 'index.js');
+const skipDist = fs.existsSync(dist) ? false : 'dist/ is not built (npx tsc -p tsconfig.json)';
+
+// The variant a fresh process picks with RLHF_SIMD set to `cap` (undefined: not set).
+function variantWith(cap: string | undefined): string {
+  const env = { ...process.env };
+  if (cap === undefined) delete env.RLHF_SIMD;
+  else env.RLHF_SIMD = cap;
+  const script = `process.stdout.write(require(${JSON.stringify(dist)}).buildInfo().simd)`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env, timeout: 60_000 });
+  if (r.status !== 0) throw new Error(`child failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+t.test('RLHF_SIMD caps the variant a process picks', { skip: skipDist }, async (t) => {
+  const best = variantWith(undefined);
+  t.match(best, /^(avx512|avx2|x86-64)$/, `this CPU's variant: ${best}`);
+  t.equal(variantWith('baseline'), 'x86-64', 'baseline: the x86-64 baseline');
+  t.equal(variantWith('avx2'), best === 'avx512' ? 'avx2' : best, 'avx2: at most AVX2');
+  t.equal(variantWith('avx512'), best, 'a cap at or above the best changes nothing');
+});
+
+t.test("setCpuPath takes 'auto', 'baseline', 'avx2' and 'reference', and names them when given another", async (t) => {
+  // Token GAE is sequential: every path gives the reference's bits.
+  const B = 17, T = 40;
+  const rewards = ft(Array.from({ length: B * T }, (_, i) => Math.sin(i * 0.37)), [B, T]);
+  const values = ft(Array.from({ length: B * T }, (_, i) => Math.cos(i * 0.11)), [B, T]);
+  const mask = rl.tensor(Uint8Array.from({ length: B * T }, (_, i) => (i % 7 === 0 ? 0 : 1)), [B, T]);
+  const run = () => snapshot(rl.tokenGae({ rewards, values, mask }, { gamma: 0.99, lambda: 0.95 }).advantages);
+  const ref = withCpuPath('reference', run);
+  for (const p of ['auto', 'baseline', 'avx2'] as const) {
+    t.same(Array.from(withCpuPath(p, run)), Array.from(ref), `${p}: token GAE gives the reference's bits`);
+  }
+  t.ok(cpuPaths.includes('avx2') === (rl.buildInfo().simd === 'avx512'), 'the suites run AVX2 on its own where AVX-512 is in use');
+  expectError(t, () => native().setCpuPath('avx1024' as never), RangeError, /expected 'auto', 'baseline', 'avx2' or 'reference' but received 'avx1024'/);
+  native().setCpuPath('auto');
+});
