@@ -247,11 +247,10 @@ RowSoftmax rowSoftmaxStore(const float* z, int64_t V, float tau, float* e) {
   return tau == 1.0f ? rowSoftmaxStoreT<false>(z, V, tau, e) : rowSoftmaxStoreT<true>(z, V, tau, e);
 }
 
+// `onehot`: 1 in the label's lane, else 0.
 template <bool kScaled, bool kEntropy>
-static inline VF gradVector(VF z, VF e, float j0, const RowSoftmax& s, VF invS, int32_t label, float gLp, float gH,
-                            VF tau) {
+static inline VF gradVector(VF z, VF e, VF onehot, const RowSoftmax& s, VF invS, float gLp, float gH, VF tau) {
   const VF p = mul(e, invS);
-  const VF onehot = bitAnd(eq(add(iota(), set1(j0)), set1(static_cast<float>(label))), set1(1.0f));
   VF g = mul(sub(onehot, p), set1(gLp));
   if (kEntropy) {
     VF x = sub(z, set1(s.max));
@@ -268,13 +267,12 @@ template <bool kScaled, bool kEntropy>
 static void rowGradT(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
                      float gH, float* out, bool streaming, const float* next) {
   const VF vtau = set1(tau), invS = set1(static_cast<float>(std::exp(-s.logSum)));
-  auto at = [&](int64_t j, VF zv, VF ev) {
-    return gradVector<kScaled, kEntropy>(zv, ev, static_cast<float>(j), s, invS, label, gLp, gH, vtau);
-  };
+  // Every element without its one-hot term; the label's element is written again below.
+  auto at = [&](VF zv, VF ev) { return gradVector<kScaled, kEntropy>(zv, ev, zero(), s, invS, gLp, gH, vtau); };
   // Writes the n < W elements from j with plain stores.
   auto partial = [&](int64_t j, int64_t n) {
     alignas(64) float tmp[W];
-    store(tmp, at(j, loadPartial(z + j, n, 0.0f), loadPartial(e + j, n, 0.0f)));
+    store(tmp, at(loadPartial(z + j, n, 0.0f), loadPartial(e + j, n, 0.0f)));
     for (int64_t i = 0; i < n; ++i) out[j + i] = tmp[i];
   };
   // A head of plain stores up to a vector boundary of `out`: non-temporal stores need one, and a
@@ -284,11 +282,20 @@ static void rowGradT(const float* z, const float* e, int64_t V, float tau, RowSo
   int64_t j = head;
   for (; j + W <= V; j += W) {
     if (next != nullptr) prefetchToL2(next + j);
-    const VF g = at(j, load(z + j), load(e + j));
+    const VF g = at(load(z + j), load(e + j));
     if (streaming) stream(out + j, g);
     else store(out + j, g);
   }
   if (j < V) partial(j, V - j);
+  // The label's element with its one-hot term, by the same operations on its values alone: the
+  // bits the loop would give it, and three operations a vector fewer in the loop than finding
+  // the label's lane there. After a fence, so that no streamed store can land after it.
+  if (label >= 0 && label < V) {
+    alignas(64) float t[W];
+    store(t, gradVector<kScaled, kEntropy>(set1(z[label]), set1(e[label]), set1(1.0f), s, invS, gLp, gH, vtau));
+    endStreaming(streaming);
+    out[label] = t[0];
+  }
 }
 
 void rowSoftmaxGrad(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
