@@ -20,7 +20,8 @@ namespace simd {
 // 16 floats. A comparison gives a VM, which here is a mask register (on the narrower variants a
 // VF of all-ones lanes), so that every kernel reads the same at each width while a mask here
 // costs no move out of its register: selecting, zeroing and adding in its lanes are one masked
-// instruction.
+// instruction. The dense layers' kernels (nn_chunks.h) are not built at this width, nor what only
+// they use (sqrt, accumulateSquares).
 constexpr int W = 16;
 using VF = __m512;
 using VD = __m512d;
@@ -36,7 +37,6 @@ inline VF add(VF a, VF b) { return _mm512_add_ps(a, b); }
 inline VF sub(VF a, VF b) { return _mm512_sub_ps(a, b); }
 inline VF mul(VF a, VF b) { return _mm512_mul_ps(a, b); }
 inline VF div(VF a, VF b) { return _mm512_div_ps(a, b); }
-inline VF sqrt(VF a) { return _mm512_sqrt_ps(a); }
 inline VF fmadd(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
 inline VF fnmadd(VF a, VF b, VF c) { return _mm512_fnmadd_ps(a, b, c); }
 inline VF max(VF a, VF b) { return _mm512_max_ps(a, b); }
@@ -59,21 +59,13 @@ inline int anyLane(VM m) { return m.k; }
 // acc + x in m's lanes, acc elsewhere.
 inline VF addIn(VF acc, VM m, VF x) { return _mm512_mask_add_ps(acc, m.k, acc, x); }
 inline VF absf(VF a) { return _mm512_andnot_ps(_mm512_set1_ps(-0.0f), a); }
-inline VF pow2(VI k) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k, _mm512_set1_epi32(127)), 23)); }
-inline VI shiftRight1(VI k) { return _mm512_srai_epi32(k, 1); }
 inline VI subInt(VI a, VI b) { return _mm512_sub_epi32(a, b); }
 inline VI bitsOf(VF a) { return _mm512_castps_si512(a); }
-inline VI setInt(int32_t x) { return _mm512_set1_epi32(x); }
 inline VF iota() { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
 inline VF intsToFloats(const int32_t* p) { return _mm512_cvtepi32_ps(_mm512_loadu_si512(p)); }
 inline void accumulate(VD& lo, VD& hi, VF x) {
   lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(x)));
   hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)));
-}
-inline void accumulateSquares(VD& lo, VD& hi, VF x) {
-  const VD a = _mm512_cvtps_pd(_mm512_castps512_ps256(x)), b = _mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1));
-  lo = _mm512_fmadd_pd(a, a, lo);
-  hi = _mm512_fmadd_pd(b, b, hi);
 }
 inline VD zeroD() { return _mm512_setzero_pd(); }
 inline VD addD(VD a, VD b) { return _mm512_add_pd(a, b); }
