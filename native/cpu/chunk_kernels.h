@@ -31,9 +31,9 @@ static inline void prefetchToL2(const void* p) { __builtin_prefetch(p, 0, 2); }
 
 // Walks [0, n) in the spans the alignment of `out` allows: body.one(i) for single elements,
 // body.four(i) where out+i is 16-byte aligned (with SSE2), body.eight(i) where it is 32-byte
-// aligned (with AVX), so that a body can store whole vectors there non-temporally. The body is
-// taken by value: a local copy, which no store through its pointers can change, keeps its
-// fields in registers.
+// aligned (with AVX), body.sixteen(i) where it is 64-byte aligned (with AVX-512), so that a body
+// can store whole vectors there non-temporally. The body is taken by value: a local copy, which
+// no store through its pointers can change, keeps its fields in registers.
 template <typename Body>
 static void alignedSpans(const float* out, int64_t n, const Body body) {
   int64_t i = 0;
@@ -44,6 +44,13 @@ static void alignedSpans(const float* out, int64_t n, const Body body) {
     body.four(i);
     i += 4;
   }
+#if defined(__AVX512F__)
+  if (i + 8 <= n && (reinterpret_cast<uintptr_t>(out + i) & 63) != 0) {
+    body.eight(i);
+    i += 8;
+  }
+  for (; i + 16 <= n; i += 16) body.sixteen(i);
+#endif
   for (; i + 8 <= n; i += 8) body.eight(i);
 #endif
   for (; i + 4 <= n; i += 4) body.four(i);
@@ -51,10 +58,18 @@ static void alignedSpans(const float* out, int64_t n, const Body body) {
   for (; i < n; ++i) body.one(i);
 }
 
+// The alignment that alignedSpans gives its widest stores.
+#if defined(__AVX512F__)
+constexpr uintptr_t kWidestStore = 64;
+#else
+constexpr uintptr_t kWidestStore = 32;
+#endif
+
 // Writes out[0..n) with non-temporal stores, which skip the read that a plain store of a line
-// not in cache costs. The elements come from `source`: at1(j) one, at4(j) four (with SSE2) and
-// at8(j) eight (with AVX) from j, the same bits whichever gives them. 32-byte stores where AVX
-// has them (they move about a fifth more per second than 16-byte ones here), and every
+// not in cache costs. The elements come from `source`: at1(j) one, at4(j) four (with SSE2),
+// at8(j) eight (with AVX), at16(j) sixteen (with AVX-512) from j, the same bits whichever gives
+// them. The widest stores the instruction set has (32-byte ones moved about a fifth more per
+// second than 16-byte ones here, and 64-byte ones about a tenth more again), and every
 // 16-byte-aligned part non-temporal: a plain store into a line that is also being streamed (a
 // row's first or last line, shared with the next row) made rows that start 48 bytes into a line
 // 40% slower.
@@ -68,6 +83,9 @@ struct StreamTo {
 #endif
 #if defined(__AVX__)
   void eight(int64_t i) const { _mm256_stream_ps(out + i, source.at8(i)); }
+#endif
+#if defined(__AVX512F__)
+  void sixteen(int64_t i) const { _mm512_stream_ps(out + i, source.at16(i)); }
 #endif
 };
 
@@ -85,6 +103,9 @@ struct CopySource {
 #endif
 #if defined(__AVX__)
   __m256 at8(int64_t j) const { return _mm256_loadu_ps(src + j); }
+#endif
+#if defined(__AVX512F__)
+  __m512 at16(int64_t j) const { return _mm512_loadu_ps(src + j); }
 #endif
 };
 
@@ -140,6 +161,11 @@ struct TriadSource {
     return _mm256_add_ps(_mm256_loadu_ps(b + j), _mm256_mul_ps(_mm256_set1_ps(3.0f), _mm256_loadu_ps(c + j)));
   }
 #endif
+#if defined(__AVX512F__)
+  __m512 at16(int64_t j) const {
+    return _mm512_add_ps(_mm512_loadu_ps(b + j), _mm512_mul_ps(_mm512_set1_ps(3.0f), _mm512_loadu_ps(c + j)));
+  }
+#endif
 };
 
 // The triad over [i0, i1) with the ops' non-temporal stores: the bandwidth roofline the
@@ -155,8 +181,8 @@ void triadRange(float* __restrict a, const float* __restrict b, const float* __r
 // with them is clear of aliasing with them (the usual case: arrays this large all start alike
 // in their pages), else through row buffers copied out after the row, 5 to 20% slower.
 
-// The few vector operations of the GAE row at four lanes (SSE2) and at eight (AVX2), so that one
-// body serves the 16-byte-aligned head of a row and its 32-byte-aligned bulk.
+// The few vector operations of the GAE row at four lanes (SSE2), eight (AVX2) and sixteen
+// (AVX-512), so that one body serves the aligned head of a row at each width and its bulk.
 #if defined(__SSE2__)
 struct Lanes4 {
   using V = __m128;
@@ -197,10 +223,27 @@ struct Lanes8 {
   }
 };
 #endif
+#if defined(__AVX512F__)
+struct Lanes16 {
+  using V = __m512;
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static V set1(float x) { return _mm512_set1_ps(x); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static void store(float* p, V x) { _mm512_storeu_ps(p, x); }
+  static void stream(float* p, V x) { _mm512_stream_ps(p, x); }
+  static V clear(const uint8_t* p, const uint8_t* q) {
+    __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    if (q != nullptr) bytes = _mm_or_si128(bytes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
+    return _mm512_maskz_mov_ps(_mm_testn_epi8_mask(bytes, bytes), set1(1.0f));
+  }
+};
+#endif
 
 // One row of a block: the inputs at step t from column n0, the running advantage (A_{t+1} in,
-// A_t out), and where A_t and A_t + V_t go. one/four/eight compute and store 1, 4 or 8 columns
-// from j with the scalar reference's operations in its order: the same bits.
+// A_t out), and where A_t and A_t + V_t go. one/four/eight/sixteen compute and store 1 to 16
+// columns from j with the scalar reference's operations in its order: the same bits.
 template <bool kTerminated, bool kTruncated, bool kGammaVec, bool kLambdaVec>
 struct GaeRow {
   const float *r, *v, *nv, *g, *l;
@@ -251,6 +294,9 @@ struct GaeRow {
 #if defined(__AVX2__)
   void eight(int64_t j) const { lanes<Lanes8>(j); }
 #endif
+#if defined(__AVX512F__)
+  void sixteen(int64_t j) const { lanes<Lanes16>(j); }
+#endif
 };
 
 // Whether a block's outputs can be written straight: the float streams read in step with them
@@ -264,7 +310,7 @@ static bool gaeDirect(const GaeArgs& a) {
   for (const float* o : out)
     for (const float* i : in)
       if (i != nullptr && !clearOfAliasing(o, i)) return false;
-  return ((reinterpret_cast<uintptr_t>(a.advantages) ^ reinterpret_cast<uintptr_t>(a.returns)) & 31) == 0;
+  return ((reinterpret_cast<uintptr_t>(a.advantages) ^ reinterpret_cast<uintptr_t>(a.returns)) & (kWidestStore - 1)) == 0;
 }
 
 template <bool kTerminated, bool kTruncated, bool kGammaVec, bool kLambdaVec>
@@ -910,6 +956,12 @@ struct AffineSource {
   __m256 at8(int64_t j) const {
     return _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), _mm256_set1_ps(c)), _mm256_set1_ps(s)),
                          _mm256_set1_ps(sh));
+  }
+#endif
+#if defined(__AVX512F__)
+  __m512 at16(int64_t j) const {
+    return _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), _mm512_set1_ps(c)), _mm512_set1_ps(s)),
+                         _mm512_set1_ps(sh));
   }
 #endif
 };
