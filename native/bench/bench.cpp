@@ -200,6 +200,10 @@ class PageCopy {
 };
 
 #if defined(__x86_64__)
+// Whether the CPU variant in use has AVX2 and FMA (the AVX2 and AVX-512 variants): the plain
+// loops and the peak then use them too.
+bool avx2InUse() { return std::strcmp(cpuVariantName(), "x86-64") != 0; }
+
 // GAE's traffic: three input streams (two float, one byte), two float outputs written with
 // non-temporal stores, an add and a subtract an element. Next to the triad's two reads and one
 // write: writes cost the memory more than reads.
@@ -259,7 +263,7 @@ float plainReadSse2(const float* x, const uint8_t* m, int64_t i0, int64_t i1) {
 // paired triad's GB/s.
 std::pair<double, double> plainStreamTimes(const float* r, const float* v, const uint8_t* m, int64_t n, PairedTriad& triad,
                                            double minSeconds) {
-  const bool avx2 = std::strcmp(cpuVariantName(), "x86-64") != 0;  // AVX2 or AVX-512 in use
+  const bool avx2 = avx2InUse();
   const PageCopy<float> pr(r, n), pv(v, n), a(nullptr, n), b(nullptr, n);
   const PageCopy<uint8_t> pm(m, n);
   return pairedMedians(
@@ -274,7 +278,7 @@ std::pair<double, double> plainStreamTimes(const float* r, const float* v, const
 
 // The statistics' plain loop over n elements on the pool, likewise.
 std::pair<double, double> plainReadTimes(const float* x, const uint8_t* m, int64_t n, PairedTriad& triad, double minSeconds) {
-  const bool avx2 = std::strcmp(cpuVariantName(), "x86-64") != 0;  // AVX2 or AVX-512 in use
+  const bool avx2 = avx2InUse();
   const PageCopy<float> px(x, n);
   const PageCopy<uint8_t> pm(m, n);
   std::atomic<float> sink{0};  // keeps the sums, and so the loads, from being dropped
@@ -327,10 +331,11 @@ double mulAddChains(int64_t steps) {
 #endif
 
 // The floating-point peak of the pool in GFLOP/s, for the instruction set the multiply runs
-// (AVX2 + FMA under the AVX2 and AVX-512 variants alike, else the baseline's): every thread runs the chains at once, best of several tries (0 where not measurable).
+// (AVX2 + FMA under the AVX2 and AVX-512 variants alike, else the baseline's): every thread runs
+// the chains at once, best of several tries (0 where not measurable).
 double measurePeakGflops() {
 #if defined(__x86_64__)
-  const bool fma = std::strcmp(cpuVariantName(), "x86-64") != 0;
+  const bool fma = avx2InUse();
   const int threads = ThreadPool::instance().numThreads();
   constexpr int64_t kSteps = 1 << 21;  // 200 to 400 Mflop per thread: a few milliseconds
   double best = 0;

@@ -452,10 +452,10 @@ static inline void flush(PolicyLanes& L) {
   L.pending = 0;
 }
 
-// x in the lanes a partial vector holds and 0 in its padding (`valid` marks the lanes held); a
-// full vector's x as it is.
-template <bool kPartial>
-static inline VF inLanes(VM valid, VF x) {
+// x (values or a mask) in the lanes a partial vector holds and 0 in its padding (`valid` marks
+// the lanes held); a full vector's x as it is.
+template <bool kPartial, typename V>
+static inline V inLanes(VM valid, V x) {
   return kPartial ? bitAnd(valid, x) : x;
 }
 

@@ -70,7 +70,7 @@ static inline void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, c
   L.center = add(L.center, inLanes<kPartial>(valid, mul(sum, sum)));
   L.chosen = add(L.chosen, inLanes<kPartial>(valid, rc));
   L.rejected = add(L.rejected, inLanes<kPartial>(valid, rr));
-  L.correct = countIn(L.correct, kPartial ? bitAnd(valid, gt(rc, rr)) : gt(rc, rr));
+  L.correct = countIn(L.correct, inLanes<kPartial>(valid, gt(rc, rr)));
   if (++L.pending == kFlushVectors) flush(L);
 }
 
@@ -257,7 +257,7 @@ static inline void dpoStep(const DpoView& v, const DpoConsts& c, VF invN, int64_
   L.loss = add(L.loss, inLanes<kPartial>(valid, p.l));
   L.bx = add(L.bx, inLanes<kPartial>(valid, bx));
   L.by = add(L.by, inLanes<kPartial>(valid, by));
-  L.correct = countIn(L.correct, kPartial ? bitAnd(valid, gt(bx, by)) : gt(bx, by));
+  L.correct = countIn(L.correct, inLanes<kPartial>(valid, gt(bx, by)));
   if (++L.pending == kFlushVectors) flush(L);
 }
 
@@ -318,7 +318,7 @@ MaskedSum maskedRowSum(const float* x, const uint8_t* m, int64_t T) {
     alignas(8) uint8_t mb[W] = {};
     for (int64_t j = 0; t + j < T; ++j) mb[j] = m != nullptr ? m[t + j] : 1;
     const VM valid = maskFromBytes(mb);
-    accumulate(lo, hi, select(valid, loadPartial(x + t, T - t, 0.0f), zero()));
+    accumulate(lo, hi, bitAnd(valid, loadPartial(x + t, T - t, 0.0f)));
     count += countLanes(valid);
   }
   return {sumLanes(lo) + sumLanes(hi), static_cast<double>(count)};
