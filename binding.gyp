@@ -19,7 +19,7 @@
       # The AVX-512 variant of the chunk kernels, likewise.
       "target_name": "rlhf_avx512",
       "type": "static_library",
-      "sources": ["native/cpu/kernels_avx512.cpp"],
+      "sources": ["native/cpu/kernels_avx512.cpp", "native/cpu/gemm_avx512.cpp"],
       "cflags_cc": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma",
                     "-Wno-uninitialized", "-Wno-maybe-uninitialized"],  # GCC bug 105593, as in CMakeLists.txt
     },

@@ -298,8 +298,22 @@ std::pair<double, double> plainReadTimes(const float* x, const uint8_t* m, int64
 #if defined(__x86_64__)
 // `steps` steps of 12 independent chains of multiply-adds on one thread (more chains than an
 // FMA's latency times the FMA pipes of current x86 cores, so that the pipes never wait); returns
-// the flops done. AVX2 + FMA when `fma`, else what the x86-64 baseline has: SSE2 multiply then add.
+// the flops done. AVX-512 FMA, AVX2 + FMA, or what the x86-64 baseline has: SSE2 multiply then add.
 constexpr int kChains = 12;
+__attribute__((target("avx512f"))) double fma512Chains(int64_t steps) {
+  __m512 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c));
+  const __m512 m = _mm512_set1_ps(0.999999f), d = _mm512_set1_ps(1e-7f);
+  for (int64_t s = 0; s < steps; ++s)
+#pragma GCC unroll 12
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], m, d);
+  float sink[16];
+  for (int c = 1; c < kChains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
+  _mm512_storeu_ps(sink, acc[0]);
+  volatile float keep = sink[0];
+  (void)keep;
+  return static_cast<double>(steps) * kChains * 32;
+}
 __attribute__((target("avx2,fma"))) double fmaChains(int64_t steps) {
   __m256 acc[kChains];
   for (int c = 0; c < kChains; ++c) acc[c] = _mm256_set1_ps(static_cast<float>(c));
@@ -330,19 +344,20 @@ double mulAddChains(int64_t steps) {
 }
 #endif
 
-// The floating-point peak of the pool in GFLOP/s, for the instruction set the multiply runs
-// (AVX2 + FMA under the AVX2 and AVX-512 variants alike, else the baseline's): every thread runs
-// the chains at once, best of several tries (0 where not measurable).
+// The floating-point peak of the pool in GFLOP/s, for the instruction set the multiply runs (the
+// variant's: AVX-512 FMA, AVX2 + FMA or the baseline's): every thread runs the chains at once,
+// best of several tries (0 where not measurable).
 double measurePeakGflops() {
 #if defined(__x86_64__)
-  const bool fma = avx2InUse();
+  const bool fma = avx2InUse(), fma512 = std::strcmp(cpuVariantName(), "avx512") == 0;
+  const auto chains = fma512 ? fma512Chains : fma ? fmaChains : mulAddChains;
   const int threads = ThreadPool::instance().numThreads();
   constexpr int64_t kSteps = 1 << 21;  // 200 to 400 Mflop per thread: a few milliseconds
   double best = 0;
   for (int attempt = 0; attempt < 7; ++attempt) {
     std::vector<double> flops(static_cast<size_t>(threads));
     const auto t0 = std::chrono::steady_clock::now();
-    ThreadPool::instance().run(threads, [&](int64_t t) { flops[t] = fma ? fmaChains(kSteps) : mulAddChains(kSteps); });
+    ThreadPool::instance().run(threads, [&](int64_t t) { flops[t] = chains(kSteps); });
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double total = 0;
     for (double f : flops) total += f;

@@ -1,7 +1,7 @@
 // Single-thread chunk kernels of the neural-network family, compiled once per instruction-set
-// variant (included by kernels_base.cpp and kernels_avx2.cpp after preference_chunks.h, and by
-// gemm.h, whose epilogue is biasActBlock). The matrix multiply has its own files (gemm.h); what is
-// here is elementwise.
+// variant (included by the kernels_*.cpp files after preference_chunks.h, and by gemm.h, whose
+// epilogue is biasActBlock). The matrix multiply has its own files (gemm.h); what is here is
+// elementwise, but for the sums of squares, whose lane order is the variant's.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>

@@ -1,7 +1,7 @@
 // Single-thread chunk kernels of the policy-gradient family, compiled once per instruction-set
-// variant (included by kernels_base.cpp and kernels_avx2.cpp after chunk_kernels.h). They use
-// the explicit vectors of simd.h: each lane keeps its own running sums in a fixed order, so
-// every result depends only on the input and the variant, never on the thread count.
+// variant (included by the kernels_*.cpp files after chunk_kernels.h). They use the explicit
+// vectors of simd.h: each lane keeps its own running sums in a fixed order, so every result
+// depends only on the input and the variant, never on the thread count.
 #include <cmath>
 #include <cstdint>
 

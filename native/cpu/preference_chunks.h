@@ -1,5 +1,5 @@
 // Single-thread chunk kernels of the preference family, compiled once per instruction-set
-// variant (included by kernels_base.cpp and kernels_avx2.cpp after policy_chunks.h).
+// variant (included by the kernels_*.cpp files after policy_chunks.h).
 #include <cmath>
 #include <cstdint>
 

@@ -20,8 +20,7 @@ namespace simd {
 // 16 floats. A comparison gives a VM, which here is a mask register (on the narrower variants a
 // VF of all-ones lanes), so that every kernel reads the same at each width while a mask here
 // costs no move out of its register: selecting, zeroing and adding in its lanes are one masked
-// instruction. The dense layers' kernels (nn_chunks.h) are not built at this width, nor what only
-// they use (sqrt, accumulateSquares).
+// instruction.
 constexpr int W = 16;
 using VF = __m512;
 using VD = __m512d;
@@ -37,6 +36,7 @@ inline VF add(VF a, VF b) { return _mm512_add_ps(a, b); }
 inline VF sub(VF a, VF b) { return _mm512_sub_ps(a, b); }
 inline VF mul(VF a, VF b) { return _mm512_mul_ps(a, b); }
 inline VF div(VF a, VF b) { return _mm512_div_ps(a, b); }
+inline VF sqrt(VF a) { return _mm512_sqrt_ps(a); }
 inline VF fmadd(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
 inline VF fnmadd(VF a, VF b, VF c) { return _mm512_fnmadd_ps(a, b, c); }
 inline VF max(VF a, VF b) { return _mm512_max_ps(a, b); }
@@ -66,6 +66,11 @@ inline VF intsToFloats(const int32_t* p) { return _mm512_cvtepi32_ps(_mm512_load
 inline void accumulate(VD& lo, VD& hi, VF x) {
   lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(x)));
   hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)));
+}
+inline void accumulateSquares(VD& lo, VD& hi, VF x) {
+  const VD a = _mm512_cvtps_pd(_mm512_castps512_ps256(x)), b = _mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1));
+  lo = _mm512_add_pd(lo, _mm512_mul_pd(a, a));
+  hi = _mm512_add_pd(hi, _mm512_mul_pd(b, b));
 }
 inline VD zeroD() { return _mm512_setzero_pd(); }
 inline VD addD(VD a, VD b) { return _mm512_add_pd(a, b); }

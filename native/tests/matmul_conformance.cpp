@@ -144,17 +144,21 @@ void forEachCpuConfig(const std::function<void(CpuPath, int, const std::string&)
   ThreadPool::instance().setNumThreads(2);
 }
 
-// One problem on every configuration: within the bound of the reference, and the same bits at
-// every thread count of a path.
+// One problem on every configuration: within the bound of the reference, the same bits at every
+// thread count of a path, and on AVX-512 the bits of the AVX2 path (each element is the same FMA
+// chain at either width).
 void testProblem(const Problem& p, const std::string& name) {
   const std::vector<float> ref = runInto(p, matmulReference);
-  std::vector<float> first;
-  forEachCpuConfig([&](CpuPath, int threads, const std::string& config) {
+  std::vector<float> first, avx2;
+  forEachCpuConfig([&](CpuPath path, int threads, const std::string& config) {
     const std::vector<float> got = runInto(p, matmulCpu);
     std::string why;
     report(agrees(p, got, ref, why), name + " [" + config + "] " + why);
     if (threads == 1) first = got;
     else report(sameBits(got, first), name + " [" + config + "] same bits as one thread");
+    if (threads == 1 && path == CpuPath::Avx2) avx2 = got;
+    if (threads == 1 && path == CpuPath::Auto && std::strcmp(cpuVariantName(), "avx512") == 0)
+      report(sameBits(got, avx2), name + " [" + config + "] same bits as avx2");
   });
 }
 
