@@ -1,7 +1,8 @@
 // Determinism (issue 7): every op, and a training step of two models, gives bit-identical
 // results for the same input on any number of threads (more than there are cores too), on each
-// CPU path (AVX2, the SSE2 baseline, the scalar reference), and run after run; on a GPU, run after run. The workload is shared
-// with test/concurrency.test.ts.
+// CPU path (the active variant, AVX2 beside it where that is AVX-512, the SSE2 baseline, the
+// scalar reference), and run after run; on a GPU, run after run. The workload is shared with
+// test/concurrency.test.ts.
 import t from 'tap';
 
 import * as rl from '../lib/index';
