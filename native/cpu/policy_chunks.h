@@ -182,7 +182,9 @@ RowSoftmax rowSoftmax(const float* z, int64_t V, float tau) {
 // --- one row of the logits' gradient -------------------------------------------------------------
 // Three passes over a row that stays in cache: its max M; e_j = exp(x_j), x_j = (z_j - M)/tau,
 // kept in a row buffer with their sums; then, with no second exp,
-//   g_j = ((onehot_j - p_j) gLp - p_j (x_j - meanShift) gH) / tau,  p_j = e_j / S.
+//   g_j = ((onehot_j - p_j) gLp - p_j (x_j - meanShift) gH) / tau,  p_j = e_j / S,
+// formed as p_j (-gLp - gH (x_j - meanShift)) / tau (+ gLp/tau at the label): six operations a
+// vector where the first form takes nine.
 
 // The row's largest logit, NaN when it holds a NaN.
 static inline float rowMax(const float* z, int64_t V) {
@@ -247,28 +249,38 @@ RowSoftmax rowSoftmaxStore(const float* z, int64_t V, float tau, float* e) {
   return tau == 1.0f ? rowSoftmaxStoreT<false>(z, V, tau, e) : rowSoftmaxStoreT<true>(z, V, tau, e);
 }
 
-// `onehot`: 1 in the label's lane, else 0.
-template <bool kScaled, bool kEntropy>
-static inline VF gradVector(VF z, VF e, VF onehot, const RowSoftmax& s, VF invS, float gLp, float gH, VF tau) {
-  const VF p = mul(e, invS);
-  VF g = mul(sub(onehot, p), set1(gLp));
+// The gradient's factors, with 1/tau folded in: g_j = p_j (a - b (x_j - meanShift)) off the
+// label, plus c at the label, where a = -gLp/tau, b = gH/tau, c = gLp/tau.
+struct GradFactors {
+  VF invS, a, b, c, max, meanShift;
+};
+
+template <bool kScaled, bool kEntropy, bool kLabel>
+static inline VF gradVector(VF z, VF e, const GradFactors& f, VF tau) {
+  const VF p = mul(e, f.invS);
+  VF k = f.a;
   if (kEntropy) {
-    VF x = sub(z, set1(s.max));
+    VF x = sub(z, f.max);
     if (kScaled) x = div(x, tau);
     // x as expSoftmax clamps it: the same x wherever p > 0, and p * x = 0 rather than NaN where
     // z = -inf (there e, and so p, is 0).
     x = max(set1(kSoftmaxExpFloor), x);
-    g = sub(g, mul(mul(p, sub(x, set1(static_cast<float>(s.meanShift)))), set1(gH)));
+    k = fnmadd(f.b, sub(x, f.meanShift), k);
   }
-  return kScaled ? div(g, tau) : g;
+  return kLabel ? fmadd(p, k, f.c) : mul(p, k);
 }
 
 template <bool kScaled, bool kEntropy>
 static void rowGradT(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
                      float gH, float* out, bool streaming, const float* next) {
-  const VF vtau = set1(tau), invS = set1(static_cast<float>(std::exp(-s.logSum)));
+  const VF vtau = set1(tau);
+  const GradFactors f{set1(static_cast<float>(std::exp(-s.logSum))),
+                      set1(static_cast<float>(-static_cast<double>(gLp) / tau)),
+                      set1(static_cast<float>(static_cast<double>(gH) / tau)),
+                      set1(static_cast<float>(static_cast<double>(gLp) / tau)), set1(s.max),
+                      set1(static_cast<float>(s.meanShift))};
   // Every element without its one-hot term; the label's element is written again below.
-  auto at = [&](VF zv, VF ev) { return gradVector<kScaled, kEntropy>(zv, ev, zero(), s, invS, gLp, gH, vtau); };
+  auto at = [&](VF zv, VF ev) { return gradVector<kScaled, kEntropy, false>(zv, ev, f, vtau); };
   // Writes the n < W elements from j with plain stores.
   auto partial = [&](int64_t j, int64_t n) {
     alignas(64) float tmp[W];
@@ -287,12 +299,12 @@ static void rowGradT(const float* z, const float* e, int64_t V, float tau, RowSo
     else store(out + j, g);
   }
   if (j < V) partial(j, V - j);
-  // The label's element with its one-hot term, by the same operations on its values alone: the
-  // bits the loop would give it, and three operations a vector fewer in the loop than finding
-  // the label's lane there. After a fence, so that no streamed store can land after it.
+  // The label's element with its one-hot term, by the same operations on its values alone:
+  // three operations a vector fewer in the loop than finding the label's lane there. After a
+  // fence, so that no streamed store can land after it.
   if (label >= 0 && label < V) {
     alignas(64) float t[W];
-    store(t, gradVector<kScaled, kEntropy>(set1(z[label]), set1(e[label]), set1(1.0f), s, invS, gLp, gH, vtau));
+    store(t, gradVector<kScaled, kEntropy, true>(set1(z[label]), set1(e[label]), f, vtau));
     endStreaming(streaming);
     out[label] = t[0];
   }
