@@ -26,7 +26,8 @@
     {
       "target_name": "rlhf",
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS",
+                  "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],  # as in CMakeLists.txt
       "conditions": [
         ["target_arch=='x64'", {"dependencies": ["rlhf_avx2", "rlhf_avx512"],
                                   "defines": ["RLHF_HAVE_AVX2_VARIANT", "RLHF_HAVE_AVX512_VARIANT"]}],

@@ -96,6 +96,15 @@ t.test('a worker terminated with Async work in flight leaves the process working
   t.same(mismatches(main, await workload.runAsyncAllAtOnce(rl, 2)), [], 'and its Async calls too');
 });
 
+t.test('workers terminated mid-call, 40 times at varied moments, leave their parent running', { skip: skipDist }, async (t) => {
+  const r = spawnSync(process.execPath, [path.join(__dirname, 'helpers', 'terminate-workers.js'), '40'],
+    { encoding: 'utf8', timeout: 120_000 });
+  t.equal(r.error, undefined, 'it ended within the timeout');
+  t.equal(r.signal, null, `no signal (an error escaping the addon in a terminating worker aborts the process)${r.stderr ? `; stderr: ${r.stderr}` : ''}`);
+  t.equal(r.status, 0, 'exit code 0');
+  t.same(JSON.parse(r.stdout.trim() || 'null'), { rounds: 40, terminated: 40 }, 'every worker ended by terminate() (exit code 1)');
+});
+
 // A child that starts heavy Async work and exits while it runs: from the main thread after
 // `delayMs`, from inside a worker, or by an uncaught exception.
 function exitInFlight(how: 'main' | 'worker' | 'throw', delayMs: number): ReturnType<typeof spawnSync> {
