@@ -114,7 +114,10 @@ const ChunkKernels* kernelsForCall();
 // Below these many elements a call runs on the calling thread: waking the pool costs more.
 constexpr int64_t kMinElementsPerThread = 1 << 15;
 // Below this many flops a matrix product runs on the calling thread: waking the pool costs more.
-constexpr int64_t kMinParallelFlops = int64_t{1} << 19;
+// From 2^19 to 2^22 when the multiply went to AVX-512: the PPO MLP's products (about 2^20 flops
+// each, the backward's two side by side 2^21) then run on one thread, and its training step
+// (`mlp step` in the Node bench, 2 threads) took 49-71 us against 79-101 us.
+constexpr int64_t kMinParallelFlops = int64_t{1} << 22;
 // Columns or offsets handed to one thread start on a multiple of this (a 64-byte line of floats).
 constexpr int64_t kLine = 16;
 // Outputs of at least this many bytes are written with non-temporal stores: they cannot stay

@@ -1294,12 +1294,14 @@ void testNnFamily() {
   testMatmulCovered();
   for (Activation act : {Activation::Identity, Activation::Tanh, Activation::Relu, Activation::Gelu, Activation::GeluTanh})
     for (auto [r, c] : {std::pair<int64_t, int64_t>{1, 1}, {7, 13}, {128, 64}, {300, 257}}) testBiasAct(r, c, act);
-  // The MLP step's layers (side by side on 2+ threads), a lone row, and a layer too large for the
+  // The MLP step's layers (each product on one thread), a layer whose products run side by side
+  // on 2+ threads (2 * 256 * 64 * 64 flops each), a lone row, and a layer too large for the
   // side-by-side products (2 * 256 * 160 * 128 flops each).
   for (Activation act : {Activation::Identity, Activation::Tanh, Activation::Gelu}) {
     testDenseBackward(128, 64, 64, act, true, false, false);
     testDenseBackward(128, 64, 2, act, true, true, act == Activation::Identity);
     testDenseBackward(128, 4, 64, act, false, false, false);
+    testDenseBackward(256, 64, 64, act, true, false, false);
   }
   testDenseBackward(1, 3, 5, Activation::Relu, true, true, false);
   testDenseBackward(256, 160, 128, Activation::Tanh, true, false, false);
