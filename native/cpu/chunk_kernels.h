@@ -1,8 +1,9 @@
 // Single-thread chunk kernels, written as plain loops that the compiler vectorises. This header
 // is compiled once for each instruction-set variant: the x86-64 baseline, AVX2 and AVX-512 (see
-// kernels_*.cpp), inside the namespace named by RLHF_CHUNK_NS. The whole tree builds with -ffp-contract=off, so every
-// element is computed with the same operations in the same order as the scalar reference and
-// the results are bit-identical to it, whatever the instruction set or the thread count.
+// kernels_*.cpp), inside the namespace named by RLHF_CHUNK_NS. The whole tree builds with
+// -ffp-contract=off, so every element is computed with the same operations in the same order as
+// the scalar reference and the results are bit-identical to it, whatever the instruction set or
+// the thread count.
 //
 // Included only by the kernels_*.cpp files.
 #include <cstdint>

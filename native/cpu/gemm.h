@@ -1,7 +1,7 @@
 // The blocked matrix multiply of matmulCpu (GotoBLAS / BLIS): op(B) packed into column panels of
 // kNr, op(A) into row panels of kMr per block of kMc rows, and a kMr x kNr register micro-tile
-// that runs the k loop. Compiled twice, once for the x86-64 baseline (6 x 8, SSE2 multiply then
-// add), once for AVX2 (6 x 16, FMA) and once for AVX-512 (8 x 32, FMA), inside the namespace
+// that runs the k loop. Compiled once per instruction-set variant: the x86-64 baseline (6 x 8,
+// SSE2 multiply then add), AVX2 (6 x 16, FMA) and AVX-512 (8 x 32, FMA), inside the namespace
 // named by RLHF_CHUNK_NS.
 //
 // The rounding of C[i,j] is fixed by K alone: k runs in blocks of kKc, each block is one chain
@@ -32,7 +32,8 @@ using namespace simd;
 // the narrow products fastest too (a row past M is computed in vain).
 constexpr int kMr = W == 16 ? 8 : 6;
 constexpr int kNr = 2 * W;   // columns of a micro-tile: two vectors
-constexpr int64_t kKc = 256;  // k per block: part of the result (see above); a B micro-panel (16 KiB, 32 on AVX-512) stays in L1
+// k per block: part of the result (see above); a B micro-panel (16 KiB, 32 on AVX-512) stays in L1.
+constexpr int64_t kKc = 256;
 constexpr int64_t kMc = 144;  // rows per packed A block: 144 x 256 floats, 144 KiB of the L2
 // Columns of op(B) are packed in blocks of at most this many floats (16 MiB, K x nc).
 constexpr int64_t kPackedBFloats = int64_t{1} << 22;
@@ -237,8 +238,10 @@ static inline void transposeBlock(const float* src, int64_t pitch, float* dst) {
   }
   // Column 4L + j gathers lane L of u[j], u[4 + j], u[8 + j], u[12 + j], in two steps.
   for (int j = 0; j < 4; ++j) {
-    const __m512 x0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44), x1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
-    const __m512 y0 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44), y1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
+    const __m512 x0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);
+    const __m512 x1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
+    const __m512 y0 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44);
+    const __m512 y1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
     _mm512_storeu_ps(dst + j * kNr, _mm512_shuffle_f32x4(x0, y0, 0x88));
     _mm512_storeu_ps(dst + (4 + j) * kNr, _mm512_shuffle_f32x4(x0, y0, 0xDD));
     _mm512_storeu_ps(dst + (8 + j) * kNr, _mm512_shuffle_f32x4(x1, y1, 0x88));
