@@ -245,6 +245,8 @@ export function withCpuPath<R>(path: CpuPath, fn: () => R): R {
 /** Every CPU path whose code differs on this machine: AVX2 only where AVX-512 is the active variant. */
 export const cpuPaths: readonly CpuPath[] =
   rl.buildInfo().simd === 'avx512' ? ['auto', 'baseline', 'avx2', 'reference'] : ['auto', 'baseline', 'reference'];
+/** The index in cpuPaths of the scalar reference path (the last): every path before it is a fast one. */
+export const referencePath = cpuPaths.length - 1;
 
 /** True when the addon sees a CUDA device. */
 export function hasCuda(): boolean {
