@@ -144,8 +144,8 @@ export interface NativeAddon {
   logprobsFromLogits(N: number, V: number, logitsDtype: number, logits: Raw, labels: Raw, temperature: number, ignoreIndex: number,
                      logprobs: Raw, entropy: Opt<Raw>, async: boolean): void | Promise<void>;
   logprobsFromLogitsBackward(N: number, V: number, logitsDtype: number, logits: Raw, labels: Raw, gradLogprobs: Raw,
-                             gradEntropy: Opt<Raw>, temperature: number, ignoreIndex: number, gradLogits: Raw,
-                             async: boolean): void | Promise<void>;
+                             gradEntropy: Opt<Raw>, logprobs: Opt<Raw>, entropy: Opt<Raw>, temperature: number,
+                             ignoreIndex: number, gradLogits: Raw, async: boolean): void | Promise<void>;
   klPenalty(logprobs: Raw, refLogprobs: Raw, options: NativeKlOptions, kl: Raw, grad: Raw,
             async: boolean): void | Promise<void>;
   shapeRewards(B: number, T: number, scores: Raw, kl: Raw, mask: Raw, hasEos: Opt<Raw>, klCoef: number,

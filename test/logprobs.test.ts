@@ -418,3 +418,108 @@ t.test('out: given tensors are filled and returned', async (t) => {
   expectError(t, () => rl.logprobsFromLogitsBackward({ logits: ft(logits, [6, 5]), labels: it32(labels), gradLogprobs: ft(gLp) },
     { out: ft(new Float32Array(30)) }), RangeError, /^logprobsFromLogitsBackward: `out`/, undefined, 'backward out of the wrong shape');
 });
+
+// ---------------------------------------------------------------------------------------------
+// (g) The backward given the forward's outputs (one pass over each row on the CPU).
+
+/** The forward's lp and H, and the backward with and without them, on one CPU path. */
+function givenRuns(logits: Float32Array, N: number, V: number, labels: Int32Array, gLp: Float32Array, gH: Float32Array | null,
+  opts: { temperature?: number; ignoreIndex?: number }) {
+  const z = ft(logits, [N, V]);
+  const fwd = rl.logprobsFromLogits(z, it32(labels), { ...opts, entropy: true });
+  const base = { logits: z, labels: it32(labels), gradLogprobs: ft(gLp), ...(gH ? { gradEntropy: ft(gH) } : {}) };
+  return {
+    lp: snapshot(fwd.logprobs),
+    H: snapshot(fwd.entropy as rl.Tensor),
+    plain: snapshot(rl.logprobsFromLogitsBackward(base, opts)),
+    given: snapshot(rl.logprobsFromLogitsBackward({ ...base, logprobs: fwd.logprobs, entropy: fwd.entropy }, opts)),
+  };
+}
+
+t.test('given the forward\'s lp and H, every CPU path matches the reference backward', async (t) => {
+  const r = rng(41);
+  // V = 1 and 9 leave no full vector; 4099 a ragged tail; [64, 65600] writes 16.8 MB (streaming stores).
+  for (const [N, V, tau] of [[3, 1, 1], [7, 9, 1], [33, 4099, 1], [33, 4099, 0.7], [64, 65600, 1]]) {
+    const logits = randomLogits(r, N, V, 2);
+    for (let j = 0; j < V; j += 7) logits[V + j] = -Infinity;  // banned tokens in row 1
+    const labels = randomLabels(r, N, V, 0.1);
+    if (labels[1] >= 0 && labels[1] % 7 === 0) labels[1] = (labels[1] + 1) % V;
+    const gLp = randomFloats(r, N);
+    const gH = randomFloats(r, N);
+    const want = logprobsBackwardReference(N, V, { logits, labels, gradLogprobs: gLp, gradEntropy: gH }, { temperature: tau });
+    const wantLp = logprobsBackwardReference(N, V, { logits, labels, gradLogprobs: gLp }, { temperature: tau });
+    for (const path of cpuPaths) {
+      const name = `N=${N} V=${V} tau=${tau} [${path}]`;
+      const withH = withCpuPath(path, () => givenRuns(logits, N, V, labels, gLp, gH, { temperature: tau }));
+      expectCloseScaled(t, withH.given, want, 1e-5, `${name}: lp and entropy gradients`);
+      // The one pass ran: its rounding differs from the three passes' somewhere in a row of 4099.
+      if (path !== 'reference' && V > 1000)
+        t.ok(withH.given.some((g, i) => g !== withH.plain[i]), `${name}: the one pass ran`);
+      const lpOnly = withCpuPath(path, () => givenRuns(logits, N, V, labels, gLp, null, { temperature: tau }));
+      expectCloseScaled(t, lpOnly.given, wantLp, 1e-5, `${name}: lp gradient only`);
+    }
+  }
+});
+
+t.test('given outputs that do not fit their rows, the backward is the plain one, bit for bit', async (t) => {
+  const r = rng(43);
+  const [N, V] = [12, 3001];
+  const logits = randomLogits(r, N, V, 2);
+  const labels = randomLabels(r, N, V, 0);
+  const gLp = randomFloats(r, N);
+  const gH = randomFloats(r, N);
+  const z = ft(logits, [N, V]);
+  for (const path of cpuPaths) {
+    withCpuPath(path, () => {
+      const fwd = rl.logprobsFromLogits(z, it32(labels), { entropy: true });
+      const lp = snapshot(fwd.logprobs);
+      const H = snapshot(fwd.entropy as rl.Tensor);
+      // Stale by more than 2^-16 (a step of training), NaN, infinite, another row's; H off by 1e-3.
+      const badLp = Float32Array.from(lp, (v, i) => [v + 1e-3, NaN, Infinity, -Infinity, lp[(i + 1) % N], v][i % 6]);
+      const badH = Float32Array.from(H, (v, i) => (i % 6 === 5 ? v + 1e-3 * Math.max(1, v) : v));
+      const base = { logits: z, labels: it32(labels), gradLogprobs: ft(gLp), gradEntropy: ft(gH) };
+      const plain = snapshot(rl.logprobsFromLogitsBackward(base, {}));
+      const given = snapshot(rl.logprobsFromLogitsBackward({ ...base, logprobs: ft(badLp), entropy: ft(badH) }, {}));
+      expectBitIdentical(t, given, plain, `[${path}] every row recomputed from its logits`);
+      // gradEntropy without the forward's entropy: lp alone cannot give the entropy's gradient.
+      const noH = snapshot(rl.logprobsFromLogitsBackward({ ...base, logprobs: fwd.logprobs }, {}));
+      expectBitIdentical(t, noH, plain, `[${path}] gradEntropy without entropy: the plain backward`);
+    });
+  }
+});
+
+t.test('given outputs: ignored rows, -inf labels and huge logits', async (t) => {
+  // Row 0 ignored; row 1 labels a banned token (lp = -inf); row 2 at the float32 maximum.
+  const big = 3e38;
+  const logits = ft([1, 2, 3, 0, -Infinity, 5, big, big, 1e30], [3, 3]);
+  const labels = it32([-100, 1, 0]);
+  const fwd = rl.logprobsFromLogits(logits, labels, { entropy: true });
+  const base = { logits, labels, gradLogprobs: ft([1, 1, 1]), gradEntropy: ft([1, 1, 1]) };
+  const plain = snapshot(rl.logprobsFromLogitsBackward(base, {}));
+  const given = snapshot(rl.logprobsFromLogitsBackward({ ...base, logprobs: fwd.logprobs, entropy: fwd.entropy }, {}));
+  t.strictSame([given[0], given[1], given[2]].map(Math.abs), [0, 0, 0], 'ignored row: zero gradient');
+  expectBitIdentical(t, given.subarray(3, 6), plain.subarray(3, 6), 'banned label: the plain backward');
+  expectClose(t, given.subarray(6), [0.5, -0.5, 0], { rtol: 1e-6, atol: 1e-7 }, 'huge logits: finite and right');
+});
+
+t.test('given outputs: thread counts, the Async form, and bad input', async (t) => {
+  const r = rng(47);
+  const [N, V] = [1500, 777];
+  const logits = randomLogits(r, N, V, 3);
+  const labels = randomLabels(r, N, V, 0.1);
+  const gLp = randomFloats(r, N);
+  const gH = randomFloats(r, N);
+  const [one, two] = [1, 2].map((n) => withThreads(n, () => givenRuns(logits, N, V, labels, gLp, gH, { temperature: 0.9 })));
+  expectBitIdentical(t, two.given, one.given, 'bit-identical for 1 and 2 threads');
+  const inputs = { logits: ft(logits, [N, V]), labels: it32(labels), gradLogprobs: ft(gLp), gradEntropy: ft(gH),
+    logprobs: ft(one.lp), entropy: ft(one.H) };
+  expectBitIdentical(t, data(await rl.logprobsFromLogitsBackwardAsync(inputs, { temperature: 0.9 })), one.given, 'Async');
+  expectError(t, () => rl.logprobsFromLogitsBackward({ ...inputs, logprobs: undefined }, {}), RangeError,
+    /^logprobsFromLogitsBackward: `entropy` goes with logprobs/, undefined, 'entropy without logprobs');
+  expectError(t, () => rl.logprobsFromLogitsBackward({ ...inputs, logprobs: ft(one.lp.subarray(1)) }, {}), RangeError,
+    /^logprobsFromLogitsBackward: `logprobs` must hold 1500 values/);
+  expectError(t, () => rl.logprobsFromLogitsBackward({ ...inputs, entropy: ft(one.H.subarray(1)) }, {}), RangeError,
+    /^logprobsFromLogitsBackward: `entropy` must hold 1500 values/);
+  expectError(t, () => rl.logprobsFromLogitsBackward({ ...inputs, logprobs: it32(new Int32Array(N)) as never }, {}), TypeError,
+    /^logprobsFromLogitsBackward: .*`logprobs`/);
+});

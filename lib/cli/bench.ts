@@ -195,17 +195,25 @@ function logprobsCase(N: number, V: number): Case {
   };
 }
 
-function logprobsBackwardCase(N: number, V: number): Case {
+// `given`: the backward also takes the forward's log-probs and entropies, as the trainers pass
+// them; the CPU then reads each row of logits once instead of three times.
+function logprobsBackwardCase(N: number, V: number, given: boolean): Case {
   const { logits, labels } = logitsOf(N, V);
   const gradLogprobs = filled(N, (i) => 1 / (1 + (i % 3)));
   const gradEntropy = filled(N, () => -0.01);
   return {
     // The logits read once, their gradient written once.
-    op: 'logprobsFromLogitsBackward', shape: `[N=${N},V=${V}]`, elements: N * V, bytes: N * V * (4 + 4) + N * 12,
+    op: 'logprobsFromLogitsBackward', shape: `[N=${N},V=${V}]${given ? ' +lp,H' : ''}`, elements: N * V,
+    bytes: N * V * (4 + 4) + N * (given ? 20 : 12),
+    // The reference takes no forward outputs: its given row would repeat the plain one.
+    ...(given ? { backends: ['cpu', 'cuda'] as Backend[] } : {}),
     prepare(backend, device) {
       if (backend === 'js') return () => { logprobsBackwardReference(N, V, { logits, labels, gradLogprobs, gradEntropy }); };
-      const inputs = { logits: on(device, logits, [N, V]), labels: on(device, labels, [N]),
-        gradLogprobs: on(device, gradLogprobs, [N]), gradEntropy: on(device, gradEntropy, [N]) };
+      const z = on(device, logits, [N, V]);
+      const y = on(device, labels, [N]);
+      const forward = given ? rl.logprobsFromLogits(z, y, { entropy: true }) : {};
+      const inputs = { logits: z, labels: y, gradLogprobs: on(device, gradLogprobs, [N]), gradEntropy: on(device, gradEntropy, [N]),
+        ...forward };
       const out = rl.logprobsFromLogitsBackward(inputs);
       return syncAfter(device, () => { rl.logprobsFromLogitsBackward(inputs, { out }); });
     },
@@ -388,8 +396,10 @@ export function benchCases(quick: boolean): Array<[string, () => Case]> {
     ['maskedMean', () => meanCase(quick ? 1 << 20 : 1 << 24)],
     ['logprobsFromLogits', () => logprobsCase(quick ? 64 : 4096, 32000)],
     ['logprobsFromLogits', () => logprobsCase(quick ? 16 : 1024, 128256)],
-    ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 64 : 4096, 32000)],
-    ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 16 : 1024, 128256)],
+    ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 64 : 4096, 32000, false)],
+    ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 16 : 1024, 128256, false)],
+    ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 64 : 4096, 32000, true)],
+    ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 16 : 1024, 128256, true)],
     ['actorLossFromLogits', () => actorCase(quick ? 4 : 16, quick ? 16 : 256, 32000)],
     ['klPenalty', () => klCase(quick ? 1 << 20 : 1 << 24)],
     ['ppoPolicyLoss+valueLoss', () => ppoValueCase(quick ? 256 : 16384, 1024)],
@@ -528,12 +538,12 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
 }
 
 function header(): string {
-  return `${'op'.padEnd(26)} ${'shape'.padEnd(22)} ${'backend'.padEnd(7)} ${'median us'.padStart(11)} ` +
+  return `${'op'.padEnd(26)} ${'shape'.padEnd(23)} ${'backend'.padEnd(7)} ${'median us'.padStart(11)} ` +
     `${'Melem/s'.padStart(9)} ${'GB/s'.padStart(7)} ${'of bw'.padStart(7)} ${'bw GB/s'.padStart(8)} ${'GFLOP/s'.padStart(8)}`;
 }
 
 function format(r: BenchRow): string {
-  return `${r.op.padEnd(26)} ${r.shape.padEnd(22)} ${r.backend.padEnd(7)} ${r.medianUs.toFixed(1).padStart(11)} ` +
+  return `${r.op.padEnd(26)} ${r.shape.padEnd(23)} ${r.backend.padEnd(7)} ${r.medianUs.toFixed(1).padStart(11)} ` +
     `${(r.elementsPerS / 1e6).toFixed(0).padStart(9)} ${r.gbPerS.toFixed(2).padStart(7)} ${(r.pctOfBandwidth.toFixed(1) + '%').padStart(7)} ` +
     `${(r.bandwidthGBs === undefined ? '' : r.bandwidthGBs.toFixed(2)).padStart(8)} ` +
     `${(r.gflopPerS === undefined ? '' : r.gflopPerS.toFixed(1)).padStart(8)}`;

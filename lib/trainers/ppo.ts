@@ -277,7 +277,8 @@ export class PPOTrainer extends EventEmitter {
     const pg = ppoPolicyLoss({ logprobs, oldLogprobs: pick(r.logprobs, index, (n) => new Float32Array(n)),
       advantages: c.normAdv ? normalise(adv) : adv }, { clipLow: c.clipCoef, clipHigh: c.clipCoef, preset: 'cleanrl' });
     const gradEntropy = new Float32Array(B).fill(-c.entCoef / B);
-    const gradLogits = logprobsFromLogitsBackward({ logits, labels: actions, gradLogprobs: pg.grad, gradEntropy: tensor(gradEntropy) });
+    const gradLogits = logprobsFromLogitsBackward({ logits, labels: actions, gradLogprobs: pg.grad,
+      gradEntropy: tensor(gradEntropy), logprobs, entropy });
     this.actor.backward(gradLogits, { inputGrad: false });
     const values = this.critic.forward(obs);
     const v = valueLoss({ values: tensor(values.dataSync() as Float32Array, [B]),

@@ -72,7 +72,7 @@ export function completionLogprobs(policy: SequencePolicy, batch: CompletionBatc
   const backward = (grad: Float32Array) => {
     const gradTokens = sequenceLogprobsBackward({ gradSequence: grad, mask }, { average });
     const gradLogprobs: Tensor = tensor(gradTokens.dataSync() as Float32Array, [B * T]);
-    const gradLogits = logprobsFromLogitsBackward({ logits, labels, gradLogprobs }, { ignoreIndex: kIgnore });
+    const gradLogits = logprobsFromLogitsBackward({ logits, labels, gradLogprobs, logprobs: tokens }, { ignoreIndex: kIgnore });
     policy.backward({ gradLogits });
   };
   return { logprobs: Float32Array.from(seq.dataSync() as Float32Array), backward };

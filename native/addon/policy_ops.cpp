@@ -197,8 +197,8 @@ Napi::Value logprobsFromLogits(const Napi::CallbackInfo& info) {
   });
 }
 
-// logprobsFromLogitsBackward(N, V, logitsDtype, logits, labels, gradLogprobs, gradEntropy?, temperature,
-//                            ignoreIndex, gradLogits (the logits' dtype), async)
+// logprobsFromLogitsBackward(N, V, logitsDtype, logits, labels, gradLogprobs, gradEntropy?, logprobs?, entropy?,
+//                            temperature, ignoreIndex, gradLogits (the logits' dtype), async)
 Napi::Value logprobsFromLogitsBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "logprobsFromLogitsBackward";
@@ -209,26 +209,38 @@ Napi::Value logprobsFromLogitsBackward(const Napi::CallbackInfo& info) {
   const Buffer labels = bufferArg(info, 4, Dtype::I32, op, "labels");
   const Buffer gradLogprobs = bufferArg(info, 5, Dtype::F32, op, "gradLogprobs");
   const Buffer gradEntropy = bufferArg(info, 6, Dtype::F32, op, "gradEntropy", true);
-  a.temperature = temperatureArg(info, 7, op);
-  a.ignoreIndex = int32Arg(info, 8, op, "ignoreIndex");
+  const Buffer logprobs = bufferArg(info, 7, Dtype::F32, op, "logprobs", true);
+  const Buffer entropy = bufferArg(info, 8, Dtype::F32, op, "entropy", true);
+  a.temperature = temperatureArg(info, 9, op);
+  a.ignoreIndex = int32Arg(info, 10, op, "ignoreIndex");
   const Buffer gradLogits =
-      bufferArg(info, 9, a.dtype == LogitsDtype::F32 ? Dtype::F32 : Dtype::F16, op, "gradLogits");
-  const bool async = boolArg(info, 10, op, "async");
+      bufferArg(info, 11, a.dtype == LogitsDtype::F32 ? Dtype::F32 : Dtype::F16, op, "gradLogits");
+  const bool async = boolArg(info, 12, op, "async");
   requireLength(env, logits, op, "logits", N, V);
   requireLength(env, labels, op, "labels", N);
   requireLength(env, gradLogprobs, op, "gradLogprobs", N);
   if (gradEntropy.present()) requireLength(env, gradEntropy, op, "gradEntropy", N);
+  if (logprobs.present()) requireLength(env, logprobs, op, "logprobs", N);
+  if (entropy.present()) {
+    if (!logprobs.present())
+      throwRangeError(env, op, "entropy", "goes with `logprobs` (both the forward's outputs), which is missing");
+    requireLength(env, entropy, op, "entropy", N);
+  }
   requireLength(env, gradLogits, op, "gradLogits", N, V);
   const int device = commonDevice(env, op, {{"logits", &logits}, {"labels", &labels}, {"gradLogprobs", &gradLogprobs},
-                                           {"gradEntropy", &gradEntropy}, {"gradLogits", &gradLogits}});
+                                           {"gradEntropy", &gradEntropy}, {"logprobs", &logprobs},
+                                           {"entropy", &entropy}, {"gradLogits", &gradLogits}});
   a.N = N;
   a.V = V;
   a.logits = logits.data;
   a.labels = labels.as<int32_t>();
   a.gradLogprobs = gradLogprobs.as<float>();
   a.gradEntropy = gradEntropy.as<float>();
+  a.logprobs = logprobs.as<float>();
+  a.entropy = entropy.as<float>();
   a.gradLogits = gradLogits.data;
-  return runKernel(info, async, {logits, labels, gradLogprobs, gradEntropy, gradLogits}, [a, device, op]() -> ToJs {
+  return runKernel(info, async, {logits, labels, gradLogprobs, gradEntropy, logprobs, entropy, gradLogits},
+                   [a, device, op]() -> ToJs {
     if (a.N == 0) return noResult();
     checkLabels(op, a.labels, a.N, a.V, a.ignoreIndex, device);
     if (device == kCpu) logprobsBackwardCpu(a);

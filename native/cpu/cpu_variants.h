@@ -46,6 +46,10 @@ struct RowSoftmax {
   float max = 0;
   double logSum = 0, meanShift = 0;
 };
+// Sums over a row of the p_j and p_j log p_j that rowGradGiven formed from the forward's outputs.
+struct RowCheck {
+  double p = 0, pLogP = 0;
+};
 
 // Sums of the policy and value losses over one block of tokens.
 struct PolicyBlock {
@@ -86,6 +90,10 @@ struct ChunkKernels {
   // gradient is written, so that reading them overlaps this row's arithmetic.
   void (*rowSoftmaxGrad)(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
                          float gH, float* out, bool streaming, const float* next);
+  // The row's gradient in one pass from the forward's log-prob lp and entropy H (used only when
+  // gH != 0) of a label in [0, V); the sums it returns tell whether lp and H fit the row.
+  RowCheck (*rowGradGiven)(const float* z, int64_t V, float tau, int32_t label, float lp, float H, float gLp, float gH,
+                           float* out, bool streaming);
   void (*klRange)(const KlPenaltyArgs&, int64_t i0, int64_t i1);
   PolicyBlock (*policyBlock)(const PolicyLossArgs&, const double* rowWeight, const float* seqLogRatio, int64_t i0,
                              int64_t i1, bool streaming);

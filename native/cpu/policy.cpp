@@ -3,6 +3,7 @@
 // Losses are summed over fixed blocks of tokens combined in block order, so the thread count
 // never changes a bit of the result.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -70,6 +71,28 @@ void logprobsCpu(const LogprobsArgs& a) {
   });
 }
 
+// How far the given outputs may miss the row: the p_j formed from a log-prob must sum to 1 within
+// this, and their sum of p_j log p_j must be -H within this times max(1, H); a row that misses
+// is computed from its logits alone. Float32 outputs of the forward miss by their rounding,
+// about 1e-6 (half an ulp of lp, 2e-6 at lp = -40), and the gradient of a row that passes is off
+// by at most this share.
+constexpr double kGivenTolerance = 1.0 / (1 << 16);
+
+static bool fitsRow(const RowCheck& c, bool entropy, double H) {
+  if (!(std::fabs(c.p - 1) <= kGivenTolerance)) return false;  // NaN fails too
+  return !entropy || std::fabs(c.pLogP / c.p + H) <= kGivenTolerance * std::max(1.0, std::fabs(H));
+}
+
+// The gradient of one row: in one pass from its log-prob and entropy when they are known (lp not
+// null) and fit the row, else in three from its logits alone. `next`: the row to come, or null.
+static void rowGradient(const ChunkKernels* k, const float* z, int64_t V, float tau, int32_t label, const float* lp,
+                        float H, float gLp, float gH, float* out, bool streaming, ExpRow& e, const float* next) {
+  if (lp != nullptr && fitsRow(k->rowGradGiven(z, V, tau, label, *lp, H, gLp, gH, out, streaming), gH != 0.0f, H))
+    return;
+  const RowSoftmax s = k->rowSoftmaxStore(z, V, tau, e.data());
+  k->rowSoftmaxGrad(z, e.data(), V, tau, s, label, gLp, gH, out, streaming, next);
+}
+
 void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
   const ChunkKernels* k = kernelsForCall();
   if (k == nullptr) return logprobsBackwardReference(a);
@@ -86,9 +109,11 @@ void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
         continue;
       }
       const float* z = logits + i * a.V;
-      const RowSoftmax s = k->rowSoftmaxStore(z, a.V, a.temperature, e.data());
-      k->rowSoftmaxGrad(z, e.data(), a.V, a.temperature, s, label, a.gradLogprobs[i],
-                        a.gradEntropy ? a.gradEntropy[i] : 0.0f, out, streaming, i + 1 < i1 ? z + a.V : nullptr);
+      const float gH = a.gradEntropy ? a.gradEntropy[i] : 0.0f;
+      const bool given = a.logprobs != nullptr && (gH == 0.0f || a.entropy != nullptr);
+      const float H = given && gH != 0.0f ? a.entropy[i] : 0.0f;
+      rowGradient(k, z, a.V, a.temperature, label, given ? a.logprobs + i : nullptr, H, a.gradLogprobs[i], gH, out,
+                  streaming, e, i + 1 < i1 ? z + a.V : nullptr);
     }
     fenceStreams(streaming);
   });
@@ -319,25 +344,25 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
   auto valid = [&](int64_t i) { return (a.mask == nullptr || a.mask[i] != 0) && a.labels[i] != a.ignoreIndex; };
 
   std::vector<double> lp(static_cast<size_t>(n), 0.0), H(static_cast<size_t>(n), 0.0);
-  std::vector<RowSoftmax> soft(sequence ? static_cast<size_t>(n) : 0);
   std::vector<ActorToken> tok(static_cast<size_t>(n));
   std::vector<double> kl(static_cast<size_t>(n), 0.0);
 
-  // `e`: the part's row buffer of exps, filled by stats() and read by writeGrad() of the same row.
+  // Each row's statistics come from one pass over its logits, and its gradient from one more given
+  // them (rowGradient). `e`: the part's row buffer, should a row's gradient need three passes.
   // `last`: the part's last row, after which no row's logits are requested ahead.
-  auto writeGrad = [&](int64_t i, const RowSoftmax& s, double gLp, const float* e, int64_t last) {
+  auto writeGrad = [&](int64_t i, double gLp, ExpRow& e, int64_t last) {
     const float gH = static_cast<float>(-static_cast<double>(a.entropyCoef) * w[i / a.T]);
     const float* z = logits + i * V;
-    k->rowSoftmaxGrad(z, e, V, a.temperature, s, a.labels[i], static_cast<float>(gLp), gH, grad + i * V, streaming,
-                      i < last ? z + V : nullptr);
+    const float rowLp = static_cast<float>(lp[i]);
+    rowGradient(k, z, V, a.temperature, a.labels[i], &rowLp, static_cast<float>(H[i]), static_cast<float>(gLp), gH,
+                grad + i * V, streaming, e, i < last ? z + V : nullptr);
   };
   auto zeroGrad = [&](int64_t i) { std::memset(grad + i * V, 0, static_cast<size_t>(V) * sizeof(float)); };
-  auto stats = [&](int64_t i, float* e) {
+  auto stats = [&](int64_t i) {
     const float* z = logits + i * V;
-    const RowSoftmax s = k->rowSoftmaxStore(z, V, a.temperature, e);
+    const RowSoftmax s = k->rowSoftmax(z, V, a.temperature);
     lp[i] = logprobOf(z, a.labels[i], a.temperature, s);
     H[i] = entropyOf(s);
-    return s;
   };
 
   if (!sequence) {
@@ -348,20 +373,19 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
           zeroGrad(i);
           continue;
         }
-        const RowSoftmax s = stats(i, e.data());
+        stats(i);
         const double wb = w[i / a.T];
         tok[i] = actorToken(a, i, lp[i], lp[i] - a.oldLogprobs[i], wb);
         double gLp = tok[i].gLp;
         kl[i] = klTerm(a, i, lp[i], wb, gLp);
-        writeGrad(i, s, gLp, e.data(), i1 - 1);
+        writeGrad(i, gLp, e, i1 - 1);
       }
       fenceStreams(streaming);
     });
   } else {
     parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
-      ExpRow e(V);
       for (int64_t i = i0; i < i1; ++i)
-        if (valid(i)) soft[i] = stats(i, e.data());
+        if (valid(i)) stats(i);
     });
     std::vector<double> gLp(static_cast<size_t>(n), 0.0);
     for (int64_t b = 0; b < a.B; ++b) {
@@ -390,9 +414,7 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
           zeroGrad(i);
           continue;
         }
-        // The row's exps again: the same function on the same row gives the same statistics.
-        k->rowSoftmaxStore(logits + i * V, V, a.temperature, e.data());
-        writeGrad(i, soft[i], gLp[i], e.data(), i1 - 1);
+        writeGrad(i, gLp[i], e, i1 - 1);
       }
       fenceStreams(streaming);
     });

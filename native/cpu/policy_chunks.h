@@ -319,6 +319,79 @@ void rowSoftmaxGrad(const float* z, const float* e, int64_t V, float tau, RowSof
   else rowGradT<false, false>(z, e, V, tau, s, label, gLp, gH, out, streaming, next);
 }
 
+// --- one row of the logits' gradient given the forward's outputs ---------------------------------
+// With the row's log-prob lp (and entropy H) from the forward, log p_j = (z_j - z_label)/tau + lp
+// needs no statistics of its own: one pass reads each logit once, takes one exp and writes
+//   g_j = p_j (a - b (log p_j + H)) (+ c at the label),  a = -gLp/tau, b = gH/tau, c = gLp/tau
+// (d/dz_j of H is -p_j (log p_j + H)/tau). Measuring from the label's logit keeps the digits of
+// large logits as measuring from the max does. The pass also sums p_j and p_j log p_j, which are
+// 1 and -H when lp and H belong to this row: the caller checks them (rowGradGiven's RowCheck).
+template <bool kScaled, bool kEntropy>
+static RowCheck rowGradGivenT(const float* z, int64_t V, float tau, int32_t label, float lp, float H, float gLp,
+                              float gH, float* out, bool streaming) {
+  const VF vtau = set1(tau), ref = set1(z[label]), vlp = set1(lp), vH = set1(H);
+  const VF a = set1(static_cast<float>(-static_cast<double>(gLp) / tau));
+  const VF b = set1(static_cast<float>(static_cast<double>(gH) / tau));
+  VF s = zero(), u = zero();
+  VD sLo = zeroD(), sHi = zeroD(), uLo = zeroD(), uHi = zeroD();
+  int pending = 0;
+  // The gradient of one vector of logits without the label's one-hot term, summing p and p log p.
+  auto at = [&](VF zv) {
+    VF x = sub(zv, ref);
+    if (kScaled) x = div(x, vtau);
+    VF logp;
+    const VF p = expSoftmax(add(x, vlp), logp);
+    s = add(s, p);
+    VF k = a;
+    if (kEntropy) {
+      u = fmadd(p, logp, u);
+      k = fnmadd(b, add(logp, vH), a);
+    }
+    if (++pending == kFlushVectors) {
+      flushInto(s, sLo, sHi);
+      flushInto(u, uLo, uHi);
+      pending = 0;
+    }
+    return mul(p, k);
+  };
+  auto partial = [&](int64_t j, int64_t n) {
+    alignas(64) float tmp[W];
+    const VF g = at(loadPartial(z + j, n, -__builtin_inff()));
+    store(tmp, g);
+    for (int64_t i = 0; i < n; ++i) out[j + i] = tmp[i];
+  };
+  const int64_t head = alignHead(out, V);
+  if (head > 0) partial(0, head);
+  int64_t j = head;
+  for (; j + W <= V; j += W) {
+    prefetchAhead(z + j, kRowPrefetchBytes);
+    const VF g = at(load(z + j));
+    if (streaming) stream(out + j, g);
+    else store(out + j, g);
+  }
+  if (j < V) partial(j, V - j);
+  flushInto(s, sLo, sHi);
+  flushInto(u, uLo, uHi);
+  // The label's element with its one-hot term: log p there is lp itself.
+  VF logp;
+  const VF p = expSoftmax(vlp, logp);
+  const VF k = kEntropy ? fnmadd(b, add(logp, vH), a) : a;
+  alignas(64) float t[W];
+  store(t, fmadd(p, k, set1(static_cast<float>(static_cast<double>(gLp) / tau))));
+  endStreaming(streaming);
+  out[label] = t[0];
+  return {sumLanes(sLo) + sumLanes(sHi), sumLanes(uLo) + sumLanes(uHi)};
+}
+
+RowCheck rowGradGiven(const float* z, int64_t V, float tau, int32_t label, float lp, float H, float gLp, float gH,
+                      float* out, bool streaming) {
+  const bool scaled = tau != 1.0f, entropy = gH != 0.0f;
+  if (scaled && entropy) return rowGradGivenT<true, true>(z, V, tau, label, lp, H, gLp, gH, out, streaming);
+  if (scaled) return rowGradGivenT<true, false>(z, V, tau, label, lp, H, gLp, gH, out, streaming);
+  if (entropy) return rowGradGivenT<false, true>(z, V, tau, label, lp, H, gLp, gH, out, streaming);
+  return rowGradGivenT<false, false>(z, V, tau, label, lp, H, gLp, gH, out, streaming);
+}
+
 // --- KL estimators ---------------------------------------------------------------------------------
 
 // The k3 estimator exp(-d) + d - 1 and its gradient 1 - exp(-d), from one exp. For |d| < 1/2,

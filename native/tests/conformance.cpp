@@ -528,9 +528,38 @@ void testLogprobs(int64_t N, int64_t V, float tau) {
                     close(H.data(), refH.data(), N, tolOf("logprobsFromLogits"), why) &&
                     close(grad.data(), refG.data(), N * V, tolOf("logprobsFromLogitsBackward"), why) &&
                     lp.guardIntact(N) && H.guardIntact(N) && grad.guardIntact(N * V);
+    // The one pass given this config's own forward outputs: it carries their float32 rounding
+    // (half an ulp of lp moves every p_j of the row by that share) and stays within the op's
+    // tolerance.
+    Out given(N * V);
+    fg.logprobs = lp.data();
+    fg.entropy = H.data();
+    fg.gradLogits = given.data();
+    logprobsBackwardCpu(fg);
+    std::string whyGiven;
+    const bool okGiven = close(given.data(), refG.data(), N * V, tolOf("logprobsFromLogitsBackward"), whyGiven) &&
+                         given.guardIntact(N * V);
+    report(okGiven, name + " given lp, H [" + config + "] " + whyGiven);
+    // Outputs that do not fit their rows (lp off by 1e-3, NaN, H off by 1e-2): every row is
+    // recomputed from its logits, the bits of the plain backward.
+    std::vector<float> badLp(lp.v.begin(), lp.v.begin() + N), badH(H.v.begin(), H.v.begin() + N);
+    for (int64_t i = 0; i < N; ++i) {
+      if (i % 3 == 0) badLp[i] += 1e-3f;
+      if (i % 3 == 1) badLp[i] = NAN;
+      if (i % 3 == 2) badH[i] += 1e-2f * std::fmax(1.0f, std::fabs(badH[i]));
+    }
+    Out stale(N * V);
+    fg.logprobs = badLp.data();
+    fg.entropy = badH.data();
+    fg.gradLogits = stale.data();
+    logprobsBackwardCpu(fg);
+    report(std::memcmp(stale.data(), grad.data(), static_cast<size_t>(N * V) * sizeof(float)) == 0 &&
+               stale.guardIntact(N * V),
+           name + " given stale lp, H: the plain backward's bits [" + config + "]");
     std::vector<float> all(lp.v.begin(), lp.v.begin() + N);
     all.insert(all.end(), H.v.begin(), H.v.begin() + N);
     all.insert(all.end(), grad.v.begin(), grad.v.begin() + N * V);
+    all.insert(all.end(), given.v.begin(), given.v.begin() + N * V);
     report(ok && inv.check(config, all), name + " [" + config + "] " + why);
   });
 }

@@ -45,7 +45,11 @@ struct LogprobsBackwardArgs {
   int32_t ignoreIndex = -100;
   const float* gradLogprobs = nullptr;  // [N]
   const float* gradEntropy = nullptr;   // [N], or null: 0
-  void* gradLogits = nullptr;           // [N,V] of `dtype`
+  // The forward's outputs for these logits, or null. With them the CPU backward makes one pass
+  // over a row instead of three, and checks that they fit the row (kGivenTolerance).
+  const float* logprobs = nullptr;  // [N]
+  const float* entropy = nullptr;   // [N]; used where gradEntropy != 0, and only with logprobs
+  void* gradLogits = nullptr;       // [N,V] of `dtype`
 };
 
 // Index of the first label that is neither in [0, V) nor ignoreIndex, or -1.
