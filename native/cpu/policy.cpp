@@ -3,7 +3,6 @@
 // Losses are summed over fixed blocks of tokens combined in block order, so the thread count
 // never changes a bit of the result.
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -71,24 +70,14 @@ void logprobsCpu(const LogprobsArgs& a) {
   });
 }
 
-// How far the given outputs may miss the row: the p_j formed from a log-prob must sum to 1 within
-// this, and their sum of p_j log p_j must be -H within this times max(1, H); a row that misses
-// is computed from its logits alone. Float32 outputs of the forward miss by their rounding,
-// about 1e-6 (half an ulp of lp, 2e-6 at lp = -40), and the gradient of a row that passes is off
-// by at most this share.
-constexpr double kGivenTolerance = 1.0 / (1 << 16);
-
-static bool fitsRow(const RowCheck& c, bool entropy, double H) {
-  if (!(std::fabs(c.p - 1) <= kGivenTolerance)) return false;  // NaN fails too
-  return !entropy || std::fabs(c.pLogP / c.p + H) <= kGivenTolerance * std::max(1.0, std::fabs(H));
-}
-
 // The gradient of one row: in one pass from its log-prob and entropy when they are known (lp not
 // null) and fit the row, else in three from its logits alone. `next`: the row to come, or null.
 static void rowGradient(const ChunkKernels* k, const float* z, int64_t V, float tau, int32_t label, const float* lp,
                         float H, float gLp, float gH, float* out, bool streaming, ExpRow& e, const float* next) {
-  if (lp != nullptr && fitsRow(k->rowGradGiven(z, V, tau, label, *lp, H, gLp, gH, out, streaming), gH != 0.0f, H))
-    return;
+  if (lp != nullptr) {
+    const RowCheck c = k->rowGradGiven(z, V, tau, label, *lp, H, gLp, gH, out, streaming);
+    if (givenFitsRow(c.p, c.pLogP, gH != 0.0f, H)) return;
+  }
   const RowSoftmax s = k->rowSoftmaxStore(z, V, tau, e.data());
   k->rowSoftmaxGrad(z, e.data(), V, tau, s, label, gLp, gH, out, streaming, next);
 }
@@ -110,7 +99,7 @@ void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
       }
       const float* z = logits + i * a.V;
       const float gH = a.gradEntropy ? a.gradEntropy[i] : 0.0f;
-      const bool given = a.logprobs != nullptr && (gH == 0.0f || a.entropy != nullptr);
+      const bool given = a.logprobs != nullptr && (gH == 0.0f || a.entropy != nullptr) && label >= 0 && label < a.V;
       const float H = given && gH != 0.0f ? a.entropy[i] : 0.0f;
       rowGradient(k, z, a.V, a.temperature, label, given ? a.logprobs + i : nullptr, H, a.gradLogprobs[i], gH, out,
                   streaming, e, i + 1 < i1 ? z + a.V : nullptr);

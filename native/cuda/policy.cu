@@ -268,28 +268,70 @@ __device__ RowStat rowStat(const T* row, int64_t V, const Temperature& tau, int 
 
 // --- the gradient of a row ----------------------------------------------------------------------
 
+// Sums of the p_j and p_j log p_j a RowGrad formed over a thread's share of a row (float64: a
+// share has up to V / G terms, and the check they serve is 2^-16).
+struct PSums {
+  double p = 0, pLogP = 0;
+};
+
 // dz_j = ((onehot - p_j) gLp - p_j (d_j - meanShift) gH) / tau with d_j = (z_j - m)/tau; the
 // entropy term of p_j = 0 (z_j = -inf) counts 0.
 struct RowGrad {
   RowStat stat;
   float gLp, gH;
   Temperature tau;
-  __device__ float at(float z, bool label) const {
+  // kSums: also add p_j and p_j log p_j to `sums`.
+  template <bool kSums>
+  __device__ float at(float z, bool label, PSums& sums) const {
     const float d = tau.scale(z - stat.m);
-    const float p = expf(d - stat.logS);
+    const float logP = d - stat.logS;
+    const float p = expf(logP);
+    if (kSums && p > 0) {
+      sums.p += p;
+      sums.pLogP += static_cast<double>(p) * logP;
+    }
     const float entropyTerm = p > 0 ? p * (d - stat.meanShift) * gH : 0.0f;
     return tau.scale((label ? 1.0f - p : -p) * gLp - entropyTerm);
   }
 };
 
+// A row's statistics from the forward's log-prob lp and entropy H (policy_math.h, givenFitsRow):
+// measured from the label's logit zy, logS = -lp and meanShift = -lp - H, so that
+// p_j = exp((z_j - zy)/tau + lp).
+__device__ RowStat givenStat(float zy, float lp, float H) { return {zy, -lp, -lp - H}; }
+
+// The G threads' sums, added in a fixed tree; every thread of the group gets the result.
+template <int G>
+__device__ PSums groupSums(PSums a) {
+  for (int offset = 16; offset > 0; offset /= 2) {
+    a.p += __shfl_down_sync(kFullMask, a.p, offset);
+    a.pLogP += __shfl_down_sync(kFullMask, a.pLogP, offset);
+  }
+  if constexpr (G == 32) {
+    return {__shfl_sync(kFullMask, a.p, 0), __shfl_sync(kFullMask, a.pLogP, 0)};
+  } else {
+    static_assert(G == kThreads, "a row is a warp or the whole block");
+    __shared__ PSums warpSums[kWarps];
+    if (threadIdx.x % 32 == 0) warpSums[threadIdx.x / 32] = a;
+    __syncthreads();
+    PSums r = warpSums[0];
+    for (int w = 1; w < kWarps; ++w) {
+      r.p += warpSums[w].p;
+      r.pLogP += warpSums[w].pLogP;
+    }
+    return r;
+  }
+}
+
 // Writes the gradient row g (of the same type as z) with packed loads and stores where z and g
 // sit alike relative to 16-byte boundaries, element by element otherwise. `zero`: write zeros
 // without reading z (ignored and masked rows).
-template <class T, int G>
-__device__ void writeGradRow(const T* z, T* g, int64_t V, int64_t label, const RowGrad& rg, bool zero,
-                             int lane) {
+// kSums: add this thread's p_j and p_j log p_j to `sums` (see PSums).
+template <class T, int G, bool kSums>
+__device__ void writeGradRow(const T* z, T* g, int64_t V, int64_t label, const RowGrad& rg, bool zero, int lane,
+                             PSums& sums) {
   constexpr int W = Pack<T>::kWidth;
-  auto one = [&](int64_t j) { return zero ? 0.0f : rg.at(toFloat(z[j]), j == label); };
+  auto one = [&](int64_t j) { return zero ? 0.0f : rg.at<kSums>(toFloat(z[j]), j == label, sums); };
   const uintptr_t za = reinterpret_cast<uintptr_t>(z), ga = reinterpret_cast<uintptr_t>(g);
   if (za % 16 != ga % 16) {
     for (int64_t j = lane; j < V; j += G) g[j] = fromFloat<T>(one(j));
@@ -308,7 +350,7 @@ __device__ void writeGradRow(const T* z, T* g, int64_t V, int64_t label, const R
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t j0 = split.head + (k + u * G) * W;
 #pragma unroll
-      for (int e = 0; e < W; ++e) v[u][e] = zero ? 0.0f : rg.at(v[u][e], j0 + e == label);
+      for (int e = 0; e < W; ++e) v[u][e] = zero ? 0.0f : rg.at<kSums>(v[u][e], j0 + e == label, sums);
       storePack(g + j0, v[u]);
     }
   }
@@ -317,7 +359,7 @@ __device__ void writeGradRow(const T* z, T* g, int64_t V, int64_t label, const R
     float v[W];
     if (!zero) loadPack(z + j0, v);
 #pragma unroll
-    for (int e = 0; e < W; ++e) v[e] = zero ? 0.0f : rg.at(v[e], j0 + e == label);
+    for (int e = 0; e < W; ++e) v[e] = zero ? 0.0f : rg.at<kSums>(v[e], j0 + e == label, sums);
     storePack(g + j0, v);
   }
   for (int64_t j = split.tail + lane; j < V; j += G) g[j] = fromFloat<T>(one(j));
@@ -359,7 +401,9 @@ __global__ void __launch_bounds__(kThreads) logprobsKernel(const LogprobsArgs a,
 }
 
 // Two passes over the row in one group: its statistics, then its gradient (the row is often
-// still in L2 for the second).
+// still in L2 for the second). Given the forward's log-prob (and entropy, where gH != 0) the
+// statistics come from them and one pass does, unless its sums show that they miss the row
+// (givenFitsRow); the two passes then write the row again.
 template <class T, int G>
 __global__ void __launch_bounds__(kThreads) logprobsBackwardKernel(const LogprobsBackwardArgs a, Temperature tau) {
   const int64_t row = groupRow<G>();
@@ -368,13 +412,22 @@ __global__ void __launch_bounds__(kThreads) logprobsBackwardKernel(const Logprob
   const T* z = static_cast<const T*>(a.logits) + row * a.V;
   T* g = static_cast<T*>(a.gradLogits) + row * a.V;
   const int32_t y = a.labels[row];
-  RowGrad rg{};
-  const bool ignored = y == a.ignoreIndex;
-  if (!ignored) {
-    rg = {rowStat<T, G>(z, a.V, tau, lane), a.gradLogprobs[row],
-          a.gradEntropy != nullptr ? a.gradEntropy[row] : 0.0f, tau};
+  PSums sums;
+  if (y == a.ignoreIndex) {
+    writeGradRow<T, G, false>(z, g, a.V, y, RowGrad{}, true, lane, sums);
+    return;
   }
-  writeGradRow<T, G>(z, g, a.V, y, rg, ignored, lane);
+  const float gLp = a.gradLogprobs[row], gH = a.gradEntropy != nullptr ? a.gradEntropy[row] : 0.0f;
+  const bool entropy = gH != 0.0f;
+  if (a.logprobs != nullptr && (!entropy || a.entropy != nullptr) && labelInRange(y, a.V)) {
+    const float H = entropy ? a.entropy[row] : 0.0f;
+    const RowGrad given{givenStat(toFloat(z[y]), a.logprobs[row], H), gLp, gH, tau};
+    writeGradRow<T, G, true>(z, g, a.V, y, given, false, lane, sums);
+    const PSums total = groupSums<G>(sums);
+    if (givenFitsRow(total.p, total.pLogP, entropy, H)) return;
+  }
+  const RowGrad rg{rowStat<T, G>(z, a.V, tau, lane), gLp, gH, tau};
+  writeGradRow<T, G, false>(z, g, a.V, y, rg, false, lane, sums);
 }
 
 // What the fused actor loss keeps of each token between its passes.
@@ -429,7 +482,8 @@ __global__ void __launch_bounds__(kThreads) actorGradKernel(const ActorRows a) {
   const bool valid = actorTokenValid(a, row);
   RowGrad rg{};
   if (valid) rg = {a.stats[row], a.gLp[row], a.gH[row], a.tau};
-  writeGradRow<T, G>(z, g, a.V, a.labels[row], rg, !valid, lane);
+  PSums unused;
+  writeGradRow<T, G, false>(z, g, a.V, a.labels[row], rg, !valid, lane, unused);
 }
 
 // A warp per row while each lane has at most a few packs of a row; the block beyond.

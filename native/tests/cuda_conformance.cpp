@@ -1035,20 +1035,51 @@ void logprobsCase(Report& report, int64_t N, int64_t V, rlhf::LogitsDtype dtype,
     // Each entry is (onehot - p) gLp - p (z/tau - E) gH over tau: float32 rounding makes
     // errors of a few ulps of |gLp| and of |gH| (1 + H) (p |z/tau - E| stays below 1 + H),
     // however small the entry itself (1 - p_y when p_y is close to 1).
-    for (int64_t i = 0; i < N; ++i) {
-      const double rowScale = (std::fabs(gLp[i]) + (withEntropy ? std::fabs(gH[i]) * (1 + std::fabs(wantH[i])) : 0)) / tau;
-      for (int64_t j = 0; j < V; ++j) {
-        const double want = wantGrad[i * V + j];
-        const double bound = tolGrad * (std::fabs(want) + rowScale) + outputRounding(dtype) * std::fabs(want) +
-                             outputFloor(dtype);
-        back.check(gotGrad[i * V + j], want, bound, "dz[" + std::to_string(i) + "," + std::to_string(j) + "]");
+    auto checkGradient = [&](const std::vector<float>& got, Comparison& c) {
+      for (int64_t i = 0; i < N; ++i) {
+        const double rowScale =
+            (std::fabs(gLp[i]) + (withEntropy ? std::fabs(gH[i]) * (1 + std::fabs(wantH[i])) : 0)) / tau;
+        for (int64_t j = 0; j < V; ++j) {
+          const double want = wantGrad[i * V + j];
+          const double bound = tolGrad * (std::fabs(want) + rowScale) + outputRounding(dtype) * std::fabs(want) +
+                               outputFloor(dtype);
+          c.check(got[i * V + j], want, bound, "dz[" + std::to_string(i) + "," + std::to_string(j) + "]");
+        }
       }
+    };
+    checkGradient(gotGrad, back);
+
+    // The backward given the forward's outputs (one pass a row), within the same bounds; given
+    // values that miss their rows (lp off by 1e-3 or NaN, H off by 1e-2), every row is computed
+    // from its logits: the plain backward's bits.
+    DeviceBuffer givenGrad(static_cast<size_t>(N * V + gradShift) * logits.elementBytes());
+    rlhf::LogprobsBackwardArgs givenBack = devBack;
+    givenBack.logprobs = lp.as<float>();
+    givenBack.entropy = withEntropy ? H.as<float>() : nullptr;
+    givenBack.gradLogits = givenGrad.as<char>() + gradShift * static_cast<int64_t>(logits.elementBytes());
+    cu::logprobsBackward(givenBack, gDevice);
+    Comparison given;
+    checkGradient(logits.download(givenGrad, static_cast<size_t>(gradShift)), given);
+    std::vector<float> badLp = gotLp, badH = gotH;
+    for (int64_t i = 0; i < N; ++i) {
+      if (i % 3 == 0) badLp[i] += 1e-3f;
+      if (i % 3 == 1) badLp[i] = NAN;
+      if (i % 3 == 2 && withEntropy) badH[i] += 1e-2f * std::max(1.0f, std::fabs(badH[i]));
+      if (i % 3 == 2 && !withEntropy) badLp[i] -= 1e-3f;
     }
-    const bool guards = guardsIntact({&lp, &H, &grad});
+    givenBack.logprobs = up.of(badLp);
+    givenBack.entropy = withEntropy ? up.of(badH) : nullptr;
+    cu::logprobsBackward(givenBack, gDevice);
+    const std::vector<float> staleGrad = logits.download(givenGrad, static_cast<size_t>(gradShift));
+    const bool stale = std::memcmp(staleGrad.data(), gotGrad.data(), gotGrad.size() * sizeof(float)) == 0;
+
+    const bool guards = guardsIntact({&lp, &H, &grad, &givenGrad});
     report.record(fwd.ok && repeat && guards, name,
                   "forward " + fwd.summary() + (repeat ? "" : "; NOT bit-identical on a second run") +
                       (guards ? "" : "; guard bytes overwritten"));
     report.record(back.ok && guards, "logprobsBackward" + name.substr(8), "gradient " + back.summary());
+    report.record(given.ok && stale && guards, "logprobsBackward given lp, H" + name.substr(8),
+                  "gradient " + given.summary() + (stale ? "" : "; given stale values: NOT the plain backward's bits"));
   } catch (const rlhf::KernelError& e) {
     report.record(false, name, e.what());
   }

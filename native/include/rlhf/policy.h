@@ -46,7 +46,7 @@ struct LogprobsBackwardArgs {
   const float* gradLogprobs = nullptr;  // [N]
   const float* gradEntropy = nullptr;   // [N], or null: 0
   // The forward's outputs for these logits, or null. With them the CPU backward makes one pass
-  // over a row instead of three, and checks that they fit the row (kGivenTolerance).
+  // over a row instead of three, and checks that they fit the row (policy_math.h, givenFitsRow).
   const float* logprobs = nullptr;  // [N]
   const float* entropy = nullptr;   // [N]; used where gradEntropy != 0, and only with logprobs
   void* gradLogits = nullptr;       // [N,V] of `dtype`
