@@ -148,9 +148,10 @@ export interface LogprobsBackwardInputs {
   /** d loss / d entropy, shape of labels (omitted: 0). */
   gradEntropy?: ArrayIn;
   /**
-   * The forward's log-probs for these logits, labels and temperature (optional). With them the CPU
-   * reads each row once instead of three times. A row whose log-prob (or entropy) does not fit its
-   * logits within 2^-16 is computed from the logits alone, so a stale value costs time, never accuracy.
+   * The forward's log-probs for these logits, labels and temperature (optional). With them each row
+   * is read once instead of three times on the CPU and twice with CUDA. A row whose log-prob (or
+   * entropy) does not fit its logits within 2^-16 is computed from the logits alone, so a stale value
+   * costs time, never accuracy.
    */
   logprobs?: ArrayIn;
   /** The forward's entropies, with `logprobs`: needed for the one pass where gradEntropy is not 0. */
