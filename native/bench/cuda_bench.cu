@@ -318,8 +318,8 @@ std::string rowsShape(int64_t N, int64_t V, rlhf::LogitsDtype d) {
   return shape2("N", N, "V", V) + (d == rlhf::LogitsDtype::F32 ? " f32" : " bf16");
 }
 
-// Forward (lp and H) and backward (gLp and gH given) over [N,V]: the logits are read once
-// forward; the backward reads them and writes the gradient.
+// Forward (lp and H) and backward (gLp and gH given, then also the forward's lp and H) over
+// [N,V]: the logits are read once forward; the backward reads them and writes the gradient.
 void benchLogprobs(Bench& bench, int64_t N, int64_t V, rlhf::LogitsDtype dtype, cudaStream_t stream) {
   const DeviceLogits logits(N, V, dtype, stream);
   DeviceArray labels(randomLabels(N, V, 13)), gLp(uniform(static_cast<size_t>(N), -1, 1, 14)),
@@ -345,6 +345,12 @@ void benchLogprobs(Bench& bench, int64_t N, int64_t V, rlhf::LogitsDtype dtype, 
   b.gradEntropy = gH.as<float>();
   b.gradLogits = grad.as<void>();
   bench.time("logprobsBackward", rowsShape(N, V, dtype), 2 * logits.bytes(N, V) + 12.0 * n,
+             [&] { cu::logprobsBackward(b, kDevice); });
+  // Given the forward's lp and H (just computed above), as the trainers call it: one pass a row.
+  cu::logprobs(f, kDevice);
+  b.logprobs = f.logprobs;
+  b.entropy = f.entropy;
+  bench.time("logprobsBackward +lp,H", rowsShape(N, V, dtype), 2 * logits.bytes(N, V) + 20.0 * n,
              [&] { cu::logprobsBackward(b, kDevice); });
 }
 
@@ -514,7 +520,7 @@ std::string percent(double part, double whole) {
 double gflops(const Result& r) { return r.flops / (r.medianUs * 1e-6) / 1e9; }
 
 void printTable(const std::vector<Result>& results, double measured, double peak, double fp32Peak) {
-  std::printf("%-20s %-24s %-11s %12s %9s %11s %8s %9s %7s %s\n", "op", "shape", "algorithm", "median us", "GB/s",
+  std::printf("%-24s %-24s %-11s %12s %9s %11s %8s %9s %7s %s\n", "op", "shape", "algorithm", "median us", "GB/s",
               "%measured", "%peak", "GFLOP/s", "%fp32", "target");
   for (const Result& r : results) {
     const double gbs = r.bytes / (r.medianUs * 1e-6) / 1e9;
@@ -522,7 +528,7 @@ void printTable(const std::vector<Result>& results, double measured, double peak
     if (r.targetUs > 0) target = "< " + std::to_string(static_cast<int>(r.targetUs)) + " us: " + (r.medianUs < r.targetUs ? "met" : "MISSED");
     char compute[32] = "";
     if (r.flops > 0) std::snprintf(compute, sizeof(compute), "%9.0f %7s", gflops(r), percent(gflops(r), fp32Peak).c_str());
-    std::printf("%-20s %-24s %-11s %12.2f %9.1f %11s %8s %17s %s\n", r.op.c_str(), r.shape.c_str(), r.algorithm.c_str(),
+    std::printf("%-24s %-24s %-11s %12.2f %9.1f %11s %8s %17s %s\n", r.op.c_str(), r.shape.c_str(), r.algorithm.c_str(),
                 r.medianUs, gbs, percent(gbs, measured).c_str(), percent(gbs, peak).c_str(), compute, target.c_str());
   }
 }
