@@ -11,10 +11,11 @@ namespace rlhf {
 const ChunkKernels& baselineKernelsTable() {
   static const ChunkKernels k = {"x86-64", baseline::gaeColumns, baseline::tokenGaeRows,
                                  baseline::discountedReturnsRows, baseline::blockMoments, baseline::affineRange,
-                                 baseline::rowSoftmax, baseline::rowSoftmaxStore, baseline::rowSoftmaxGrad, baseline::rowGradGiven, baseline::klRange, baseline::policyBlock,
-                                 baseline::valueBlock, baseline::pairwiseRange, baseline::maskedRowSum, baseline::dpoRange,
-                                 baseline::biasActRows, baseline::biasActGradRows, baseline::columnSums, baseline::adamwRange, baseline::sumSquaresRange,
-                                 baseline::triadRange};
+                                 baseline::rowSoftmax, baseline::rowSoftmaxStore, baseline::rowSoftmaxGrad,
+                                 baseline::rowGradGiven, baseline::klRange, baseline::policyBlock, baseline::valueBlock,
+                                 baseline::pairwiseRange, baseline::maskedRowSum, baseline::dpoRange,
+                                 baseline::biasActRows, baseline::biasActGradRows, baseline::columnSums,
+                                 baseline::adamwRange, baseline::sumSquaresRange, baseline::triadRange};
   return k;
 }
 
