@@ -34,14 +34,22 @@ static double entropyOf(const RowSoftmax& s) { return s.logSum - s.meanShift; }
 // A part's row buffer for the exps of one row of logits (rowSoftmaxStore, read back by
 // rowSoftmaxGrad), starting on a 64-byte line: a whole-vector store off a line boundary writes
 // two lines (every store with AVX-512, where a plain allocation of this size starts 16 bytes in).
+// Allocated when first used: rows whose gradient comes from the forward's outputs need none.
 class ExpRow {
  public:
-  explicit ExpRow(int64_t V) : storage_(static_cast<size_t>(V + 16)), row_(alignToLine(storage_.data())) {}
-  float* data() { return row_; }
+  explicit ExpRow(int64_t V) : V_(V) {}
+  float* data() {
+    if (row_ == nullptr) {
+      storage_.resize(static_cast<size_t>(V_ + 16));
+      row_ = alignToLine(storage_.data());
+    }
+    return row_;
+  }
 
  private:
+  int64_t V_;
   std::vector<float> storage_;
-  float* row_;
+  float* row_ = nullptr;
 };
 
 int64_t firstInvalidLabelCpu(const int32_t* labels, int64_t n, int64_t V, int32_t ignoreIndex) {
