@@ -88,6 +88,26 @@ static inline void flushInto(VF& f, VD& lo, VD& hi) {
   f = zero();
 }
 
+// The sums of e and of e x over a row, so flushed.
+struct ExpSums {
+  VF s = zero(), u = zero();
+  VD sLo = zeroD(), sHi = zeroD(), uLo = zeroD(), uHi = zeroD();
+  int pending = 0;
+  void add(VF e, VF x) {
+    s = simd::add(s, e);
+    u = fmadd(e, x, u);
+    if (++pending == kFlushVectors) flush();
+  }
+  void flush() {
+    flushInto(s, sLo, sHi);
+    flushInto(u, uLo, uHi);
+    pending = 0;
+  }
+  // The two totals, once flushed.
+  double sumE() const { return sumLanes(sLo) + sumLanes(sHi); }
+  double sumEx() const { return sumLanes(uLo) + sumLanes(uHi); }
+};
+
 // The full vectors of [i, end) as a two-stage pipeline: ahead(j) takes vector j as far as the
 // head of its longest dependency chain (an exp, typically), finish(j, a) does the rest, and each
 // vector's ahead comes before the previous vector's finish. Two independent chains then sit side
@@ -215,21 +235,13 @@ static RowSoftmax rowSoftmaxStoreT(const float* z, int64_t V, float tau, float* 
   const float M = rowMax(z, V);
   if (std::isnan(M) || std::isinf(M)) return {NAN, NAN, NAN};
   const VF vm = set1(M), vtau = set1(tau);
-  VF s = zero(), u = zero();
-  VD sLo = zeroD(), sHi = zeroD(), uLo = zeroD(), uHi = zeroD();
-  int pending = 0;
+  ExpSums sums;
   auto term = [&](VF zv) {
     VF x = sub(zv, vm);
     if (kScaled) x = div(x, vtau);
     VF xc;
     const VF ev = expSoftmax(x, xc);
-    s = add(s, ev);
-    u = fmadd(ev, xc, u);
-    if (++pending == kFlushVectors) {
-      flushInto(s, sLo, sHi);
-      flushInto(u, uLo, uHi);
-      pending = 0;
-    }
+    sums.add(ev, xc);
     return ev;
   };
   int64_t j = 0;
@@ -239,9 +251,8 @@ static RowSoftmax rowSoftmaxStoreT(const float* z, int64_t V, float tau, float* 
     store(t, term(loadPartial(z + j, V - j, -__builtin_inff())));
     for (int64_t i = 0; j + i < V; ++i) e[j + i] = t[i];
   }
-  flushInto(s, sLo, sHi);
-  flushInto(u, uLo, uHi);
-  const double S = sumLanes(sLo) + sumLanes(sHi), U = sumLanes(uLo) + sumLanes(uHi);
+  sums.flush();
+  const double S = sums.sumE(), U = sums.sumEx();
   return {M, std::log(S), U / S};
 }
 
@@ -320,39 +331,34 @@ void rowSoftmaxGrad(const float* z, const float* e, int64_t V, float tau, RowSof
 }
 
 // --- one row of the logits' gradient given the forward's outputs ---------------------------------
-// With the row's log-prob lp (and entropy H) from the forward, log p_j = (z_j - z_label)/tau + lp
-// needs no statistics of its own: one pass reads each logit once, takes one exp and writes
-//   g_j = p_j (a - b (log p_j + H)) (+ c at the label),  a = -gLp/tau, b = gH/tau, c = gLp/tau
-// (d/dz_j of H is -p_j (log p_j + H)/tau). Measuring from the label's logit keeps the digits of
-// large logits as measuring from the max does. The pass also sums p_j and p_j log p_j, which are
-// 1 and -H when lp and H belong to this row: the caller checks them (rowGradGiven's RowCheck).
+// With the row's log-prob lp (and entropy H) from the forward, log p_j = (z_j - L)/tau needs no
+// statistics of its own (L = z_label - tau lp, tau times the log-sum-exp): one pass reads each
+// logit once, takes one exp and writes
+//   g_j = p_j (a - b (log p_j + H)) (+ gLp/tau at the label),  a = -gLp/tau, b = gH/tau
+// (d/dz_j of H is -p_j (log p_j + H)/tau). L is formed in float64 and used as its float Lf plus
+// the correction (Lf - L)/tau: the logits that carry the mass lie close to L, so that z_j - Lf
+// loses no digits, and p_j carries little more than the rounding of the given lp. (Measured from
+// z_label instead, the sum (z_j - z_label)/tau + lp of two large terms cost an unlikely label's
+// row 2-4 ulps of lp.) The pass also sums p_j and p_j log p_j, which are 1 and -H when lp and H
+// belong to this row: the caller checks them (rowGradGiven's RowCheck).
 template <bool kScaled, bool kEntropy>
 static RowCheck rowGradGivenT(const float* z, int64_t V, float tau, int32_t label, float lp, float H, float gLp,
                               float gH, float* out, bool streaming) {
-  const VF vtau = set1(tau), ref = set1(z[label]), vlp = set1(lp), vH = set1(H);
+  const double L = static_cast<double>(z[label]) - static_cast<double>(tau) * lp;
+  const float Lf = static_cast<float>(L);
+  const VF vtau = set1(tau), ref = set1(Lf), corr = set1(static_cast<float>((Lf - L) / tau)), vlp = set1(lp);
+  const VF vH = set1(H);
   const VF a = set1(static_cast<float>(-static_cast<double>(gLp) / tau));
   const VF b = set1(static_cast<float>(static_cast<double>(gH) / tau));
-  VF s = zero(), u = zero();
-  VD sLo = zeroD(), sHi = zeroD(), uLo = zeroD(), uHi = zeroD();
-  int pending = 0;
+  ExpSums sums;
   // The gradient of one vector of logits without the label's one-hot term, summing p and p log p.
   auto at = [&](VF zv) {
     VF x = sub(zv, ref);
     if (kScaled) x = div(x, vtau);
     VF logp;
-    const VF p = expSoftmax(add(x, vlp), logp);
-    s = add(s, p);
-    VF k = a;
-    if (kEntropy) {
-      u = fmadd(p, logp, u);
-      k = fnmadd(b, add(logp, vH), a);
-    }
-    if (++pending == kFlushVectors) {
-      flushInto(s, sLo, sHi);
-      flushInto(u, uLo, uHi);
-      pending = 0;
-    }
-    return mul(p, k);
+    const VF p = expSoftmax(add(x, corr), logp);
+    sums.add(p, logp);
+    return mul(p, kEntropy ? fnmadd(b, add(logp, vH), a) : a);
   };
   auto partial = [&](int64_t j, int64_t n) {
     alignas(64) float tmp[W];
@@ -370,8 +376,7 @@ static RowCheck rowGradGivenT(const float* z, int64_t V, float tau, int32_t labe
     else store(out + j, g);
   }
   if (j < V) partial(j, V - j);
-  flushInto(s, sLo, sHi);
-  flushInto(u, uLo, uHi);
+  sums.flush();
   // The label's element with its one-hot term: log p there is lp itself.
   VF logp;
   const VF p = expSoftmax(vlp, logp);
@@ -380,7 +385,7 @@ static RowCheck rowGradGivenT(const float* z, int64_t V, float tau, int32_t labe
   store(t, fmadd(p, k, set1(static_cast<float>(static_cast<double>(gLp) / tau))));
   endStreaming(streaming);
   out[label] = t[0];
-  return {sumLanes(sLo) + sumLanes(sHi), sumLanes(uLo) + sumLanes(uHi)};
+  return {sums.sumE(), sums.sumEx()};
 }
 
 RowCheck rowGradGiven(const float* z, int64_t V, float tau, int32_t label, float lp, float H, float gLp, float gH,

@@ -295,10 +295,16 @@ struct RowGrad {
   }
 };
 
-// A row's statistics from the forward's log-prob lp and entropy H (policy_math.h, givenFitsRow):
-// measured from the label's logit zy, logS = -lp and meanShift = -lp - H, so that
-// p_j = exp((z_j - zy)/tau + lp).
-__device__ RowStat givenStat(float zy, float lp, float H) { return {zy, -lp, -lp - H}; }
+// A row's statistics from the forward's log-prob lp and entropy H (policy_math.h, givenFitsRow), as
+// the CPU forms them: measured from Lf, the float of L = zy - tau lp (tau times the log-sum-exp),
+// near which the logits that carry the mass lie, with c = (Lf - L)/tau, logS = -c and
+// meanShift = -c - H, so that p_j = exp((z_j - Lf)/tau + c).
+__device__ RowStat givenStat(float zy, float lp, float H, const Temperature& tau) {
+  const double L = static_cast<double>(zy) - static_cast<double>(tau.tau) * lp;
+  const float Lf = static_cast<float>(L);
+  const float c = static_cast<float>((Lf - L) / tau.tau);
+  return {Lf, -c, -c - H};
+}
 
 // The G threads' sums, added in a fixed tree; every thread of the group gets the result.
 template <int G>
@@ -421,7 +427,7 @@ __global__ void __launch_bounds__(kThreads) logprobsBackwardKernel(const Logprob
   const bool entropy = gH != 0.0f;
   if (a.logprobs != nullptr && (!entropy || a.entropy != nullptr) && labelInRange(y, a.V)) {
     const float H = entropy ? a.entropy[row] : 0.0f;
-    const RowGrad given{givenStat(toFloat(z[y]), a.logprobs[row], H), gLp, gH, tau};
+    const RowGrad given{givenStat(toFloat(z[y]), a.logprobs[row], H, tau), gLp, gH, tau};
     writeGradRow<T, G, true>(z, g, a.V, y, given, false, lane, sums);
     const PSums total = groupSums<G>(sums);
     if (givenFitsRow(total.p, total.pLogP, entropy, H)) return;

@@ -482,6 +482,20 @@ std::vector<float> hazardousLogits(int64_t N, int64_t V) {
   return z;
 }
 
+// The backward given the forward's float32 lp carries its rounding: half an ulp of lp moves every
+// p_j of the row by that share (4e-6 at lp = -80), on top of the op's tolerance.
+bool closeGiven(const float* got, const float* ref, const float* lp, int64_t N, int64_t V, std::string& why) {
+  for (int64_t i = 0; i < N; ++i) {
+    const float a = std::fabs(lp[i]);
+    const double tol = tolOf("logprobsFromLogitsBackward") + (std::isfinite(a) ? std::nextafter(a, INFINITY) - a : 0);
+    if (!close(got + i * V, ref + i * V, V, tol, why)) {
+      why = "row " + std::to_string(i) + " (lp " + std::to_string(lp[i]) + "), " + why;
+      return false;
+    }
+  }
+  return true;
+}
+
 void testLogprobs(int64_t N, int64_t V, float tau) {
   covered.insert("logprobsFromLogits");
   covered.insert("logprobsFromLogitsBackward");
@@ -528,18 +542,15 @@ void testLogprobs(int64_t N, int64_t V, float tau) {
                     close(H.data(), refH.data(), N, tolOf("logprobsFromLogits"), why) &&
                     close(grad.data(), refG.data(), N * V, tolOf("logprobsFromLogitsBackward"), why) &&
                     lp.guardIntact(N) && H.guardIntact(N) && grad.guardIntact(N * V);
-    // The one pass given this config's own forward outputs: it carries their float32 rounding
-    // (half an ulp of lp moves every p_j of the row by that share) and stays within the op's
-    // tolerance.
+    // The one pass given this config's own forward outputs.
     Out given(N * V);
     fg.logprobs = lp.data();
     fg.entropy = H.data();
     fg.gradLogits = given.data();
     logprobsBackwardCpu(fg);
     std::string whyGiven;
-    const bool okGiven = close(given.data(), refG.data(), N * V, tolOf("logprobsFromLogitsBackward"), whyGiven) &&
-                         given.guardIntact(N * V);
-    report(okGiven, name + " given lp, H [" + config + "] " + whyGiven);
+    report(closeGiven(given.data(), refG.data(), lp.data(), N, V, whyGiven) && given.guardIntact(N * V),
+           name + " given lp, H [" + config + "] " + whyGiven);
     // Outputs that do not fit their rows (lp off by 1e-3, NaN, H off by 1e-2): every row is
     // recomputed from its logits, the bits of the plain backward.
     std::vector<float> badLp(lp.v.begin(), lp.v.begin() + N), badH(H.v.begin(), H.v.begin() + N);
@@ -825,10 +836,57 @@ void testActorLoss(int64_t B, int64_t T, int64_t V, ImportanceLevel level, float
   });
 }
 
+// Labels at their rows' least likely tokens (lp down to -110): the one pass given lp and H is as
+// close to the reference as the rounding of lp allows (closeGiven).
+void testLogprobsUnlikely(float spread, float tau) {
+  covered.insert("logprobsFromLogitsBackward");
+  const int64_t N = 64, V = 4099;
+  auto z = randomFloats(N * V, -spread, spread);
+  std::vector<int32_t> labels(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i)
+    labels[i] = static_cast<int32_t>(std::min_element(z.begin() + i * V, z.begin() + (i + 1) * V) - (z.begin() + i * V));
+  auto gLp = randomFloats(N), gH = randomFloats(N);
+  LogprobsBackwardArgs g;
+  g.N = N;
+  g.V = V;
+  g.logits = z.data();
+  g.labels = labels.data();
+  g.temperature = tau;
+  g.gradLogprobs = gLp.data();
+  g.gradEntropy = gH.data();
+  Out refG(N * V);
+  g.gradLogits = refG.data();
+  logprobsBackwardReference(g);
+  const std::string name = "logprobs given lp, H, unlikely labels, spread " + std::to_string(spread) +
+                           " tau=" + std::to_string(tau);
+  forEachCpuConfig([&](const std::string& config) {
+    Out lp(N), H(N), given(N * V);
+    LogprobsArgs f;
+    f.N = N;
+    f.V = V;
+    f.logits = z.data();
+    f.labels = labels.data();
+    f.temperature = tau;
+    f.logprobs = lp.data();
+    f.entropy = H.data();
+    logprobsCpu(f);
+    LogprobsBackwardArgs fg = g;
+    fg.logprobs = lp.data();
+    fg.entropy = H.data();
+    fg.gradLogits = given.data();
+    logprobsBackwardCpu(fg);
+    std::string why;
+    report(closeGiven(given.data(), refG.data(), lp.data(), N, V, why) && given.guardIntact(N * V),
+           name + " [" + config + "] " + why);
+  });
+}
+
 void testPolicyFamily() {
   for (auto [N, V] : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {7, 1000}, {9, 4099}, {3, 32000}, {2, 128256}})
     for (float tau : {1.0f, 0.7f}) testLogprobs(N, V, tau);
   testLogprobs(160, 32000, 1.0f);  // 20 MB of gradient: the streaming stores
+  for (float spread : {8.0f, 30.0f})
+    for (float tau : {1.0f, 0.7f}) testLogprobsUnlikely(spread, tau);
   testKl(5003);
   testKl(5003, 1);
   testK3Accuracy();
