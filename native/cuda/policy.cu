@@ -198,9 +198,46 @@ __device__ Lse combine(Lse a, Lse b, const Temperature& tau) {
   return {m, a.s + b.s, a.t + b.t};
 }
 
-__device__ Lse shuffleDown(const Lse& a, int offset) {
-  return {__shfl_down_sync(kFullMask, a.m, offset), __shfl_down_sync(kFullMask, a.s, offset),
-          __shfl_down_sync(kFullMask, a.t, offset)};
+// A struct of 4-byte words (floats, or doubles as their two halves) moved across the warp word
+// by word: from `offset` lanes down, or from lane 0.
+template <class P>
+__device__ P shuffleDownWords(P p, int offset) {
+  static_assert(sizeof(P) % 4 == 0, "a struct of 4-byte words");
+  uint32_t w[sizeof(P) / 4];
+  memcpy(w, &p, sizeof(P));
+#pragma unroll
+  for (int k = 0; k < static_cast<int>(sizeof(P) / 4); ++k) w[k] = __shfl_down_sync(kFullMask, w[k], offset);
+  memcpy(&p, w, sizeof(P));
+  return p;
+}
+
+template <class P>
+__device__ P broadcastWords(P p) {
+  uint32_t w[sizeof(P) / 4];
+  memcpy(w, &p, sizeof(P));
+#pragma unroll
+  for (int k = 0; k < static_cast<int>(sizeof(P) / 4); ++k) w[k] = __shfl_sync(kFullMask, w[k], 0);
+  memcpy(&p, w, sizeof(P));
+  return p;
+}
+
+// Combines the G threads' values with `join` in a fixed tree (the warp's shuffles, then the warps
+// in order); every thread of the group gets the result. G is 32 (a warp per row) or kThreads
+// (the block).
+template <int G, class T, class Join>
+__device__ T groupReduce(T a, Join join) {
+  for (int offset = 16; offset > 0; offset /= 2) a = join(a, shuffleDownWords(a, offset));
+  if constexpr (G == 32) {
+    return broadcastWords(a);
+  } else {
+    static_assert(G == kThreads, "a row is a warp or the whole block");
+    __shared__ T perWarp[kWarps];
+    if (threadIdx.x % 32 == 0) perWarp[threadIdx.x / 32] = a;
+    __syncthreads();
+    T r = perWarp[0];
+    for (int w = 1; w < kWarps; ++w) r = join(r, perWarp[w]);
+    return r;
+  }
 }
 
 // A row's statistics: lse = m/tau + logS, E = sum p z/tau = m/tau + meanShift, so that
@@ -243,22 +280,10 @@ __device__ Lse threadLse(const T* row, int64_t V, const Temperature& tau, int la
   return acc;
 }
 
-// Combines the G threads' sums of a row in a fixed tree; every thread of the group gets the
-// result. G is 32 (a warp per row) or kThreads (the block).
+// The G threads' sums of a row, combined.
 template <int G>
 __device__ Lse groupLse(Lse a, const Temperature& tau) {
-  for (int offset = 16; offset > 0; offset /= 2) a = combine(a, shuffleDown(a, offset), tau);
-  if constexpr (G == 32) {
-    return {__shfl_sync(kFullMask, a.m, 0), __shfl_sync(kFullMask, a.s, 0), __shfl_sync(kFullMask, a.t, 0)};
-  } else {
-    static_assert(G == kThreads, "a row is a warp or the whole block");
-    __shared__ Lse warpLse[kWarps];
-    if (threadIdx.x % 32 == 0) warpLse[threadIdx.x / 32] = a;
-    __syncthreads();
-    Lse r = warpLse[0];
-    for (int w = 1; w < kWarps; ++w) r = combine(r, warpLse[w], tau);
-    return r;
-  }
+  return groupReduce<G>(a, [&](const Lse& x, const Lse& y) { return combine(x, y, tau); });
 }
 
 template <class T, int G>
@@ -271,7 +296,7 @@ __device__ RowStat rowStat(const T* row, int64_t V, const Temperature& tau, int 
 // Sums of the p_j and p_j log p_j a RowGrad formed over a thread's share of a row (float64: a
 // share has up to V / G terms, and the check they serve is 2^-16).
 struct PSums {
-  double p = 0, pLogP = 0;
+  double p, pLogP;
 };
 
 // dz_j = ((onehot - p_j) gLp - p_j (d_j - meanShift) gH) / tau with d_j = (z_j - m)/tau; the
@@ -306,27 +331,10 @@ __device__ RowStat givenStat(float zy, float lp, float H, const Temperature& tau
   return {Lf, -c, -c - H};
 }
 
-// The G threads' sums, added in a fixed tree; every thread of the group gets the result.
+// The G threads' sums, added.
 template <int G>
 __device__ PSums groupSums(PSums a) {
-  for (int offset = 16; offset > 0; offset /= 2) {
-    a.p += __shfl_down_sync(kFullMask, a.p, offset);
-    a.pLogP += __shfl_down_sync(kFullMask, a.pLogP, offset);
-  }
-  if constexpr (G == 32) {
-    return {__shfl_sync(kFullMask, a.p, 0), __shfl_sync(kFullMask, a.pLogP, 0)};
-  } else {
-    static_assert(G == kThreads, "a row is a warp or the whole block");
-    __shared__ PSums warpSums[kWarps];
-    if (threadIdx.x % 32 == 0) warpSums[threadIdx.x / 32] = a;
-    __syncthreads();
-    PSums r = warpSums[0];
-    for (int w = 1; w < kWarps; ++w) {
-      r.p += warpSums[w].p;
-      r.pLogP += warpSums[w].pLogP;
-    }
-    return r;
-  }
+  return groupReduce<G>(a, [](const PSums& x, const PSums& y) { return PSums{x.p + y.p, x.pLogP + y.pLogP}; });
 }
 
 // Writes the gradient row g (of the same type as z) with packed loads and stores where z and g
@@ -418,7 +426,7 @@ __global__ void __launch_bounds__(kThreads) logprobsBackwardKernel(const Logprob
   const T* z = static_cast<const T*>(a.logits) + row * a.V;
   T* g = static_cast<T*>(a.gradLogits) + row * a.V;
   const int32_t y = a.labels[row];
-  PSums sums;
+  PSums sums{0, 0};
   if (y == a.ignoreIndex) {
     writeGradRow<T, G, false>(z, g, a.V, y, RowGrad{}, true, lane, sums);
     return;
@@ -488,7 +496,7 @@ __global__ void __launch_bounds__(kThreads) actorGradKernel(const ActorRows a) {
   const bool valid = actorTokenValid(a, row);
   RowGrad rg{};
   if (valid) rg = {a.stats[row], a.gLp[row], a.gH[row], a.tau};
-  PSums unused;
+  PSums unused{0, 0};
   writeGradRow<T, G, false>(z, g, a.V, a.labels[row], rg, !valid, lane, unused);
 }
 
@@ -637,18 +645,6 @@ __device__ bool warpItem(const Items& it, ItemSpan& s) {
   s.t1 = s.t0 + kItemTokens < it.T ? s.t0 + kItemTokens : it.T;
   s.lane = static_cast<int>(threadIdx.x % 32);
   return true;
-}
-
-// Shuffles a struct of doubles word by word.
-template <class P>
-__device__ P shuffleDownWords(P p, int offset) {
-  static_assert(sizeof(P) % sizeof(double) == 0, "a struct of doubles");
-  double w[sizeof(P) / sizeof(double)];
-  memcpy(w, &p, sizeof(P));
-#pragma unroll
-  for (int k = 0; k < static_cast<int>(sizeof(P) / sizeof(double)); ++k) w[k] = __shfl_down_sync(kFullMask, w[k], offset);
-  memcpy(&p, w, sizeof(P));
-  return p;
 }
 
 __device__ double combine(double a, double b) { return a + b; }

@@ -496,14 +496,12 @@ bool closeGiven(const float* got, const float* ref, const float* lp, int64_t N, 
   return true;
 }
 
-void testLogprobs(int64_t N, int64_t V, float tau) {
+// The forward and the backward (plain, given the forward's outputs, given stale ones) of [N,V]
+// logits z with their labels, on every CPU config, against the reference.
+void testLogprobsCase(const std::string& name, int64_t N, int64_t V, float tau, const std::vector<float>& z,
+                      const std::vector<int32_t>& labels) {
   covered.insert("logprobsFromLogits");
   covered.insert("logprobsFromLogitsBackward");
-  auto z = hazardousLogits(N, V);
-  auto labels = randomLabels(N, V, 0.1);
-  // Keep the labels off the -inf logits so that every lp is finite.
-  for (int64_t i = 0; i < N; ++i)
-    if (labels[i] >= 0 && std::isinf(z[i * V + labels[i]])) labels[i] = static_cast<int32_t>((labels[i] + 1) % V);
   auto gLp = randomFloats(N), gH = randomFloats(N);
   LogprobsArgs a;
   a.N = N;
@@ -526,7 +524,6 @@ void testLogprobs(int64_t N, int64_t V, float tau) {
   Out refG(N * V);
   g.gradLogits = refG.data();
   logprobsBackwardReference(g);
-  const std::string name = "logprobs N=" + std::to_string(N) + " V=" + std::to_string(V) + " tau=" + std::to_string(tau);
   ThreadInvariance inv;
   forEachCpuConfig([&](const std::string& config) {
     Out lp(N), H(N), grad(N * V);
@@ -573,6 +570,28 @@ void testLogprobs(int64_t N, int64_t V, float tau) {
     all.insert(all.end(), given.v.begin(), given.v.begin() + N * V);
     report(ok && inv.check(config, all), name + " [" + config + "] " + why);
   });
+}
+
+void testLogprobs(int64_t N, int64_t V, float tau) {
+  auto z = hazardousLogits(N, V);
+  auto labels = randomLabels(N, V, 0.1);
+  // Keep the labels off the -inf logits so that every lp is finite.
+  for (int64_t i = 0; i < N; ++i)
+    if (labels[i] >= 0 && std::isinf(z[i * V + labels[i]])) labels[i] = static_cast<int32_t>((labels[i] + 1) % V);
+  testLogprobsCase("logprobs N=" + std::to_string(N) + " V=" + std::to_string(V) + " tau=" + std::to_string(tau), N, V,
+                   tau, z, labels);
+}
+
+// Labels at their rows' least likely tokens (lp down to -110): the one pass given lp and H is as
+// close to the reference as the rounding of lp allows (closeGiven).
+void testLogprobsUnlikely(float spread, float tau) {
+  const int64_t N = 64, V = 4099;
+  auto z = randomFloats(N * V, -spread, spread);
+  std::vector<int32_t> labels(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i)
+    labels[i] = static_cast<int32_t>(std::min_element(z.begin() + i * V, z.begin() + (i + 1) * V) - (z.begin() + i * V));
+  testLogprobsCase("logprobs unlikely labels, spread " + std::to_string(spread) + " tau=" + std::to_string(tau), N, V,
+                   tau, z, labels);
 }
 
 // gradLead: the gradient starts that many floats into its buffer, so that the two outputs differ
@@ -833,51 +852,6 @@ void testActorLoss(int64_t B, int64_t T, int64_t V, ImportanceLevel level, float
     all.push_back(static_cast<float>(s.loss));
     report(ok && inv.check(config, all), name + " [" + config + "] " + why + " loss " + std::to_string(s.loss) + " vs " +
                                              std::to_string(refS.loss));
-  });
-}
-
-// Labels at their rows' least likely tokens (lp down to -110): the one pass given lp and H is as
-// close to the reference as the rounding of lp allows (closeGiven).
-void testLogprobsUnlikely(float spread, float tau) {
-  covered.insert("logprobsFromLogitsBackward");
-  const int64_t N = 64, V = 4099;
-  auto z = randomFloats(N * V, -spread, spread);
-  std::vector<int32_t> labels(static_cast<size_t>(N));
-  for (int64_t i = 0; i < N; ++i)
-    labels[i] = static_cast<int32_t>(std::min_element(z.begin() + i * V, z.begin() + (i + 1) * V) - (z.begin() + i * V));
-  auto gLp = randomFloats(N), gH = randomFloats(N);
-  LogprobsBackwardArgs g;
-  g.N = N;
-  g.V = V;
-  g.logits = z.data();
-  g.labels = labels.data();
-  g.temperature = tau;
-  g.gradLogprobs = gLp.data();
-  g.gradEntropy = gH.data();
-  Out refG(N * V);
-  g.gradLogits = refG.data();
-  logprobsBackwardReference(g);
-  const std::string name = "logprobs given lp, H, unlikely labels, spread " + std::to_string(spread) +
-                           " tau=" + std::to_string(tau);
-  forEachCpuConfig([&](const std::string& config) {
-    Out lp(N), H(N), given(N * V);
-    LogprobsArgs f;
-    f.N = N;
-    f.V = V;
-    f.logits = z.data();
-    f.labels = labels.data();
-    f.temperature = tau;
-    f.logprobs = lp.data();
-    f.entropy = H.data();
-    logprobsCpu(f);
-    LogprobsBackwardArgs fg = g;
-    fg.logprobs = lp.data();
-    fg.entropy = H.data();
-    fg.gradLogits = given.data();
-    logprobsBackwardCpu(fg);
-    std::string why;
-    report(closeGiven(given.data(), refG.data(), lp.data(), N, V, why) && given.guardIntact(N * V),
-           name + " [" + config + "] " + why);
   });
 }
 
