@@ -264,7 +264,10 @@ function ppoValueCase(B: number, T: number): Case {
   };
 }
 
-function actorCase(B: number, T: number, V: number): Case {
+// `sequence`: sequence-level importance (one ratio per sequence), whose statistics must all be
+// known before any gradient: two passes over the logits where the token level interleaves them
+// row by row.
+function actorCase(B: number, T: number, V: number, sequence: boolean): Case {
   const n = B * T;
   const { logits, labels } = logitsOf(n, V);
   const old = filled(n, () => -Math.log(V));
@@ -273,9 +276,11 @@ function actorCase(B: number, T: number, V: number): Case {
   const mask = responseMask(n);
   return {
     // The logits read once and their gradient written once: the fused op's whole point.
-    op: 'actorLossFromLogits', shape: `[B=${B},T=${T},V=${V}]`, elements: n * V, bytes: n * V * (4 + 4) + n * 25,
+    op: 'actorLossFromLogits', shape: `[B=${B},T=${T},V=${V}]${sequence ? ' seq' : ''}`, elements: n * V,
+    bytes: n * V * (4 + 4) + n * 25,
     prepare(backend, device) {
-      const opts = { entropyCoef: 0.01, klCoef: 0.05, kl: { estimator: 'k3' as const } };
+      const opts = { entropyCoef: 0.01, klCoef: 0.05, kl: { estimator: 'k3' as const },
+        importanceLevel: sequence ? 'sequence' as const : 'token' as const };
       if (backend === 'js') return () => {
         actorLossReference(B, T, V, { logits, labels, oldLogprobs: old, advantages: adv, refLogprobs: ref, mask }, opts);
       };
@@ -400,7 +405,8 @@ export function benchCases(quick: boolean): Array<[string, () => Case]> {
     ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 16 : 1024, 128256, false)],
     ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 64 : 4096, 32000, true)],
     ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 16 : 1024, 128256, true)],
-    ['actorLossFromLogits', () => actorCase(quick ? 4 : 16, quick ? 16 : 256, 32000)],
+    ['actorLossFromLogits', () => actorCase(quick ? 4 : 16, quick ? 16 : 256, 32000, false)],
+    ['actorLossFromLogits', () => actorCase(quick ? 4 : 16, quick ? 16 : 256, 32000, true)],
     ['klPenalty', () => klCase(quick ? 1 << 20 : 1 << 24)],
     ['ppoPolicyLoss+valueLoss', () => ppoValueCase(quick ? 256 : 16384, 1024)],
     ['pairwiseRewardLoss', () => pairwiseCase(quick ? 1 << 16 : 1 << 20)],
