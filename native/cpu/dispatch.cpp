@@ -12,20 +12,27 @@
 
 namespace rlhf {
 
-const ChunkKernels& baselineKernelsTable();
+// Each variant's table (kernel_table.h, compiled in its kernels_*.cpp).
+namespace baseline {
+const ChunkKernels& table();
+}
 #ifdef RLHF_HAVE_AVX2_VARIANT
-const ChunkKernels& avx2KernelsTable();
+namespace avx2 {
+const ChunkKernels& table();
+}
 #endif
 #ifdef RLHF_HAVE_AVX512_VARIANT
-const ChunkKernels& avx512KernelsTable();
+namespace avx512 {
+const ChunkKernels& table();
+}
 #endif
 
-const ChunkKernels& baselineKernels() { return baselineKernelsTable(); }
+const ChunkKernels& baselineKernels() { return baseline::table(); }
 
 const ChunkKernels* avx2Kernels() {
 #if defined(RLHF_HAVE_AVX2_VARIANT) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2KernelsTable();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2::table();
 #endif
   return nullptr;
 }
@@ -35,7 +42,7 @@ const ChunkKernels* avx512Kernels() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
-    return &avx512KernelsTable();
+    return &avx512::table();
 #endif
   return nullptr;
 }
