@@ -174,6 +174,10 @@ t.test('finite differences: the op\'s backward is the gradient of the op\'s own 
     const an = rl.logprobsFromLogitsBackward({ logits: ft(logits, [N, V]), labels: it32(labels), gradLogprobs: ft(gLp), gradEntropy: ft(gH) },
       { temperature: tau });
     expectClose(t, data(an), fd, { rtol: 2e-3, atol: 5e-4 }, `tau ${tau}: op backward vs central differences of the op`);
+    const fwd = rl.logprobsFromLogits(ft(logits, [N, V]), it32(labels), { temperature: tau, entropy: true });
+    const given = rl.logprobsFromLogitsBackward({ logits: ft(logits, [N, V]), labels: it32(labels), gradLogprobs: ft(gLp), gradEntropy: ft(gH),
+      logprobs: fwd.logprobs, entropy: fwd.entropy }, { temperature: tau });
+    expectClose(t, data(given), fd, { rtol: 2e-3, atol: 5e-4 }, `tau ${tau}: backward given lp and H vs central differences of the op`);
   }
 });
 
