@@ -138,17 +138,6 @@ static inline float* pageLike(float* slot, const float* dst) {
   return slot + ((reinterpret_cast<uintptr_t>(dst) - reinterpret_cast<uintptr_t>(slot)) & 4095) / sizeof(float);
 }
 
-// Whether `in` can be read while non-temporal stores to `out` are in flight, both walked forward
-// in step. A load waits for an older store with the same low 12 address bits (4K aliasing),
-// which happens when out lies a little ahead of in within a page: 6 to 10 times slower here.
-// Out at in's place, behind it, or a kilobyte or more ahead (more than the stores in flight;
-// 512 bytes ahead already ran at full speed) is clear.
-constexpr uintptr_t kAliasWindow = 1024;
-static inline bool clearOfAliasing(const float* out, const float* in) {
-  const uintptr_t ahead = (reinterpret_cast<uintptr_t>(out) - reinterpret_cast<uintptr_t>(in)) & 4095;
-  return ahead == 0 || ahead >= kAliasWindow;
-}
-
 // STREAM's triad a = b + 3c, one element of it.
 struct TriadSource {
   const float* b;
@@ -435,20 +424,23 @@ static void tokenGaeStart(const TokenGaeArgs& a, int64_t b, float* nextValue, fl
   }
 }
 
-// The row buffers of G rows from b: advantages in slot 2g, returns in slot 2g+1.
+// Rows of G from b: in row buffers (advantages in slot 2g of scratch, returns in slot 2g+1), or
+// the outputs themselves when scratch is null.
 struct TokenGaeRows {
   float* adv[kRows];
   float* ret[kRows];
   TokenGaeRows(const TokenGaeArgs& a, int64_t b, int G, float* scratch) {
     for (int g = 0; g < G; ++g) {
-      adv[g] = rowSlot(scratch, 2 * g, a.T, a.advantages + (b + g) * a.T);
-      ret[g] = rowSlot(scratch, 2 * g + 1, a.T, a.returns + (b + g) * a.T);
+      float* advDst = a.advantages + (b + g) * a.T;
+      float* retDst = a.returns + (b + g) * a.T;
+      adv[g] = scratch != nullptr ? rowSlot(scratch, 2 * g, a.T, advDst) : advDst;
+      ret[g] = scratch != nullptr ? rowSlot(scratch, 2 * g + 1, a.T, retDst) : retDst;
     }
   }
 };
 
-// Steps t = tEnd-1 down to tBegin of G rows with scalars, advancing their state, into the row
-// buffers.
+// Steps t = tEnd-1 down to tBegin of G rows with scalars, advancing their state, into their
+// rows.
 template <MaskMode kMode, int G>
 static void tokenGaeSteps(const TokenGaeArgs& a, int64_t b, int64_t tEnd, int64_t tBegin, float* nextValue,
                           float* nextAdv, const TokenGaeRows& rows) {
@@ -502,8 +494,8 @@ static void tokenGaeGroup(const TokenGaeArgs& a, int64_t b, float* scratch, bool
 #if defined(__AVX2__)
 // Eight rows at once, vectorised across the rows: an 8x8 tile (8 rows x 8 time steps) of each
 // input is loaded row-wise and transposed in registers, the recursion runs over the tile's 8
-// steps with one lane per row, and the outputs are transposed back into the row buffers. Each
-// lane performs exactly the scalar code's operations in the same order: the same bits.
+// steps with one lane per row, and the outputs are transposed back into row form. Each lane
+// performs exactly the scalar code's operations in the same order: the same bits.
 
 static inline void transpose8(__m256 r[8]) {
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -524,33 +516,10 @@ static inline void transpose8(__m256 r[8]) {
   r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-// Requests the line kTilePrefetch steps before t0 of a row walked backwards, for the returns
-// tiles: eight rows walked backwards are more streams than the hardware prefetcher follows. The
-// token GAE tiles read three arrays a row and leave it to the hardware: with these requests
-// (24 a tile) they ran about a tenth slower on an AVX-512 Xeon, on both its AVX-512 and AVX2
-// paths, in alternating runs.
-constexpr int64_t kTilePrefetch = 64;
-static inline void prefetchBack(const void* row, int64_t t0, int64_t elementBytes) {
-  if (t0 >= kTilePrefetch)
-    _mm_prefetch(static_cast<const char*>(row) + (t0 - kTilePrefetch) * elementBytes, _MM_HINT_T0);
-}
-
-// Loads columns [t0, t0+8) of 8 rows of a [*,T] array and transposes: out[k] holds step t0+k.
-static inline void loadTile(const float* base, int64_t T, int64_t t0, __m256 out[8]) {
-  for (int g = 0; g < 8; ++g) out[g] = _mm256_loadu_ps(base + g * T + t0);
-  transpose8(out);
-}
-
 // All-ones lanes where the 8 mask bytes at m are 0 (the masked steps), all-zero elsewhere.
 static inline __m256 maskedLanes(const uint8_t* m) {
   const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m)));
   return _mm256_castsi256_ps(_mm256_cmpeq_epi32(bytes, _mm256_setzero_si256()));
-}
-
-// The same for a uint8 mask tile, transposed: out[k] is all-ones in the rows masked at step t0+k.
-static inline void loadMaskedTile(const uint8_t* base, int64_t T, int64_t t0, __m256 out[8]) {
-  for (int g = 0; g < 8; ++g) out[g] = maskedLanes(base + g * T + t0);
-  transpose8(out);
 }
 
 // Eight steps of one row from t0, as the recursion reads them: premasked (+0 where masked) or as
@@ -561,38 +530,109 @@ static inline __m256 stepsOf(const float* x, const uint8_t* m) {
   return kMode == MaskMode::Premask ? _mm256_andnot_ps(maskedLanes(m), raw) : raw;
 }
 
-// The tile grid of a group of rows: whole tiles of 8 steps over [first, end). It starts where
-// every row of `x` is 32-byte aligned, when all eight rows share an alignment (T a multiple of
-// 8), so that no tile load straddles two lines (from memory, straddling loads cost about a fifth
-// more time; a typed array from JavaScript usually starts 16 bytes into a line). The steps from
-// end run with scalars before the tiles, the steps before first with scalars after them.
+// For a function that only requests lines: GCC 12 finds it free of side effects when it is not
+// inlined early, and drops its calls (it did so to every tile's prefetch below); inlined early,
+// its requests stay.
+#define RLHF_KEEP_PREFETCH __attribute__((always_inline)) inline
+
+// Requests element t of 8 rows of `elementBytes`-wide elements, `rowBytes` apart, from `rows`.
+RLHF_KEEP_PREFETCH static void prefetchRows(const void* rows, int64_t rowBytes, int64_t t, int64_t elementBytes) {
+  for (int g = 0; g < 8; ++g)
+    _mm_prefetch(static_cast<const char*>(rows) + g * rowBytes + t * elementBytes, _MM_HINT_T0);
+}
+
+// The tile grid of a group of rows: whole tiles of `width` steps (8, or 16: a line) over
+// [first, end). It starts where every row of `x` is aligned to a tile's bytes, when all eight
+// rows share an alignment (T a multiple of the width), so that no tile load straddles two lines
+// (from memory, straddling loads cost about a fifth more time; a typed array from JavaScript
+// usually starts 16 bytes into a line). The steps from end run with scalars before the tiles,
+// the steps before first with scalars after them.
 struct TileGrid {
   int64_t first, tiles, end;
-  TileGrid(const float* x, int64_t T) {
-    const uintptr_t misalign = reinterpret_cast<uintptr_t>(x) % 32;
-    first = T % 8 != 0 || T < 8 || misalign % 4 != 0 ? 0 : static_cast<int64_t>((32 - misalign) % 32 / 4);
-    tiles = (T - first) / 8;
-    end = first + 8 * tiles;
+  TileGrid(const float* x, int64_t T, int64_t width) {
+    const uintptr_t bytes = static_cast<uintptr_t>(4 * width), misalign = reinterpret_cast<uintptr_t>(x) % bytes;
+    first = T % width != 0 || T < width || misalign % 4 != 0 ? 0 : static_cast<int64_t>((bytes - misalign) % bytes / 4);
+    tiles = (T - first) / width;
+    end = first + width * tiles;
   }
 };
 
-// A group of 8 rows on tiles: its row buffers, its tile grid, and each row's state, which the
-// scalar steps past the grid start; finish() runs the scalar steps before the grid from the
-// state the tiles leave and copies the rows out.
-template <MaskMode kMode>
-struct TokenGaeTileGroup {
-  TokenGaeRows rows;
-  TileGrid grid;
-  alignas(32) float nextValue[8];
-  alignas(32) float nextAdv[8];
-  TokenGaeTileGroup(const TokenGaeArgs& a, int64_t b, float* scratch)
-      : rows(a, b, 8, scratch), grid(a.values + b * a.T, a.T) {
-    tokenGaeStart<8>(a, b, nextValue, nextAdv);
-    tokenGaeSteps<kMode, 8>(a, b, a.T, grid.end, nextValue, nextAdv, rows);
+// The row tiles below compute 8 rows x 8 steps from t0 into out[k][g], output k of row g in row
+// form, carrying each row's state from the tile after to the tile before; line(t0, ...) does
+// the same for the 16 steps from t0 as two tiles, the later one first. Two ways to run them
+// over a grid:
+
+// Each tile into the row buffers: 8 steps of each row a tile, the grid's tiles from the end back.
+// Tiles whose kPrefetchTiles is set request their rows' elements kTilePrefetch steps before the
+// tile: eight rows walked backwards are more streams than the hardware prefetcher follows. The
+// token GAE tiles read three arrays a row and leave it to the hardware: with these requests
+// (24 a tile) they ran about a tenth slower on an AVX-512 Xeon, on both its AVX-512 and AVX2
+// paths, in alternating runs.
+constexpr int64_t kTilePrefetch = 64;
+template <typename Tile>
+static void tilesIntoRows(Tile& tile, const TileGrid& grid, float* const* const* out) {
+  for (int64_t i = 0; i < grid.tiles; ++i) {
+    const int64_t t0 = grid.end - 8 * (i + 1);
+    if (Tile::kPrefetchTiles && t0 >= kTilePrefetch) tile.prefetch(t0 - kTilePrefetch, true);
+    __m256 o[Tile::kOutputs][8];
+    tile(t0, o);
+    for (int k = 0; k < Tile::kOutputs; ++k)
+      for (int g = 0; g < 8; ++g) _mm256_storeu_ps(out[k][g] + t0, o[k][g]);
   }
-  void finish(const TokenGaeArgs& a, int64_t b, bool streaming) {
-    tokenGaeSteps<kMode, 8>(a, b, grid.first, 0, nextValue, nextAdv, rows);
-    tokenGaeStoreRows(a, b, 8, rows, streaming);
+}
+
+// Straight into the outputs, for outputs that stream (see straightRowLines): the grid's lines of
+// 16 steps from the end back, each as two tiles that load their rows together (tile.line), so
+// that a row's line of each input is read in one go (8 rows of two arrays, 4 KiB apart when T
+// is 1024, fall in one L1 set: a line read in two tiles is often read twice), and its line of
+// each output is streamed whole as it is computed, the writes overlapping the reads, with no
+// row buffer to copy out after each group of rows. The rows' lines kLinePrefetch lines before
+// are requested (the mask's, a quarter as wide, every fourth line; near the start, the first
+// line, which the scalar steps read). On an AVX-512 Xeon with 2 threads, [4096,1024], in turns
+// with the build that had only the row buffers, as shares of the triad run in turns with them:
+// all arrays at one place in their pages, premask 83% against 67%, skip 80% against 63%,
+// returns 89% against 71%; all 16 bytes into a page, 69/60, 65/58 and 81/70. 3 or 5 lines ahead
+// ran no faster than the row buffers, 4, 6 and 8 alike. (Through the row buffers, streaming
+// each output line as soon as it was complete, two lines behind, ran at 38-52%.)
+constexpr int64_t kLinePrefetch = 4;
+template <typename Tile>
+static void linesStraight(Tile& tile, const TileGrid& grid, float* const* const* out) {
+  for (int64_t i = 0; i < grid.tiles; ++i) {
+    const int64_t t0 = grid.end - 16 * (i + 1);
+    tile.prefetch(t0 >= 16 * kLinePrefetch ? t0 - 16 * kLinePrefetch : 0, i % 4 == 0);
+    __m256 earlier[Tile::kOutputs][8], later[Tile::kOutputs][8];
+    tile.line(t0, earlier, later);
+    for (int k = 0; k < Tile::kOutputs; ++k)
+      for (int g = 0; g < 8; ++g) {
+        _mm256_stream_ps(out[k][g] + t0, earlier[k][g]);
+        _mm256_stream_ps(out[k][g] + t0 + 8, later[k][g]);
+      }
+  }
+}
+
+template <typename Tile>
+static void runTiles(Tile& tile, const TileGrid& grid, float* const* const* out, bool straight) {
+  if (straight) linesStraight(tile, grid, out);
+  else tilesIntoRows(tile, grid, out);
+}
+
+// The inputs of 8 rows from b, held by value: a tile that read them through the arguments would
+// load every pointer again after each vector store, which may alias anything.
+struct TileInputs {
+  const float* rewards;
+  const float* values;   // null for the returns
+  const uint8_t* mask;   // null when there is none
+  int64_t T;
+  TileInputs(const float* r, const float* v, const uint8_t* m, int64_t b, int64_t steps)
+      : rewards(r + b * steps), values(v != nullptr ? v + b * steps : nullptr),
+        mask(m != nullptr ? m + b * steps : nullptr), T(steps) {}
+  TileInputs(const TokenGaeArgs& a, int64_t b) : TileInputs(a.rewards, a.values, a.mask, b, a.T) {}
+  TileInputs(const DiscountedReturnsArgs& a, int64_t b) : TileInputs(a.rewards, nullptr, a.mask, b, a.T) {}
+  // Requests step t of each row of each input (of the mask when withMask).
+  RLHF_KEEP_PREFETCH void prefetch(int64_t t, bool withMask) const {
+    prefetchRows(rewards, 4 * T, t, 4);
+    if (values != nullptr) prefetchRows(values, 4 * T, t, 4);
+    if (withMask && mask != nullptr) prefetchRows(mask, T, t, 1);
   }
 };
 
@@ -603,89 +643,151 @@ struct TokenGaeTileGroup {
 // form after A is transposed back. Two transposes a tile instead of five, the same operations
 // in the same order for every element: the same bits as the scalar steps.
 template <MaskMode kMode>
-static void tokenGaeDeltaTiles(const TokenGaeArgs& a, int64_t b, float* scratch, bool streaming) {
-  const int64_t T = a.T;
-  TokenGaeTileGroup<kMode> group(a, b, scratch);
-  const TileGrid& grid = group.grid;
-  const TokenGaeRows& rows = group.rows;
-  float* nextValue = group.nextValue;
-  const __m256 vg = _mm256_set1_ps(a.gamma), vgl = _mm256_set1_ps(a.gamma * a.lambda);
-  const __m256i shiftDown = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
-  __m256 na = _mm256_load_ps(group.nextAdv);
-  for (int64_t i = 0; i < grid.tiles; ++i) {
-    const int64_t t0 = grid.end - 8 * (i + 1);
-    __m256 D[8], Vt[8];
-    // Left rolled, the row loop runs about a tenth slower.
-#pragma GCC unroll 8
-    for (int g = 0; g < 8; ++g) {
-      const float* r = a.rewards + (b + g) * T;
-      const float* v = a.values + (b + g) * T;
-      const uint8_t* m = kMode == MaskMode::None ? nullptr : a.mask + (b + g) * T;
-      const __m256 rt = stepsOf<kMode>(r + t0, m != nullptr ? m + t0 : nullptr);
-      Vt[g] = stepsOf<kMode>(v + t0, m != nullptr ? m + t0 : nullptr);
-      // The values one step on: this tile's own from lane 1, then the next value the row
-      // carries (the first of the tile after, of the scalar steps, or the bootstrap value).
-      const __m256 next =
-          _mm256_blend_ps(_mm256_permutevar8x32_ps(Vt[g], shiftDown), _mm256_broadcast_ss(nextValue + g), 0x80);
-      _mm_store_ss(nextValue + g, _mm256_castps256_ps128(Vt[g]));
-      D[g] = _mm256_sub_ps(_mm256_add_ps(rt, _mm256_mul_ps(vg, next)), Vt[g]);
-    }
+struct TokenGaeDeltaTile {
+  static constexpr int kOutputs = 2;  // advantages, returns
+  static constexpr bool kPrefetchTiles = false;
+  TileInputs in;
+  float* nextValue;  // each row's (premasked) value one step on, carried through memory
+  __m256 na, vg, vgl;
+  __m256i shiftDown;
+  TokenGaeDeltaTile(const TokenGaeArgs& a, int64_t b, float* nextValues, const float* nextAdv)
+      : in(a, b), nextValue(nextValues), na(_mm256_load_ps(nextAdv)), vg(_mm256_set1_ps(a.gamma)),
+        vgl(_mm256_set1_ps(a.gamma * a.lambda)), shiftDown(_mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7)) {}
+  // Row g's 8 steps from t0 in row form: its deltas, and its (premasked) values.
+  void row(int g, int64_t t0, __m256& D, __m256& Vt) {
+    const int64_t at = g * in.T + t0;
+    const uint8_t* m = kMode == MaskMode::None ? nullptr : in.mask + at;
+    const __m256 rt = stepsOf<kMode>(in.rewards + at, m);
+    Vt = stepsOf<kMode>(in.values + at, m);
+    // The values one step on: this tile's own from lane 1, then the next value the row carries
+    // (the first of the tile after, of the scalar steps, or the bootstrap value).
+    const __m256 next =
+        _mm256_blend_ps(_mm256_permutevar8x32_ps(Vt, shiftDown), _mm256_broadcast_ss(nextValue + g), 0x80);
+    _mm_store_ss(nextValue + g, _mm256_castps256_ps128(Vt));
+    D = _mm256_sub_ps(_mm256_add_ps(rt, _mm256_mul_ps(vg, next)), Vt);
+  }
+  // The advantages and returns of a tile from its deltas and values.
+  void finish(__m256 out[kOutputs][8], const __m256 Vt[8]) {
+    __m256* D = out[0];
     transpose8(D);
     for (int k = 7; k >= 0; --k) {
       na = _mm256_add_ps(D[k], _mm256_mul_ps(vgl, na));
       D[k] = na;
     }
     transpose8(D);
-    for (int g = 0; g < 8; ++g) {
-      _mm256_storeu_ps(rows.adv[g] + t0, D[g]);
-      _mm256_storeu_ps(rows.ret[g] + t0, _mm256_add_ps(D[g], Vt[g]));
-    }
+    for (int g = 0; g < 8; ++g) out[1][g] = _mm256_add_ps(D[g], Vt[g]);
   }
-  _mm256_store_ps(group.nextAdv, na);
-  group.finish(a, b, streaming);
-}
+  void operator()(int64_t t0, __m256 out[kOutputs][8]) {
+    __m256 Vt[8];
+    // Left rolled, the row loops run about a tenth slower.
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; ++g) row(g, t0, out[0][g], Vt[g]);
+    finish(out, Vt);
+  }
+  void line(int64_t t0, __m256 earlier[kOutputs][8], __m256 later[kOutputs][8]) {
+    __m256 Ve[8], Vl[8];
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; ++g) {
+      row(g, t0 + 8, later[0][g], Vl[g]);
+      row(g, t0, earlier[0][g], Ve[g]);
+    }
+    finish(later, Vl);
+    finish(earlier, Ve);
+  }
+  RLHF_KEEP_PREFETCH void prefetch(int64_t t, bool withMask) const {
+    in.prefetch(t, withMask && kMode != MaskMode::None);
+  }
+  void save(float* nextAdv) const { _mm256_store_ps(nextAdv, na); }
+};
 
 // Skip: the next value carries through masked steps, so it depends on the mask sequence and the
 // recursion runs on transposed tiles of rewards, values and mask; the returns A_t + v_t are
 // formed in row form.
-static void tokenGaeSkipTiles(const TokenGaeArgs& a, int64_t b, float* scratch, bool streaming) {
-  const int64_t T = a.T;
-  TokenGaeTileGroup<MaskMode::Skip> group(a, b, scratch);
-  const TileGrid& grid = group.grid;
-  const TokenGaeRows& rows = group.rows;
-  const __m256 vg = _mm256_set1_ps(a.gamma), vgl = _mm256_set1_ps(a.gamma * a.lambda);
-  __m256 nv = _mm256_load_ps(group.nextValue), na = _mm256_load_ps(group.nextAdv);
-  const float* rRows = a.rewards + b * T;
-  const float* vRows = a.values + b * T;
-  const uint8_t* mRows = a.mask + b * T;
-  for (int64_t i = 0; i < grid.tiles; ++i) {
-    const int64_t t0 = grid.end - 8 * (i + 1);
-    __m256 R[8], V[8], Masked[8];
-    loadTile(rRows, T, t0, R);
-    loadTile(vRows, T, t0, V);
-    loadMaskedTile(mRows, T, t0, Masked);
+struct TokenGaeSkipTile {
+  static constexpr int kOutputs = 2;
+  static constexpr bool kPrefetchTiles = false;
+  TileInputs in;
+  __m256 nv, na, vg, vgl;
+  TokenGaeSkipTile(const TokenGaeArgs& a, int64_t b, const float* nextValue, const float* nextAdv)
+      : in(a, b), nv(_mm256_load_ps(nextValue)), na(_mm256_load_ps(nextAdv)), vg(_mm256_set1_ps(a.gamma)),
+        vgl(_mm256_set1_ps(a.gamma * a.lambda)) {}
+  // The inputs of a tile in row form.
+  struct Rows {
+    __m256 r[8], v[8], masked[8];
+  };
+  void load(int g, int64_t t0, Rows& x) const {
+    const int64_t at = g * in.T + t0;
+    x.r[g] = _mm256_loadu_ps(in.rewards + at);
+    x.v[g] = _mm256_loadu_ps(in.values + at);
+    x.masked[g] = maskedLanes(in.mask + at);
+  }
+  // The advantages and returns of the tile from t0 from its inputs (which it transposes).
+  void finish(int64_t t0, Rows& x, __m256 out[kOutputs][8]) {
+    __m256* R = out[0];
+    transpose8(x.r);
+    transpose8(x.v);
+    transpose8(x.masked);
     for (int k = 7; k >= 0; --k) {
-      const __m256 candidate =
-          _mm256_add_ps(_mm256_sub_ps(_mm256_add_ps(R[k], _mm256_mul_ps(vg, nv)), V[k]), _mm256_mul_ps(vgl, na));
-      na = _mm256_blendv_ps(candidate, na, Masked[k]);
-      nv = _mm256_blendv_ps(V[k], nv, Masked[k]);
+      const __m256 candidate = _mm256_add_ps(_mm256_sub_ps(_mm256_add_ps(x.r[k], _mm256_mul_ps(vg, nv)), x.v[k]),
+                                             _mm256_mul_ps(vgl, na));
+      na = _mm256_blendv_ps(candidate, na, x.masked[k]);
+      nv = _mm256_blendv_ps(x.v[k], nv, x.masked[k]);
       R[k] = na;
     }
     transpose8(R);
-    for (int g = 0; g < 8; ++g) {
-      _mm256_storeu_ps(rows.adv[g] + t0, R[g]);
-      _mm256_storeu_ps(rows.ret[g] + t0, _mm256_add_ps(R[g], _mm256_loadu_ps(vRows + g * T + t0)));
-    }
+    for (int g = 0; g < 8; ++g) out[1][g] = _mm256_add_ps(R[g], _mm256_loadu_ps(in.values + g * in.T + t0));
   }
-  _mm256_store_ps(group.nextValue, nv);
-  _mm256_store_ps(group.nextAdv, na);
-  group.finish(a, b, streaming);
-}
+  void operator()(int64_t t0, __m256 out[kOutputs][8]) {
+    Rows x;
+    for (int g = 0; g < 8; ++g) load(g, t0, x);
+    finish(t0, x, out);
+  }
+  void line(int64_t t0, __m256 earlier[kOutputs][8], __m256 later[kOutputs][8]) {
+    Rows xe, xl;
+    for (int g = 0; g < 8; ++g) {
+      load(g, t0 + 8, xl);
+      load(g, t0, xe);
+    }
+    finish(t0 + 8, xl, later);
+    finish(t0, xe, earlier);
+  }
+  RLHF_KEEP_PREFETCH void prefetch(int64_t t, bool withMask) const { in.prefetch(t, withMask); }
+  void save(float* nextValue, float* nextAdv) const {
+    _mm256_store_ps(nextValue, nv);
+    _mm256_store_ps(nextAdv, na);
+  }
+};
 
+// Whether skip's tiles go straight into the outputs: their lines hold 48 vectors of rows, which
+// the 16 registers of AVX2 alone spill; there, as two tiles in turn too, they ran slower than
+// through row buffers (47-53% of the triad against 53%).
+#if defined(__AVX512F__)
+constexpr bool kSkipLines = true;
+#else
+constexpr bool kSkipLines = false;
+#endif
+
+// Eight rows from b on tiles: the scalar steps past the grid, the tiles, the scalar steps before
+// it, then (through row buffers) the rows copied out.
 template <MaskMode kMode>
-static void tokenGaeTiles(const TokenGaeArgs& a, int64_t b, float* scratch, bool streaming) {
-  if (kMode == MaskMode::Skip) tokenGaeSkipTiles(a, b, scratch, streaming);
-  else tokenGaeDeltaTiles<kMode>(a, b, scratch, streaming);
+static void tokenGaeTiles(const TokenGaeArgs& a, int64_t b, float* scratch, bool streaming, bool straight) {
+  const TokenGaeRows rows(a, b, 8, straight ? nullptr : scratch);
+  const TileGrid grid(a.values + b * a.T, a.T, straight ? 16 : 8);
+  alignas(32) float nextValue[8], nextAdv[8];
+  tokenGaeStart<8>(a, b, nextValue, nextAdv);
+  tokenGaeSteps<kMode, 8>(a, b, a.T, grid.end, nextValue, nextAdv, rows);
+  float* const* out[2] = {rows.adv, rows.ret};
+  if (kMode == MaskMode::Skip) {
+    TokenGaeSkipTile tile(a, b, nextValue, nextAdv);
+    runTiles(tile, grid, out, straight);
+    tile.save(nextValue, nextAdv);
+  } else {
+    TokenGaeDeltaTile<kMode> tile(a, b, nextValue, nextAdv);
+    runTiles(tile, grid, out, straight);
+    tile.save(nextAdv);
+  }
+  tokenGaeSteps<kMode, 8>(a, b, grid.first, 0, nextValue, nextAdv, rows);
+  if (!straight) tokenGaeStoreRows(a, b, 8, rows, streaming);
 }
 #endif
 
@@ -693,7 +795,9 @@ template <MaskMode kMode>
 static void tokenGaeRowsT(const TokenGaeArgs& a, int64_t b0, int64_t b1, float* scratch, bool streaming) {
   int64_t b = b0;
 #if defined(__AVX2__)
-  for (; b + 8 <= b1; b += 8) tokenGaeTiles<kMode>(a, b, scratch, streaming);
+  const bool straight = streaming && (kMode != MaskMode::Skip || kSkipLines) &&
+                        straightRowLines(a.T, a.values, {a.advantages, a.returns}, {a.rewards, a.values});
+  for (; b + 8 <= b1; b += 8) tokenGaeTiles<kMode>(a, b, scratch, streaming, straight);
 #endif
   for (; b + kScalarRows <= b1; b += kScalarRows) tokenGaeGroup<kMode, kScalarRows>(a, b, scratch, streaming);
   for (; b < b1; ++b) tokenGaeGroup<kMode, 1>(a, b, scratch, streaming);
@@ -708,15 +812,19 @@ void tokenGaeRows(const TokenGaeArgs& a, int64_t b0, int64_t b1, float* scratch,
   endStreaming(streaming);
 }
 
-// The row buffers of G rows of returns from b: slot g.
+// Rows of G returns from b: in row buffers (slot g of scratch), or the outputs themselves when
+// scratch is null.
 struct ReturnsRows {
   float* row[kRows];
   ReturnsRows(const DiscountedReturnsArgs& a, int64_t b, int G, float* scratch) {
-    for (int g = 0; g < G; ++g) row[g] = rowSlot(scratch, g, a.T, a.returns + (b + g) * a.T);
+    for (int g = 0; g < G; ++g) {
+      float* dst = a.returns + (b + g) * a.T;
+      row[g] = scratch != nullptr ? rowSlot(scratch, g, a.T, dst) : dst;
+    }
   }
 };
 
-// Steps t = tEnd-1 down to tBegin of G rows of returns with scalars, into the row buffers.
+// Steps t = tEnd-1 down to tBegin of G rows of returns with scalars, into their rows.
 template <bool kMasked, int G>
 static void returnsSteps(const DiscountedReturnsArgs& a, int64_t b, int64_t tEnd, int64_t tBegin, float* next,
                          const ReturnsRows& rows) {
@@ -744,38 +852,59 @@ static void returnsGroup(const DiscountedReturnsArgs& a, int64_t b, float* scrat
 }
 
 #if defined(__AVX2__)
-// Eight rows at once with transposed tiles, as tokenGaeDeltaTiles: the rewards are premasked in
-// row form, so that only they go into the lanes-per-row form.
+// Returns as the token GAE delta tiles: the rewards are premasked in row form, so that only they
+// go into the lanes-per-row form.
 template <bool kMasked>
-static void returnsTiles(const DiscountedReturnsArgs& a, int64_t b, float* scratch, bool streaming) {
-  constexpr MaskMode kMode = kMasked ? MaskMode::Premask : MaskMode::None;
-  const int64_t T = a.T;
-  const ReturnsRows rows(a, b, 8, scratch);
-  const TileGrid grid(a.rewards + b * T, T);
-  alignas(32) float next[8] = {};
-  returnsSteps<kMasked, 8>(a, b, T, grid.end, next, rows);
-  __m256 g = _mm256_load_ps(next);
-  const __m256 gamma = _mm256_set1_ps(a.gamma);
-  for (int64_t i = 0; i < grid.tiles; ++i) {
-    const int64_t t0 = grid.end - 8 * (i + 1);
-    __m256 G[8];
-    for (int row = 0; row < 8; ++row) {
-      const int64_t at = (b + row) * T + t0;
-      prefetchBack(a.rewards + (b + row) * T, t0, 4);
-      if (kMasked) prefetchBack(a.mask + (b + row) * T, t0, 1);
-      G[row] = stepsOf<kMode>(a.rewards + at, kMasked ? a.mask + at : nullptr);
-    }
+struct ReturnsTile {
+  static constexpr int kOutputs = 1;
+  static constexpr bool kPrefetchTiles = true;
+  static constexpr MaskMode kMode = kMasked ? MaskMode::Premask : MaskMode::None;
+  TileInputs in;
+  __m256 next, gamma;
+  ReturnsTile(const DiscountedReturnsArgs& a, int64_t b, const float* nextReturns)
+      : in(a, b), next(_mm256_load_ps(nextReturns)), gamma(_mm256_set1_ps(a.gamma)) {}
+  // Row g's 8 premasked rewards from t0.
+  __m256 row(int g, int64_t t0) const {
+    const int64_t at = g * in.T + t0;
+    return stepsOf<kMode>(in.rewards + at, kMasked ? in.mask + at : nullptr);
+  }
+  void finish(__m256 out[kOutputs][8]) {
+    __m256* G = out[0];
     transpose8(G);
     for (int k = 7; k >= 0; --k) {
-      g = _mm256_add_ps(G[k], _mm256_mul_ps(gamma, g));
-      G[k] = g;
+      next = _mm256_add_ps(G[k], _mm256_mul_ps(gamma, next));
+      G[k] = next;
     }
     transpose8(G);
-    for (int row = 0; row < 8; ++row) _mm256_storeu_ps(rows.row[row] + t0, G[row]);
   }
-  _mm256_store_ps(next, g);
+  void operator()(int64_t t0, __m256 out[kOutputs][8]) {
+    for (int g = 0; g < 8; ++g) out[0][g] = row(g, t0);
+    finish(out);
+  }
+  void line(int64_t t0, __m256 earlier[kOutputs][8], __m256 later[kOutputs][8]) {
+    for (int g = 0; g < 8; ++g) {
+      later[0][g] = row(g, t0 + 8);
+      earlier[0][g] = row(g, t0);
+    }
+    finish(later);
+    finish(earlier);
+  }
+  RLHF_KEEP_PREFETCH void prefetch(int64_t t, bool withMask) const { in.prefetch(t, withMask); }
+  void save(float* nextReturns) const { _mm256_store_ps(nextReturns, next); }
+};
+
+template <bool kMasked>
+static void returnsTiles(const DiscountedReturnsArgs& a, int64_t b, float* scratch, bool streaming, bool straight) {
+  const ReturnsRows rows(a, b, 8, straight ? nullptr : scratch);
+  const TileGrid grid(a.rewards + b * a.T, a.T, straight ? 16 : 8);
+  alignas(32) float next[8] = {};
+  returnsSteps<kMasked, 8>(a, b, a.T, grid.end, next, rows);
+  float* const* out[1] = {rows.row};
+  ReturnsTile<kMasked> tile(a, b, next);
+  runTiles(tile, grid, out, straight);
+  tile.save(next);
   returnsSteps<kMasked, 8>(a, b, grid.first, 0, next, rows);
-  returnsStoreRows(a, b, 8, rows, streaming);
+  if (!straight) returnsStoreRows(a, b, 8, rows, streaming);
 }
 #endif
 
@@ -783,7 +912,8 @@ template <bool kMasked>
 static void returnsRowsT(const DiscountedReturnsArgs& a, int64_t b0, int64_t b1, float* scratch, bool streaming) {
   int64_t b = b0;
 #if defined(__AVX2__)
-  for (; b + 8 <= b1; b += 8) returnsTiles<kMasked>(a, b, scratch, streaming);
+  const bool straight = streaming && straightRowLines(a.T, a.rewards, {a.returns}, {a.rewards});
+  for (; b + 8 <= b1; b += 8) returnsTiles<kMasked>(a, b, scratch, streaming, straight);
 #endif
   for (; b + kScalarRows <= b1; b += kScalarRows) returnsGroup<kMasked, kScalarRows>(a, b, scratch, streaming);
   for (; b < b1; ++b) returnsGroup<kMasked, 1>(a, b, scratch, streaming);

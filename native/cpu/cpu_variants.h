@@ -1,6 +1,7 @@
 // The chunk kernels of each instruction-set variant (chunk_kernels.h) and the choice among them.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 
 #include "../reference/nn_math.h"
 #include "rlhf/kernels.h"
@@ -133,5 +134,34 @@ constexpr int64_t kLine = 16;
 // traffic of a typical op.
 constexpr int64_t kStreamingBytes = 16 << 20;
 inline bool isStreaming(int64_t outputFloats) { return outputFloats * 4 >= kStreamingBytes; }
+
+// Whether `in` can be read while non-temporal stores to `out` are in flight, both walked forward
+// in step. A load waits for an older store with the same low 12 address bits (4K aliasing),
+// which happens when out lies a little ahead of in within a page: 6 to 10 times slower here.
+// Out at in's place, behind it, or a kilobyte or more ahead (more than the stores in flight;
+// 512 bytes ahead already ran at full speed) is clear.
+constexpr uintptr_t kAliasWindow = 1024;
+inline bool clearOfAliasing(const float* out, const float* in) {
+  const uintptr_t ahead = (reinterpret_cast<uintptr_t>(out) - reinterpret_cast<uintptr_t>(in)) & 4095;
+  return ahead == 0 || ahead >= kAliasWindow;
+}
+
+
+// Whether the tiles of token GAE and of returns may stream their outputs straight into place, a
+// whole line of each of 8 rows at a time, rather than through row buffers copied out after
+// each group of rows: T a whole number of lines, so that every row sits alike in its lines;
+// each output at the same place in a line as `aligned` (the input the tiles align to), so that
+// its lines are whole; and each output at every input's place in a page or a kilobyte or more
+// from it either way (the tiles walk back, and stores to 8 rows are in flight).
+inline bool straightRowLines(int64_t T, const float* aligned, std::initializer_list<const float*> outputs,
+                             std::initializer_list<const float*> inputs) {
+  if (T % 16 != 0) return false;
+  for (const float* o : outputs) {
+    if (((reinterpret_cast<uintptr_t>(o) - reinterpret_cast<uintptr_t>(aligned)) & 63) != 0) return false;
+    for (const float* i : inputs)
+      if (!(clearOfAliasing(o, i) && clearOfAliasing(i, o))) return false;
+  }
+  return true;
+}
 
 }  // namespace rlhf

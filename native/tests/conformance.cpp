@@ -202,26 +202,50 @@ std::vector<uint8_t> responseMask(int64_t B, int64_t T) {
   return m;
 }
 
-// `v` after `lead` elements of padding: inputs that start `lead` elements into their buffer, so
-// that the tiles meet every alignment of their rows.
+// n elements `lead` past a page boundary, with guards after them: inputs and outputs laid out
+// alike in their pages, as the typed arrays of one allocator usually are (a std::vector's place
+// depends on what the heap held before), so that the tiles meet every alignment of their rows
+// and the straight paths are taken where a test expects them.
 template <typename E>
-std::vector<E> withLead(const std::vector<E>& v, int lead) {
-  std::vector<E> out(static_cast<size_t>(lead), E{});
-  out.insert(out.end(), v.begin(), v.end());
-  return out;
+struct Placed {
+  std::vector<E> room;
+  E* p;
+  Placed(int64_t n, int lead, E fill) : room(static_cast<size_t>(n + (4096 + 64) / sizeof(E) + lead + kGuard), fill) {
+    const uintptr_t at = reinterpret_cast<uintptr_t>(room.data());
+    p = room.data() + ((4096 - at % 4096) % 4096) / sizeof(E) + lead;
+  }
+  Placed(const std::vector<E>& v, int lead) : Placed(static_cast<int64_t>(v.size()), lead, E{}) {
+    std::copy(v.begin(), v.end(), p);
+  }
+  bool guardIntact(int64_t n) const {
+    for (int i = 0; i < kGuard; ++i)
+      if (std::memcmp(&p[n + i], &kSentinel, sizeof(float)) != 0) return false;
+    return true;
+  }
+};
+
+// Whether the tiles stream the rows' outputs straight into place (straightRowLines): `expected`
+// -1 when the case does not say, else 0 or 1.
+void reportStraight(int expected, bool straight, const std::string& name) {
+  if (expected >= 0)
+    report(straight == (expected == 1), name + (expected == 1 ? " goes straight" : " goes through row buffers"));
 }
 
-void testTokenGae(int64_t B, int64_t T, MaskMode mode, bool withLast, int lead = 0) {
+// lead and outLead: the inputs and the outputs start that many elements past a page boundary;
+// expectStraight: see reportStraight.
+void testTokenGae(int64_t B, int64_t T, MaskMode mode, bool withLast, int lead = 0, int outLead = 0,
+                  int expectStraight = -1) {
   covered.insert("tokenGae");
   const int64_t n = B * T;
-  auto rewards = withLead(randomFloats(n), lead), values = withLead(randomFloats(n), lead), last = randomFloats(B);
-  auto mask = withLead(responseMask(B, T), lead);
+  const Placed<float> rewards(randomFloats(n), lead), values(randomFloats(n), lead);
+  const Placed<uint8_t> mask(responseMask(B, T), lead);
+  const auto last = randomFloats(B);
   TokenGaeArgs a;
   a.B = B;
   a.T = T;
-  a.rewards = rewards.data() + lead;
-  a.values = values.data() + lead;
-  a.mask = mode == MaskMode::None ? nullptr : mask.data() + lead;
+  a.rewards = rewards.p;
+  a.values = values.p;
+  a.mask = mode == MaskMode::None ? nullptr : mask.p;
   a.lastValues = withLast ? last.data() : nullptr;
   a.gamma = 0.99f;
   a.lambda = 0.95f;
@@ -233,44 +257,50 @@ void testTokenGae(int64_t B, int64_t T, MaskMode mode, bool withLast, int lead =
   tokenGaeReference(r);
   const std::string name = "tokenGae B=" + std::to_string(B) + " T=" + std::to_string(T) + " mode=" +
                            std::to_string(static_cast<int>(mode)) + (withLast ? " lastValues" : "") +
-                           (lead != 0 ? " lead=" + std::to_string(lead) : "");
+                           (lead != 0 ? " lead=" + std::to_string(lead) : "") +
+                           (outLead != 0 ? " outLead=" + std::to_string(outLead) : "");
   forEachCpuConfig([&](const std::string& config) {
-    Out adv(n), ret(n);
+    Placed<float> adv(n, outLead, kSentinel), ret(n, outLead, kSentinel);
     TokenGaeArgs f = a;
-    f.advantages = adv.data();
-    f.returns = ret.data();
+    f.advantages = adv.p;
+    f.returns = ret.p;
     tokenGaeCpu(f);
     std::string why;
-    const bool ok = close(adv.data(), refAdv.data(), n, tolOf("tokenGae"), why) &&
-                    close(ret.data(), refRet.data(), n, tolOf("tokenGae"), why) && adv.guardIntact(n) && ret.guardIntact(n);
+    const bool ok = close(f.advantages, refAdv.data(), n, tolOf("tokenGae"), why) &&
+                    close(f.returns, refRet.data(), n, tolOf("tokenGae"), why) && adv.guardIntact(n) && ret.guardIntact(n);
     report(ok, name + " [" + config + "] " + why);
+    reportStraight(expectStraight, straightRowLines(T, f.values, {f.advantages, f.returns}, {f.rewards, f.values}),
+                   name);
   });
 }
 
-void testReturns(int64_t B, int64_t T, bool masked, int lead = 0) {
+void testReturns(int64_t B, int64_t T, bool masked, int lead = 0, int outLead = 0, int expectStraight = -1) {
   covered.insert("discountedReturns");
   const int64_t n = B * T;
-  auto rewards = withLead(randomFloats(n), lead);
-  auto mask = withLead(responseMask(B, T), lead);
+  const Placed<float> rewards(randomFloats(n), lead);
+  const Placed<uint8_t> mask(responseMask(B, T), lead);
   DiscountedReturnsArgs a;
   a.B = B;
   a.T = T;
-  a.rewards = rewards.data() + lead;
-  a.mask = masked ? mask.data() + lead : nullptr;
+  a.rewards = rewards.p;
+  a.mask = masked ? mask.p : nullptr;
   a.gamma = 0.97f;
   Out ref(n);
   DiscountedReturnsArgs r = a;
   r.returns = ref.data();
   discountedReturnsReference(r);
   forEachCpuConfig([&](const std::string& config) {
-    Out got(n);
+    Placed<float> got(n, outLead, kSentinel);
     DiscountedReturnsArgs f = a;
-    f.returns = got.data();
+    f.returns = got.p;
     discountedReturnsCpu(f);
     std::string why;
-    const bool ok = close(got.data(), ref.data(), n, tolOf("discountedReturns"), why) && got.guardIntact(n);
-    report(ok, "discountedReturns B=" + std::to_string(B) + " T=" + std::to_string(T) + (masked ? " masked" : "") +
-                   (lead != 0 ? " lead=" + std::to_string(lead) : "") + " [" + config + "] " + why);
+    const bool ok = close(f.returns, ref.data(), n, tolOf("discountedReturns"), why) && got.guardIntact(n);
+    const std::string name = "discountedReturns B=" + std::to_string(B) + " T=" + std::to_string(T) +
+                             (masked ? " masked" : "") + (lead != 0 ? " lead=" + std::to_string(lead) : "") +
+                             (outLead != 0 ? " outLead=" + std::to_string(outLead) : "");
+    report(ok, name + " [" + config + "] " + why);
+    reportStraight(expectStraight, straightRowLines(T, f.rewards, {f.returns}, {f.rewards}), name);
   });
 }
 
@@ -1409,8 +1439,26 @@ int main() {
   for (int behind : {4, 100, 600})
     for (int64_t T : {512, 16}) testGae(T, 4100, Flags::Terminated, RateLayout::Full, RateLayout::Scalar, 0, behind);
   testGae(520, 4096, Flags::CleanRl, RateLayout::PerStep, RateLayout::Scalar);
-  for (MaskMode m : {MaskMode::Premask, MaskMode::Skip, MaskMode::None}) testTokenGae(2051, 1024, m, true);
-  testReturns(4099, 1024, true);
+  // Streamed outputs straight into place: at the inputs' place in a page (lead 0), both a few
+  // floats into a line (the grid shifts, scalar steps at both ends), rows not a whole number of
+  // pages apart (T = 1040); through row buffers with the outputs 12 bytes off the inputs' place
+  // in a line, 64 or 256 bytes below them in a page, or T not a whole number of lines.
+  for (MaskMode m : {MaskMode::Premask, MaskMode::Skip, MaskMode::None}) {
+    testTokenGae(2051, 1024, m, true, 0, 0, 1);
+    testTokenGae(2051, 1024, m, false, 4, 4, 1);
+    testTokenGae(2021, 1040, m, true, 0, 0, 1);
+    testTokenGae(2051, 1024, m, true, 0, 3, 0);
+    testTokenGae(2051, 1024, m, true, 20, 4, 0);
+    testTokenGae(2051, 1024, m, true, 100, 36, 0);
+    testTokenGae(2040, 1032, m, true, 0, 0, 0);
+  }
+  for (bool masked : {true, false}) {
+    testReturns(4099, 1024, masked, 0, 0, 1);
+    testReturns(4099, 1024, masked, 12, 12, 1);
+    testReturns(4035, 1040, masked, 0, 0, 1);
+    testReturns(4099, 1024, masked, 0, 5, 0);
+    testReturns(4099, 1024, masked, 100, 36, 0);
+  }
   testStatistics(4200000, 0.5, 0.0f);
   testMomentsLaneOrder();
   testNanPropagation();
