@@ -71,6 +71,23 @@ std::pair<double, double> pairedMedians(const std::function<void()>& fn, PairedT
   return {times[times.size() / 2], triad.bytes() / triads[triads.size() / 2] / 1e9};
 }
 
+// n elements `lead` past a page boundary: where an array lands decides some kernels' paths (the
+// token GAE and returns tiles stream straight into outputs at their inputs' place in a line),
+// and a std::vector lands wherever the heap has room.
+template <typename E>
+class PageArray {
+ public:
+  PageArray(int64_t n, int lead, E fill = E{}) : room_(static_cast<size_t>(n + 4096 / sizeof(E) + lead), fill) {
+    const uintptr_t at = reinterpret_cast<uintptr_t>(room_.data());
+    data_ = room_.data() + (4096 - at % 4096) % 4096 / sizeof(E) + lead;
+  }
+  E* data() { return data_; }
+
+ private:
+  std::vector<E> room_;
+  E* data_;
+};
+
 struct Row {
   std::string op, shape, path;
   double seconds, bytes;
@@ -444,7 +461,10 @@ int main(int argc, char** argv) {
   PairedTriad paired(quick ? (1 << 22) : (1 << 24));
 
   const int64_t T = 1024, N = quick ? 1024 : 4096, n = T * N;
-  std::vector<float> r(n, 0.5f), v(n, 0.25f), last(N, 0.1f), adv(n), ret(n), out(n);
+  // 16 bytes into a page, as a large array fresh from the system; the outputs of the `buffered`
+  // rows 16 bytes further on, off the inputs' place in a line.
+  PageArray<float> r(n, 4, 0.5f), v(n, 4, 0.25f), adv(n, 4), ret(n, 4), advOff(n, 8), retOff(n, 8);
+  std::vector<float> last(N, 0.1f);
   std::vector<uint8_t> flags(n, 0), mask(n, 1);
   for (int64_t i = 0; i < n; i += 97) flags[i] = 1;
   for (int64_t i = 0; i < n; i += 13) mask[i] = 0;
@@ -485,8 +505,13 @@ int main(int argc, char** argv) {
     k.maskMode = mode;
     k.advantages = adv.data();
     k.returns = ret.data();
-    run(mode == MaskMode::Premask ? "tokenGae premask" : "tokenGae skip",
-        "[" + std::to_string(N) + "," + std::to_string(T) + "]", n * (4.0 + 4 + 1 + 4 + 4), [&] { tokenGaeCpu(k); });
+    const std::string name = mode == MaskMode::Premask ? "tokenGae premask" : "tokenGae skip";
+    const std::string shape = "[" + std::to_string(N) + "," + std::to_string(T) + "]";
+    run(name, shape, n * (4.0 + 4 + 1 + 4 + 4), [&] { tokenGaeCpu(k); });
+    TokenGaeArgs off = k;
+    off.advantages = advOff.data();
+    off.returns = retOff.data();
+    printPaired(name, shape, "buffered", n * (4.0 + 4 + 1 + 4 + 4), [&] { tokenGaeCpu(off); }, paired, minSeconds);
   }
 
 #if defined(__x86_64__)
@@ -505,6 +530,10 @@ int main(int argc, char** argv) {
   d.returns = ret.data();
   run("discountedReturns", "[" + std::to_string(N) + "," + std::to_string(T) + "]", n * (4.0 + 1 + 4),
       [&] { discountedReturnsCpu(d); });
+  DiscountedReturnsArgs dOff = d;
+  dOff.returns = retOff.data();
+  printPaired("discountedReturns", "[" + std::to_string(N) + "," + std::to_string(T) + "]", "buffered",
+              n * (4.0 + 1 + 4), [&] { discountedReturnsCpu(dOff); }, paired, minSeconds);
 
   const int64_t m = quick ? (1 << 22) : (1 << 24);
   std::vector<float> x(m);
