@@ -1451,6 +1451,9 @@ int main() {
     testTokenGae(2051, 1024, m, true, 20, 4, 0);
     testTokenGae(2051, 1024, m, true, 100, 36, 0);
     testTokenGae(2040, 1032, m, true, 0, 0, 0);
+    // A single line a row, and one line after 12 scalar steps with 4 before it.
+    testTokenGae(131075, 16, m, true, 0, 0, 1);
+    testTokenGae(65539, 32, m, false, 4, 4, 1);
   }
   for (bool masked : {true, false}) {
     testReturns(4099, 1024, masked, 0, 0, 1);
