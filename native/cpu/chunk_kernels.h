@@ -8,6 +8,7 @@
 // Included only by the kernels_*.cpp files.
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #if defined(__AVX2__)
 #include <immintrin.h>
 #elif defined(__SSE2__)
@@ -697,7 +698,8 @@ struct TokenGaeDeltaTile {
   RLHF_KEEP_PREFETCH void prefetch(int64_t t, bool withMask) const {
     in.prefetch(t, withMask && kMode != MaskMode::None);
   }
-  void save(float* nextAdv) const { _mm256_store_ps(nextAdv, na); }
+  // The next values are carried in nextValue itself.
+  void save(float*, float* nextAdv) const { _mm256_store_ps(nextAdv, na); }
 };
 
 // Skip: the next value carries through masked steps, so it depends on the mask sequence and the
@@ -777,15 +779,10 @@ static void tokenGaeTiles(const TokenGaeArgs& a, int64_t b, float* scratch, bool
   tokenGaeStart<8>(a, b, nextValue, nextAdv);
   tokenGaeSteps<kMode, 8>(a, b, a.T, grid.end, nextValue, nextAdv, rows);
   float* const* out[2] = {rows.adv, rows.ret};
-  if (kMode == MaskMode::Skip) {
-    TokenGaeSkipTile tile(a, b, nextValue, nextAdv);
-    runTiles(tile, grid, out, straight);
-    tile.save(nextValue, nextAdv);
-  } else {
-    TokenGaeDeltaTile<kMode> tile(a, b, nextValue, nextAdv);
-    runTiles(tile, grid, out, straight);
-    tile.save(nextAdv);
-  }
+  using Tile = std::conditional_t<kMode == MaskMode::Skip, TokenGaeSkipTile, TokenGaeDeltaTile<kMode>>;
+  Tile tile(a, b, nextValue, nextAdv);
+  runTiles(tile, grid, out, straight);
+  tile.save(nextValue, nextAdv);
   tokenGaeSteps<kMode, 8>(a, b, grid.first, 0, nextValue, nextAdv, rows);
   if (!straight) tokenGaeStoreRows(a, b, 8, rows, streaming);
 }
