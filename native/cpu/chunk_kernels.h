@@ -922,6 +922,55 @@ void discountedReturnsRows(const DiscountedReturnsArgs& a, int64_t b0, int64_t b
   endStreaming(streaming);
 }
 
+// --- valid bytes of a mask ------------------------------------------------------------------
+// The nonzero bytes of m[0, n): the per-row token counts the losses weigh their gradients by,
+// taken in a pass of their own before the gradients. Each byte capped at 1, then summed across
+// a vector by SAD into 64-bit lanes, a line at a time, each line requested kCountPrefetch bytes
+// ahead (past a row's end into the next row's). The plain SSE2 loop without requests counted a
+// 16M-byte mask in 1.9 ms with 2 threads, this one in 1.1 ms (about the rate the cores read at):
+// the pass had been an eighth of the PPO policy and value losses.
+constexpr int64_t kCountPrefetch = 2048;
+
+int64_t countNonZero(const uint8_t* m, int64_t n) {
+  int64_t i = 0, count = 0;
+#if defined(__AVX512BW__)
+  const __m512i one = _mm512_set1_epi8(1), zero = _mm512_setzero_si512();
+  __m512i sums = zero;
+  for (; i + 64 <= n; i += 64) {
+    prefetchAhead(m + i, kCountPrefetch);
+    sums = _mm512_add_epi64(sums, _mm512_sad_epu8(_mm512_min_epu8(_mm512_loadu_si512(m + i), one), zero));
+  }
+  count = _mm512_reduce_add_epi64(sums);
+#elif defined(__AVX2__)
+  const __m256i one = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();
+  __m256i sums = zero;
+  for (; i + 64 <= n; i += 64) {
+    prefetchAhead(m + i, kCountPrefetch);
+    const __m256i lo = _mm256_min_epu8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + i)), one);
+    const __m256i hi = _mm256_min_epu8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + i + 32)), one);
+    sums = _mm256_add_epi64(sums, _mm256_sad_epu8(_mm256_add_epi8(lo, hi), zero));
+  }
+  alignas(32) int64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sums);
+  count = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+#elif defined(__SSE2__)
+  const __m128i one = _mm_set1_epi8(1), zero = _mm_setzero_si128();
+  __m128i sums = zero;
+  for (; i + 64 <= n; i += 64) {
+    prefetchAhead(m + i, kCountPrefetch);
+    __m128i line = zero;
+    for (int q = 0; q < 64; q += 16)
+      line = _mm_add_epi8(line, _mm_min_epu8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m + i + q)), one));
+    sums = _mm_add_epi64(sums, _mm_sad_epu8(line, zero));
+  }
+  alignas(16) int64_t lanes[2];
+  _mm_store_si128(reinterpret_cast<__m128i*>(lanes), sums);
+  count = lanes[0] + lanes[1];
+#endif
+  for (; i < n; ++i) count += m[i] != 0;
+  return count;
+}
+
 // --- masked moments of one block ------------------------------------------------------------
 // One pass: sums of (x - K) and (x - K)^2 in float64, shifted by the block's first valid
 // element K so that the subtraction that follows loses nothing that matters (float squares are

@@ -82,6 +82,7 @@ struct ChunkKernels {
   void (*tokenGaeRows)(const TokenGaeArgs&, int64_t b0, int64_t b1, float* scratch, bool streaming);
   void (*discountedReturnsRows)(const DiscountedReturnsArgs&, int64_t b0, int64_t b1, float* scratch,
                                 bool streaming);
+  int64_t (*countNonZero)(const uint8_t* m, int64_t n);
   MaskedMoments (*blockMoments)(const float* x, const uint8_t* m, int64_t len);
   void (*affineRange)(const AffineArgs&, int64_t i0, int64_t i1, bool streaming);
   RowSoftmax (*rowSoftmax)(const float* z, int64_t V, float tau);

@@ -8,10 +8,10 @@ namespace rlhf {
 namespace RLHF_CHUNK_NS {
 
 const ChunkKernels& table() {
-  static const ChunkKernels k = {RLHF_CHUNK_NAME, gaeColumns, tokenGaeRows, discountedReturnsRows, blockMoments,
-                                 affineRange, rowSoftmax, rowSoftmaxStore, rowSoftmaxGrad, rowGradGiven, klRange,
-                                 policyBlock, valueBlock, pairwiseRange, maskedRowSum, dpoRange, biasActRows,
-                                 biasActGradRows, columnSums, adamwRange, sumSquaresRange, triadRange};
+  static const ChunkKernels k = {RLHF_CHUNK_NAME, gaeColumns, tokenGaeRows, discountedReturnsRows, countNonZero,
+                                 blockMoments, affineRange, rowSoftmax, rowSoftmaxStore, rowSoftmaxGrad, rowGradGiven,
+                                 klRange, policyBlock, valueBlock, pairwiseRange, maskedRowSum, dpoRange,
+                                 biasActRows, biasActGradRows, columnSums, adamwRange, sumSquaresRange, triadRange};
   return k;
 }
 

@@ -369,6 +369,25 @@ void testTriad() {
     }
 }
 
+// The valid-token count the losses weigh by, in each variant: every nonzero byte counts once
+// (any value, not just 1), over lengths either side of whole lines, from any start.
+void testMaskCount() {
+  std::vector<const ChunkKernels*> variants = {&baselineKernels()};
+  if (&activeKernels() != &baselineKernels()) variants.push_back(&activeKernels());
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::vector<uint8_t> m(5000);
+  for (auto& x : m) x = byte(rng) < 80 ? 0 : static_cast<uint8_t>(byte(rng) | 1);
+  for (const ChunkKernels* k : variants)
+    for (int64_t start : {0, 1, 3, 17})
+      for (int64_t n : {0, 1, 15, 63, 64, 65, 127, 1000, 4096 + 7}) {
+        int64_t want = 0;
+        for (int64_t i = start; i < start + n; ++i) want += m[static_cast<size_t>(i)] != 0;
+        const int64_t got = k->countNonZero(m.data() + start, n);
+        report(got == want, std::string("mask count [") + k->name + "] from " + std::to_string(start) + ", n=" +
+                                std::to_string(n) + ": " + std::to_string(got) + " vs " + std::to_string(want));
+      }
+}
+
 void testStatistics(int64_t n, double maskP, float offset) {
   covered.insert("maskedMean");
   covered.insert("maskedVar");
@@ -1467,6 +1486,7 @@ int main() {
   testNanPropagation();
   testTooFewValid();
   testTriad();
+  testMaskCount();
   testAffinePlacement();
   testPolicyFamily();
   testPreferenceFamily();
