@@ -23,13 +23,13 @@ namespace RLHF_CHUNK_NS {
 
 // Requests the line `bytes` past p, which may lie past the end of p's array: a prefetch never
 // faults, and the address is formed as an integer, not as a pointer out of bounds.
-static inline void prefetchAhead(const void* p, int64_t bytes) {
+RLHF_KEEP_PREFETCH static void prefetchAhead(const void* p, int64_t bytes) {
   __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p) + bytes), 0, 3);
 }
 
 // Requests the line at p into the L2 only: for data a pass will read after the current one, which
 // would crowd the L1 it works in.
-static inline void prefetchToL2(const void* p) { __builtin_prefetch(p, 0, 2); }
+RLHF_KEEP_PREFETCH static void prefetchToL2(const void* p) { __builtin_prefetch(p, 0, 2); }
 
 // Walks [0, n) in the spans the alignment of `out` allows: body.one(i) for single elements,
 // body.four(i) where out+i is 16-byte aligned (with SSE2), body.eight(i) where it is 32-byte
@@ -530,11 +530,6 @@ static inline __m256 stepsOf(const float* x, const uint8_t* m) {
   const __m256 raw = _mm256_loadu_ps(x);
   return kMode == MaskMode::Premask ? _mm256_andnot_ps(maskedLanes(m), raw) : raw;
 }
-
-// For a function that only requests lines: GCC 12 finds it free of side effects when it is not
-// inlined early, and drops its calls (it did so to every tile's prefetch below); inlined early,
-// its requests stay.
-#define RLHF_KEEP_PREFETCH __attribute__((always_inline)) inline
 
 // Requests element t of 8 rows of `elementBytes`-wide elements, `rowBytes` apart, from `rows`.
 RLHF_KEEP_PREFETCH static void prefetchRows(const void* rows, int64_t rowBytes, int64_t t, int64_t elementBytes) {

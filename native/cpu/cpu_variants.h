@@ -9,6 +9,13 @@
 #include "rlhf/policy.h"
 #include "rlhf/preference.h"
 
+// For a function that only requests lines: GCC 12 finds it free of side effects when it is not
+// inlined early, and drops its calls (it did so to every token GAE tile's requests, and to the
+// matrix product's of its output tile, which restored made the product 0.5-3% slower and so
+// went); inlined early, its requests stay. Check with objdump that a new one's prefetch
+// instructions are there.
+#define RLHF_KEEP_PREFETCH __attribute__((always_inline)) inline
+
 namespace rlhf {
 
 // Time-major GAE works on column blocks of this many; a thread with fewer than kGaeNarrow
@@ -87,9 +94,9 @@ struct ChunkKernels {
   void (*affineRange)(const AffineArgs&, int64_t i0, int64_t i1, bool streaming);
   RowSoftmax (*rowSoftmax)(const float* z, int64_t V, float tau);
   // The statistics again, with e_j = exp((z_j - max)/tau) kept in e[0..V) for rowSoftmaxGrad.
-  RowSoftmax (*rowSoftmaxStore)(const float* z, int64_t V, float tau, float* e);
-  // `next`: the logits of the row to come (or null), requested into the cache as this row's
-  // gradient is written, so that reading them overlaps this row's arithmetic.
+  // `next`: the logits of the row to come (or null), requested into the cache, half of them
+  // here and half by rowSoftmaxGrad, so that reading them overlaps this row's arithmetic.
+  RowSoftmax (*rowSoftmaxStore)(const float* z, int64_t V, float tau, float* e, const float* next);
   void (*rowSoftmaxGrad)(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
                          float gH, float* out, bool streaming, const float* next);
   // The row's gradient in one pass from the forward's log-prob lp and entropy H (used only when

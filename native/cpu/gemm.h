@@ -169,17 +169,6 @@ static inline void storeTile(const VF (&acc)[kMr][2], const COut& out, int64_t i
     for (int j = 0; j < nr; ++j) c[r * ldc + j] = overwrite ? t[r][j] : c[r * ldc + j] + t[r][j];
 }
 
-// Asks for the C tile at (i, j) while the k loop runs, so that its update does not wait on memory.
-static inline void prefetchTile(const COut& out, int64_t i, int64_t j) {
-  if (out.transposed) return;
-  const float* c = out.at(i, j);
-  const int64_t ldc = out.ldc;
-  for (int r = 0; r < kMr; ++r) {
-    __builtin_prefetch(c + r * ldc, 1);
-    __builtin_prefetch(c + r * ldc + kNr - 1, 1);
-  }
-}
-
 // --- packing ---------------------------------------------------------------------------------
 
 // packA when op(A)[i,k] = a[k*lda + i]: a step's rows lie together. kPackStepsA steps at a
@@ -347,7 +336,6 @@ static void packedRowsBlock(const MatmulArgs& a, const BPanels& bp, const COut& 
       int64_t pitch;
       const float* b = bp.at(j, p0, pitch);
       for (int64_t ir = 0; ir < mc; ir += kMr) {
-        prefetchTile(out, ic + ir, j);
         multiplyTile(PackedRows{ap + ir * kc}, b, pitch, kc, nr, acc);
         storeTile(acc, out, ic + ir, j, static_cast<int>(std::min<int64_t>(kMr, mc - ir)), nr, overwrite);
       }

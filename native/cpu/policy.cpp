@@ -86,7 +86,7 @@ static void rowGradient(const ChunkKernels* k, const float* z, int64_t V, float 
     const RowCheck c = k->rowGradGiven(z, V, tau, label, *lp, H, gLp, gH, out, streaming);
     if (givenFitsRow(c.p, c.pLogP, gH != 0.0f, H)) return;
   }
-  const RowSoftmax s = k->rowSoftmaxStore(z, V, tau, e.data());
+  const RowSoftmax s = k->rowSoftmaxStore(z, V, tau, e.data(), next);
   k->rowSoftmaxGrad(z, e.data(), V, tau, s, label, gLp, gH, out, streaming, next);
 }
 
