@@ -1,8 +1,11 @@
 // The benchmark's bandwidth: the triad it runs between the runs of a memory-bound op, and the
 // rows set against it (README "Benchmark").
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import t from 'tap';
 
-import { runBench } from '../lib/cli/bench';
+import { benchOpNames, checkBenchOps, runBench } from '../lib/cli/bench';
 import { native } from '../lib/native';
 import { expectError } from './helpers/index';
 
@@ -35,4 +38,22 @@ t.test('a memory-bound row is set against the triads run between its own runs', 
     t.equal(r.bandwidthGBs, undefined, `${r.shape}: in cache, no paired triad`);
     t.ok(Math.abs(r.pctOfBandwidth - (100 * r.gbPerS) / small.bandwidthGBs) < 1e-9, `${r.shape}: share of the run's triad`);
   }
+});
+
+t.test('--op names every family the bench has, and an unknown one is an error naming them', async (t) => {
+  const names = benchOpNames();
+  t.ok(names.includes('ppoPolicyLoss+valueLoss') && names.includes('matmul') && names.includes('gae'), names.join(', '));
+  t.doesNotThrow(() => checkBenchOps(['gae', 'dpoLoss ipo', 'tokenGae skip']));
+  expectError(t, () => checkBenchOps(['gae', 'dpoLos']), RangeError, /unknown op 'dpoLos'; expected one of gae, tokenGae/);
+});
+
+// The command runs from dist/, built by `npm install` (or npx tsc -p tsconfig.json).
+const cli = path.join(__dirname, '..', 'dist', 'cli', 'rlhf.js');
+t.test('rlhf bench --help lists every op; --op with an unknown name fails naming it', { skip: fs.existsSync(cli) ? false : 'dist/cli/rlhf.js not built' }, async (t) => {
+  const help = spawnSync(process.execPath, [cli, 'bench', '--help'], { encoding: 'utf8' });
+  t.equal(help.status, 0);
+  for (const n of benchOpNames()) t.match(help.stdout, n, `--help lists ${n}`);
+  const bad = spawnSync(process.execPath, [cli, 'bench', '--op', 'nope'], { encoding: 'utf8' });
+  t.equal(bad.status, 1);
+  t.match(bad.stderr, /rlhf bench: unknown op 'nope'/);
 });

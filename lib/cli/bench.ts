@@ -422,6 +422,19 @@ export function benchCases(quick: boolean): Array<[string, () => Case]> {
   ];
 }
 
+/** The names `--op` takes: each case's first word (an op family), as benchCases lists them. */
+export function benchOpNames(): string[] {
+  return [...new Set(benchCases(true).map(([family]) => family))];
+}
+
+/** A RangeError naming the first of `ops` that picks no case (a family, or a family and a variant). */
+export function checkBenchOps(ops: readonly string[]): void {
+  const names = benchOpNames();
+  for (const o of ops)
+    if (!names.some((n) => o === n || o.startsWith(`${n} `)))
+      throw new RangeError(`rlhf bench: unknown op '${o}'; expected one of ${names.join(', ')}`);
+}
+
 function median(times: number[]): number {
   const sorted = [...times].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];

@@ -4,15 +4,32 @@
 // toy task and plots reward over-optimisation (lib/cli/demo.ts); `rlhf info` shows what was built
 // and what the machine offers.
 import * as rl from '../index';
-import { Backend, runBench, writeJson } from './bench';
+import { Backend, benchOpNames, checkBenchOps, runBench, writeJson } from './bench';
 import { runDemo } from './demo';
 import { train } from './train';
+
+// Names joined by ", " in lines of at most `width` characters, each after the first indented.
+function wrapped(names: string[], width: number, indent: number): string {
+  const lines = [''];
+  for (const n of names) {
+    const last = lines.length - 1;
+    const piece = lines[last] === '' ? n : `, ${n}`;
+    if (lines[last] !== '' && lines[last].length + piece.length > width) {
+      lines[last] += ',';
+      lines.push(n);
+    } else {
+      lines[last] += piece;
+    }
+  }
+  return lines.join(`\n${' '.repeat(indent)}`);
+}
 
 const usage = `usage: rlhf <command> [options]
 
 commands:
   bench   time every op on every backend against the machine's memory bandwidth
-          --op NAME[,NAME]      only these ops (gae, tokenGae, discountedReturns, maskedWhiten, maskedMean)
+          --op NAME[,NAME]      only these ops (a name, or a name and its variant: "dpoLoss ipo"):
+                                ${wrapped(benchOpNames(), 58, 32)}
           --backend LIST        cpu,cuda,js (default: all available)
           --threads N           CPU threads (default: all cores)
           --json FILE           also write the results as JSON
@@ -65,8 +82,10 @@ function bench(argv: string[]): void {
   for (const b of backends ?? []) if (!['cpu', 'cuda', 'js'].includes(b)) throw new RangeError(`rlhf bench: unknown backend '${b}'`);
   if (backends?.includes('cuda') && rl.backends().cuda.devices === 0) console.log('rlhf bench: no CUDA device here; skipping the cuda backend');
   const threads = stringFlag(flags, 'threads');
+  const ops = stringFlag(flags, 'op')?.split(',');
+  if (ops !== undefined) checkBenchOps(ops);
   const report = runBench({
-    ops: stringFlag(flags, 'op')?.split(','),
+    ops,
     backends,
     quick: flags.has('quick'),
     threads: threads === undefined ? undefined : Number(threads),
