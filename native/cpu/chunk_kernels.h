@@ -996,10 +996,14 @@ static void accumulateScalar(const float* x, const uint8_t* m, int64_t i0, int64
 // own reads keep too few lines in flight for the memory here, and the pass ran 60-66% of the
 // triad without them against 69-82% with them (2 threads, 16M elements).
 constexpr int64_t kMomentsPrefetch = 512;
+// The valid elements are counted as the steps taken less the invalid ones, which each add 1 to
+// an integer lane by subtracting their all-ones mask: one instruction where counting them in
+// doubles took two, for the same whole-number counts.
 template <bool kMasked>
 static int64_t accumulateAvx2(const float* x, const uint8_t* m, int64_t len, double K, MomentLanes& L) {
-  const __m256d k = _mm256_set1_pd(K), one = _mm256_set1_pd(1.0);
-  __m256d c0 = _mm256_setzero_pd(), c1 = c0, a0 = c0, a1 = c0, b0 = c0, b1 = c0;
+  const __m256d k = _mm256_set1_pd(K);
+  __m256d a0 = _mm256_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+  __m256i invalid0 = _mm256_setzero_si256(), invalid1 = invalid0;
   int64_t i = 0;
   for (; i + 8 <= len; i += 8) {
     prefetchAhead(x + i, kMomentsPrefetch * 4);
@@ -1007,26 +1011,24 @@ static int64_t accumulateAvx2(const float* x, const uint8_t* m, int64_t len, dou
     const __m256 xf = _mm256_loadu_ps(x + i);
     __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(xf)), k);
     __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(xf, 1)), k);
-    __m256d v0 = one, v1 = one;
     if (kMasked) {
       const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m + i));
       const __m128i invalid = _mm_cmpeq_epi8(bytes, _mm_setzero_si128());
-      const __m256d bad0 = _mm256_castsi256_pd(_mm256_cvtepi8_epi64(invalid));
-      const __m256d bad1 = _mm256_castsi256_pd(_mm256_cvtepi8_epi64(_mm_srli_si128(invalid, 4)));
-      d0 = _mm256_andnot_pd(bad0, d0);
-      d1 = _mm256_andnot_pd(bad1, d1);
-      v0 = _mm256_andnot_pd(bad0, one);
-      v1 = _mm256_andnot_pd(bad1, one);
+      const __m256i bad0 = _mm256_cvtepi8_epi64(invalid), bad1 = _mm256_cvtepi8_epi64(_mm_srli_si128(invalid, 4));
+      d0 = _mm256_andnot_pd(_mm256_castsi256_pd(bad0), d0);
+      d1 = _mm256_andnot_pd(_mm256_castsi256_pd(bad1), d1);
+      invalid0 = _mm256_sub_epi64(invalid0, bad0);
+      invalid1 = _mm256_sub_epi64(invalid1, bad1);
     }
-    c0 = _mm256_add_pd(c0, v0);
-    c1 = _mm256_add_pd(c1, v1);
     a0 = _mm256_add_pd(a0, d0);
     a1 = _mm256_add_pd(a1, d1);
     b0 = _mm256_add_pd(b0, _mm256_mul_pd(d0, d0));
     b1 = _mm256_add_pd(b1, _mm256_mul_pd(d1, d1));
   }
-  _mm256_storeu_pd(L.cnt, c0);
-  _mm256_storeu_pd(L.cnt + 4, c1);
+  alignas(32) int64_t bad[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(bad), invalid0);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(bad + 4), invalid1);
+  for (int j = 0; j < 8; ++j) L.cnt[j] = static_cast<double>(i / 8 - bad[j]);
   _mm256_storeu_pd(L.s1, a0);
   _mm256_storeu_pd(L.s1 + 4, a1);
   _mm256_storeu_pd(L.s2, b0);
@@ -1038,34 +1040,39 @@ static int64_t accumulateAvx2(const float* x, const uint8_t* m, int64_t len, dou
 #if defined(__AVX512F__)
 // Sixteen floats at a time into one vector of eight doubles per sum: elements i..i+7, then
 // i+8..i+15, added in that order, so that lane j still takes the elements with i % 8 == j in the
-// order of the AVX2 form (the same bits), in half its instructions; invalid lanes are zeroed by
-// mask registers.
+// order of the AVX2 form (the same bits), in half its instructions. Invalid lanes are zeroed by
+// the subtraction itself (zero-masked), and valid ones counted in integer lanes (a masked add):
+// four instructions fewer a vector than zeroing and counting them in doubles, for the same
+// whole-number counts: 11% less time in cache (64K elements, one thread); from memory the pass
+// is bound by its reads (16M elements, 2 threads: within the noise).
 template <bool kMasked>
 static int64_t accumulateAvx512(const float* x, const uint8_t* m, int64_t len, double K, MomentLanes& L) {
-  const __m512d k = _mm512_set1_pd(K), one = _mm512_set1_pd(1.0);
-  __m512d c = _mm512_setzero_pd(), a = c, b = c;
+  const __m512d k = _mm512_set1_pd(K);
+  const __m512i one = _mm512_set1_epi64(1);
+  __m512d a = _mm512_setzero_pd(), b = a;
+  __m512i c = _mm512_setzero_si512();
   int64_t i = 0;
   for (; i + 16 <= len; i += 16) {
     prefetchAhead(x + i, kMomentsPrefetch * 4);
     if (kMasked && i % 64 == 0) prefetchAhead(m + i, kMomentsPrefetch);
     const __m512 xf = _mm512_loadu_ps(x + i);
-    __m512d d0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(xf)), k);
-    __m512d d1 = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(xf, 1)), k);
-    __m512d v0 = one, v1 = one;
+    __mmask8 valid0 = 0xff, valid1 = 0xff;
     if (kMasked) {
       const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(m + i));
       const __mmask16 valid = _mm_test_epi8_mask(bytes, bytes);
-      const __mmask8 valid0 = static_cast<__mmask8>(valid), valid1 = static_cast<__mmask8>(valid >> 8);
-      d0 = _mm512_maskz_mov_pd(valid0, d0);
-      d1 = _mm512_maskz_mov_pd(valid1, d1);
-      v0 = _mm512_maskz_mov_pd(valid0, one);
-      v1 = _mm512_maskz_mov_pd(valid1, one);
+      valid0 = static_cast<__mmask8>(valid);
+      valid1 = static_cast<__mmask8>(valid >> 8);
     }
-    c = _mm512_add_pd(_mm512_add_pd(c, v0), v1);
+    const __m512d d0 = _mm512_maskz_sub_pd(valid0, _mm512_cvtps_pd(_mm512_castps512_ps256(xf)), k);
+    const __m512d d1 = _mm512_maskz_sub_pd(valid1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(xf, 1)), k);
+    c = _mm512_mask_add_epi64(c, valid0, c, one);
+    c = _mm512_mask_add_epi64(c, valid1, c, one);
     a = _mm512_add_pd(_mm512_add_pd(a, d0), d1);
     b = _mm512_add_pd(_mm512_add_pd(b, _mm512_mul_pd(d0, d0)), _mm512_mul_pd(d1, d1));
   }
-  _mm512_storeu_pd(L.cnt, c);
+  alignas(64) int64_t counts[8];
+  _mm512_store_si512(counts, c);
+  for (int j = 0; j < 8; ++j) L.cnt[j] = static_cast<double>(counts[j]);
   _mm512_storeu_pd(L.s1, a);
   _mm512_storeu_pd(L.s2, b);
   return i;
