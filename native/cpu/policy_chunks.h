@@ -540,13 +540,31 @@ static inline void storeOut(float* p, VF v, bool streaming) {
 // block's sums. With `seqLogRatio` (the sequence importance level) every token of row b uses
 // that row's log-ratio; the caller then spreads each row's gradient over its tokens.
 
-// Sums of a row segment: float lanes over at most kFlushVectors vectors, flushed into float64
-// lanes; counts stay exact in float lanes (below 2^24 per segment).
+// Sums over a block: float lanes over at most kFlushVectors vectors, flushed into float64 lanes;
+// counts stay exact in float lanes (at most kLossBlock / W per lane). Only the loss is weighed
+// by its row: at each row's end its float64 lanes, times the row's weight, join the block's
+// (weighLoss). Every sum is reduced across its lanes once a block: reduced at each row's end, as
+// before, they had cost a 64-token row more than its tokens (1.7 against 0.77 ns a token).
 
 struct PolicyLanes {
   VF loss, d, d2, k3, clipped, lower;
   VD lossLo, lossHi, dLo, dHi, d2Lo, d2Hi, k3Lo, k3Hi;
   int pending;
+};
+
+// A row's loss, in its float lanes and their float64 flushes, weighed by the row's weight into
+// the block's lanes; the row's lanes start again from zero.
+struct WeighedLoss {
+  VD lo = zeroD(), hi = zeroD();
+  void add(VF& loss, VD& rowLo, VD& rowHi, double weight) {
+    flushInto(loss, rowLo, rowHi);
+    const VD w = set1D(weight);
+    lo = addD(lo, mulD(w, rowLo));
+    hi = addD(hi, mulD(w, rowHi));
+    rowLo = zeroD();
+    rowHi = zeroD();
+  }
+  double sum() const { return sumLanes(lo) + sumLanes(hi); }
 };
 
 static inline void flush(PolicyLanes& L) {
@@ -684,13 +702,14 @@ static PolicyBlock policyBlockT(const PolicyView v, int64_t T, const double* row
                                 int64_t i0, int64_t i1) {
   const PolicyFlags<kPlain> f(v);
   PolicyBlock out;
+  PolicyLanes L{zero(), zero(), zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(),
+                zeroD(), zeroD(), zeroD(), zeroD(), 0};
+  WeighedLoss weighed;
   for (int64_t i = i0; i < i1;) {
     const int64_t b = i / T;
     const int64_t end = (b + 1) * T < i1 ? (b + 1) * T : i1;
     const VF w = set1(static_cast<float>(rowWeight[b]));
     const float advRow = f.perRow ? v.adv[b] : 0.0f, seqD = kSequence ? seqLogRatio[b] : 0.0f;
-    PolicyLanes L{zero(), zero(), zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(),
-                  zeroD(), zeroD(), zeroD(), zeroD(), 0};
     // The n < W tokens from j: the row's head before the stores can stream, or its tail.
     auto partial = [&](int64_t j, int64_t n) {
       policyVector<true, kSequence, kPlain>(v, j, n, policyAhead<true, kSequence, kPlain>(v, j, n, seqD), advRow, seqD,
@@ -706,14 +725,15 @@ static PolicyBlock policyBlockT(const PolicyView v, int64_t T, const double* row
         });
     if (i < end) partial(i, end - i);
     i = end;
-    flush(L);
-    out.loss += rowWeight[b] * (sumLanes(L.lossLo) + sumLanes(L.lossHi));
-    out.kl2 += 0.5 * (sumLanes(L.d2Lo) + sumLanes(L.d2Hi));
-    out.kl3 += sumLanes(L.k3Lo) + sumLanes(L.k3Hi);
-    out.klp -= sumLanes(L.dLo) + sumLanes(L.dHi);
-    out.clipped += static_cast<int64_t>(sumLanesF(L.clipped));
-    out.lower += static_cast<int64_t>(sumLanesF(L.lower));
+    weighed.add(L.loss, L.lossLo, L.lossHi, rowWeight[b]);
   }
+  flush(L);
+  out.loss = weighed.sum();
+  out.kl2 = 0.5 * (sumLanes(L.d2Lo) + sumLanes(L.d2Hi));
+  out.kl3 = sumLanes(L.k3Lo) + sumLanes(L.k3Hi);
+  out.klp = -(sumLanes(L.dLo) + sumLanes(L.dHi));
+  out.clipped = static_cast<int64_t>(sumLanesF(L.clipped));
+  out.lower = static_cast<int64_t>(sumLanesF(L.lower));
   return out;
 }
 
@@ -822,12 +842,11 @@ ValueBlock valueBlock(const ValueLossArgs& a, const double* rowWeight, int64_t i
   ValueLanes L{zero(), zero(), zero(), zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(),
                zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), 0};
   const int64_t T = a.T;
+  WeighedLoss weighed;
   for (int64_t i = i0; i < i1;) {
     const int64_t b = i / T;
     const int64_t end = (b + 1) * T < i1 ? (b + 1) * T : i1;
     const VF halfW = set1(0.5f * static_cast<float>(rowWeight[b]));
-    L.lossLo = zeroD();
-    L.lossHi = zeroD();
     const int64_t head = x.streaming ? alignHead(x.grad + i, end - i) : 0;
     if (head > 0) {
       valueVector<true>(x, i, head, halfW, L);
@@ -841,9 +860,10 @@ ValueBlock valueBlock(const ValueLossArgs& a, const double* rowWeight, int64_t i
       valueVector<true>(x, i, end - i, halfW, L);
       i = end;
     }
-    flush(L);
-    out.loss += rowWeight[b] * (sumLanes(L.lossLo) + sumLanes(L.lossHi));
+    weighed.add(L.loss, L.lossLo, L.lossHi, rowWeight[b]);
   }
+  flush(L);
+  out.loss = weighed.sum();
   out.valid = static_cast<int64_t>(sumLanesF(L.valid));
   out.clipped = static_cast<int64_t>(sumLanesF(L.clipped));
   const double n = static_cast<double>(out.valid);

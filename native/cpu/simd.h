@@ -73,6 +73,7 @@ inline void accumulateSquares(VD& lo, VD& hi, VF x) {
   hi = _mm512_add_pd(hi, _mm512_mul_pd(b, b));
 }
 inline VD zeroD() { return _mm512_setzero_pd(); }
+inline VD set1D(double x) { return _mm512_set1_pd(x); }
 inline VD addD(VD a, VD b) { return _mm512_add_pd(a, b); }
 inline VD mulD(VD a, VD b) { return _mm512_mul_pd(a, b); }
 inline void storeD(double* p, VD v) { _mm512_storeu_pd(p, v); }
@@ -139,6 +140,7 @@ inline void accumulateSquares(VD& lo, VD& hi, VF x) {
   hi = _mm256_add_pd(hi, _mm256_mul_pd(b, b));
 }
 inline VD zeroD() { return _mm256_setzero_pd(); }
+inline VD set1D(double x) { return _mm256_set1_pd(x); }
 inline VD addD(VD a, VD b) { return _mm256_add_pd(a, b); }
 inline VD mulD(VD a, VD b) { return _mm256_mul_pd(a, b); }
 inline void storeD(double* p, VD v) { _mm256_storeu_pd(p, v); }
@@ -193,6 +195,7 @@ inline void accumulateSquares(VD& lo, VD& hi, VF x) {
   hi = _mm_add_pd(hi, _mm_mul_pd(b, b));
 }
 inline VD zeroD() { return _mm_setzero_pd(); }
+inline VD set1D(double x) { return _mm_set1_pd(x); }
 inline VD addD(VD a, VD b) { return _mm_add_pd(a, b); }
 inline VD mulD(VD a, VD b) { return _mm_mul_pd(a, b); }
 inline void storeD(double* p, VD v) { _mm_storeu_pd(p, v); }
