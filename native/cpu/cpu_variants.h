@@ -103,7 +103,7 @@ struct ChunkKernels {
   // gH != 0) of a label in [0, V); the sums it returns tell whether lp and H fit the row.
   RowCheck (*rowGradGiven)(const float* z, int64_t V, float tau, int32_t label, float lp, float H, float gLp, float gH,
                            float* out, bool streaming);
-  void (*klRange)(const KlPenaltyArgs&, int64_t i0, int64_t i1);
+  void (*klRange)(const KlPenaltyArgs&, int64_t i0, int64_t i1, bool streaming);
   PolicyBlock (*policyBlock)(const PolicyLossArgs&, const double* rowWeight, const float* seqLogRatio, int64_t i0,
                              int64_t i1, bool streaming);
   ValueBlock (*valueBlock)(const ValueLossArgs&, const double* rowWeight, int64_t i0, int64_t i1, bool streaming);

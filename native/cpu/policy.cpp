@@ -116,10 +116,16 @@ void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
   });
 }
 
+// Large outputs are streamed past the cache (as the losses' gradients are): written with plain
+// stores, each of their lines was read first, half as much traffic again as the op's own. Not
+// where an output lies a little ahead of an input in its page (clearOfAliasing).
 void klPenaltyCpu(const KlPenaltyArgs& a) {
   const ChunkKernels* k = kernelsForCall();
   if (k == nullptr) return klPenaltyReference(a);
-  parallelFor(a.n, kMinElementsPerThread, kLine, [&](int64_t i0, int64_t i1) { k->klRange(a, i0, i1); });
+  bool streaming = isStreaming(2 * a.n);
+  for (const float* out : {a.kl, a.grad})
+    for (const float* in : {a.logprobs, a.refLogprobs}) streaming = streaming && clearOfAliasing(out, in);
+  parallelFor(a.n, kMinElementsPerThread, kLine, [&](int64_t i0, int64_t i1) { k->klRange(a, i0, i1, streaming); });
 }
 
 // Rows are independent and the work per element is a multiply: the reference's loop over a

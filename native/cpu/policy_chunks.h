@@ -477,8 +477,14 @@ static inline void klVector(const KlAhead& x, const KlOptions& o, VF& kl, VF& gr
   grad = o.straightThrough ? d : g;
 }
 
+// A full vector of outputs: streamed past the cache when asked and the address allows.
+static inline void storeOut(float* p, VF v, bool streaming) {
+  if (streaming && (reinterpret_cast<uintptr_t>(p) % (4 * W)) == 0) stream(p, v);
+  else store(p, v);
+}
+
 template <KlEstimator kEst, bool kClamps>
-static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
+static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1, bool streaming) {
   // Locals that no store through kl or grad can alias (see PolicyView).
   const float* __restrict lp = a.logprobs;
   const float* __restrict ref = a.refLogprobs;
@@ -507,31 +513,26 @@ static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
       [&](int64_t j, const KlAhead& x) {
         prefetchStreams<false>(j, nullptr, lp, ref);
         klVector<kEst, kClamps>(x, o, k, g);
-        store(kl + j, k);
-        store(grad + j, g);
+        storeOut(kl + j, k, streaming);
+        storeOut(grad + j, g, streaming);
       });
   if (i < i1) partial(i, i1 - i);
+  endStreaming(streaming);
 }
 
 template <KlEstimator kEst>
-static void klRangeOf(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
-  if (a.o.clampLogRatio != kNoClamp || a.o.clampOutput != kNoClamp) klRangeT<kEst, true>(a, i0, i1);
-  else klRangeT<kEst, false>(a, i0, i1);
+static void klRangeOf(const KlPenaltyArgs& a, int64_t i0, int64_t i1, bool streaming) {
+  if (a.o.clampLogRatio != kNoClamp || a.o.clampOutput != kNoClamp) klRangeT<kEst, true>(a, i0, i1, streaming);
+  else klRangeT<kEst, false>(a, i0, i1, streaming);
 }
 
-void klRange(const KlPenaltyArgs& a, int64_t i0, int64_t i1) {
+void klRange(const KlPenaltyArgs& a, int64_t i0, int64_t i1, bool streaming) {
   switch (a.o.estimator) {
-    case KlEstimator::K1: return klRangeOf<KlEstimator::K1>(a, i0, i1);
-    case KlEstimator::K2: return klRangeOf<KlEstimator::K2>(a, i0, i1);
-    case KlEstimator::K3: return klRangeOf<KlEstimator::K3>(a, i0, i1);
-    case KlEstimator::Abs: return klRangeOf<KlEstimator::Abs>(a, i0, i1);
+    case KlEstimator::K1: return klRangeOf<KlEstimator::K1>(a, i0, i1, streaming);
+    case KlEstimator::K2: return klRangeOf<KlEstimator::K2>(a, i0, i1, streaming);
+    case KlEstimator::K3: return klRangeOf<KlEstimator::K3>(a, i0, i1, streaming);
+    case KlEstimator::Abs: return klRangeOf<KlEstimator::Abs>(a, i0, i1, streaming);
   }
-}
-
-// A full vector of outputs: streamed past the cache when asked and the address allows.
-static inline void storeOut(float* p, VF v, bool streaming) {
-  if (streaming && (reinterpret_cast<uintptr_t>(p) % (4 * W)) == 0) stream(p, v);
-  else store(p, v);
 }
 
 // --- the PPO policy loss over a block of tokens -------------------------------------------------

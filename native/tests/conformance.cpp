@@ -912,6 +912,11 @@ void testPolicyFamily() {
     for (float tau : {1.0f, 0.7f}) testLogprobsUnlikely(spread, tau);
   testKl(5003);
   testKl(5003, 1);
+  // Outputs large enough to stream (16 MiB together): both at the inputs' place in their pages;
+  // then the gradient 1040 bytes on, clear of 4K aliasing but off the lines, so that it goes
+  // through plain stores while the KL itself streams.
+  testKl((int64_t{1} << 21) + 37);
+  testKl((int64_t{1} << 21) + 37, 260);
   testK3Accuracy();
   for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {7, 33}, {300, 129}}) testShapeRewards(B, T);
   for (int agg = 0; agg < 8; ++agg)
