@@ -544,7 +544,7 @@ void klRange(const KlPenaltyArgs& a, int64_t i0, int64_t i1, bool streaming) {
 // Sums over a block: float lanes over at most kFlushVectors vectors, flushed into float64 lanes;
 // counts stay exact in float lanes (at most kLossBlock / W per lane). Only the loss is weighed
 // by its row: at each row's end its float64 lanes, times the row's weight, join the block's
-// (weighLoss). Every sum is reduced across its lanes once a block: reduced at each row's end, as
+// (WeighedLoss). Every sum is reduced across its lanes once a block: reduced at each row's end, as
 // before, they had cost a 64-token row more than its tokens (1.7 against 0.77 ns a token).
 
 struct PolicyLanes {
