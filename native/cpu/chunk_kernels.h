@@ -295,12 +295,10 @@ struct GaeRow {
 // the outputs' offsets for a few vectors a row), and the two outputs share an alignment, so
 // that their vectors are stored together.
 static bool gaeDirect(const GaeArgs& a) {
-  const float* out[] = {a.advantages, a.returns};
-  const float* in[] = {a.rewards, a.values, a.nextValues, a.gammaStrideN != 0 ? a.gammaArray : nullptr,
-                       a.lambdaStrideN != 0 ? a.lambdaArray : nullptr};
-  for (const float* o : out)
-    for (const float* i : in)
-      if (i != nullptr && !clearOfAliasing(o, i)) return false;
+  if (!allClearOfAliasing({a.advantages, a.returns},
+                          {a.rewards, a.values, a.nextValues, a.gammaStrideN != 0 ? a.gammaArray : nullptr,
+                           a.lambdaStrideN != 0 ? a.lambdaArray : nullptr}))
+    return false;
   return ((reinterpret_cast<uintptr_t>(a.advantages) ^ reinterpret_cast<uintptr_t>(a.returns)) & (kWidestStore - 1)) == 0;
 }
 

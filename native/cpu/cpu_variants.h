@@ -154,6 +154,15 @@ inline bool clearOfAliasing(const float* out, const float* in) {
   return ahead == 0 || ahead >= kAliasWindow;
 }
 
+// clearOfAliasing for every output against every input (a null input, one not given, is clear).
+inline bool allClearOfAliasing(std::initializer_list<const float*> outputs,
+                               std::initializer_list<const float*> inputs) {
+  for (const float* o : outputs)
+    for (const float* i : inputs)
+      if (i != nullptr && !clearOfAliasing(o, i)) return false;
+  return true;
+}
+
 
 // Whether the tiles of token GAE and of returns may stream their outputs straight into place, a
 // whole line of each of 8 rows at a time, rather than through row buffers copied out after
@@ -164,12 +173,9 @@ inline bool clearOfAliasing(const float* out, const float* in) {
 inline bool straightRowLines(int64_t T, const float* aligned, std::initializer_list<const float*> outputs,
                              std::initializer_list<const float*> inputs) {
   if (T % 16 != 0) return false;
-  for (const float* o : outputs) {
+  for (const float* o : outputs)
     if (((reinterpret_cast<uintptr_t>(o) - reinterpret_cast<uintptr_t>(aligned)) & 63) != 0) return false;
-    for (const float* i : inputs)
-      if (!(clearOfAliasing(o, i) && clearOfAliasing(i, o))) return false;
-  }
-  return true;
+  return allClearOfAliasing(outputs, inputs) && allClearOfAliasing(inputs, outputs);
 }
 
 }  // namespace rlhf

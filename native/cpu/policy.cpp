@@ -122,9 +122,7 @@ void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
 void klPenaltyCpu(const KlPenaltyArgs& a) {
   const ChunkKernels* k = kernelsForCall();
   if (k == nullptr) return klPenaltyReference(a);
-  bool streaming = isStreaming(2 * a.n);
-  for (const float* out : {a.kl, a.grad})
-    for (const float* in : {a.logprobs, a.refLogprobs}) streaming = streaming && clearOfAliasing(out, in);
+  const bool streaming = isStreaming(2 * a.n) && allClearOfAliasing({a.kl, a.grad}, {a.logprobs, a.refLogprobs});
   parallelFor(a.n, kMinElementsPerThread, kLine, [&](int64_t i0, int64_t i1) { k->klRange(a, i0, i1, streaming); });
 }
 
@@ -152,7 +150,6 @@ struct RowCounts {
   double total = 0, nonEmpty = 0;
 };
 
-// The non-zero bytes of p[0, n): 16 at a time, compared with 0 and summed as 0/1 bytes by psadbw.
 // Valid tokens of the row starting at i0; each case its own loop so that the counting vectorises.
 static int64_t validInRow(const ChunkKernels& k, const uint8_t* mask, const int32_t* labels, int32_t ignoreIndex,
                           int64_t i0, int64_t T) {

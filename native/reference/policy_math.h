@@ -20,10 +20,10 @@ RLHF_HOST_DEVICE inline double clampSym(double x, double c) { return x > c ? c :
 
 // The logits' backward given the forward's log-prob lp and entropy H of a row forms
 // p_j = exp((z_j - L)/tau), L = z_label - tau lp, and sums p_j and p_j log p_j on the way: 1 and
-// -H when lp and H belong to the row. Within kGivenTolerance (times max(1, |H|) for H) they do, and the
-// gradient is off by at most that share; float32 outputs of the forward miss by their rounding,
-// about 1e-6 (half an ulp of lp, 2e-6 at lp = -40). A row that misses (stale values, NaN,
-// another row's) is computed from its logits alone.
+// -H when lp and H belong to the row. Within kGivenTolerance (times max(1, |H|) for H) they do,
+// and the gradient is off by at most that share; float32 outputs of the forward miss by their
+// rounding, about 1e-6 (half an ulp of lp, 2e-6 at lp = -40). A row that misses (stale values,
+// NaN, another row's) is computed from its logits alone.
 constexpr double kGivenTolerance = 1.0 / (1 << 16);
 
 RLHF_HOST_DEVICE inline bool givenFitsRow(double sumP, double sumPLogP, bool entropy, double H) {

@@ -350,12 +350,18 @@ void testAffinePlacement() {
   });
 }
 
+// The baseline's chunk kernels and, when it is another, the variant this CPU selects (the AVX2
+// one, when AVX-512 is selected, runs under RLHF_SIMD=avx2).
+std::vector<const ChunkKernels*> baselineAndActive() {
+  std::vector<const ChunkKernels*> variants = {&baselineKernels()};
+  if (&activeKernels() != &baselineKernels()) variants.push_back(&activeKernels());
+  return variants;
+}
+
 // The bandwidth roofline's triad, in each variant: a = b + 3c exactly over [i0, i1) from any
 // alignment, nothing outside touched.
 void testTriad() {
-  std::vector<const ChunkKernels*> variants = {&baselineKernels()};
-  if (&activeKernels() != &baselineKernels()) variants.push_back(&activeKernels());
-  for (const ChunkKernels* k : variants)
+  for (const ChunkKernels* k : baselineAndActive())
     for (auto [i0, i1] : {std::pair<int64_t, int64_t>{0, 1000}, {1, 999}, {3, 4}, {5, 37}, {7, 7}}) {
       auto b = randomFloats(1000), c = randomFloats(1000);
       std::vector<float> a(1000, -7.0f);
@@ -372,12 +378,10 @@ void testTriad() {
 // The valid-token count the losses weigh by, in each variant: every nonzero byte counts once
 // (any value, not just 1), over lengths either side of whole lines, from any start.
 void testMaskCount() {
-  std::vector<const ChunkKernels*> variants = {&baselineKernels()};
-  if (&activeKernels() != &baselineKernels()) variants.push_back(&activeKernels());
   std::uniform_int_distribution<int> byte(0, 255);
   std::vector<uint8_t> m(5000);
   for (auto& x : m) x = byte(rng) < 80 ? 0 : static_cast<uint8_t>(byte(rng) | 1);
-  for (const ChunkKernels* k : variants)
+  for (const ChunkKernels* k : baselineAndActive())
     for (int64_t start : {0, 1, 3, 17})
       for (int64_t n : {0, 1, 15, 63, 64, 65, 127, 1000, 4096 + 7}) {
         int64_t want = 0;
