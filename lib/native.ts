@@ -18,6 +18,8 @@ export interface DeviceBuffer {
 
 /** A buffer argument: host memory as a TypedArray, or device memory. */
 export type Raw = Float32Array | Int32Array | Uint8Array | Uint16Array | DeviceBuffer;
+/** Host memory, as the kernels see it. */
+export type HostRaw = Exclude<Raw, DeviceBuffer>;
 type Opt<T> = T | null;
 /** A discount or lambda: a number, or an array of T (per step) or T*N (per element) values. */
 export type RawRate = number | Float32Array | DeviceBuffer;
@@ -208,6 +210,8 @@ export interface NativeAddon {
   /** Seconds of one STREAM triad a = b + 3c over three Float32Arrays of one length. */
   triadSeconds(a: Float32Array, b: Float32Array, c: Float32Array): number;
   setCpuPath(path: 'auto' | 'baseline' | 'avx2' | 'reference'): void;
+  placedFloats(size: number, inputs: (HostRaw | null)[]): Float32Array;
+  placeInPage(array: HostRaw): number;
   DeviceBuffer: new (bytes: number, device: number) => DeviceBuffer;
   setUntransferableMarker(marker: (o: object) => void): void;
 }

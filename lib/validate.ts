@@ -101,16 +101,26 @@ export function choice<C extends string>(op: string, name: string, v: unknown, c
   return v as C;
 }
 
-/** An output: the caller's `out` tensor (checked) or a new one on `device`. */
-export function output(op: string, name: string, out: unknown, shape: readonly number[], device: DeviceIndex): Tensor {
-  if (out === undefined || out === null) return emptyTensor(shape, 'float32', device);
+/**
+ * An output: the caller's `out` tensor (checked) or a new one on `device`, placed in memory for
+ * the kernel beside `readWith`, the inputs it reads in step with this output (see emptyTensor).
+ */
+export function output(op: string, name: string, out: unknown, shape: readonly number[], device: DeviceIndex,
+                       readWith: readonly (Arg | null)[] = []): Tensor {
+  if (out === undefined || out === null) return emptyTensor(shape, 'float32', device, hostArrays(readWith));
   return checkedOut(op, name, out, shape, device);
 }
 
 /** Two outputs of one shape (small new CPU outputs come from the shared slab of hostArray). */
 export function outputPair(op: string, names: [string, string], outs: [unknown, unknown], shape: readonly number[],
-                           device: DeviceIndex): [Tensor, Tensor] {
-  return [output(op, names[0], outs[0], shape, device), output(op, names[1], outs[1], shape, device)];
+                           device: DeviceIndex, readWith: readonly (Arg | null)[] = []): [Tensor, Tensor] {
+  return [output(op, names[0], outs[0], shape, device, readWith), output(op, names[1], outs[1], shape, device, readWith)];
+}
+
+function hostArrays(args: readonly (Arg | null)[]): TypedArray[] {
+  const arrays: TypedArray[] = [];
+  for (const a of args) if (a !== null && a.device < 0) arrays.push(a.raw as TypedArray);
+  return arrays;
 }
 
 function checkedOut(op: string, name: string, out: unknown, shape: readonly number[], device: DeviceIndex): Tensor {

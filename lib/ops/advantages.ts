@@ -109,8 +109,9 @@ function prepareGae(op: string, inputs: GaeInputs, opts: GaeOptions | undefined)
   const lambda = rate(op, 'lambda', o.lambda, T, N, device, 0.95);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [rewards, values, nextValues, lastValues]);
   const out = options<AdvantagesOut>(op, o.out, 'out', 'an object of output tensors');
+  const perElement = (r: { arg: Arg | null }) => (r.arg !== null && r.arg.size === T * N ? r.arg : null);
   const [advantages, returns] = outputPair(op, ['out.advantages', 'out.returns'], [out.advantages, out.returns],
-    rewards.shape, device);
+    rewards.shape, device, [rewards, values, nextValues, perElement(gamma), perElement(lambda)]);
   const call = (async: boolean) => native().gae(T, N, rewards.raw, values.raw, nextValues?.raw ?? null,
     lastValues?.raw ?? null, terminated?.raw ?? null, truncated?.raw ?? null, dones?.raw ?? null,
     nextDone?.raw ?? null, gamma.raw, lambda.raw, advantages.raw(op, 'out.advantages'),
@@ -184,7 +185,7 @@ function prepareTokenGae(op: string, inputs: TokenGaeInputs, opts: TokenGaeOptio
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [rewards, values, lastValues]);
   const out = options<AdvantagesOut>(op, o.out, 'out', 'an object of output tensors');
   const [advantages, returns] = outputPair(op, ['out.advantages', 'out.returns'], [out.advantages, out.returns],
-    rewards.shape, device);
+    rewards.shape, device, [values, rewards]);
   const call = (async: boolean) => native().tokenGae(B, T, rewards.raw, values.raw, mask?.raw ?? null,
     lastValues?.raw ?? null, gamma, lambda, maskModes.indexOf(maskMode), advantages.raw(op, 'out.advantages'),
     returns.raw(op, 'out.returns'), async);
@@ -228,7 +229,7 @@ function prepareReturns(op: string, inputs: DiscountedReturnsInputs, opts: Disco
   sameShape(op, rewards, mask);
   const device = commonDevice(op, [rewards, mask]);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [rewards]);
-  const returns = output(op, 'out', o.out, rewards.shape, device);
+  const returns = output(op, 'out', o.out, rewards.shape, device, [rewards]);
   const call = (async: boolean) =>
     native().discountedReturns(B, T, rewards.raw, mask?.raw ?? null, gamma, returns.raw(op, 'out'), async);
   return { call, result: returns };

@@ -69,7 +69,7 @@ function logitsArg(op: string, v: unknown): { z: Arg; dtype: number } {
 /** The gradient of logits: the caller's `out` (same shape, dtype and device) or a new tensor. */
 function logitsGradOut(op: string, name: string, out: unknown, z: Arg): Tensor {
   const like = z.tensor as Tensor;
-  if (like.dtype === 'float32') return output(op, name, out, z.shape, z.device);
+  if (like.dtype === 'float32') return output(op, name, out, z.shape, z.device, [z]);
   if (out === undefined || out === null) return emptyTensor(z.shape, like.dtype, z.device);
   if (!(out instanceof Tensor) || out.dtype !== like.dtype || out.deviceIndex !== z.device ||
       out.shape.length !== z.shape.length || out.shape.some((d, i) => d !== z.shape[i]))
@@ -252,7 +252,7 @@ function prepareKl(op: string, logprobs: unknown, refLogprobs: unknown, opts: un
   const device = commonDevice(op, [lp, ref]);
   const k = klOptions(op, opts);
   const out = options<{ kl?: Tensor; grad?: Tensor }>(op, (opts as KlPenaltyOptions | undefined)?.out, 'out', 'an object of output tensors');
-  const [kl, grad] = outputPair(op, ['out.kl', 'out.grad'], [out.kl, out.grad], lp.shape, device);
+  const [kl, grad] = outputPair(op, ['out.kl', 'out.grad'], [out.kl, out.grad], lp.shape, device, [lp, ref]);
   const call = (async: boolean) => native().klPenalty(lp.raw, ref.raw, k, kl.raw(op, 'out.kl'), grad.raw(op, 'out.grad'), async);
   return { call, result: { kl, grad } };
 }
@@ -315,7 +315,7 @@ function prepareShape(op: string, inputs: ShapeRewardsInputs, opts: ShapeRewards
     : finite(op, 'missingEosPenalty', o.missingEosPenalty, 0);
   if (penalty !== null && hasEos === null) throw rangeError(op, 'hasEos', 'is required with `missingEosPenalty`');
   const scoreClip = positiveOrNone(op, 'scoreClip', o.scoreClip, null);
-  const out = output(op, 'out', o.out, kl.shape, device);
+  const out = output(op, 'out', o.out, kl.shape, device, [kl]);
   const call = (async: boolean) => native().shapeRewards(B, T, scores.raw, kl.raw, mask.raw, penalty === null ? null : hasEos!.raw,
     klCoef, placement, penalty ?? 0, scoreClip, out.raw(op, 'out'), async);
   return { call, out };
@@ -464,7 +464,7 @@ function preparePolicy(op: string, inputs: PolicyLossInputs, opts: (PolicyLossOp
   const o = options<PolicyLossOptions & { out?: Tensor }>(op, opts);
   const native_ = policyOptions(op, o, B, T);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [lp, old, adv]);
-  const grad = output(op, 'out', o.out, lp.shape, device);
+  const grad = output(op, 'out', o.out, lp.shape, device, [lp, old, adv.size === lp.size ? adv : null]);
   const call = (async: boolean) => native().ppoPolicyLoss(B, T, lp.raw, old.raw, adv.raw, mask?.raw ?? null, native_,
     grad.raw(op, 'out'), async);
   const result = (s: NativePolicyStats): PolicyLossResult => ({ loss: s.loss, grad, stats: policyStats(s) });
@@ -528,7 +528,7 @@ function prepareValue(op: string, inputs: ValueLossInputs, opts: ValueLossOption
   if (clip !== Infinity && old === null) throw rangeError(op, 'oldValues', 'is required when `clip` is set (pass clip: null for an unclipped loss)');
   const agg = aggregationOptions(op, o, B, T);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [v, old, R]);
-  const grad = output(op, 'out', o.out, v.shape, device);
+  const grad = output(op, 'out', o.out, v.shape, device, [v, R, old]);
   const call = (async: boolean) => native().valueLoss(B, T, v.raw, old?.raw ?? null, R.raw, mask?.raw ?? null, clip, agg,
     grad.raw(op, 'out'), async);
   const result = (s: NativeValueStats): ValueLossResult => ({

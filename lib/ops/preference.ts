@@ -67,7 +67,7 @@ function preparePairwise(op: string, inputs: PairwiseInputs, opts: PairwiseOptio
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [chosen, rejected, marginArray]);
   const out = options<{ gradChosen?: Tensor; gradRejected?: Tensor }>(op, o.out, 'out', 'an object of output tensors');
   const [gradChosen, gradRejected] = outputPair(op, ['out.gradChosen', 'out.gradRejected'], [out.gradChosen, out.gradRejected],
-    chosen.shape, device);
+    chosen.shape, device, [chosen, rejected, marginArray]);
   const call = (async: boolean) => native().pairwiseRewardLoss(chosen.raw, rejected.raw, marginArray?.raw ?? null, marginValue,
     centerCoef, gradChosen.raw(op, 'out.gradChosen'), gradRejected.raw(op, 'out.gradRejected'), async);
   const result = (s: NativePairwiseStats): PairwiseResult => ({
@@ -153,7 +153,7 @@ function prepareDpo(op: string, inputs: DpoInputs, opts: DpoOptions | undefined)
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [pc, pr, rc, rr]);
   const out = options<{ gradChosen?: Tensor; gradRejected?: Tensor }>(op, o.out, 'out', 'an object of output tensors');
   const [gradChosen, gradRejected] = outputPair(op, ['out.gradChosen', 'out.gradRejected'], [out.gradChosen, out.gradRejected],
-    pc.shape, device);
+    pc.shape, device, [pc, pr, rc, rr]);
   const call = (async: boolean) => native().dpoLoss(pc.raw, pr.raw, rc.raw, rr.raw, nc?.raw ?? null, nr?.raw ?? null,
     dpoTypes.indexOf(type), beta, eps, tau, gradChosen.raw(op, 'out.gradChosen'), gradRejected.raw(op, 'out.gradRejected'), async);
   const result = (s: NativeDpoStats): DpoResult => ({

@@ -76,7 +76,7 @@ function prepareWhiten(op: string, x: unknown, mask: unknown, opts: MaskedWhiten
     throw rangeError(op, 'scaleByStd', "can be false only with preset 'openrlhf' (its no_advantage_std_norm mode)");
   const eps = numberIn(op, 'eps', o.eps, 0, 1, 1e-8);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [xs]);
-  const out = output(op, 'out', o.out, xs.shape, device);
+  const out = output(op, 'out', o.out, xs.shape, device, [xs]);
   const call = (async: boolean) =>
     native().maskedWhiten(xs.raw, m?.raw ?? null, preset, shiftMean, scaleByStd, eps, out.raw(op, 'out'), async);
   return { call, out };

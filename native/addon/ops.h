@@ -51,6 +51,8 @@ Napi::Value opTable(const Napi::CallbackInfo& info);
 Napi::Value measureBandwidth(const Napi::CallbackInfo& info);
 Napi::Value triadSeconds(const Napi::CallbackInfo& info);
 Napi::Value setCpuPath(const Napi::CallbackInfo& info);
+Napi::Value placedFloats(const Napi::CallbackInfo& info);
+Napi::Value placeInPage(const Napi::CallbackInfo& info);
 
 }  // namespace addon
 }  // namespace rlhf

@@ -163,6 +163,41 @@ Napi::Value triadSeconds(const Napi::CallbackInfo& info) {
       env, rlhf::triadSeconds(arrays[0].as<float>(), arrays[1].as<float>(), arrays[2].as<float>(), arrays[0].length));
 }
 
+// The address of a TypedArray's first element.
+static const void* typedArrayStart(Napi::Env env, Napi::Value v, const char* op, const std::string& name) {
+  if (!v.IsTypedArray()) throwTypeError(env, std::string(op) + ": expected a TypedArray for `" + name + "`");
+  const Napi::TypedArray a = v.As<Napi::TypedArray>();
+  return static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+}
+
+// placedFloats(size, inputs) -> a zeroed Float32Array of `size` elements that starts where the
+// kernels stream it best beside the TypedArrays of `inputs` (nulls skipped; see
+// streamingPlaceInPage): a view into an ArrayBuffer a page longer, so that it can start anywhere.
+Napi::Value placedFloats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "placedFloats";
+  const int64_t size = intArg(info, 0, op, "size");
+  if (size < 0 || size > (int64_t{1} << 40) / 4) throwRangeError(env, op, "size", "must be in [0, 2^38]");
+  if (!info[1].IsArray()) throwTypeError(env, "placedFloats: expected an array for `inputs`");
+  const Napi::Array list = info[1].As<Napi::Array>();
+  std::vector<const void*> inputs;
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    const Napi::Value v = list.Get(i);
+    if (!v.IsNull()) inputs.push_back(typedArrayStart(env, v, op, "inputs[" + std::to_string(i) + "]"));
+  }
+  const uintptr_t place = streamingPlaceInPage(inputs.data(), static_cast<int>(inputs.size()));
+  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, static_cast<size_t>(size) * 4 + 4096);
+  const size_t shift = (place - reinterpret_cast<uintptr_t>(buffer.Data())) & 4095;
+  return Napi::Float32Array::New(env, static_cast<size_t>(size), buffer, shift);
+}
+
+// placeInPage(array) -> the byte offset of its first element in its 4 KiB page (for tests and the
+// benchmark, which report where arrays lie).
+Napi::Value placeInPage(const Napi::CallbackInfo& info) {
+  const void* p = typedArrayStart(info.Env(), info[0], "placeInPage", "array");
+  return Napi::Number::New(info.Env(), static_cast<double>(reinterpret_cast<uintptr_t>(p) & 4095));
+}
+
 // setCpuPath('auto' | 'baseline' | 'avx2' | 'reference'): which CPU code runs, for tests and
 // benchmarks ('avx2' runs the active variant where the CPU lacks AVX2).
 Napi::Value setCpuPath(const Napi::CallbackInfo& info) {

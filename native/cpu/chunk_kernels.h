@@ -445,31 +445,50 @@ static void tokenGaeSteps(const TokenGaeArgs& a, int64_t b, int64_t tEnd, int64_
                           float* nextAdv, const TokenGaeRows& rows) {
   const int64_t T = a.T;
   const float gamma = a.gamma, gl = a.gamma * a.lambda;
+  // The state in locals, which stay in registers: through the arrays, every output store may
+  // alias them, and each step waited on the last one's stores and loads.
+  float nv[G], na[G];
+  const float* rewards[G];
+  const float* values[G];
+  const uint8_t* mask[G];
+#pragma GCC unroll 8
+  for (int g = 0; g < G; ++g) {
+    nv[g] = nextValue[g];
+    na[g] = nextAdv[g];
+    rewards[g] = a.rewards + (b + g) * T;
+    values[g] = a.values + (b + g) * T;
+    mask[g] = kMode == MaskMode::None ? nullptr : a.mask + (b + g) * T;
+  }
   for (int64_t t = tEnd - 1; t >= tBegin; --t) {
+#pragma GCC unroll 8
     for (int g = 0; g < G; ++g) {
-      const int64_t i = (b + g) * T + t;
-      const float r = a.rewards[i], v = a.values[i];
-      const bool valid = kMode == MaskMode::None || a.mask[i] != 0;
+      const float r = rewards[g][t], v = values[g][t];
+      const bool valid = kMode == MaskMode::None || mask[g][t] != 0;
       float A, ret;
       if (kMode == MaskMode::Premask) {
         const float rt = valid ? r : 0.0f, vt = valid ? v : 0.0f;
-        A = rt + gamma * nextValue[g] - vt + gl * nextAdv[g];
-        nextValue[g] = vt;
+        A = rt + gamma * nv[g] - vt + gl * na[g];
+        nv[g] = vt;
         ret = A + vt;
       } else if (kMode == MaskMode::Skip) {
-        const float candidate = r + gamma * nextValue[g] - v + gl * nextAdv[g];
-        A = valid ? candidate : nextAdv[g];
-        nextValue[g] = valid ? v : nextValue[g];
+        const float candidate = r + gamma * nv[g] - v + gl * na[g];
+        A = valid ? candidate : na[g];
+        nv[g] = valid ? v : nv[g];
         ret = A + v;
       } else {
-        A = r + gamma * nextValue[g] - v + gl * nextAdv[g];
-        nextValue[g] = v;
+        A = r + gamma * nv[g] - v + gl * na[g];
+        nv[g] = v;
         ret = A + v;
       }
-      nextAdv[g] = A;
+      na[g] = A;
       rows.adv[g][t] = A;
       rows.ret[g][t] = ret;
     }
+  }
+#pragma GCC unroll 8
+  for (int g = 0; g < G; ++g) {
+    nextValue[g] = nv[g];
+    nextAdv[g] = na[g];
   }
 }
 
@@ -610,6 +629,94 @@ static void runTiles(Tile& tile, const TileGrid& grid, float* const* const* out,
   else tilesIntoRows(tile, grid, out);
 }
 
+// Steps [lo, hi) of the tile's rows, from hi back, in windows of 8 steps that lie within the
+// rows (T >= 8): the steps past the grid and before it, where rows do not start on a line (or T
+// is not a whole number of tiles). Each window computes all its lanes and keeps its active
+// steps, stored with plain masked stores: the edge lines are shared with the neighbouring rows.
+// As scalar steps, with 8 rows' state kept through memory, the 16 such steps of each row took a
+// tenth of token GAE's time ([4096,1024], rows 16 bytes into a line).
+template <typename Tile>
+static void edgeWindows(Tile& tile, int64_t hi, int64_t lo, float* const* const* out) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  while (hi > lo) {
+    const int64_t t0 = hi >= 8 ? hi - 8 : 0;
+    const int first = static_cast<int>(lo > t0 ? lo - t0 : 0), last = static_cast<int>(hi - t0);
+    const __m256i keep = _mm256_and_si256(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32(first - 1)),
+                                          _mm256_cmpgt_epi32(_mm256_set1_epi32(last), lane));
+    __m256 o[Tile::kOutputs][8];
+    tile.window(t0, first, last, o);
+    for (int k = 0; k < Tile::kOutputs; ++k)
+      for (int g = 0; g < 8; ++g) _mm256_maskstore_ps(out[k][g] + t0, keep, o[k][g]);
+    hi = t0 + first;
+  }
+}
+
+static inline void streamLine(float* dst, const float* line) {
+  _mm256_stream_ps(dst, _mm256_load_ps(line));
+  _mm256_stream_ps(dst + 8, _mm256_load_ps(line + 8));
+}
+
+// Straight into the outputs where the rows do not start on a line (T a whole number of lines, so
+// that row g's last steps and row g+1's first share one line): those lines are put together
+// here, row g's part from the windows past the grid, row g+1's from the windows before it, and
+// streamed whole. Stored as two parts, each line was read before it was written, and the rows
+// ran at 80-85% of the pace of rows that start on a line. Line 0 is the one that the previous
+// group's last row shares with this group's first; a thread's first and last rows write their
+// parts of the lines they share with another thread's rows with plain stores.
+template <int kOutputs>
+struct SharedLines {
+  alignas(64) float line[kOutputs][9][16];
+  float* pending[kOutputs] = {};  // where line 0 goes once its second part is in; null if nowhere
+  int64_t tail = 0;               // steps of a row in the line it shares with the next
+  // Rows for edgeWindows: the parts of the lines past the grid, and before it.
+  float* tails[kOutputs][8];
+  float* heads[kOutputs][8];
+  float* const* tailRows[kOutputs];
+  float* const* headRows[kOutputs];
+
+  void begin(const TileGrid& grid, int64_t T) {
+    tail = T - grid.end;
+    for (int k = 0; k < kOutputs; ++k) {
+      for (int g = 0; g < 8; ++g) {
+        tails[k][g] = line[k][g + 1] - grid.end;
+        heads[k][g] = line[k][g] + tail;
+      }
+      tailRows[k] = tails[k];
+      headRows[k] = heads[k];
+    }
+  }
+  // The group's lines, now whole, streamed; line 0 without its first part (this thread's first
+  // row) stored as its second part alone; the last row's part kept for the next group.
+  void store(const TileGrid& grid, float* const* const* out) {
+    for (int k = 0; k < kOutputs; ++k) {
+      if (pending[k] != nullptr) streamLine(pending[k], line[k][0]);
+      else std::memcpy(out[k][0], line[k][0] + tail, static_cast<size_t>(grid.first) * sizeof(float));
+      for (int g = 1; g < 8; ++g) streamLine(out[k][g - 1] + grid.end, line[k][g]);
+      std::memcpy(line[k][0], line[k][8], sizeof(line[k][0]));
+      pending[k] = out[k][7] + grid.end;
+    }
+  }
+  // After a thread's last group: its last row's part of line 0, stored alone.
+  void flush() {
+    for (int k = 0; k < kOutputs; ++k)
+      if (pending[k] != nullptr) std::memcpy(pending[k], line[k][0], static_cast<size_t>(tail) * sizeof(float));
+  }
+};
+
+// A group of 8 rows on its tiles: the windows past the grid, the tiles, the windows before it.
+// (One call of runTiles, so that it is inlined and the tile's state stays in registers: called
+// from two places, the line walk ran out of line and 7-15% slower.)
+template <typename Tile>
+static void runGroup(Tile& tile, const TileGrid& grid, int64_t T, float* const* const* out, bool straight,
+                     SharedLines<Tile::kOutputs>& shared) {
+  const bool share = straight && grid.first != 0;
+  if (share) shared.begin(grid, T);
+  edgeWindows(tile, T, grid.end, share ? shared.tailRows : out);
+  runTiles(tile, grid, out, straight);
+  edgeWindows(tile, grid.first, 0, share ? shared.headRows : out);
+  if (share) shared.store(grid, out);
+}
+
 // The inputs of 8 rows from b, held by value: a tile that read them through the arguments would
 // load every pointer again after each vector store, which may alias anything.
 struct TileInputs {
@@ -660,11 +767,11 @@ struct TokenGaeDeltaTile {
     _mm_store_ss(nextValue + g, _mm256_castps256_ps128(Vt));
     D = _mm256_sub_ps(_mm256_add_ps(rt, _mm256_mul_ps(vg, next)), Vt);
   }
-  // The advantages and returns of a tile from its deltas and values.
-  void finish(__m256 out[kOutputs][8], const __m256 Vt[8]) {
+  // The advantages and returns of a tile's steps [lo, hi) from its deltas and values.
+  void finish(__m256 out[kOutputs][8], const __m256 Vt[8], int lo = 0, int hi = 8) {
     __m256* D = out[0];
     transpose8(D);
-    for (int k = 7; k >= 0; --k) {
+    for (int k = hi - 1; k >= lo; --k) {
       na = _mm256_add_ps(D[k], _mm256_mul_ps(vgl, na));
       D[k] = na;
     }
@@ -688,11 +795,21 @@ struct TokenGaeDeltaTile {
     finish(later, Vl);
     finish(earlier, Ve);
   }
+  // Steps [t0+lo, t0+hi) only (see edgeWindows). Below hi the values one step on are the
+  // window's own, the same as those carried; the value carried on is that of step t0+lo.
+  void window(int64_t t0, int lo, int hi, __m256 out[kOutputs][8]) {
+    __m256 Vt[8];
+    for (int g = 0; g < 8; ++g) {
+      row(g, t0, out[0][g], Vt[g]);
+      alignas(32) float v[8];
+      _mm256_store_ps(v, Vt[g]);
+      nextValue[g] = v[lo];
+    }
+    finish(out, Vt, lo, hi);
+  }
   RLHF_KEEP_PREFETCH void prefetch(int64_t t, bool withMask) const {
     in.prefetch(t, withMask && kMode != MaskMode::None);
   }
-  // The next values are carried in nextValue itself.
-  void save(float*, float* nextAdv) const { _mm256_store_ps(nextAdv, na); }
 };
 
 // Skip: the next value carries through masked steps, so it depends on the mask sequence and the
@@ -716,13 +833,14 @@ struct TokenGaeSkipTile {
     x.v[g] = _mm256_loadu_ps(in.values + at);
     x.masked[g] = maskedLanes(in.mask + at);
   }
-  // The advantages and returns of the tile from t0 from its inputs (which it transposes).
-  void finish(int64_t t0, Rows& x, __m256 out[kOutputs][8]) {
+  // The advantages and returns of the tile's steps [t0+lo, t0+hi) from its inputs (which it
+  // transposes).
+  void finish(int64_t t0, Rows& x, __m256 out[kOutputs][8], int lo = 0, int hi = 8) {
     __m256* R = out[0];
     transpose8(x.r);
     transpose8(x.v);
     transpose8(x.masked);
-    for (int k = 7; k >= 0; --k) {
+    for (int k = hi - 1; k >= lo; --k) {
       const __m256 candidate = _mm256_add_ps(_mm256_sub_ps(_mm256_add_ps(x.r[k], _mm256_mul_ps(vg, nv)), x.v[k]),
                                              _mm256_mul_ps(vgl, na));
       na = _mm256_blendv_ps(candidate, na, x.masked[k]);
@@ -746,11 +864,13 @@ struct TokenGaeSkipTile {
     finish(t0 + 8, xl, later);
     finish(t0, xe, earlier);
   }
-  RLHF_KEEP_PREFETCH void prefetch(int64_t t, bool withMask) const { in.prefetch(t, withMask); }
-  void save(float* nextValue, float* nextAdv) const {
-    _mm256_store_ps(nextValue, nv);
-    _mm256_store_ps(nextAdv, na);
+  // Steps [t0+lo, t0+hi) only (see edgeWindows).
+  void window(int64_t t0, int lo, int hi, __m256 out[kOutputs][8]) {
+    Rows x;
+    for (int g = 0; g < 8; ++g) load(g, t0, x);
+    finish(t0, x, out, lo, hi);
   }
+  RLHF_KEEP_PREFETCH void prefetch(int64_t t, bool withMask) const { in.prefetch(t, withMask); }
 };
 
 // Whether skip's tiles go straight into the outputs: their lines hold 48 vectors of rows, which
@@ -762,21 +882,19 @@ constexpr bool kSkipLines = true;
 constexpr bool kSkipLines = false;
 #endif
 
-// Eight rows from b on tiles: the scalar steps past the grid, the tiles, the scalar steps before
-// it, then (through row buffers) the rows copied out.
+// Eight rows from b on tiles: the windows past the grid, the tiles, the windows before it, then
+// (through row buffers) the rows copied out.
 template <MaskMode kMode>
-static void tokenGaeTiles(const TokenGaeArgs& a, int64_t b, float* scratch, bool streaming, bool straight) {
+static void tokenGaeTiles(const TokenGaeArgs& a, int64_t b, float* scratch, bool streaming, bool straight,
+                          SharedLines<2>& shared) {
   const TokenGaeRows rows(a, b, 8, straight ? nullptr : scratch);
   const TileGrid grid(a.values + b * a.T, a.T, straight ? 16 : 8);
   alignas(32) float nextValue[8], nextAdv[8];
   tokenGaeStart<8>(a, b, nextValue, nextAdv);
-  tokenGaeSteps<kMode, 8>(a, b, a.T, grid.end, nextValue, nextAdv, rows);
   float* const* out[2] = {rows.adv, rows.ret};
   using Tile = std::conditional_t<kMode == MaskMode::Skip, TokenGaeSkipTile, TokenGaeDeltaTile<kMode>>;
   Tile tile(a, b, nextValue, nextAdv);
-  runTiles(tile, grid, out, straight);
-  tile.save(nextValue, nextAdv);
-  tokenGaeSteps<kMode, 8>(a, b, grid.first, 0, nextValue, nextAdv, rows);
+  runGroup(tile, grid, a.T, out, straight, shared);
   if (!straight) tokenGaeStoreRows(a, b, 8, rows, streaming);
 }
 #endif
@@ -787,7 +905,11 @@ static void tokenGaeRowsT(const TokenGaeArgs& a, int64_t b0, int64_t b1, float* 
 #if defined(__AVX2__)
   const bool straight = streaming && (kMode != MaskMode::Skip || kSkipLines) &&
                         straightRowLines(a.T, a.values, {a.advantages, a.returns}, {a.rewards, a.values});
-  for (; b + 8 <= b1; b += 8) tokenGaeTiles<kMode>(a, b, scratch, streaming, straight);
+  if (a.T >= 8) {  // edgeWindows' windows lie within the rows
+    SharedLines<2> shared;
+    for (; b + 8 <= b1; b += 8) tokenGaeTiles<kMode>(a, b, scratch, streaming, straight, shared);
+    shared.flush();
+  }
 #endif
   for (; b + kScalarRows <= b1; b += kScalarRows) tokenGaeGroup<kMode, kScalarRows>(a, b, scratch, streaming);
   for (; b < b1; ++b) tokenGaeGroup<kMode, 1>(a, b, scratch, streaming);
@@ -819,14 +941,26 @@ template <bool kMasked, int G>
 static void returnsSteps(const DiscountedReturnsArgs& a, int64_t b, int64_t tEnd, int64_t tBegin, float* next,
                          const ReturnsRows& rows) {
   const int64_t T = a.T;
+  // In locals, as in tokenGaeSteps.
+  float carried[G];
+  const float* rewards[G];
+  const uint8_t* mask[G];
+#pragma GCC unroll 8
+  for (int g = 0; g < G; ++g) {
+    carried[g] = next[g];
+    rewards[g] = a.rewards + (b + g) * T;
+    mask[g] = kMasked ? a.mask + (b + g) * T : nullptr;
+  }
   for (int64_t t = tEnd - 1; t >= tBegin; --t) {
+#pragma GCC unroll 8
     for (int g = 0; g < G; ++g) {
-      const int64_t i = (b + g) * T + t;
-      const float r = (!kMasked || a.mask[i] != 0) ? a.rewards[i] : 0.0f;
-      next[g] = r + a.gamma * next[g];
-      rows.row[g][t] = next[g];
+      const float r = (!kMasked || mask[g][t] != 0) ? rewards[g][t] : 0.0f;
+      carried[g] = r + a.gamma * carried[g];
+      rows.row[g][t] = carried[g];
     }
   }
+#pragma GCC unroll 8
+  for (int g = 0; g < G; ++g) next[g] = carried[g];
 }
 
 static void returnsStoreRows(const DiscountedReturnsArgs& a, int64_t b, int G, const ReturnsRows& rows, bool streaming) {
@@ -858,10 +992,11 @@ struct ReturnsTile {
     const int64_t at = g * in.T + t0;
     return stepsOf<kMode>(in.rewards + at, kMasked ? in.mask + at : nullptr);
   }
-  void finish(__m256 out[kOutputs][8]) {
+  // The returns of the tile's steps [lo, hi) from its premasked rewards.
+  void finish(__m256 out[kOutputs][8], int lo = 0, int hi = 8) {
     __m256* G = out[0];
     transpose8(G);
-    for (int k = 7; k >= 0; --k) {
+    for (int k = hi - 1; k >= lo; --k) {
       next = _mm256_add_ps(G[k], _mm256_mul_ps(gamma, next));
       G[k] = next;
     }
@@ -879,21 +1014,23 @@ struct ReturnsTile {
     finish(later);
     finish(earlier);
   }
+  // Steps [t0+lo, t0+hi) only (see edgeWindows).
+  void window(int64_t t0, int lo, int hi, __m256 out[kOutputs][8]) {
+    for (int g = 0; g < 8; ++g) out[0][g] = row(g, t0);
+    finish(out, lo, hi);
+  }
   RLHF_KEEP_PREFETCH void prefetch(int64_t t, bool withMask) const { in.prefetch(t, withMask); }
-  void save(float* nextReturns) const { _mm256_store_ps(nextReturns, next); }
 };
 
 template <bool kMasked>
-static void returnsTiles(const DiscountedReturnsArgs& a, int64_t b, float* scratch, bool streaming, bool straight) {
+static void returnsTiles(const DiscountedReturnsArgs& a, int64_t b, float* scratch, bool streaming, bool straight,
+                         SharedLines<1>& shared) {
   const ReturnsRows rows(a, b, 8, straight ? nullptr : scratch);
   const TileGrid grid(a.rewards + b * a.T, a.T, straight ? 16 : 8);
   alignas(32) float next[8] = {};
-  returnsSteps<kMasked, 8>(a, b, a.T, grid.end, next, rows);
   float* const* out[1] = {rows.row};
   ReturnsTile<kMasked> tile(a, b, next);
-  runTiles(tile, grid, out, straight);
-  tile.save(next);
-  returnsSteps<kMasked, 8>(a, b, grid.first, 0, next, rows);
+  runGroup(tile, grid, a.T, out, straight, shared);
   if (!straight) returnsStoreRows(a, b, 8, rows, streaming);
 }
 #endif
@@ -903,7 +1040,11 @@ static void returnsRowsT(const DiscountedReturnsArgs& a, int64_t b0, int64_t b1,
   int64_t b = b0;
 #if defined(__AVX2__)
   const bool straight = streaming && straightRowLines(a.T, a.rewards, {a.returns}, {a.rewards});
-  for (; b + 8 <= b1; b += 8) returnsTiles<kMasked>(a, b, scratch, streaming, straight);
+  if (a.T >= 8) {  // edgeWindows' windows lie within the rows
+    SharedLines<1> shared;
+    for (; b + 8 <= b1; b += 8) returnsTiles<kMasked>(a, b, scratch, streaming, straight, shared);
+    shared.flush();
+  }
 #endif
   for (; b + kScalarRows <= b1; b += kScalarRows) returnsGroup<kMasked, kScalarRows>(a, b, scratch, streaming);
   for (; b < b1; ++b) returnsGroup<kMasked, 1>(a, b, scratch, streaming);

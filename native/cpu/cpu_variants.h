@@ -149,9 +149,12 @@ inline bool isStreaming(int64_t outputFloats) { return outputFloats * 4 >= kStre
 // Out at in's place, behind it, or a kilobyte or more ahead (more than the stores in flight;
 // 512 bytes ahead already ran at full speed) is clear.
 constexpr uintptr_t kAliasWindow = 1024;
-inline bool clearOfAliasing(const float* out, const float* in) {
-  const uintptr_t ahead = (reinterpret_cast<uintptr_t>(out) - reinterpret_cast<uintptr_t>(in)) & 4095;
+inline bool clearAhead(uintptr_t outMinusIn) {
+  const uintptr_t ahead = outMinusIn & 4095;
   return ahead == 0 || ahead >= kAliasWindow;
+}
+inline bool clearOfAliasing(const void* out, const void* in) {
+  return clearAhead(reinterpret_cast<uintptr_t>(out) - reinterpret_cast<uintptr_t>(in));
 }
 
 // clearOfAliasing for every output against every input (a null input, one not given, is clear).

@@ -87,6 +87,21 @@ const char* cpuPathName(CpuPath p) {
 
 const ChunkKernels* kernelsForCall() { return kernelsOf(gPath.load()); }
 
+uint32_t streamingPlaceInPage(const void* const* inputs, int count) {
+  std::vector<uintptr_t> at;
+  for (int i = 0; i < count; ++i)
+    if (inputs[i] != nullptr) at.push_back(reinterpret_cast<uintptr_t>(inputs[i]) & 4095);
+  if (at.empty()) return 0;
+  // The first input's own place first, then each later line of the page in turn.
+  for (uintptr_t line = 0; line < 4096; line += 64) {
+    const uintptr_t place = (at[0] + line) & 4095;
+    bool clear = true;
+    for (const uintptr_t in : at) clear = clear && clearAhead(place - in) && clearAhead(in - place);
+    if (clear) return static_cast<uint32_t>(place);
+  }
+  return static_cast<uint32_t>(at[0]);
+}
+
 void gaeCpu(const GaeArgs& a) {
   const ChunkKernels* kp = kernelsForCall();
   if (kp == nullptr) return gaeReference(a);

@@ -304,6 +304,41 @@ void testReturns(int64_t B, int64_t T, bool masked, int lead = 0, int outLead = 
   });
 }
 
+// Where new outputs are placed (streamingPlaceInPage): at the first input's place in a line; at
+// its place in a page when that is clear of every input both ways (clearOfAliasing), else at
+// some clear place when there is one, which a search of every candidate decides here.
+void testStreamingPlace() {
+  std::mt19937 gen(7);
+  const auto bothWays = [](uintptr_t place, uintptr_t in) {
+    const auto at = [](uintptr_t x) { return reinterpret_cast<const void*>(x); };
+    return clearOfAliasing(at(place), at(in)) && clearOfAliasing(at(in), at(place));
+  };
+  int wrong = 0;
+  for (int trial = 0; trial < 20000; ++trial) {
+    const int count = 1 + static_cast<int>(gen() % 5);
+    std::vector<uintptr_t> in(static_cast<size_t>(count));
+    std::vector<const void*> ptrs;
+    for (int i = 0; i < count; ++i) {
+      in[static_cast<size_t>(i)] = (uintptr_t{1} << 20) * (1 + gen() % 64) + 4 * (gen() % 1024);
+      ptrs.push_back(reinterpret_cast<const void*>(in[static_cast<size_t>(i)]));
+      if (gen() % 7 == 0 && i > 0) ptrs.push_back(nullptr);  // absent inputs are skipped
+    }
+    const uintptr_t place = streamingPlaceInPage(ptrs.data(), static_cast<int>(ptrs.size()));
+    const auto clearOfAll = [&](uintptr_t p) {
+      for (uintptr_t x : in)
+        if (!bothWays(p, x)) return false;
+      return true;
+    };
+    bool anyClear = false;
+    for (uintptr_t line = 0; line < 4096; line += 64) anyClear = anyClear || clearOfAll((in[0] + line) & 4095);
+    const bool ok = place < 4096 && (place - in[0]) % 64 == 0 && (!anyClear || clearOfAll(place)) &&
+                    (!clearOfAll(in[0] & 4095) || place == (in[0] & 4095));
+    if (!ok && ++wrong <= 3) report(false, "streamingPlaceInPage trial " + std::to_string(trial));
+  }
+  report(wrong == 0, "streamingPlaceInPage: 20000 sets of inputs");
+  report(streamingPlaceInPage(nullptr, 0) == 0, "streamingPlaceInPage with no inputs");
+}
+
 // --- statistics ---------------------------------------------------------------------------------
 
 bool relClose(double got, double ref, double tol) {
@@ -1446,10 +1481,10 @@ int main() {
       for (bool last : {false, true}) testTokenGae(B, T, m, last);
   for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {9, 33}, {130, 300}})
     for (bool masked : {false, true}) testReturns(B, T, masked);
-  // Rows that start anywhere in a 32-byte block: the tile grid shifts to align them, with scalar
-  // steps at both ends (T a multiple of 8), or stays put (T not).
+  // Rows that start anywhere in a 32-byte block: the tile grid shifts to align them, with windows
+  // of steps at both ends (T a multiple of 8), or stays put (T not).
   for (int lead = 1; lead < 8; ++lead)
-    for (int64_t T : {8, 16, 64, 72}) {
+    for (int64_t T : {8, 12, 16, 23, 64, 72}) {
       for (MaskMode m : {MaskMode::Premask, MaskMode::Skip, MaskMode::None})
         for (bool last : {false, true}) testTokenGae(17, T, m, last, lead);
       testReturns(17, T, true, lead);
@@ -1468,7 +1503,8 @@ int main() {
     for (int64_t T : {512, 16}) testGae(T, 4100, Flags::Terminated, RateLayout::Full, RateLayout::Scalar, 0, behind);
   testGae(520, 4096, Flags::CleanRl, RateLayout::PerStep, RateLayout::Scalar);
   // Streamed outputs straight into place: at the inputs' place in a page (lead 0), both a few
-  // floats into a line (the grid shifts, scalar steps at both ends), rows not a whole number of
+  // floats into a line (the grid shifts; the lines that rows share are put together, across
+  // groups of rows and between threads' parts too), rows not a whole number of
   // pages apart (T = 1040); through row buffers with the outputs 12 bytes off the inputs' place
   // in a line, 64 or 256 bytes below them in a page, or T not a whole number of lines.
   for (MaskMode m : {MaskMode::Premask, MaskMode::Skip, MaskMode::None}) {
@@ -1479,7 +1515,7 @@ int main() {
     testTokenGae(2051, 1024, m, true, 20, 4, 0);
     testTokenGae(2051, 1024, m, true, 100, 36, 0);
     testTokenGae(2040, 1032, m, true, 0, 0, 0);
-    // A single line a row, and one line after 12 scalar steps with 4 before it.
+    // A single line a row, and one line after 12 steps with 4 before it.
     testTokenGae(131075, 16, m, true, 0, 0, 1);
     testTokenGae(65539, 32, m, false, 4, 4, 1);
   }
@@ -1497,6 +1533,7 @@ int main() {
   testTriad();
   testMaskCount();
   testAffinePlacement();
+  testStreamingPlace();
   testPolicyFamily();
   testPreferenceFamily();
   testNnFamily();

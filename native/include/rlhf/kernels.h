@@ -119,6 +119,13 @@ void affineCpu(const AffineArgs& a);
 // Index of the first element of x[0..n) that is NaN or infinite, or -1 (the checkFinite option).
 int64_t firstNonFiniteCpu(const float* x, int64_t n);
 
+// Where in a 4 KiB page a new output should start (a byte offset) for the kernels to stream it
+// at full speed beside `inputs`, the arrays read in step with it: at the first input's place in
+// a 64-byte line (the line tiles align to it), and at every input's place in a page or a
+// kilobyte or more from it either way (clear of 4K aliasing, see clearOfAliasing). Null inputs
+// are skipped; where no place is clear of them all, the first input's place.
+uint32_t streamingPlaceInPage(const void* const* inputs, int count);
+
 // Chan et al.'s pairwise combination of two sets' moments; used by every backend in the same
 // order so that they round alike.
 inline MaskedMoments combineMoments(const MaskedMoments& a, const MaskedMoments& b) {

@@ -1,0 +1,91 @@
+// Where large new CPU outputs start in memory: placed in their page for the kernel that writes
+// them (placedFloats), at the first input's place in a 64-byte line and clear of 4K aliasing
+// with every input read in step with them, whatever place the caller's arrays have. The results
+// are the same wherever the outputs lie.
+import t from 'tap';
+
+import * as rl from '../lib/index';
+import { native } from '../lib/native';
+import { expectBitIdentical } from './helpers/index';
+
+type HostArray = Float32Array | Uint8Array;
+
+// A zeroed array of n elements that starts `place` bytes into a page.
+function placedAt<A extends HostArray>(Ctor: { new (b: ArrayBuffer, o: number, n: number): A; BYTES_PER_ELEMENT: number },
+                                       n: number, place: number): A {
+  const buffer = new ArrayBuffer(n * Ctor.BYTES_PER_ELEMENT + 8192);
+  const base = native().placeInPage(new Uint8Array(buffer));
+  return new Ctor(buffer, (place - base + 8192) % 4096, n);
+}
+
+// The kernels' rule (clearOfAliasing in native/cpu/cpu_variants.h), both ways.
+function clearBothWays(out: number, input: number): boolean {
+  const ahead = (d: number) => ((d % 4096) + 4096) % 4096;
+  const clear = (d: number) => ahead(d) === 0 || ahead(d) >= 1024;
+  return clear(out - input) && clear(input - out);
+}
+
+function placeOf(a: HostArray | rl.Tensor): number {
+  return native().placeInPage((a instanceof rl.Tensor ? a.dataSync() : a) as HostArray);
+}
+
+t.test('placedFloats: zeroed, its length, at the first input\'s place in a line, clear of every input', async (t) => {
+  for (const places of [[16], [0, 64], [16, 80, 3000], [3328, 3264], [100, 1200, 2300, 3400]]) {
+    const inputs = places.map((p) => placedAt(Float32Array, 1000, p));
+    const out = native().placedFloats(5000, inputs);
+    t.equal(out.length, 5000);
+    t.ok(out.every((x) => x === 0), 'zeroed');
+    const at = placeOf(out);
+    t.equal(((at - places[0]) % 64 + 64) % 64, 0, `[${places}]: at ${at}, like the first input in a line`);
+    const clearPlaceExists = Array.from({ length: 64 }, (_, k) => (places[0] + 64 * k) % 4096)
+      .some((p) => places.every((q) => clearBothWays(p, q)));
+    if (clearPlaceExists) t.ok(places.every((q) => clearBothWays(at, q)), `[${places}]: ${at} is clear of them all`);
+  }
+  t.equal(placeOf(native().placedFloats(10, [placedAt(Float32Array, 10, 52), null])), 52, 'at the input\'s own place when that is clear');
+});
+
+t.test('placedFloats: bad arguments are named errors', async (t) => {
+  const n = native() as unknown as { placedFloats(...args: unknown[]): unknown; placeInPage(a: unknown): unknown };
+  t.throws(() => n.placedFloats(-1, []), RangeError);
+  t.throws(() => n.placedFloats(10, 'x'), TypeError);
+  t.throws(() => n.placedFloats(10, [{}]), { name: 'TypeError', message: /inputs\[0\]/ });
+  t.throws(() => n.placeInPage([1, 2]), TypeError);
+});
+
+t.test('large new outputs are placed for their kernel; small ones are not', async (t) => {
+  const B = 512;
+  const T = 1024;  // 2 MiB a float array
+  const n = B * T;
+  const rewards = placedAt(Float32Array, n, 3328);
+  const values = placedAt(Float32Array, n, 3264);  // a line below rewards: outputs at its place would alias
+  const mask = placedAt(Uint8Array, n, 16);
+  for (let i = 0; i < n; ++i) {
+    rewards[i] = Math.sin(i) * 0.5;
+    values[i] = Math.cos(i * 0.7);
+    mask[i] = i % T < T - 37 ? 1 : 0;
+  }
+  const inputs = { rewards: rl.tensor(rewards, [B, T]), values: rl.tensor(values, [B, T]), mask: rl.tensor(mask, [B, T]) };
+  for (const maskMode of ['premask', 'skip', 'none'] as const) {
+    const got = rl.tokenGae(inputs, { maskMode });
+    for (const out of [got.advantages, got.returns]) {
+      const at = placeOf(out);
+      t.equal(((at - 3264) % 64 + 64) % 64, 0, `tokenGae ${maskMode}: output at ${at}, like values in a line`);
+      t.ok(clearBothWays(at, 3328) && clearBothWays(at, 3264), `tokenGae ${maskMode}: ${at} is clear of rewards and values`);
+    }
+    // The same bits as outputs the caller placed right after the inputs (the slower path).
+    const out = { advantages: rl.tensor(placedAt(Float32Array, n, 3344), [B, T]), returns: rl.tensor(placedAt(Float32Array, n, 3360), [B, T]) };
+    rl.tokenGae(inputs, { maskMode, out });
+    expectBitIdentical(t, got.advantages.dataSync() as Float32Array, out.advantages.dataSync() as Float32Array, `tokenGae ${maskMode}: advantages alike`);
+    expectBitIdentical(t, got.returns.dataSync() as Float32Array, out.returns.dataSync() as Float32Array, `tokenGae ${maskMode}: returns alike`);
+  }
+
+  const returns = rl.discountedReturns({ rewards: inputs.rewards, mask: inputs.mask }, { gamma: 0.9 });
+  t.ok(clearBothWays(placeOf(returns), 3328), 'discountedReturns: clear of rewards');
+
+  const kl = rl.klPenalty(rl.tensor(rewards), rl.tensor(values), { estimator: 'k3' });
+  for (const out of [kl.kl, kl.grad]) t.ok(clearBothWays(placeOf(out), 3328) && clearBothWays(placeOf(out), 3264), 'klPenalty: clear of its inputs');
+
+  const small = rl.tokenGae({ rewards: rl.tensor(rewards.subarray(0, 64), [1, 64]), values: rl.tensor(values.subarray(0, 64), [1, 64]) },
+    { maskMode: 'none' });
+  t.not(small.advantages.dataSync().buffer.byteLength, 64 * 4 + 4096, 'a small output is not given a page of room');
+});
