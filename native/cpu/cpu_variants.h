@@ -33,8 +33,11 @@ inline int64_t rowPitch(int64_t T) {
   const int64_t lines = (T + 15) / 16 + 1;
   return (lines | 1) * 16;
 }
-// Floats of a part's scratch for [*,T] rows, with room to align its start to a line.
-inline int64_t rowScratchFloats(int64_t T) { return 2 * kRows * rowPitch(T) + 16; }
+// Floats of a part's scratch for `rows` rows of [*,T] (two buffers for each row in flight: at
+// most kRows), with room to align its start to a line.
+inline int64_t rowScratchFloats(int64_t T, int64_t rows) {
+  return 2 * (rows < kRows ? rows : kRows) * rowPitch(T) + 16;
+}
 // Time-major GAE's scratch for blocks of w columns: the running advantage, with room to sit at
 // the outputs' place in a page, then two line-aligned slots for output rows, each with room to
 // sit like its destination in a line, and room to align the start.
