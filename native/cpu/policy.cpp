@@ -4,6 +4,7 @@
 // never changes a bit of the result.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "../reference/policy_math.h"
@@ -35,20 +36,22 @@ static double entropyOf(const RowSoftmax& s) { return s.logSum - s.meanShift; }
 // rowSoftmaxGrad), starting on a 64-byte line: a whole-vector store off a line boundary writes
 // two lines (every store with AVX-512, where a plain allocation of this size starts 16 bytes in).
 // Allocated when first used: rows whose gradient comes from the forward's outputs need none.
+// Left uninitialised: every element read back was written first, and zeroing a row of a large
+// vocabulary costs a small call as much as its kernel.
 class ExpRow {
  public:
   explicit ExpRow(int64_t V) : V_(V) {}
   float* data() {
     if (row_ == nullptr) {
-      storage_.resize(static_cast<size_t>(V_ + 16));
-      row_ = alignToLine(storage_.data());
+      storage_.reset(new float[static_cast<size_t>(V_ + 16)]);
+      row_ = alignToLine(storage_.get());
     }
     return row_;
   }
 
  private:
   int64_t V_;
-  std::vector<float> storage_;
+  std::unique_ptr<float[]> storage_;
   float* row_ = nullptr;
 };
 
