@@ -110,17 +110,21 @@ function gaeCase(T: number, N: number): Case {
   };
 }
 
-function tokenGaeCase(B: number, T: number, maskMode: rl.MaskMode): Case {
+// newOutputs: each call makes its outputs, as a loop that passes no `out` does; their pages are
+// mapped in as the kernel first writes them, which the row shows against the one that reuses them.
+function tokenGaeCase(B: number, T: number, maskMode: rl.MaskMode, newOutputs = false): Case {
   const n = B * T;
   const rewards = filled(n, (i) => (i % 7) * 0.1);
   const values = filled(n, (i) => (i % 5) * 0.2);
   const mask = responseMask(n);
   return {
-    op: `tokenGae ${maskMode}`, shape: `[B=${B},T=${T}]`, elements: n, bytes: n * (4 + 4 + 1 + 4 + 4),
+    op: `tokenGae ${maskMode}`, shape: `[B=${B},T=${T}]${newOutputs ? ' new out' : ''}`, elements: n,
+    bytes: n * (4 + 4 + 1 + 4 + 4),
     prepare(backend, device) {
       if (backend === 'js') return () => { tokenGaeReference(B, T, { rewards, values, mask }, { gamma: 1, lambda: 0.95, maskMode }); };
       const inputs = { rewards: on(device, rewards, [B, T]), values: on(device, values, [B, T]), mask: on(device, mask, [B, T]) };
-      const out = rl.tokenGae(inputs, { maskMode });
+      let out = rl.tokenGae(inputs, { maskMode });
+      if (newOutputs) return syncAfter(device, () => { out = rl.tokenGae(inputs, { gamma: 1, lambda: 0.95, maskMode }); });
       return syncAfter(device, () => { rl.tokenGae(inputs, { gamma: 1, lambda: 0.95, maskMode, out }); });
     },
   };
@@ -395,6 +399,7 @@ export function benchCases(quick: boolean): Array<[string, () => Case]> {
     ['gae', () => gaeCase(128, 1)],
     ['tokenGae', () => tokenGaeCase(big / T, T, 'premask')],
     ['tokenGae', () => tokenGaeCase(big / T, T, 'skip')],
+    ['tokenGae', () => tokenGaeCase(big / T, T, 'premask', true)],
     ['tokenGae', () => tokenGaeCase(1, quick ? 8192 : 131072, 'premask')],
     ['discountedReturns', () => returnsCase(big / T, T)],
     ['maskedWhiten', () => whitenCase(quick ? 1 << 20 : 1 << 24)],
