@@ -1515,13 +1515,16 @@ int main() {
     testTokenGae(2051, 1024, m, true, 20, 4, 0);
     testTokenGae(2051, 1024, m, true, 100, 36, 0);
     testTokenGae(2040, 1032, m, true, 0, 0, 0);
-    // A single line a row, and one line after 12 steps with 4 before it.
+    // A single line a row; one line after 12 steps with 4 before it; and rows of one line
+    // partway into a line, all windows and shared lines, no tile.
     testTokenGae(131075, 16, m, true, 0, 0, 1);
     testTokenGae(65539, 32, m, false, 4, 4, 1);
+    testTokenGae(131075, 16, m, true, 4, 4, 1);
   }
   for (bool masked : {true, false}) {
     testReturns(4099, 1024, masked, 0, 0, 1);
     testReturns(4099, 1024, masked, 12, 12, 1);
+    testReturns(262147, 16, masked, 4, 4, 1);
     testReturns(4035, 1040, masked, 0, 0, 1);
     testReturns(4099, 1024, masked, 0, 5, 0);
     testReturns(4099, 1024, masked, 100, 36, 0);
