@@ -210,7 +210,7 @@ export interface NativeAddon {
   /** Seconds of one STREAM triad a = b + 3c over three Float32Arrays of one length. */
   triadSeconds(a: Float32Array, b: Float32Array, c: Float32Array): number;
   setCpuPath(path: 'auto' | 'baseline' | 'avx2' | 'reference'): void;
-  placedFloats(size: number, inputs: (HostRaw | null)[]): Float32Array;
+  placeShift(buffer: ArrayBuffer, inputs: (HostRaw | null)[]): number;
   placeInPage(array: HostRaw): number;
   DeviceBuffer: new (bytes: number, device: number) => DeviceBuffer;
   setUntransferableMarker(marker: (o: object) => void): void;

@@ -196,6 +196,12 @@ export function hostArray(dtype: Dtype, size: number): TypedArray {
 // this costs is a quarter of a percent of the array at most.
 const kPlacedMinBytes = 1 << 20;
 
+/** @internal A zeroed Float32Array of `size` that starts where native().placeShift says. */
+export function placedFloats(size: number, readWith: readonly (TypedArray | null)[]): Float32Array {
+  const buffer = new ArrayBuffer(size * 4 + 4096);
+  return new Float32Array(buffer, native().placeShift(buffer, [...readWith]), size);
+}
+
 /**
  * @internal A new uninitialised tensor (zeros on the CPU). A large float32 one on the CPU is
  * placed in its page for the kernel that writes it, beside `readWith`: the host arrays that
@@ -206,7 +212,7 @@ export function emptyTensor(shape: readonly number[], dtype: Dtype, device: Devi
   if (device < 0) {
     const size = sizeOf(shape);
     const placed = dtype === 'float32' && size * 4 >= kPlacedMinBytes && readWith.length > 0;
-    return new Tensor(shape, dtype, -1, placed ? native().placedFloats(size, [...readWith]) : hostArray(dtype, size), null);
+    return new Tensor(shape, dtype, -1, placed ? placedFloats(size, readWith) : hostArray(dtype, size), null);
   }
   const bytes = sizeOf(shape) * arrayTypes[dtype].BYTES_PER_ELEMENT;
   return new Tensor(shape, dtype, device, null, new (native().DeviceBuffer)(bytes, device));

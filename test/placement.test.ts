@@ -1,11 +1,12 @@
 // Where large new CPU outputs start in memory: placed in their page for the kernel that writes
-// them (placedFloats), at the first input's place in a 64-byte line and clear of 4K aliasing
+// them (placedFloats, placeShift), at the first input's place in a 64-byte line and clear of 4K aliasing
 // with every input read in step with them, whatever place the caller's arrays have. The results
 // are the same wherever the outputs lie.
 import t from 'tap';
 
 import * as rl from '../lib/index';
 import { native } from '../lib/native';
+import { placedFloats } from '../lib/tensor';
 import { expectBitIdentical } from './helpers/index';
 
 type HostArray = Float32Array | Uint8Array;
@@ -32,7 +33,7 @@ function placeOf(a: HostArray | rl.Tensor): number {
 t.test('placedFloats: zeroed, its length, at the first input\'s place in a line, clear of every input', async (t) => {
   for (const places of [[16], [0, 64], [16, 80, 3000], [3328, 3264], [100, 1200, 2300, 3400]]) {
     const inputs = places.map((p) => placedAt(Float32Array, 1000, p));
-    const out = native().placedFloats(5000, inputs);
+    const out = placedFloats(5000, inputs);
     t.equal(out.length, 5000);
     t.ok(out.every((x) => x === 0), 'zeroed');
     const at = placeOf(out);
@@ -41,15 +42,19 @@ t.test('placedFloats: zeroed, its length, at the first input\'s place in a line,
       .some((p) => places.every((q) => clearBothWays(p, q)));
     if (clearPlaceExists) t.ok(places.every((q) => clearBothWays(at, q)), `[${places}]: ${at} is clear of them all`);
   }
-  t.equal(placeOf(native().placedFloats(10, [placedAt(Float32Array, 10, 52), null])), 52, 'at the input\'s own place when that is clear');
+  t.equal(placeOf(placedFloats(10, [placedAt(Float32Array, 10, 52), null])), 52, 'at the input\'s own place when that is clear');
 });
 
-t.test('placedFloats: bad arguments are named errors', async (t) => {
-  const n = native() as unknown as { placedFloats(...args: unknown[]): unknown; placeInPage(a: unknown): unknown };
-  t.throws(() => n.placedFloats(-1, []), RangeError);
-  t.throws(() => n.placedFloats(10, 'x'), TypeError);
-  t.throws(() => n.placedFloats(10, [{}]), { name: 'TypeError', message: /inputs\[0\]/ });
+t.test('placeShift and placedFloats: bad arguments are named errors, an impossible size a RangeError', async (t) => {
+  const n = native() as unknown as { placeShift(...args: unknown[]): unknown; placeInPage(a: unknown): unknown };
+  t.throws(() => n.placeShift(new Float32Array(4), []), TypeError);
+  t.throws(() => n.placeShift(new ArrayBuffer(100), []), RangeError);
+  t.throws(() => n.placeShift(new ArrayBuffer(8192), 'x'), TypeError);
+  t.throws(() => n.placeShift(new ArrayBuffer(8192), [{}]), { name: 'TypeError', message: /inputs\[0\]/ });
   t.throws(() => n.placeInPage([1, 2]), TypeError);
+  // Allocated in JS, a buffer that cannot be had is a RangeError (napi_create_arraybuffer's
+  // failure would end the process).
+  t.throws(() => placedFloats(2 ** 40, []), RangeError);
 });
 
 t.test('large new outputs are placed for their kernel; small ones are not', async (t) => {

@@ -43,7 +43,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("measureBandwidth", Napi::Function::New(env, measureBandwidth));
   exports.Set("triadSeconds", Napi::Function::New(env, triadSeconds));
   exports.Set("setCpuPath", Napi::Function::New(env, setCpuPath));
-  exports.Set("placedFloats", Napi::Function::New(env, placedFloats));
+  exports.Set("placeShift", Napi::Function::New(env, placeShift));
   exports.Set("placeInPage", Napi::Function::New(env, placeInPage));
   exports.Set("setUntransferableMarker", Napi::Function::New(env, setUntransferableMarker));
   exports.Set("DeviceBuffer", DeviceBuffer::define(env));

@@ -51,7 +51,7 @@ Napi::Value opTable(const Napi::CallbackInfo& info);
 Napi::Value measureBandwidth(const Napi::CallbackInfo& info);
 Napi::Value triadSeconds(const Napi::CallbackInfo& info);
 Napi::Value setCpuPath(const Napi::CallbackInfo& info);
-Napi::Value placedFloats(const Napi::CallbackInfo& info);
+Napi::Value placeShift(const Napi::CallbackInfo& info);
 Napi::Value placeInPage(const Napi::CallbackInfo& info);
 
 }  // namespace addon

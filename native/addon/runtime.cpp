@@ -170,15 +170,17 @@ static const void* typedArrayStart(Napi::Env env, Napi::Value v, const char* op,
   return static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
 }
 
-// placedFloats(size, inputs) -> a zeroed Float32Array of `size` elements that starts where the
-// kernels stream it best beside the TypedArrays of `inputs` (nulls skipped; see
-// streamingPlaceInPage): a view into an ArrayBuffer a page longer, so that it can start anywhere.
-Napi::Value placedFloats(const Napi::CallbackInfo& info) {
+// placeShift(buffer, inputs) -> the byte offset in `buffer` (an ArrayBuffer a page longer than
+// the output it will hold) at which the output starts where the kernels stream it best beside the
+// TypedArrays of `inputs` (nulls skipped; see streamingPlaceInPage). The buffer is allocated in
+// JS: there a failed allocation is a RangeError, where napi_create_arraybuffer's ends the process.
+Napi::Value placeShift(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const char* op = "placedFloats";
-  const int64_t size = intArg(info, 0, op, "size");
-  if (size < 0 || size > (int64_t{1} << 40) / 4) throwRangeError(env, op, "size", "must be in [0, 2^38]");
-  if (!info[1].IsArray()) throwTypeError(env, "placedFloats: expected an array for `inputs`");
+  const char* op = "placeShift";
+  if (!info[0].IsArrayBuffer()) throwTypeError(env, "placeShift: expected an ArrayBuffer for `buffer`");
+  Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
+  if (buffer.ByteLength() < 4096) throwRangeError(env, op, "buffer", "must be at least a page (4096 bytes) long");
+  if (!info[1].IsArray()) throwTypeError(env, "placeShift: expected an array for `inputs`");
   const Napi::Array list = info[1].As<Napi::Array>();
   std::vector<const void*> inputs;
   for (uint32_t i = 0; i < list.Length(); ++i) {
@@ -186,9 +188,7 @@ Napi::Value placedFloats(const Napi::CallbackInfo& info) {
     if (!v.IsNull()) inputs.push_back(typedArrayStart(env, v, op, "inputs[" + std::to_string(i) + "]"));
   }
   const uintptr_t place = streamingPlaceInPage(inputs.data(), static_cast<int>(inputs.size()));
-  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, static_cast<size_t>(size) * 4 + 4096);
-  const size_t shift = (place - reinterpret_cast<uintptr_t>(buffer.Data())) & 4095;
-  return Napi::Float32Array::New(env, static_cast<size_t>(size), buffer, shift);
+  return Napi::Number::New(env, static_cast<double>((place - reinterpret_cast<uintptr_t>(buffer.Data())) & 4095));
 }
 
 // placeInPage(array) -> the byte offset of its first element in its 4 KiB page (for tests and the
