@@ -9,9 +9,12 @@ import { native } from '../native';
 import { discountedReturnsReference, gaeReference, tokenGaeReference } from '../reference/advantages';
 import {
   actorLossReference, klPenaltyReference, logprobsBackwardReference, logprobsReference, ppoPolicyLossReference,
-  valueLossReference,
+  shapeRewardsReference, valueLossReference,
 } from '../reference/policy';
-import { dpoLossReference, pairwiseRewardLossReference, sequenceLogprobsReference } from '../reference/preference';
+import {
+  dpoLossReference, groupAdvantagesReference, pairwiseRewardLossReference, sequenceLogprobsBackwardReference,
+  sequenceLogprobsReference,
+} from '../reference/preference';
 import { matmulReference } from '../reference/nn';
 import { maskedMeanReference, maskedWhitenReference } from '../reference/statistics';
 
@@ -239,6 +242,23 @@ function klCase(n: number): Case {
   };
 }
 
+// Token rewards from the KL and each row's score, as the PPO trainers shape them.
+function shapeRewardsCase(B: number, T: number): Case {
+  const n = B * T;
+  const kl = filled(n, (i) => ((i % 17) - 8) * 0.01);
+  const scores = filled(B, (b) => (b % 9) * 0.3 - 1);
+  const mask = responseMask(n);
+  return {
+    op: 'shapeRewards', shape: `[B=${B},T=${T}]`, elements: n, bytes: n * (4 + 1 + 4) + B * 4,
+    prepare(backend, device) {
+      if (backend === 'js') return () => { shapeRewardsReference(B, T, { scores, kl, mask }); };
+      const inputs = { scores: on(device, scores, [B]), kl: on(device, kl, [B, T]), mask: on(device, mask, [B, T]) };
+      const out = rl.shapeRewards(inputs);
+      return syncAfter(device, () => { rl.shapeRewards(inputs, { out }); });
+    },
+  };
+}
+
 // The PPO step's two losses over the same tokens, as a trainer calls them.
 function ppoValueCase(B: number, T: number): Case {
   const n = B * T;
@@ -347,6 +367,35 @@ function sequenceCase(B: number, T: number): Case {
   };
 }
 
+function sequenceBackwardCase(B: number, T: number): Case {
+  const n = B * T;
+  const grad = filled(B, (b) => (b % 7) * 0.1 - 0.3);
+  const mask = responseMask(n);
+  return {
+    op: 'sequenceLogprobsBackward', shape: `[B=${B},T=${T}] average`, elements: n, bytes: n * (1 + 4) + B * 4,
+    prepare(backend, device) {
+      if (backend === 'js') return () => { sequenceLogprobsBackwardReference(B, T, grad, mask, { average: true }); };
+      const inputs = { gradSequence: on(device, grad, [B]), mask: on(device, mask, [B, T]) };
+      const out = rl.sequenceLogprobsBackward(inputs, { average: true });
+      return syncAfter(device, () => { rl.sequenceLogprobsBackward(inputs, { average: true, out }); });
+    },
+  };
+}
+
+// GRPO's advantages: groups of 16 completions a prompt.
+function groupAdvantagesCase(B: number): Case {
+  const rewards = filled(B, (i) => ((i * 37) % 101) * 0.01);
+  return {
+    op: 'groupAdvantages grpo', shape: `[${B}] groups of 16`, elements: B, bytes: B * 8,
+    prepare(backend, device) {
+      if (backend === 'js') return () => { groupAdvantagesReference(rewards, { groupSize: 16 }); };
+      const r = on(device, rewards, [B]);
+      const out = rl.groupAdvantages(r, { groupSize: 16 });
+      return syncAfter(device, () => { rl.groupAdvantages(r, { groupSize: 16, out }); });
+    },
+  };
+}
+
 function matmulCase(M: number, N: number, K: number, transA: boolean, transB: boolean): Case {
   const a = filled(M * K, (i) => ((i * 7) % 13) * 0.1 - 0.6);
   const b = filled(K * N, (i) => ((i * 5) % 11) * 0.1 - 0.5);
@@ -413,11 +462,14 @@ export function benchCases(quick: boolean): Array<[string, () => Case]> {
     ['actorLossFromLogits', () => actorCase(quick ? 4 : 16, quick ? 16 : 256, 32000, false)],
     ['actorLossFromLogits', () => actorCase(quick ? 4 : 16, quick ? 16 : 256, 32000, true)],
     ['klPenalty', () => klCase(quick ? 1 << 20 : 1 << 24)],
+    ['shapeRewards', () => shapeRewardsCase(big / T, T)],
     ['ppoPolicyLoss+valueLoss', () => ppoValueCase(quick ? 256 : 16384, 1024)],
     ['pairwiseRewardLoss', () => pairwiseCase(quick ? 1 << 16 : 1 << 20)],
     ['dpoLoss', () => dpoCase(quick ? 1 << 16 : 1 << 20, 'sigmoid')],
     ['dpoLoss', () => dpoCase(quick ? 1 << 16 : 1 << 20, 'ipo')],
     ['sequenceLogprobs', () => sequenceCase(quick ? 256 : 4096, quick ? 1024 : 4096)],
+    ['sequenceLogprobsBackward', () => sequenceBackwardCase(quick ? 256 : 4096, quick ? 1024 : 4096)],
+    ['groupAdvantages', () => groupAdvantagesCase(quick ? 1 << 12 : 1 << 16)],
     ['matmul', () => matmulCase(512, 512, 512, false, false)],
     ['matmul', () => matmulCase(512, 512, 512, true, false)],
     ['matmul', () => matmulCase(512, 512, 512, false, true)],

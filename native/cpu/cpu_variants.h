@@ -84,6 +84,19 @@ struct DpoBlock {
 struct MaskedSum {
   double sum = 0, count = 0;
 };
+// Rows of out[b,t] = scale[b] * x[b,t] (scale[b] alone when x is null) where mask[b,t] != 0
+// (everywhere when the mask is null), else 0; then, where at[b] >= 0, out[b,at[b]] becomes
+// float(out[b,at[b]] + add[b]) (added in float64). shapeRewards' token rewards and scores, and
+// sequenceLogprobsBackward's rows.
+struct MaskedScaleRows {
+  const float* x = nullptr;
+  const uint8_t* mask = nullptr;
+  int64_t T = 0;
+  const float* scale = nullptr;
+  const int64_t* at = nullptr;  // null: no addend
+  const double* add = nullptr;
+  float* out = nullptr;
+};
 
 // `streaming`: the outputs are far larger than the cache, write them with non-temporal stores.
 struct ChunkKernels {
@@ -112,6 +125,7 @@ struct ChunkKernels {
   ValueBlock (*valueBlock)(const ValueLossArgs&, const double* rowWeight, int64_t i0, int64_t i1, bool streaming);
   PairwiseBlock (*pairwiseRange)(const PairwiseLossArgs&, int64_t i0, int64_t i1);
   MaskedSum (*maskedRowSum)(const float* x, const uint8_t* m, int64_t T);
+  void (*maskedScaleRows)(const MaskedScaleRows&, int64_t b0, int64_t b1, bool streaming);
   DpoBlock (*dpoRange)(const DpoLossArgs&, double bcoDelta, int64_t i0, int64_t i1);
   void (*biasActRows)(const BiasActArgs&, int64_t r0, int64_t r1);
   void (*biasActGradRows)(const BiasActBackwardArgs&, int64_t r0, int64_t r1);

@@ -131,19 +131,40 @@ void klPenaltyCpu(const KlPenaltyArgs& a) {
 
 // Rows are independent and the work per element is a multiply: the reference's loop over a
 // slice of rows is already as fast as memory allows, so the threads run it on their slices.
+// The last valid column of a row (-1 when none), from its end: where a response's mask ends.
+static int64_t lastValid(const uint8_t* m, int64_t T) {
+  int64_t t = T;
+  for (; t >= 8; t -= 8) {
+    uint64_t word;
+    std::memcpy(&word, m + t - 8, 8);
+    if (word != 0) break;
+  }
+  for (--t; t >= 0; --t)
+    if (m[t] != 0) return t;
+  return -1;
+}
+
+// Each row's score column and score first (the mask's end, read from the row's end), then the
+// rows in one pass: -klCoef*kl on valid tokens, the score added at its column.
 void shapeRewardsCpu(const ShapeRewardsArgs& a) {
-  if (kernelsForCall() == nullptr) return shapeRewardsReference(a);
-  parallelFor(a.B, std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(a.T, 1)), 1,
-              [&](int64_t b0, int64_t b1) {
-                ShapeRewardsArgs part = a;
-                part.B = b1 - b0;
-                part.scores = a.scores + b0;
-                part.kl = a.kl + b0 * a.T;
-                part.mask = a.mask + b0 * a.T;
-                part.hasEos = a.hasEos ? a.hasEos + b0 : nullptr;
-                part.rewards = a.rewards + b0 * a.T;
-                shapeRewardsReference(part);
-              });
+  const ChunkKernels* k = kernelsForCall();
+  if (k == nullptr) return shapeRewardsReference(a);
+  const int64_t B = a.B, T = a.T;
+  std::vector<float> scale(static_cast<size_t>(B), -a.klCoef);
+  std::vector<int64_t> at(static_cast<size_t>(B));
+  std::vector<double> add(static_cast<size_t>(B));
+  const MaskedScaleRows rows{a.kl, a.mask, T, scale.data(), at.data(), add.data(), a.rewards};
+  const bool streaming = isStreaming(B * T) && allClearOfAliasing({a.rewards}, {a.kl});
+  parallelFor(B, std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(T, 1)), 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t last = lastValid(a.mask + b * T, T);
+      double score = a.scores[b];
+      if (a.hasEos != nullptr && a.hasEos[b] == 0) score -= a.missingEosPenalty;
+      at[b] = a.placement == ScorePlacement::AfterLast && last + 1 < T ? last + 1 : last;
+      add[b] = policy_math::clampSym(score, a.scoreClip);
+    }
+    k->maskedScaleRows(rows, b0, b1, streaming);
+  });
 }
 
 // --- aggregation weights ----------------------------------------------------------------------

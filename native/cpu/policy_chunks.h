@@ -520,6 +520,55 @@ static void klRangeT(const KlPenaltyArgs& a, int64_t i0, int64_t i1, bool stream
   endStreaming(streaming);
 }
 
+// One row of MaskedScaleRows: the head before out reaches a vector boundary and the tail with
+// scalars, whole vectors between (streamed when asked); the addend patched into its vector.
+template <bool kX, bool kMask>
+static void maskedScaleRow(const float* __restrict x, const uint8_t* __restrict m, float s, float* __restrict out,
+                           int64_t n, int64_t at, double add, bool streaming) {
+  const auto scalar = [&](int64_t t) {
+    const float v = !kMask || m[t] != 0 ? (kX ? s * x[t] : s) : 0.0f;
+    return t == at ? static_cast<float>(static_cast<double>(v) + add) : v;
+  };
+  const int64_t head = alignHead(out, n);
+  for (int64_t t = 0; t < head; ++t) out[t] = scalar(t);
+  const VF vs = set1(s);
+  int64_t t = head;
+  for (; t + W <= n; t += W) {
+    if (kX) prefetchStreams<true>(t, kMask ? m : nullptr, x);
+    else if (kMask) prefetchStreams<true>(t, m);
+    VF v = kX ? mul(vs, load(x + t)) : vs;
+    if (kMask) v = bitAnd(maskFromBytes(m + t), v);
+    if (at >= t && at < t + W) {
+      alignas(64) float lanes[W];
+      store(lanes, v);
+      lanes[at - t] = static_cast<float>(static_cast<double>(lanes[at - t]) + add);
+      v = load(lanes);
+    }
+    storeOut(out + t, v, streaming);
+  }
+  for (; t < n; ++t) out[t] = scalar(t);
+}
+
+template <bool kX, bool kMask>
+static void maskedScaleRowsT(const MaskedScaleRows& r, int64_t b0, int64_t b1, bool streaming) {
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t i = b * r.T;
+    maskedScaleRow<kX, kMask>(kX ? r.x + i : nullptr, kMask ? r.mask + i : nullptr, r.scale[b], r.out + i, r.T,
+                              r.at != nullptr ? r.at[b] : -1, r.add != nullptr ? r.add[b] : 0.0, streaming);
+  }
+  endStreaming(streaming);
+}
+
+void maskedScaleRows(const MaskedScaleRows& r, int64_t b0, int64_t b1, bool streaming) {
+  if (r.x != nullptr) {
+    if (r.mask != nullptr) maskedScaleRowsT<true, true>(r, b0, b1, streaming);
+    else maskedScaleRowsT<true, false>(r, b0, b1, streaming);
+  } else {
+    if (r.mask != nullptr) maskedScaleRowsT<false, true>(r, b0, b1, streaming);
+    else maskedScaleRowsT<false, false>(r, b0, b1, streaming);
+  }
+}
+
 template <KlEstimator kEst>
 static void klRangeOf(const KlPenaltyArgs& a, int64_t i0, int64_t i1, bool streaming) {
   if (a.o.clampLogRatio != kNoClamp || a.o.clampOutput != kNoClamp) klRangeT<kEst, true>(a, i0, i1, streaming);

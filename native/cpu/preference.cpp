@@ -78,17 +78,21 @@ void sequenceLogprobsCpu(const SequenceLogprobsArgs& a) {
   });
 }
 
-// Elementwise once each row's factor is known; the reference's own loop over a slice of rows is
-// as fast as memory allows (it vectorises), so the threads run it on their slices.
+// Each row's factor from its count of valid tokens (countNonZero), then the row in one pass. (The
+// reference's loop, run on each thread's rows, did not vectorise: 13% of the triad.)
 void sequenceLogprobsBackwardCpu(const SequenceLogprobsBackwardArgs& a) {
-  if (kernelsForCall() == nullptr) return sequenceLogprobsBackwardReference(a);
-  parallelFor(a.B, rowGrain(a.T), 1, [&](int64_t b0, int64_t b1) {
-    SequenceLogprobsBackwardArgs part = a;
-    part.B = b1 - b0;
-    part.gradSequence = a.gradSequence + b0;
-    part.mask = a.mask ? a.mask + b0 * a.T : nullptr;
-    part.out = a.out + b0 * a.T;
-    sequenceLogprobsBackwardReference(part);
+  const ChunkKernels* k = kernelsForCall();
+  if (k == nullptr) return sequenceLogprobsBackwardReference(a);
+  const int64_t T = a.T;
+  std::vector<float> scale(static_cast<size_t>(a.B));
+  const MaskedScaleRows rows{nullptr, a.mask, T, scale.data(), nullptr, nullptr, a.out};
+  parallelFor(a.B, rowGrain(T), 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const double n = a.mask != nullptr ? static_cast<double>(k->countNonZero(a.mask + b * T, T)) : static_cast<double>(T);
+      const double g = a.average ? (n > 0 ? a.gradSequence[b] / n : 0.0) : a.gradSequence[b];
+      scale[static_cast<size_t>(b)] = static_cast<float>(g);
+    }
+    k->maskedScaleRows(rows, b0, b1, isStreaming(a.B * T));
   });
 }
 

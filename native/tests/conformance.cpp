@@ -1076,17 +1076,18 @@ void testDpo(int64_t N) {
   }
 }
 
-void testSequenceLogprobs(int64_t B, int64_t T) {
+void testSequenceLogprobs(int64_t B, int64_t T, bool masked = true) {
   covered.insert("sequenceLogprobs");
   covered.insert("sequenceLogprobsBackward");
   auto lp = randomFloats(B * T, -8, 0), g = randomFloats(B);
   auto mask = responseMask(B, T);
+  const uint8_t* m = masked ? mask.data() : nullptr;
   for (bool average : {false, true}) {
-    SequenceLogprobsArgs a{B, T, lp.data(), mask.data(), average, nullptr};
+    SequenceLogprobsArgs a{B, T, lp.data(), m, average, nullptr};
     Out ref(B);
     a.out = ref.data();
     sequenceLogprobsReference(a);
-    SequenceLogprobsBackwardArgs gb{B, T, g.data(), mask.data(), average, nullptr};
+    SequenceLogprobsBackwardArgs gb{B, T, g.data(), m, average, nullptr};
     Out refG(B * T);
     gb.out = refG.data();
     sequenceLogprobsBackwardReference(gb);
@@ -1105,9 +1106,18 @@ void testSequenceLogprobs(int64_t B, int64_t T) {
                       got.guardIntact(B) && gotG.guardIntact(B * T);
       report(ok && inv.check(config, std::vector<float>(got.v.begin(), got.v.begin() + B)),
              "sequenceLogprobs B=" + std::to_string(B) + " T=" + std::to_string(T) + (average ? " average" : "") +
+                 (masked ? "" : " no mask") +
                  " [" + config + "] " + why);
     });
   }
+}
+
+// The row kernel of shapeRewards and sequenceLogprobsBackward (maskedScaleRows): short rows, rows
+// with no valid token, no mask, and outputs of 16 MiB and more (streamed).
+void testMaskedScaleRows() {
+  for (auto [B, T] : {std::pair<int64_t, int64_t>{5, 1}, {3, 7}, {2050, 2048}}) testShapeRewards(B, T);
+  testSequenceLogprobs(300, 129, false);
+  testSequenceLogprobs(2050, 2048);
 }
 
 void testGroupAdvantages(int64_t N, int64_t groupSize) {
@@ -1540,6 +1550,8 @@ int main() {
   testPolicyFamily();
   testPreferenceFamily();
   testNnFamily();
+  // Last, so that the cases above draw the random inputs they always drew.
+  testMaskedScaleRows();
   for (const OpInfo& o : kOps) report(covered.count(o.name) == 1, std::string("op table row covered: ") + o.name);
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
