@@ -99,27 +99,30 @@ void sequenceLogprobsBackwardCpu(const SequenceLogprobsBackwardArgs& a) {
 // --- group advantages ------------------------------------------------------------------------------
 // B is a few thousand rewards in practice, so one thread: the work is in finding the groups.
 // Contiguous groups need no lookup; group ids are mapped to slots once. Sums run in row order, in
-// two passes (mean, then squared deviations), as the reference does: the results are its bits.
+// two passes (mean, then squared deviations), as the reference does, and each group's mean and
+// std are formed once: the results are the reference's bits. (Formed again for every row, with
+// a division to find each row's group, 65536 rewards took 1.2 ms.)
 
 namespace {
 
 struct GroupSums {
   double count = 0, sum = 0, m2 = 0;
-  double mean() const { return count > 0 ? sum / count : 0.0; }
-  double std() const { return count > 1 ? std::sqrt(m2 / (count - 1)) : 0.0; }
+  double mean = 0, std = 0;  // once the sums are in (setMean), and m2 (setStd)
+  void setMean() { mean = count > 0 ? sum / count : 0.0; }
+  void setStd() { std = count > 1 ? std::sqrt(m2 / (count - 1)) : 0.0; }
 };
 
 double advantageOf(const GroupAdvantagesArgs& a, double x, const GroupSums& g, double batchStd) {
   if (std::isnan(x)) return 0.0;
   switch (a.estimator) {
     case GroupEstimator::Grpo: {
-      const double centred = x - g.mean();
-      if (a.scale == GroupScale::Group) return centred / (g.std() + a.eps);
+      const double centred = x - g.mean;
+      if (a.scale == GroupScale::Group) return centred / (g.std + a.eps);
       if (a.scale == GroupScale::Batch) return centred / (batchStd + a.eps);
       return centred;
     }
     case GroupEstimator::Rloo: return g.count > 1 ? (g.count * x - g.sum) / (g.count - 1) : 0.0;
-    case GroupEstimator::ReinforceBaseline: return x - g.mean();
+    case GroupEstimator::ReinforceBaseline: return x - g.mean;
   }
   return 0.0;
 }
@@ -132,10 +135,23 @@ double batchStdOf(const GroupAdvantagesArgs& a) {
       all.sum += a.rewards[i];
       all.count += 1;
     }
-  const double mean = all.mean();
+  all.setMean();
   for (int64_t i = 0; i < a.N; ++i)
-    if (!std::isnan(a.rewards[i])) all.m2 += (a.rewards[i] - mean) * (a.rewards[i] - mean);
-  return all.std();
+    if (!std::isnan(a.rewards[i])) all.m2 += (a.rewards[i] - all.mean) * (a.rewards[i] - all.mean);
+  all.setStd();
+  return all.std;
+}
+
+// Calls fn(i, group) for every row in row order: groups of groupSize in turn, or by groupIds,
+// numbered in order of first appearance (slot, filled here).
+template <typename Fn>
+void forEachRow(const GroupAdvantagesArgs& a, const std::vector<int64_t>& slot, Fn fn) {
+  if (a.groupSize > 0) {
+    for (int64_t i0 = 0, group = 0; i0 < a.N; i0 += a.groupSize, ++group)
+      for (int64_t i = i0; i < std::min(a.N, i0 + a.groupSize); ++i) fn(i, group);
+  } else {
+    for (int64_t i = 0; i < a.N; ++i) fn(i, slot[static_cast<size_t>(i)]);
+  }
 }
 
 }  // namespace
@@ -143,29 +159,34 @@ double batchStdOf(const GroupAdvantagesArgs& a) {
 void groupAdvantagesCpu(const GroupAdvantagesArgs& a) {
   if (kernelsForCall() == nullptr) return groupAdvantagesReference(a);
   const double batchStd = a.scale == GroupScale::Batch ? batchStdOf(a) : 0.0;
-  // slot[i]: the group of row i, numbered in order of first appearance.
-  std::vector<int64_t> slot(static_cast<size_t>(a.N));
+  std::vector<int64_t> slot;
   int64_t groups = 0;
   if (a.groupSize > 0) {
-    for (int64_t i = 0; i < a.N; ++i) slot[i] = i / a.groupSize;
     groups = (a.N + a.groupSize - 1) / a.groupSize;
   } else {
+    slot.resize(static_cast<size_t>(a.N));
     std::unordered_map<int32_t, int64_t> ids;
     for (int64_t i = 0; i < a.N; ++i) slot[i] = ids.emplace(a.groupIds[i], static_cast<int64_t>(ids.size())).first->second;
     groups = static_cast<int64_t>(ids.size());
   }
   std::vector<GroupSums> g(static_cast<size_t>(groups));
-  for (int64_t i = 0; i < a.N; ++i)
+  forEachRow(a, slot, [&](int64_t i, int64_t k) {
     if (!std::isnan(a.rewards[i])) {
-      g[slot[i]].sum += a.rewards[i];
-      g[slot[i]].count += 1;
+      g[k].sum += a.rewards[i];
+      g[k].count += 1;
     }
-  for (int64_t i = 0; i < a.N; ++i)
+  });
+  for (GroupSums& s : g) s.setMean();
+  forEachRow(a, slot, [&](int64_t i, int64_t k) {
     if (!std::isnan(a.rewards[i])) {
-      const double d = a.rewards[i] - g[slot[i]].mean();
-      g[slot[i]].m2 += d * d;
+      const double d = a.rewards[i] - g[k].mean;
+      g[k].m2 += d * d;
     }
-  for (int64_t i = 0; i < a.N; ++i) a.out[i] = static_cast<float>(advantageOf(a, a.rewards[i], g[slot[i]], batchStd));
+  });
+  for (GroupSums& s : g) s.setStd();
+  forEachRow(a, slot, [&](int64_t i, int64_t k) {
+    a.out[i] = static_cast<float>(advantageOf(a, a.rewards[i], g[k], batchStd));
+  });
 }
 
 }  // namespace rlhf
