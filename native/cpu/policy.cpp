@@ -129,8 +129,6 @@ void klPenaltyCpu(const KlPenaltyArgs& a) {
   parallelFor(a.n, kMinElementsPerThread, kLine, [&](int64_t i0, int64_t i1) { k->klRange(a, i0, i1, streaming); });
 }
 
-// Rows are independent and the work per element is a multiply: the reference's loop over a
-// slice of rows is already as fast as memory allows, so the threads run it on their slices.
 // The last valid column of a row (-1 when none), from its end: where a response's mask ends.
 static int64_t lastValid(const uint8_t* m, int64_t T) {
   int64_t t = T;
