@@ -11,8 +11,8 @@
 //  - Losses over [B,T] tokens: a warp per "item" of up to kItemTokens tokens of one row, in
 //    float64 as the scalar reference. Every item leaves a partial result; partials meet in a
 //    fixed-shape tree (reducePartials), so repeated runs give the same bits, with no atomics.
-//    The aggregation weights come from aggregationRowWeight on the host, from valid-token
-//    counts made on the device (integers, so exact).
+//    The aggregation weights come from aggregationRowWeight, on the device, from valid-token
+//    counts (integers, so exact).
 //  - The fused actor loss: per token log-prob, entropy and row statistics (O(B*T) scratch), the
 //    policy, KL and entropy terms and each token's two gradient coefficients, then one pass
 //    over the logits that writes the gradient. Three passes over [B*T,V] in all (read, read,
@@ -70,11 +70,6 @@ void requireDtype(LogitsDtype dtype, const char* op) {
   if (dtype != LogitsDtype::F32 && dtype != LogitsDtype::F16 && dtype != LogitsDtype::BF16)
     throw KernelError(ErrorKind::Type, std::string(op) + ": unknown logits dtype " +
                                            std::to_string(static_cast<int>(dtype)));
-}
-
-// From pageable host memory the copy has read `src` when the call returns.
-void toDevice(void* dst, const void* src, size_t bytes, cudaStream_t stream, const char* what) {
-  detail::check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream), what);
 }
 
 // --- a NaN test by the bits, so that no compiler flag can make it assume finite values -------
@@ -706,34 +701,77 @@ __global__ void __launch_bounds__(kThreads) rowMeanKernel(const double* values, 
   if (lane == 0) out[b] = sum / fmax(rows[b].valid, 1.0);
 }
 
-// Counts each row's valid tokens on the device and gives every row its aggregation weight,
-// computed on the host by aggregationRowWeight as every backend does. Returns the number of
-// valid tokens.
-double planRows(const Items& it, const Validity& valid, Aggregation mode, double normalizer, int32_t* itemCounts,
-                RowInfo* rows, cudaStream_t stream) {
-  std::vector<double> rowValid(static_cast<size_t>(it.B), static_cast<double>(it.T));
-  if (valid.mask != nullptr || valid.labels != nullptr) {
+// The batch's valid tokens and rows with at least one, summed on the device.
+struct RowTotals {
+  unsigned long long valid, nonEmpty;
+};
+
+// A warp per row: its valid tokens, the sum of its items' counts (T for every row when
+// itemCounts is null: no mask), added to the batch's totals. The totals are integers, so the
+// atomics' order cannot change them; a block adds its rows' share once.
+__global__ void __launch_bounds__(kThreads)
+    rowCountsKernel(const int32_t* itemCounts, const Items it, RowInfo* rows, RowTotals* totals) {
+  __shared__ unsigned long long blockValid[kWarps], blockNonEmpty[kWarps];
+  const int64_t b = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
+  int64_t n = 0;
+  if (b < it.B) {
+    if (itemCounts == nullptr) {
+      n = it.T;
+    } else {
+      for (int64_t s = lane; s < it.S; s += 32) n += itemCounts[b * it.S + s];
+      for (int offset = 16; offset > 0; offset /= 2) n += __shfl_down_sync(kFullMask, n, offset);
+    }
+    if (lane == 0) rows[b].valid = static_cast<double>(n);
+  }
+  if (lane == 0) {
+    blockValid[warp] = static_cast<unsigned long long>(n);
+    blockNonEmpty[warp] = n > 0 ? 1 : 0;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned long long valid = 0, nonEmpty = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      valid += blockValid[w];
+      nonEmpty += blockNonEmpty[w];
+    }
+    atomicAdd(&totals->valid, valid);
+    atomicAdd(&totals->nonEmpty, nonEmpty);
+  }
+}
+
+// Each row's aggregation weight, by the aggregationRowWeight every backend calls: the same
+// double operations as on the host (the CUDA build does not contract them into FMAs).
+__global__ void __launch_bounds__(kThreads) rowWeightsKernel(const Items it, Aggregation mode, double normalizer,
+                                                             const RowTotals* totals, RowInfo* rows) {
+  const int64_t b = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (b >= it.B) return;
+  rows[b].weight = aggregationRowWeight(mode, normalizer, rows[b].valid, static_cast<double>(totals->valid),
+                                        static_cast<double>(totals->nonEmpty), static_cast<double>(it.B));
+}
+
+// Counts each row's valid tokens and gives every row its aggregation weight, all on the device:
+// a round trip through the host here cost more than the loss kernels themselves.
+void planRows(const Items& it, const Validity& valid, Aggregation mode, double normalizer, int32_t* itemCounts,
+              RowInfo* rows, RowTotals* totals, cudaStream_t stream) {
+  const bool counted = valid.mask != nullptr || valid.labels != nullptr;
+  if (counted) {
     countItemsKernel<<<warpBlocks(it.count), kThreads, 0, stream>>>(it, valid, itemCounts);
     detail::checkLaunch("valid-token counts");
-    std::vector<int32_t> counts(static_cast<size_t>(it.count));
-    toHost(counts.data(), itemCounts, counts.size() * sizeof(int32_t), stream, "valid-token counts to host");
-    for (int64_t b = 0; b < it.B; ++b) {
-      int64_t n = 0;
-      for (int64_t s = 0; s < it.S; ++s) n += counts[static_cast<size_t>(b * it.S + s)];
-      rowValid[static_cast<size_t>(b)] = static_cast<double>(n);
-    }
   }
-  double total = 0, nonEmpty = 0;
-  for (double n : rowValid) {
-    total += n;
-    nonEmpty += n > 0 ? 1 : 0;
-  }
-  std::vector<RowInfo> info(rowValid.size());
-  for (size_t b = 0; b < info.size(); ++b)
-    info[b] = {aggregationRowWeight(mode, normalizer, rowValid[b], total, nonEmpty, static_cast<double>(it.B)),
-               rowValid[b]};
-  toDevice(rows, info.data(), info.size() * sizeof(RowInfo), stream, "row weights to device");
-  return total;
+  detail::check(cudaMemsetAsync(totals, 0, sizeof(RowTotals), stream), "valid-token totals");
+  rowCountsKernel<<<warpBlocks(it.B), kThreads, 0, stream>>>(counted ? itemCounts : nullptr, it, rows, totals);
+  detail::checkLaunch("valid-token counts");
+  rowWeightsKernel<<<static_cast<unsigned>(ceilDiv(it.B, kThreads)), kThreads, 0, stream>>>(it, mode, normalizer,
+                                                                                           totals, rows);
+  detail::checkLaunch("row weights");
+}
+
+// The batch's valid tokens, once the stream has reached this point.
+double validTokens(const RowTotals* totals, cudaStream_t stream) {
+  RowTotals host;
+  toHost(&host, totals, sizeof(host), stream, "valid-token totals to host");
+  return static_cast<double>(host.valid);
 }
 
 // --- deterministic reduction of partial results -----------------------------------------------
@@ -825,6 +863,28 @@ __global__ void __launch_bounds__(kThreads) itemLogRatioKernel(const PolicyPass 
   if (s.lane == 0) itemD[s.item] = sum;
 }
 
+// A lane's tokens go kTokenBatch at a time: the batch's loads are issued before any of its
+// stores. The stores (gradients) could alias the inputs as far as the compiler knows, so in a
+// plain loop each token's loads waited for the previous token's store: one memory latency per
+// token. The order in which a lane adds its tokens is unchanged. On an H200, with the row plan
+// moved to the device too, [B=16384,T=1024]: policy loss 584 -> 354 us, value loss 439 -> 201.
+constexpr int kTokenBatch = 4;
+
+// The inputs of one token of the policy loss.
+struct PolicyToken {
+  bool valid;
+  float lp, old, adv, ent, ref;
+};
+
+__device__ void loadPolicyToken(const PolicyPass& p, int64_t b, int64_t i, PolicyToken& x) {
+  x.valid = p.valid(i);
+  x.lp = p.logprobs[i];
+  x.old = p.oldLogprobs[i];
+  x.adv = p.advantagesPerRow ? p.advantages[b] : p.advantages[i];
+  if (p.entropy != nullptr) x.ent = p.entropy[i];
+  if (p.refLogprobs != nullptr) x.ref = p.refLogprobs[i];
+}
+
 // Per token as the reference's policyTokens (and the actor's loop after it), in float64.
 __global__ void __launch_bounds__(kThreads) policyItemsKernel(const PolicyPass p) {
   ItemSpan s;
@@ -834,45 +894,56 @@ __global__ void __launch_bounds__(kThreads) policyItemsKernel(const PolicyPass p
   const double w = p.rows[s.b].weight;
   PolicyPartial acc{};
   double loss = 0, ent = 0, kl = 0;
-#pragma unroll 4
-  for (int64_t t = s.t0 + s.lane; t < s.t1; t += 32) {
-    const int64_t i = s.b * p.it.T + t;
-    if (!p.valid(i)) {
-      p.gradLp[i] = 0.0f;
-      if (p.gradH != nullptr) p.gradH[i] = 0.0f;
-      continue;
+  for (int64_t first = s.t0 + s.lane; first < s.t1; first += 32 * kTokenBatch) {
+    PolicyToken batch[kTokenBatch];
+#pragma unroll
+    for (int k = 0; k < kTokenBatch; ++k) {
+      const int64_t t = first + 32 * k;
+      if (t < s.t1) loadPolicyToken(p, s.b, s.b * p.it.T + t, batch[k]);
     }
-    const double lp = p.logprobs[i], old = p.oldLogprobs[i];
-    const double A = p.advantagesPerRow ? p.advantages[s.b] : p.advantages[i];
-    const double dRaw = sequence ? p.seqD[s.b] : lp - old;
-    const bool clampActive = fabs(dRaw) > o.clampLogRatio;
-    const double d = clampSym(dRaw, o.clampLogRatio);
-    const double r = exp(d);
-    const TokenLoss tl = tokenLoss(r, A, o);
-    loss += tl.l;
-    // d(w l)/d(log-ratio), 0 wherever dl/dr is 0 (even where r overflowed to inf).
-    const double g = clampActive || tl.dldr == 0 ? 0.0 : w * tl.dldr * r;
-    const bool counted = o.clipfracMode == ClipfracMode::Branch ? tl.clippedWins
-                                                               : (r < 1.0 - o.clipLow || r > 1.0 + o.clipHigh);
-    acc.clipped += counted ? 1 : 0;
-    acc.lower += tl.lowerActive ? 1 : 0;
-    // The KL stats always take the token's own (clamped) log-ratio.
-    const double dt = clampSym(lp - old, o.clampLogRatio);
-    acc.kl2 += 0.5 * dt * dt;
-    acc.kl3 += exp(dt) - 1 - dt;
-    acc.klp += -dt;
-    double gradLp = sequence ? 0.0 : g;
-    if (sequence) acc.gradSum += g;
-    if (p.entropy != nullptr) {
-      ent += p.entropy[i];
-      p.gradH[i] = static_cast<float>(-static_cast<double>(p.entropyCoef) * w);
+#pragma unroll
+    for (int k = 0; k < kTokenBatch; ++k) {
+      const int64_t t = first + 32 * k;
+      if (t >= s.t1) break;
+      const int64_t i = s.b * p.it.T + t;
+      const PolicyToken& x = batch[k];
+      if (!x.valid) {
+        p.gradLp[i] = 0.0f;
+        if (p.gradH != nullptr) p.gradH[i] = 0.0f;
+        continue;
+      }
+      const double lp = x.lp, old = x.old;
+      const double A = x.adv;
+      const double dRaw = sequence ? p.seqD[s.b] : lp - old;
+      const bool clampActive = fabs(dRaw) > o.clampLogRatio;
+      const double d = clampSym(dRaw, o.clampLogRatio);
+      const double r = exp(d);
+      const TokenLoss tl = tokenLoss(r, A, o);
+      loss += tl.l;
+      // d(w l)/d(log-ratio), 0 wherever dl/dr is 0 (even where r overflowed to inf).
+      const double g = clampActive || tl.dldr == 0 ? 0.0 : w * tl.dldr * r;
+      const bool counted = o.clipfracMode == ClipfracMode::Branch ? tl.clippedWins
+                                                                 : (r < 1.0 - o.clipLow || r > 1.0 + o.clipHigh);
+      acc.clipped += counted ? 1 : 0;
+      acc.lower += tl.lowerActive ? 1 : 0;
+      // The KL stats always take the token's own (clamped) log-ratio.
+      const double dt = clampSym(lp - old, o.clampLogRatio);
+      acc.kl2 += 0.5 * dt * dt;
+      acc.kl3 += exp(dt) - 1 - dt;
+      acc.klp += -dt;
+      double gradLp = sequence ? 0.0 : g;
+      if (sequence) acc.gradSum += g;
+      if (p.entropy != nullptr) {
+        ent += x.ent;
+        p.gradH[i] = static_cast<float>(-static_cast<double>(p.entropyCoef) * w);
+      }
+      if (p.refLogprobs != nullptr) {
+        const KlValue k = klOf(lp - x.ref, p.kl);
+        kl += k.kl;
+        gradLp += static_cast<double>(p.klCoef) * w * k.grad;
+      }
+      p.gradLp[i] = static_cast<float>(gradLp);
     }
-    if (p.refLogprobs != nullptr) {
-      const KlValue k = klOf(lp - p.refLogprobs[i], p.kl);
-      kl += k.kl;
-      gradLp += static_cast<double>(p.klCoef) * w * k.grad;
-    }
-    p.gradLp[i] = static_cast<float>(gradLp);
   }
   acc.loss = loss;
   acc.ent = ent;
@@ -901,6 +972,7 @@ __global__ void __launch_bounds__(kThreads) sequenceGradKernel(const PolicyPass 
 struct PolicyScratch {
   int32_t* itemCounts;
   RowInfo* rows;
+  RowTotals* totals;
   double* itemD;    // Sequence
   double* rowMean;  // Sequence: seqD, then the rows' gradients
   PolicyPartial* partials;
@@ -911,6 +983,7 @@ PolicyScratch carvePolicy(Carver& c, const Items& it, bool sequence) {
   PolicyScratch s;
   s.itemCounts = c.take<int32_t>(it.count);
   s.rows = c.take<RowInfo>(it.B);
+  s.totals = c.take<RowTotals>(1);
   s.itemD = c.take<double>(sequence ? it.count : 0);
   s.rowMean = c.take<double>(sequence ? it.B : 0);
   s.partials = c.take<PolicyPartial>(it.count);
@@ -996,34 +1069,50 @@ __global__ void __launch_bounds__(kThreads)
   const bool clip = a.clip != kNoClamp;
   double loss = 0, clipped = 0;
   ShiftedSums returns, error;
-#pragma unroll 4
-  for (int64_t t = s.t0 + s.lane; t < s.t1; t += 32) {
-    const int64_t i = s.b * it.T + t;
-    if (a.mask != nullptr && a.mask[i] == 0) {
-      a.grad[i] = 0.0f;
-      continue;
+  for (int64_t first = s.t0 + s.lane; first < s.t1; first += 32 * kTokenBatch) {
+    float vs[kTokenBatch], Rs[kTokenBatch], olds[kTokenBatch];
+    bool valid[kTokenBatch];
+#pragma unroll
+    for (int k = 0; k < kTokenBatch; ++k) {
+      const int64_t t = first + 32 * k;
+      if (t >= s.t1) continue;
+      const int64_t i = s.b * it.T + t;
+      valid[k] = a.mask == nullptr || a.mask[i] != 0;
+      vs[k] = a.values[i];
+      Rs[k] = a.returns[i];
+      if (clip) olds[k] = a.oldValues[i];
     }
-    const double v = a.values[i], R = a.returns[i];
-    const double unclipped = (v - R) * (v - R);
-    double l = unclipped, dldv = 2 * (v - R);
-    if (clip) {
-      const double lo = a.oldValues[i] - static_cast<double>(a.clip), hi = a.oldValues[i] + static_cast<double>(a.clip);
-      // A NaN old value reaches the loss and the gradient (fmin/fmax would drop it).
-      const double vc = isNan(lo) ? NAN : (v < lo ? lo : (v > hi ? hi : v));
-      const double clippedLoss = (vc - R) * (vc - R);
-      if (clippedLoss > unclipped) {
-        l = clippedLoss;
-        dldv = (v < lo || v > hi) ? 0.0 : 2 * (v - R);
-        clipped += 1;
-      } else if (isNan(clippedLoss)) {
-        l = NAN;
-        dldv = NAN;
+#pragma unroll
+    for (int k = 0; k < kTokenBatch; ++k) {
+      const int64_t t = first + 32 * k;
+      if (t >= s.t1) break;
+      const int64_t i = s.b * it.T + t;
+      if (!valid[k]) {
+        a.grad[i] = 0.0f;
+        continue;
       }
+      const double v = vs[k], R = Rs[k];
+      const double unclipped = (v - R) * (v - R);
+      double l = unclipped, dldv = 2 * (v - R);
+      if (clip) {
+        const double lo = olds[k] - static_cast<double>(a.clip), hi = olds[k] + static_cast<double>(a.clip);
+        // A NaN old value reaches the loss and the gradient (fmin/fmax would drop it).
+        const double vc = isNan(lo) ? NAN : (v < lo ? lo : (v > hi ? hi : v));
+        const double clippedLoss = (vc - R) * (vc - R);
+        if (clippedLoss > unclipped) {
+          l = clippedLoss;
+          dldv = (v < lo || v > hi) ? 0.0 : 2 * (v - R);
+          clipped += 1;
+        } else if (isNan(clippedLoss)) {
+          l = NAN;
+          dldv = NAN;
+        }
+      }
+      loss += l;
+      a.grad[i] = static_cast<float>(0.5 * w * dldv);
+      returns.add(R);
+      error.add(R - v);
     }
-    loss += l;
-    a.grad[i] = static_cast<float>(0.5 * w * dldv);
-    returns.add(R);
-    error.add(R - v);
   }
   ValuePartial p{loss, clipped, returns.moments(), error.moments()};
   p = warpCombine(p);
@@ -1180,8 +1269,9 @@ PolicyLossStats policyLoss(const PolicyLossArgs& a, int device) {
   p.o = a.o;
   p.rows = s.rows;
   p.gradLp = a.grad;
-  const double valid = planRows(it, p.valid, a.o.aggregation, a.o.normalizer, s.itemCounts, s.rows, stream);
-  return policyStats(runPolicy(p, s, stream), valid);
+  planRows(it, p.valid, a.o.aggregation, a.o.normalizer, s.itemCounts, s.rows, s.totals, stream);
+  const PolicyPartial sum = runPolicy(p, s, stream);
+  return policyStats(sum, validTokens(s.totals, stream));
 }
 
 ValueLossStats valueLoss(const ValueLossArgs& a, int device) {
@@ -1202,9 +1292,10 @@ ValueLossStats valueLoss(const ValueLossArgs& a, int device) {
     struct {
       int32_t* itemCounts;
       RowInfo* rows;
+      RowTotals* totals;
       ValuePartial* partials;
       ValuePartial* spare;
-    } s{c.take<int32_t>(it.count), c.take<RowInfo>(it.B), c.take<ValuePartial>(it.count),
+    } s{c.take<int32_t>(it.count), c.take<RowInfo>(it.B), c.take<RowTotals>(1), c.take<ValuePartial>(it.count),
         c.take<ValuePartial>(spareFor(it.count))};
     return s;
   };
@@ -1215,10 +1306,11 @@ ValueLossStats valueLoss(const ValueLossArgs& a, int device) {
   const auto s = carve(carver);
 
   const Validity valid{a.mask, nullptr, 0};
-  const double n = planRows(it, valid, a.aggregation, a.normalizer, s.itemCounts, s.rows, stream);
+  planRows(it, valid, a.aggregation, a.normalizer, s.itemCounts, s.rows, s.totals, stream);
   valueItemsKernel<<<warpBlocks(it.count), kThreads, 0, stream>>>(a, it, s.rows, s.partials);
   detail::checkLaunch("valueLoss");
   const ValuePartial sum = reduceToHost(s.partials, s.spare, it.count, stream, "valueLoss (reduction)");
+  const double n = validTokens(s.totals, stream);
   st.loss = 0.5 * sum.loss;
   st.vfClipfrac = n > 0 ? sum.clipped / n : 0;
   // Population variances: the ratio of the sums of squared deviations.
@@ -1265,7 +1357,7 @@ ActorLossStats actorLoss(const ActorLossArgs& a, int device) {
   const auto s = carve(carver);
 
   const Validity valid{a.mask, a.labels, a.ignoreIndex};
-  const double n = planRows(it, valid, a.o.aggregation, a.o.normalizer, s.policy.itemCounts, s.policy.rows, stream);
+  planRows(it, valid, a.o.aggregation, a.o.normalizer, s.policy.itemCounts, s.policy.rows, s.policy.totals, stream);
 
   ActorRows rows{};
   rows.N = N;
@@ -1300,6 +1392,7 @@ ActorLossStats actorLoss(const ActorLossArgs& a, int device) {
   p.gradLp = s.gLp;
   p.gradH = s.gH;
   const PolicyPartial sum = runPolicy(p, s.policy, stream);
+  const double n = validTokens(s.policy.totals, stream);
 
   // The logits' gradient, the largest pass, is enqueued after the scalars were read back: the
   // host has them while it runs, and the copies that follow on the stream wait for it.

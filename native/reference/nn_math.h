@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "host_device.h"
+#include "rlhf/host_device.h"
 #include "rlhf/nn.h"
 
 namespace rlhf {

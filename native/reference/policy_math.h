@@ -5,7 +5,7 @@
 #pragma once
 #include <cmath>
 
-#include "host_device.h"
+#include "rlhf/host_device.h"
 #include "rlhf/policy.h"
 
 namespace rlhf {

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "host_device.h"
+#include "rlhf/host_device.h"
 #include "rlhf/preference.h"
 
 namespace rlhf {

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "rlhf/host_device.h"
+
 namespace rlhf {
 
 constexpr float kNoClamp = std::numeric_limits<float>::infinity();
@@ -116,9 +118,9 @@ enum class Aggregation : int32_t {
 };
 
 // The weight of each valid token of a row with n_b valid tokens, given the totals over the
-// batch: valid tokens, rows with at least one, rows B. Every backend calls this (on the host) so
-// that the weights round alike.
-inline double aggregationRowWeight(Aggregation mode, double normalizer, double rowValid, double totalValid,
+// batch: valid tokens, rows with at least one, rows B. Every backend calls this (the CUDA one on
+// the device) so that the weights round alike.
+RLHF_HOST_DEVICE inline double aggregationRowWeight(Aggregation mode, double normalizer, double rowValid, double totalValid,
                                    double nonEmptyRows, double B) {
   switch (mode) {
     case Aggregation::TokenMean: return totalValid > 0 ? 1.0 / totalValid : 0.0;
