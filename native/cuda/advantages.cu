@@ -5,7 +5,8 @@
 //    passes --fmad=false, so the results are bit-identical to the CPU.
 //  - tile scan: A_t = d_t + c_t*A_{t+1} is a backward associative scan over what each step
 //    does to the carried state, so that a few long lanes (T up to 128K and beyond) spread over
-//    thousands of threads. Results differ from the sequential walk by rounding only.
+//    thousands of threads. Results differ from the sequential walk by rounding only. A block
+//    scans a lane group's tiles; for thousands of batch-major rows a warp scans a row's.
 //
 // The choice (chooseAlgorithm) depends on the shape alone, never on the GPU, so that a shape
 // rounds the same on every GPU. RLHF_CUDA_ADVANTAGES=sequential|scan forces one algorithm; the
@@ -87,6 +88,13 @@ __device__ TokenSpan shuffleDown(const TokenSpan& s, int offset) {
   return {__shfl_down_sync(kFullMask, s.C, offset), __shfl_down_sync(kFullMask, s.G, offset),
           __shfl_down_sync(kFullMask, s.D, offset), __shfl_down_sync(kFullMask, s.W, offset),
           __shfl_down_sync(kFullMask, static_cast<int>(s.has), offset) != 0};
+}
+
+// The carried state of lane 0, for every lane of the warp.
+__device__ float fromLane0(float x) { return __shfl_sync(kFullMask, x, 0); }
+
+__device__ TokenState fromLane0(const TokenState& s) {
+  return {__shfl_sync(kFullMask, s.adv, 0), __shfl_sync(kFullMask, s.value, 0)};
 }
 
 // --- the ops ----------------------------------------------------------------------------------
@@ -565,6 +573,64 @@ __global__ void __launch_bounds__(kScanThreads)
             [&](int64_t t0) { tileApply(a, s, sh, lane0, t0); });
 }
 
+// --- warp rows: a warp per row, a scan across its lanes -----------------------------------------
+// For thousands of batch-major rows: too few for a thread per row to fill the GPU, too many to
+// need a block per row. A warp owns a row and walks it backwards in tiles of 32 x 32 steps:
+// the tile is loaded with coalesced loads (step j*32 + lane by lane `lane`, for each j) into
+// shared memory, where lane l's 32 consecutive steps lie in one padded row; each lane composes
+// the span of its steps, a suffix scan across the lanes gives it the span of every later step
+// of the tile, which it applies to the carry, and it runs the reference step over its own
+// steps. Only __syncwarp: a warp never waits for another, so every warp of an SM keeps its own
+// loads in flight. The rounding differs from the sequential walk as the tile scan's does.
+
+constexpr int kLaneSteps = 32;
+constexpr int kWarpTileSteps = 32 * kLaneSteps;
+constexpr int kRowScanWarps = 2;  // 2 x 32 x 33 cells of up to 12 bytes: 25 KB of shared memory
+
+// Block firstBlock + blockIdx.x (launchSliced) takes kRowScanWarps rows.
+template <class Op>
+__global__ void __launch_bounds__(32 * kRowScanWarps)
+    warpRowsKernel(const typename Op::Args a, int64_t firstBlock) {
+  using Span = typename Op::Span;
+  __shared__ Cell<Op> cells[kRowScanWarps][32][kLaneSteps + 1];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row = (firstBlock + blockIdx.x) * kRowScanWarps + warp;
+  if (row >= Op::lanes(a)) return;  // warp-uniform; only __syncwarp follows
+  Cell<Op>(*tile)[kLaneSteps + 1] = cells[warp];
+  const int64_t steps = Op::steps(a);
+  typename Op::State carry = Op::boundary(a, row);
+
+  for (int64_t t0 = (steps - 1) / kWarpTileSteps * kWarpTileSteps; t0 >= 0; t0 -= kWarpTileSteps) {
+#pragma unroll 8
+    for (int j = 0; j < 32; ++j) {
+      const int64_t t = t0 + j * 32 + lane;
+      if (t < steps) tile[j][lane].in = Op::load(a, row, t);
+    }
+    __syncwarp();
+    const int64_t mine = t0 + lane * kLaneSteps;  // this lane's first step
+    Span span = Span::identity();
+    for (int k = kLaneSteps - 1; k >= 0; --k)
+      if (mine + k < steps) span = combine(Op::leaf(a, tile[lane][k].in), span);
+    Span later = shuffleDown(warpSuffixScan(span, 1), 1);
+    if (lane == 31) later = Span::identity();
+    typename Op::State state = apply(later, carry);
+    for (int k = kLaneSteps - 1; k >= 0; --k) {
+      if (mine + k >= steps) continue;
+      typename Op::Out out;
+      state = Op::step(a, tile[lane][k].in, state, out);
+      tile[lane][k].out = out;
+    }
+    carry = fromLane0(state);  // the state at the tile's first step
+    __syncwarp();
+#pragma unroll 8
+    for (int j = 0; j < 32; ++j) {
+      const int64_t t = t0 + j * 32 + lane;
+      if (t < steps) Op::store(a, Op::index(a, row, t), tile[j][lane].out);
+    }
+    __syncwarp();
+  }
+}
+
 // --- choosing and launching -------------------------------------------------------------------
 
 // Sequential from kManyLanes lanes: 16K threads are 4 warps on each of an H100's 132 SMs, each
@@ -575,6 +641,10 @@ __global__ void __launch_bounds__(kScanThreads)
 // a long single row, N up to 16K environments), takes the scan.
 constexpr int64_t kManyLanes = 16384;
 constexpr int64_t kShortT = 32;
+// The scan of batch-major ops takes a warp per row (warpRowsKernel) from this many rows: 15
+// warps on each of an H100's 132 SMs. Below, a block per row (or per segment of a row). On an
+// H200, token GAE [B=4096,T=1024] took 96 us as a block per row and 56 us as a warp per row.
+constexpr int64_t kWarpRowLanes = 2048;
 // Blocks of the scan: with at least this many lane groups every SM of an H100-class GPU has a
 // block and time is not split; with fewer, time is cut into segments until there are about
 // twice this many blocks, but no more than kMaxSegments, which bounds the carry work of a block.
@@ -635,6 +705,15 @@ void launchSequential(const typename Op::Args& a, cudaStream_t stream) {
 // block and left the other rows unwritten).
 template <class Op>
 void launchScan(const typename Op::Args& a, int device, cudaStream_t stream) {
+  if constexpr (!Op::kTimeMajor) {
+    if (Op::lanes(a) >= kWarpRowLanes) {
+      detail::launchSliced(ceilDiv(Op::lanes(a), kRowScanWarps), [&](int64_t first, unsigned blocks) {
+        warpRowsKernel<Op><<<blocks, 32 * kRowScanWarps, 0, stream>>>(a, first);
+        detail::checkLaunch(Op::kName);
+      });
+      return;
+    }
+  }
   const ScanShape s = planScan(Op::lanes(a), Op::steps(a), Op::kTimeMajor);
   if (s.segments == 1) {
     detail::launchSliced(s.laneGroups, [&](int64_t first, unsigned groups) {
