@@ -1,7 +1,8 @@
 // `rlhf bench`: every op x backend x shape, timed through the public API (so the Node-API
 // crossing and validation are included), against the memory bandwidth measured in the same run
-// (STREAM triad on the library's thread pool). Backends: 'cpu' (the addon), 'cuda' (the addon
-// on a GPU, synchronised after each call), 'js' (the plain TypeScript loops of lib/reference).
+// (STREAM triad on the library's thread pool; for CUDA rows, the GPU's device-to-device copy).
+// Backends: 'cpu' (the addon), 'cuda' (the addon on a GPU, synchronised after each call), 'js'
+// (the plain TypeScript loops of lib/reference).
 import * as fs from 'node:fs';
 
 import * as rl from '../index';
@@ -28,13 +29,14 @@ export interface BenchRow {
   elementsPerS: number;
   gbPerS: number;
   /**
-   * Share of the STREAM-triad bandwidth in percent: of `bandwidthGBs` where the row has it, else
-   * of the report's.
+   * Share of the machine's bandwidth in percent: of `bandwidthGBs` where the row has it, else of
+   * the report's STREAM triad.
    */
   pctOfBandwidth: number;
   /**
-   * Memory-bound CPU and js rows: the median bandwidth of triads run between the op's runs, the
-   * figure its share is taken of.
+   * Memory-bound CPU and js rows: the median bandwidth of triads run between the op's runs. CUDA
+   * rows: the GPU's device-to-device copy bandwidth measured in the same run. The figure the
+   * row's share is taken of.
    */
   bandwidthGBs?: number;
   /** Compute-bound cases (matmul, a model step): floating-point operations per second, in G. */
@@ -43,6 +45,8 @@ export interface BenchRow {
 
 export interface BenchReport {
   bandwidthGBs: number;
+  /** The GPU's device-to-device copy bandwidth (bytes read and written), when CUDA rows ran. */
+  cudaBandwidthGBs?: number;
   threads: number;
   simd: string;
   cudaDevices: number;
@@ -497,6 +501,21 @@ function median(times: number[]): number {
   return sorted[Math.floor(sorted.length / 2)];
 }
 
+// What a CUDA row's share is taken of: a device-to-device copy on GPU 0 (as rlhf_cuda_bench
+// measures it, 1 GiB so that the synchronisation the host clock needs costs about 1%), counting
+// the bytes read and written.
+function cudaCopyBandwidthGBs(quick: boolean): number {
+  const bytes = quick ? 1 << 26 : 1 << 30;
+  const src = new (native().DeviceBuffer)(bytes, 0);
+  const dst = new (native().DeviceBuffer)(bytes, 0);
+  try {
+    return (2 * bytes) / medianSeconds(syncAfter('cuda:0', () => dst.copyFromDevice(src)), 0.2, 5) / 1e9;
+  } finally {
+    src.dispose();
+    dst.dispose();
+  }
+}
+
 function medianSeconds(fn: () => void, minSeconds: number, minRuns: number): number {
   fn();
   const times: number[] = [];
@@ -577,8 +596,10 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
   const backends = wanted.filter((b) => b !== 'cuda' || cudaDevices > 0);
   const bandwidthGBs = native().measureBandwidth(opts.quick ? 1 << 22 : 1 << 25, opts.quick ? 3 : 10, false) as number;
   const report: BenchReport = { bandwidthGBs, threads: rl.getNumThreads(), simd: rl.buildInfo().simd, cudaDevices, rows: [] };
+  if (backends.includes('cuda')) report.cudaBandwidthGBs = cudaCopyBandwidthGBs(opts.quick ?? false);
   log(`threads ${report.threads}, SIMD ${report.simd}, STREAM triad ${bandwidthGBs.toFixed(2)} GB/s` +
-      (cudaDevices > 0 ? `, ${cudaDevices} CUDA device(s)` : ', no CUDA device'));
+      (cudaDevices > 0 ? `, ${cudaDevices} CUDA device(s)` : ', no CUDA device') +
+      (report.cudaBandwidthGBs !== undefined ? `, CUDA copy ${report.cudaBandwidthGBs.toFixed(0)} GB/s` : ''));
   log(header());
   let triad: PairedTriad | undefined;
   const named = (op: string) => !opts.ops || opts.ops.some((o) => op === o || op.startsWith(`${o} `));
@@ -600,6 +621,7 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
         rowBandwidth = triad.bytes / triadSeconds / 1e9;
       } else {
         s = medianSeconds(fn, minSeconds, minRuns);
+        if (backend === 'cuda') rowBandwidth = report.cudaBandwidthGBs;
       }
       const gbPerS = c.bytes / s / 1e9;
       const row: BenchRow = { op: c.op, shape: c.shape, backend, medianUs: s * 1e6, elementsPerS: c.elements / s, gbPerS,

@@ -8,9 +8,11 @@
 // reports GFLOP/s (2*M*N*K per product) against the device's float32 FMA peak (SMs x clock x
 // float32 lanes per SM x 2), and the same compulsory traffic as the other ops.
 //
-// Usage: rlhf_cuda_bench [--json FILE] [--algorithms]
+// Usage: rlhf_cuda_bench [--json FILE] [--algorithms] [--only GROUP]
 //   --algorithms  also times each advantage op under both forced algorithms
 //                 (RLHF_CUDA_ADVANTAGES=sequential|scan), for tuning the shape heuristic.
+//   --only GROUP  one group of ops: gae, tokenGae, returns, whiten, logprobs, actorLoss, losses,
+//                 matmul or adamw (a profiler run of one kernel needs no more).
 // Prints "no CUDA device" and exits 0 where there is no GPU.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -560,15 +562,18 @@ bool writeJson(const char* path, const std::vector<Result>& results, double meas
 
 int main(int argc, char** argv) {
   const char* jsonPath = nullptr;
+  const char* only = nullptr;
   bool algorithms = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) jsonPath = argv[++i];
+    else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
     else if (std::strcmp(argv[i], "--algorithms") == 0) algorithms = true;
     else {
-      std::fprintf(stderr, "usage: rlhf_cuda_bench [--json FILE] [--algorithms]\n");
+      std::fprintf(stderr, "usage: rlhf_cuda_bench [--json FILE] [--algorithms] [--only GROUP]\n");
       return 2;
     }
   }
+  const auto wanted = [only](const char* group) { return only == nullptr || std::strcmp(only, group) == 0; };
   if (cu::deviceCount() == 0) {
     std::printf("no CUDA device\n");
     return 0;
@@ -587,27 +592,41 @@ int main(int argc, char** argv) {
                 fp32LanesPerSm(info.major, info.minor));
 
     Bench bench{timer, {}, algorithms};
-    benchGae(bench, 1024, 4096, 0);
-    benchGae(bench, 64, 8192, 10);
-    benchGae(bench, 131072, 1, 50);
-    benchTokenGae(bench, 4096, 1024, rlhf::MaskMode::Premask, "tokenGae premask", 0);
-    benchTokenGae(bench, 4096, 1024, rlhf::MaskMode::Skip, "tokenGae skip", 0);
-    benchTokenGae(bench, 1, 131072, rlhf::MaskMode::Premask, "tokenGae premask", 50);
-    benchTokenGae(bench, 1, 131072, rlhf::MaskMode::Skip, "tokenGae skip", 50);
-    benchReturns(bench, 4096, 1024);
-    benchReturns(bench, 1, 131072);
-    benchWhiten(bench, int64_t{16} << 20);
-    benchLogprobs(bench, 4096, 32000, rlhf::LogitsDtype::F32, stream);
-    benchLogprobs(bench, 1024, 128256, rlhf::LogitsDtype::F32, stream);
-    benchLogprobs(bench, 1024, 128256, rlhf::LogitsDtype::BF16, stream);
-    benchActorLoss(bench, 8, 1024, 128256, rlhf::LogitsDtype::F32, stream);
-    benchActorLoss(bench, 8, 1024, 128256, rlhf::LogitsDtype::BF16, stream);
-    benchLosses(bench, 16384, 1024);
-    benchMatmul(bench, 512, 512, 512);
-    benchMatmul(bench, 4096, 4096, 4096);
-    benchMatmul(bench, 128, 64, 64);
-    benchAdamw(bench, 1, 10000000);
-    benchAdamw(bench, 200, 50000);
+    if (wanted("gae")) {
+      benchGae(bench, 1024, 4096, 0);
+      benchGae(bench, 64, 8192, 10);
+      benchGae(bench, 131072, 1, 50);
+    }
+    if (wanted("tokenGae")) {
+      benchTokenGae(bench, 4096, 1024, rlhf::MaskMode::Premask, "tokenGae premask", 0);
+      benchTokenGae(bench, 4096, 1024, rlhf::MaskMode::Skip, "tokenGae skip", 0);
+      benchTokenGae(bench, 1, 131072, rlhf::MaskMode::Premask, "tokenGae premask", 50);
+      benchTokenGae(bench, 1, 131072, rlhf::MaskMode::Skip, "tokenGae skip", 50);
+    }
+    if (wanted("returns")) {
+      benchReturns(bench, 4096, 1024);
+      benchReturns(bench, 1, 131072);
+    }
+    if (wanted("whiten")) benchWhiten(bench, int64_t{16} << 20);
+    if (wanted("logprobs")) {
+      benchLogprobs(bench, 4096, 32000, rlhf::LogitsDtype::F32, stream);
+      benchLogprobs(bench, 1024, 128256, rlhf::LogitsDtype::F32, stream);
+      benchLogprobs(bench, 1024, 128256, rlhf::LogitsDtype::BF16, stream);
+    }
+    if (wanted("actorLoss")) {
+      benchActorLoss(bench, 8, 1024, 128256, rlhf::LogitsDtype::F32, stream);
+      benchActorLoss(bench, 8, 1024, 128256, rlhf::LogitsDtype::BF16, stream);
+    }
+    if (wanted("losses")) benchLosses(bench, 16384, 1024);
+    if (wanted("matmul")) {
+      benchMatmul(bench, 512, 512, 512);
+      benchMatmul(bench, 4096, 4096, 4096);
+      benchMatmul(bench, 128, 64, 64);
+    }
+    if (wanted("adamw")) {
+      benchAdamw(bench, 1, 10000000);
+      benchAdamw(bench, 200, 50000);
+    }
 
     printTable(bench.results, measured, info.peakBandwidthGBs, fp32Peak);
     if (jsonPath != nullptr && !writeJson(jsonPath, bench.results, measured, info.peakBandwidthGBs, fp32Peak)) {
