@@ -2,11 +2,12 @@
 // zero-copy view of the caller's array) or a DeviceBuffer (CUDA, owned by the tensor).
 import { RlhfError, describe, rangeError, typeError } from './errors';
 import { HalfDtype, toHalfBits } from './half';
-import { DeviceBuffer, Raw, native } from './native';
+import { DeviceBuffer, HostRaw, Raw, native } from './native';
 
 /** float16 and bfloat16 hold their bits in a Uint16Array (see lib/half.ts); CUDA computes on them. */
 export type Dtype = 'float32' | 'int32' | 'uint8' | 'float16' | 'bfloat16';
-export type TypedArray = Float32Array | Int32Array | Uint8Array | Uint16Array;
+/** A CPU tensor's memory: the host arrays the addon takes. */
+export type TypedArray = HostRaw;
 export type DeviceSpec = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 
 /** dtype -> TypedArray constructor: the one table of the package's element types. */
