@@ -6,6 +6,8 @@
 #   cuda-tests      the CUDA conformance against the scalar reference, every family,
 #   cuda-bench      rlhf_cuda_bench as JSON (both advantage algorithms; log-probs, the fused
 #                   actor loss with the device memory it allocated, PPO and value losses, ...),
+#                   and, with RLHF_BASELINE=DIR, the rlhf_cuda_bench in DIR right after it, so
+#                   that a change's before and after come from the same card in the same call,
 #   torch           the PyTorch side by side (the same ops, with their float64 differences),
 #   policy-summary  the lines of both that a reviewer of the policy kernels reads first,
 #   tap             the addon from Node: unpack node, build the addon through cmake-js, tsc,
@@ -166,7 +168,11 @@ for name in $STEPS; do
       if [ -n "$PREBUILT" ]; then skip build "prebuilt in $PREBUILT"; else step build build; fi ;;
     cpu-tests) step cpu-tests cpu_tests ;;
     cuda-tests) step cuda-tests "$BIN/rlhf_cuda_tests" ;;
-    cuda-bench) step cuda-bench "$BIN/rlhf_cuda_bench" --json "$OUT/cuda_bench.json" --algorithms ;;
+    cuda-bench)
+      step cuda-bench "$BIN/rlhf_cuda_bench" --json "$OUT/cuda_bench.json" --algorithms
+      if [ -n "${RLHF_BASELINE:-}" ]; then
+        step baseline-bench "$RLHF_BASELINE/rlhf_cuda_bench" --json "$OUT/baseline_bench.json" --algorithms
+      fi ;;
     torch) step torch torch_side_by_side ;;
     policy-summary) step policy-summary policy_summary ;;
     tap) step tap tap_suite ;;
