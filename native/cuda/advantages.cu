@@ -221,9 +221,12 @@ struct ReturnsOp {
   __device__ static int64_t index(const Args& a, int64_t b, int64_t t) { return b * a.T + t; }
   __device__ static State boundary(const Args&, int64_t) { return 0.0f; }
 
+  // The reward is read whatever the mask: read only where the mask is set, its load waited for
+  // the mask's (a branch on each mask byte, in the PTX), two memory latencies in a row.
   __device__ static In load(const Args& a, int64_t b, int64_t t) {
     const int64_t i = b * a.T + t;
-    return {(a.mask == nullptr || a.mask[i] != 0) ? a.rewards[i] : 0.0f};
+    const float r = a.rewards[i];
+    return {(a.mask == nullptr || a.mask[i] != 0) ? r : 0.0f};
   }
 
   __device__ static Span leaf(const Args& a, const In& in) { return {a.gamma, in.r}; }

@@ -1132,8 +1132,12 @@ __global__ void __launch_bounds__(kThreads)
   int64_t last = -1;
   for (int64_t t = s.t0 + s.lane; t < s.t1; t += 32) {
     const int64_t i = s.b * it.T + t;
-    a.rewards[i] = a.mask[i] ? static_cast<float>(-static_cast<double>(a.klCoef) * a.kl[i]) : 0.0f;
-    if (a.mask[i]) last = t;
+    // Worked out whatever the mask and then selected, so that the kl load need not wait for the
+    // mask's.
+    const float shaped = static_cast<float>(-static_cast<double>(a.klCoef) * a.kl[i]);
+    const bool valid = a.mask[i] != 0;
+    a.rewards[i] = valid ? shaped : 0.0f;
+    if (valid) last = t;
   }
   last = warpMax(last);
   if (s.lane == 0) itemLast[s.item] = last;

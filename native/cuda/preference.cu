@@ -227,10 +227,14 @@ __global__ void __launch_bounds__(kThreads) sequenceLogprobsKernel(const Sequenc
   const uint8_t* m = a.mask != nullptr ? a.mask + b * a.T : nullptr;
   double sum = 0;
   long long n = 0;
+  // Each log-prob is read whatever its mask, so that its load need not wait for the mask's, and
+  // selected away where the mask is 0 (a NaN there never enters; adding +0 leaves the sum as
+  // it was, which is never -0).
   for (int64_t t = lane; t < a.T; t += 32) {
-    if (m != nullptr && m[t] == 0) continue;  // a NaN under the mask never enters
-    sum += lp[t];
-    n += 1;
+    const float x = lp[t];
+    const bool valid = m == nullptr || m[t] != 0;
+    sum += valid ? static_cast<double>(x) : 0.0;
+    n += valid ? 1 : 0;
   }
   sum = warpSumDouble(sum);
   n = warpSumCount(n);
