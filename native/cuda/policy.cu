@@ -926,10 +926,11 @@ __global__ void __launch_bounds__(kThreads) policyItemsKernel(const PolicyPass p
                                                                  : (r < 1.0 - o.clipLow || r > 1.0 + o.clipHigh);
       acc.clipped += counted ? 1 : 0;
       acc.lower += tl.lowerActive ? 1 : 0;
-      // The KL stats always take the token's own (clamped) log-ratio.
+      // The KL stats always take the token's own (clamped) log-ratio: at token level that is d,
+      // whose exp is r already.
       const double dt = clampSym(lp - old, o.clampLogRatio);
       acc.kl2 += 0.5 * dt * dt;
-      acc.kl3 += exp(dt) - 1 - dt;
+      acc.kl3 += (sequence ? exp(dt) : r) - 1 - dt;
       acc.klp += -dt;
       double gradLp = sequence ? 0.0 : g;
       if (sequence) acc.gradSum += g;
