@@ -7,7 +7,8 @@
 #   cuda-bench      rlhf_cuda_bench as JSON (both advantage algorithms; log-probs, the fused
 #                   actor loss with the device memory it allocated, PPO and value losses, ...),
 #                   and, with RLHF_BASELINE=DIR, the rlhf_cuda_bench in DIR right after it, so
-#                   that a change's before and after come from the same card in the same call,
+#                   that a change's before and after come from the same card in the same call
+#                   (bench-compare.log sets them side by side),
 #   torch           the PyTorch side by side (the same ops, with their float64 differences),
 #   policy-summary  the lines of both that a reviewer of the policy kernels reads first,
 #   tap             the addon from Node: unpack node, build the addon through cmake-js, tsc,
@@ -172,6 +173,11 @@ for name in $STEPS; do
       step cuda-bench "$BIN/rlhf_cuda_bench" --json "$OUT/cuda_bench.json" --algorithms
       if [ -n "${RLHF_BASELINE:-}" ]; then
         step baseline-bench "$RLHF_BASELINE/rlhf_cuda_bench" --json "$OUT/baseline_bench.json" --algorithms
+        if [ -f "$OUT/baseline_bench.json" ] && [ -f "$OUT/cuda_bench.json" ]; then
+          step bench-compare python3 scripts/bench-compare.py "$OUT/baseline_bench.json" "$OUT/cuda_bench.json"
+        else
+          skip bench-compare "a bench wrote no JSON"
+        fi
       fi ;;
     torch) step torch torch_side_by_side ;;
     policy-summary) step policy-summary policy_summary ;;
