@@ -159,6 +159,18 @@ tap_suite() {
     node node_modules/.bin/tap ${TAP_FILES:-}
 }
 
+# The bench, then with RLHF_BASELINE the older build's and the two side by side.
+cuda_bench_steps() {
+  step cuda-bench "$BIN/rlhf_cuda_bench" --json "$OUT/cuda_bench.json" --algorithms
+  [ -n "${RLHF_BASELINE:-}" ] || return 0
+  step baseline-bench "$RLHF_BASELINE/rlhf_cuda_bench" --json "$OUT/baseline_bench.json" --algorithms
+  if [ -f "$OUT/baseline_bench.json" ] && [ -f "$OUT/cuda_bench.json" ]; then
+    step bench-compare python3 scripts/bench-compare.py "$OUT/baseline_bench.json" "$OUT/cuda_bench.json"
+  else
+    skip bench-compare "a bench wrote no JSON"
+  fi
+}
+
 # Steps run under timeout in a child bash, which needs the functions and settings.
 export -f build cpu_tests sanitizer racecheck_families torch_side_by_side policy_summary unpack_node unpack_node_modules addon tap_suite
 export OUT BIN PREBUILT
@@ -169,16 +181,7 @@ for name in $STEPS; do
       if [ -n "$PREBUILT" ]; then skip build "prebuilt in $PREBUILT"; else step build build; fi ;;
     cpu-tests) step cpu-tests cpu_tests ;;
     cuda-tests) step cuda-tests "$BIN/rlhf_cuda_tests" ;;
-    cuda-bench)
-      step cuda-bench "$BIN/rlhf_cuda_bench" --json "$OUT/cuda_bench.json" --algorithms
-      if [ -n "${RLHF_BASELINE:-}" ]; then
-        step baseline-bench "$RLHF_BASELINE/rlhf_cuda_bench" --json "$OUT/baseline_bench.json" --algorithms
-        if [ -f "$OUT/baseline_bench.json" ] && [ -f "$OUT/cuda_bench.json" ]; then
-          step bench-compare python3 scripts/bench-compare.py "$OUT/baseline_bench.json" "$OUT/cuda_bench.json"
-        else
-          skip bench-compare "a bench wrote no JSON"
-        fi
-      fi ;;
+    cuda-bench) cuda_bench_steps ;;
     torch) step torch torch_side_by_side ;;
     policy-summary) step policy-summary policy_summary ;;
     tap) step tap tap_suite ;;

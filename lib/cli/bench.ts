@@ -130,8 +130,8 @@ function tokenGaeCase(B: number, T: number, maskMode: rl.MaskMode, newOutputs = 
     prepare(backend, device) {
       if (backend === 'js') return () => { tokenGaeReference(B, T, { rewards, values, mask }, { gamma: 1, lambda: 0.95, maskMode }); };
       const inputs = { rewards: on(device, rewards, [B, T]), values: on(device, values, [B, T]), mask: on(device, mask, [B, T]) };
-      let out = rl.tokenGae(inputs, { maskMode });
-      if (newOutputs) return syncAfter(device, () => { out = rl.tokenGae(inputs, { gamma: 1, lambda: 0.95, maskMode }); });
+      if (newOutputs) return syncAfter(device, () => { rl.tokenGae(inputs, { gamma: 1, lambda: 0.95, maskMode }); });
+      const out = rl.tokenGae(inputs, { maskMode });
       return syncAfter(device, () => { rl.tokenGae(inputs, { gamma: 1, lambda: 0.95, maskMode, out }); });
     },
   };
