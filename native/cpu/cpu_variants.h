@@ -124,7 +124,8 @@ struct ChunkKernels {
                              int64_t i1, bool streaming);
   ValueBlock (*valueBlock)(const ValueLossArgs&, const double* rowWeight, int64_t i0, int64_t i1, bool streaming);
   PairwiseBlock (*pairwiseRange)(const PairwiseLossArgs&, int64_t i0, int64_t i1);
-  MaskedSum (*maskedRowSum)(const float* x, const uint8_t* m, int64_t T);
+  // Rows [0, rows) of x (rows of T) summed where m is nonzero (everywhere when m is null).
+  void (*maskedRowSums)(const float* x, const uint8_t* m, int64_t T, int64_t rows, MaskedSum* out);
   void (*maskedScaleRows)(const MaskedScaleRows&, int64_t b0, int64_t b1, bool streaming);
   DpoBlock (*dpoRange)(const DpoLossArgs&, double bcoDelta, int64_t i0, int64_t i1);
   void (*biasActRows)(const BiasActArgs&, int64_t r0, int64_t r1);

@@ -71,8 +71,10 @@ void sequenceLogprobsCpu(const SequenceLogprobsArgs& a) {
   const ChunkKernels* k = kernelsForCall();
   if (k == nullptr) return sequenceLogprobsReference(a);
   parallelFor(a.B, rowGrain(a.T), 1, [&](int64_t b0, int64_t b1) {
+    std::vector<MaskedSum> sums(static_cast<size_t>(b1 - b0));
+    k->maskedRowSums(a.tokenLogprobs + b0 * a.T, a.mask ? a.mask + b0 * a.T : nullptr, a.T, b1 - b0, sums.data());
     for (int64_t b = b0; b < b1; ++b) {
-      const MaskedSum r = k->maskedRowSum(a.tokenLogprobs + b * a.T, a.mask ? a.mask + b * a.T : nullptr, a.T);
+      const MaskedSum& r = sums[static_cast<size_t>(b - b0)];
       a.out[b] = static_cast<float>(a.average ? (r.count > 0 ? r.sum / r.count : 0.0) : r.sum);
     }
   });
