@@ -109,6 +109,8 @@ struct ChunkKernels {
   MaskedMoments (*blockMoments)(const float* x, const uint8_t* m, int64_t len);
   void (*affineRange)(const AffineArgs&, int64_t i0, int64_t i1, bool streaming);
   RowSoftmax (*rowSoftmax)(const float* z, int64_t V, float tau);
+  // The statistics of rows z and z2 into out[0] and out[1], the two read in step.
+  void (*rowSoftmaxPair)(const float* z, const float* z2, int64_t V, float tau, RowSoftmax* out);
   // The statistics again, with e_j = exp((z_j - max)/tau) kept in e[0..V) for rowSoftmaxGrad.
   // `next`: the logits of the row to come (or null), requested into the cache, half of them
   // here and half by rowSoftmaxGrad, so that reading them overlaps this row's arithmetic.

@@ -65,19 +65,29 @@ void logprobsCpu(const LogprobsArgs& a) {
   const ChunkKernels* k = kernelsForCall();
   if (k == nullptr) return logprobsReference(a);
   const float* logits = f32(a.logits, a.dtype);
+  auto finish = [&](int64_t i, const RowSoftmax& s) {
+    const float* z = logits + i * a.V;
+    a.logprobs[i] = static_cast<float>(logprobOf(z, a.labels[i], a.temperature, s));
+    if (a.entropy) a.entropy[i] = static_cast<float>(entropyOf(s));
+  };
   parallelFor(a.N, rowGrain(a.V), 1, [&](int64_t i0, int64_t i1) {
+    // Rows to be read go in pairs (rowSoftmaxPair); `held` is the first of a pair, or -1.
+    int64_t held = -1;
     for (int64_t i = i0; i < i1; ++i) {
-      const int32_t label = a.labels[i];
-      if (label == a.ignoreIndex) {
+      if (a.labels[i] == a.ignoreIndex) {
         a.logprobs[i] = 0;
         if (a.entropy) a.entropy[i] = 0;
-        continue;
+      } else if (held < 0) {
+        held = i;
+      } else {
+        RowSoftmax s[2];
+        k->rowSoftmaxPair(logits + held * a.V, logits + i * a.V, a.V, a.temperature, s);
+        finish(held, s[0]);
+        finish(i, s[1]);
+        held = -1;
       }
-      const float* z = logits + i * a.V;
-      const RowSoftmax s = k->rowSoftmax(z, a.V, a.temperature);
-      a.logprobs[i] = static_cast<float>(logprobOf(z, label, a.temperature, s));
-      if (a.entropy) a.entropy[i] = static_cast<float>(entropyOf(s));
     }
+    if (held >= 0) finish(held, k->rowSoftmax(logits + held * a.V, a.V, a.temperature));
   });
 }
 
