@@ -343,7 +343,7 @@ static inline void addTail(RowSum& r, const float* x, const uint8_t* m, int64_t 
 // Rows [b, b + kRows) of x and m (rows of T; m null when kMasked is false) into out[b...]. Every
 // loop over the rows is unrolled, so that the sums stay in registers, and row j is addressed as
 // the first row's pointer plus j*T, so that the rows share two pointers (a pointer a row left too
-// few registers: 2-4% slower).
+// few registers: 1-4% slower).
 template <int kRows, bool kMasked>
 static void maskedRowSumsOf(const float* x, const uint8_t* m, int64_t T, int64_t b, MaskedSum* out) {
   const float* x0 = x + b * T;
