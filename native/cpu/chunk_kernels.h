@@ -1184,74 +1184,118 @@ static int64_t accumulateAvx2(const float* x, const uint8_t* m, int64_t len, dou
 // four instructions fewer a vector than zeroing and counting them in doubles, for the same
 // whole-number counts: 11% less time in cache (64K elements, one thread); from memory the pass
 // is bound by its reads (16M elements, 2 threads: within the noise).
-template <bool kMasked>
-static int64_t accumulateAvx512(const float* x, const uint8_t* m, int64_t len, double K, MomentLanes& L) {
-  const __m512d k = _mm512_set1_pd(K);
+template <bool kMasked, int kBlocks>
+static int64_t accumulateAvx512(const float* x, const uint8_t* m, int64_t len, const double* K, MomentLanes* L) {
   const __m512i one = _mm512_set1_epi64(1);
-  __m512d a = _mm512_setzero_pd(), b = a;
-  __m512i c = _mm512_setzero_si512();
+  __m512d k[kBlocks], a[kBlocks], b[kBlocks];
+  __m512i c[kBlocks];
+#pragma GCC unroll 4
+  for (int q = 0; q < kBlocks; ++q) {
+    k[q] = _mm512_set1_pd(K[q]);
+    a[q] = b[q] = _mm512_setzero_pd();
+    c[q] = _mm512_setzero_si512();
+  }
   int64_t i = 0;
   for (; i + 16 <= len; i += 16) {
-    prefetchAhead(x + i, kMomentsPrefetch * 4);
-    if (kMasked && i % 64 == 0) prefetchAhead(m + i, kMomentsPrefetch);
-    const __m512 xf = _mm512_loadu_ps(x + i);
-    __mmask8 valid0 = 0xff, valid1 = 0xff;
-    if (kMasked) {
-      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(m + i));
-      const __mmask16 valid = _mm_test_epi8_mask(bytes, bytes);
-      valid0 = static_cast<__mmask8>(valid);
-      valid1 = static_cast<__mmask8>(valid >> 8);
+#pragma GCC unroll 4
+    for (int q = 0; q < kBlocks; ++q) {
+      const int64_t at = q * kMomentsBlock + i;
+      prefetchAhead(x + at, kMomentsPrefetch * 4);
+      if (kMasked && i % 64 == 0) prefetchAhead(m + at, kMomentsPrefetch);
+      const __m512 xf = _mm512_loadu_ps(x + at);
+      __mmask8 valid0 = 0xff, valid1 = 0xff;
+      if (kMasked) {
+        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(m + at));
+        const __mmask16 valid = _mm_test_epi8_mask(bytes, bytes);
+        valid0 = static_cast<__mmask8>(valid);
+        valid1 = static_cast<__mmask8>(valid >> 8);
+      }
+      const __m512d d0 = _mm512_maskz_sub_pd(valid0, _mm512_cvtps_pd(_mm512_castps512_ps256(xf)), k[q]);
+      const __m512d d1 = _mm512_maskz_sub_pd(valid1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(xf, 1)), k[q]);
+      c[q] = _mm512_mask_add_epi64(c[q], valid0, c[q], one);
+      c[q] = _mm512_mask_add_epi64(c[q], valid1, c[q], one);
+      a[q] = _mm512_add_pd(_mm512_add_pd(a[q], d0), d1);
+      b[q] = _mm512_add_pd(_mm512_add_pd(b[q], _mm512_mul_pd(d0, d0)), _mm512_mul_pd(d1, d1));
     }
-    const __m512d d0 = _mm512_maskz_sub_pd(valid0, _mm512_cvtps_pd(_mm512_castps512_ps256(xf)), k);
-    const __m512d d1 = _mm512_maskz_sub_pd(valid1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(xf, 1)), k);
-    c = _mm512_mask_add_epi64(c, valid0, c, one);
-    c = _mm512_mask_add_epi64(c, valid1, c, one);
-    a = _mm512_add_pd(_mm512_add_pd(a, d0), d1);
-    b = _mm512_add_pd(_mm512_add_pd(b, _mm512_mul_pd(d0, d0)), _mm512_mul_pd(d1, d1));
   }
-  alignas(64) int64_t counts[8];
-  _mm512_store_si512(counts, c);
-  for (int j = 0; j < 8; ++j) L.cnt[j] = static_cast<double>(counts[j]);
-  _mm512_storeu_pd(L.s1, a);
-  _mm512_storeu_pd(L.s2, b);
+#pragma GCC unroll 4
+  for (int q = 0; q < kBlocks; ++q) {
+    alignas(64) int64_t counts[8];
+    _mm512_store_si512(counts, c[q]);
+    for (int j = 0; j < 8; ++j) L[q].cnt[j] = static_cast<double>(counts[j]);
+    _mm512_storeu_pd(L[q].s1, a[q]);
+    _mm512_storeu_pd(L[q].s2, b[q]);
+  }
   return i;
 }
 #endif
 
 // One pass: sums of (x - K) and (x - K)^2 in float64, shifted by the block's first valid
 // element K so that the subtraction that follows loses nothing that matters (float squares are
-// exact in float64).
-template <bool kMasked>
-static MaskedMoments blockMomentsT(const float* x, const uint8_t* m, int64_t len) {
-  int64_t first = 0;
-  if (kMasked)
-    while (first < len && m[first] == 0) ++first;
-  MaskedMoments out;
-  if (first == len) return out;
-  const double K = x[first];
-  MomentLanes L;
+// exact in float64). kBlocks blocks of len elements, kMomentsBlock apart, in step (AVX-512 only:
+// elsewhere kBlocks is 1).
+template <bool kMasked, int kBlocks>
+static void blockMomentsT(const float* x, const uint8_t* m, int64_t len, MaskedMoments* out) {
+  double K[kBlocks];
+  bool empty[kBlocks];
+  for (int q = 0; q < kBlocks; ++q) {
+    const int64_t at = q * kMomentsBlock;
+    int64_t first = 0;
+    if (kMasked)
+      while (first < len && m[at + first] == 0) ++first;
+    empty[q] = first == len;
+    K[q] = empty[q] ? 0.0 : x[at + first];
+  }
+  MomentLanes L[kBlocks];
   int64_t done = 0;
 #if defined(__AVX512F__)
-  done = accumulateAvx512<kMasked>(x, m, len, K, L);
+  done = accumulateAvx512<kMasked, kBlocks>(x, m, len, K, L);
 #elif defined(__AVX2__)
-  done = accumulateAvx2<kMasked>(x, m, len, K, L);
+  static_assert(kBlocks == 1, "blocks in step on AVX-512 only");
+  done = accumulateAvx2<kMasked>(x, m, len, K[0], L[0]);
 #endif
-  accumulateScalar<kMasked>(x, m, done, len, K, L);
-  double c = 0, a1 = 0, a2 = 0;
-  for (int j = 0; j < 8; ++j) {
-    c += L.cnt[j];
-    a1 += L.s1[j];
-    a2 += L.s2[j];
+  for (int q = 0; q < kBlocks; ++q) {
+    const int64_t at = q * kMomentsBlock;
+    out[q] = MaskedMoments();
+    if (empty[q]) continue;
+    // Blocks in step are whole, a multiple of 16 elements: only a block alone has a tail.
+    if (kBlocks == 1) accumulateScalar<kMasked>(x + at, m, done, len, K[q], L[q]);
+    double c = 0, a1 = 0, a2 = 0;
+    for (int j = 0; j < 8; ++j) {
+      c += L[q].cnt[j];
+      a1 += L[q].s1[j];
+      a2 += L[q].s2[j];
+    }
+    out[q].count = c;
+    out[q].mean = K[q] + a1 / c;
+    const double m2 = a2 - a1 * (a1 / c);
+    out[q].m2 = m2 < 0 ? 0.0 : m2;  // rounding can dip below 0; a NaN stays NaN
   }
-  out.count = c;
-  out.mean = K + a1 / c;
-  const double m2 = a2 - a1 * (a1 / c);
-  out.m2 = m2 < 0 ? 0.0 : m2;  // rounding can dip below 0; a NaN stays NaN
-  return out;
 }
 
-MaskedMoments blockMoments(const float* x, const uint8_t* m, int64_t len) {
-  return m != nullptr ? blockMomentsT<true>(x, m, len) : blockMomentsT<false>(x, nullptr, len);
+#if defined(__AVX512F__)
+constexpr int kMomentBlocksInStep = 4;
+#else
+constexpr int kMomentBlocksInStep = 1;
+#endif
+
+void blocksMoments(const float* x, const uint8_t* m, int64_t n, int64_t blocks, MaskedMoments* out) {
+  static_assert(kMomentsBlock % 16 == 0, "blocks in step have no tail");
+  int64_t b = 0;
+  // Whole blocks kMomentBlocksInStep at a time, then the rest one by one.
+  if constexpr (kMomentBlocksInStep > 1) {
+    for (; b + kMomentBlocksInStep <= blocks && (b + kMomentBlocksInStep) * kMomentsBlock <= n;
+         b += kMomentBlocksInStep) {
+      const int64_t at = b * kMomentsBlock;
+      if (m != nullptr) blockMomentsT<true, kMomentBlocksInStep>(x + at, m + at, kMomentsBlock, out + b);
+      else blockMomentsT<false, kMomentBlocksInStep>(x + at, nullptr, kMomentsBlock, out + b);
+    }
+  }
+  for (; b < blocks; ++b) {
+    const int64_t at = b * kMomentsBlock, len = std::min(kMomentsBlock, n - at);
+    if (m != nullptr) blockMomentsT<true, 1>(x + at, m + at, len, out + b);
+    else blockMomentsT<false, 1>(x + at, nullptr, len, out + b);
+  }
 }
 
 // (x - center) * scale + shift, one element of it, in that order.

@@ -106,7 +106,8 @@ struct ChunkKernels {
   void (*discountedReturnsRows)(const DiscountedReturnsArgs&, int64_t b0, int64_t b1, float* scratch,
                                 bool streaming);
   int64_t (*countNonZero)(const uint8_t* m, int64_t n);
-  MaskedMoments (*blockMoments)(const float* x, const uint8_t* m, int64_t len);
+  // The moments of blocks [0, blocks) of kMomentsBlock elements of x[0, n) (the last may be short).
+  void (*blocksMoments)(const float* x, const uint8_t* m, int64_t n, int64_t blocks, MaskedMoments* out);
   void (*affineRange)(const AffineArgs&, int64_t i0, int64_t i1, bool streaming);
   RowSoftmax (*rowSoftmax)(const float* z, int64_t V, float tau);
   // The statistics of rows z and z2 into out[0] and out[1], the two read in step.

@@ -152,11 +152,8 @@ MaskedMoments maskedMomentsCpu(const MaskedMomentsArgs& a) {
   std::vector<MaskedMoments> partial(static_cast<size_t>(blocks));
   const int64_t grain = std::max<int64_t>(1, kMinElementsPerThread / kMomentsBlock);
   parallelFor(blocks, grain, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t i = b * kMomentsBlock;
-      const int64_t len = std::min(kMomentsBlock, a.n - i);
-      partial[b] = k.blockMoments(a.x + i, a.mask != nullptr ? a.mask + i : nullptr, len);
-    }
+    const int64_t i = b0 * kMomentsBlock;
+    k.blocksMoments(a.x + i, a.mask != nullptr ? a.mask + i : nullptr, a.n - i, b1 - b0, partial.data() + b0);
   });
   MaskedMoments total;
   for (const MaskedMoments& p : partial) total = combineMoments(total, p);
