@@ -434,16 +434,22 @@ void testMaskCount() {
       }
 }
 
-void testStatistics(int64_t n, double maskP, float offset) {
+// emptyBlocks: the 2nd and 4th moment blocks (kMomentsBlock elements each) wholly masked out, so
+// that blocks read in step include blocks with nothing to add.
+void testStatistics(int64_t n, double maskP, float offset, bool emptyBlocks = false) {
   covered.insert("maskedMean");
   covered.insert("maskedVar");
   covered.insert("maskedWhiten");
   auto x = randomFloats(n, offset - 3, offset + 3);
   auto mask = randomFlags(n, maskP);
+  if (emptyBlocks)
+    for (int64_t block : {1, 3})
+      for (int64_t i = block * kMomentsBlock; i < std::min(n, (block + 1) * kMomentsBlock); ++i) mask[i] = 0;
   const uint8_t* m = maskP >= 1 ? nullptr : mask.data();
   MaskedMomentsArgs a{n, x.data(), m};
   const MaskedMoments ref = maskedMomentsReference(a);
-  const std::string name = "statistics n=" + std::to_string(n) + " p=" + std::to_string(maskP) + " offset=" + std::to_string(offset);
+  const std::string name = "statistics n=" + std::to_string(n) + " p=" + std::to_string(maskP) +
+                           " offset=" + std::to_string(offset) + (emptyBlocks ? " empty blocks" : "");
   // All presets whose valid-count requirement this case meets.
   std::vector<WhitenOptions> presets;
   for (int p = 0; p < 4; ++p) {
@@ -1523,6 +1529,7 @@ int main() {
   for (int64_t n : {2, 3, 4095, 4096, 4097, 100003, 300000})
     for (double p : {1.0, 0.5, 0.02}) testStatistics(n, p, 0.0f);
   testStatistics(200000, 0.7, 1000.0f);  // a large mean: the shifted sums must not lose the variance
+  testStatistics(9 * kMomentsBlock + 100, 0.5, 0.0f, true);
   // Outputs of 16 MiB and more take the non-temporal store paths.
   for (Flags f : {Flags::None, Flags::Terminated, Flags::TerminatedTruncated})
     testGae(512, 4100, f, RateLayout::Scalar, RateLayout::Scalar);
