@@ -112,12 +112,15 @@ struct ChunkKernels {
   RowSoftmax (*rowSoftmax)(const float* z, int64_t V, float tau);
   // The statistics of rows z and z2 into out[0] and out[1], the two read in step.
   void (*rowSoftmaxPair)(const float* z, const float* z2, int64_t V, float tau, RowSoftmax* out);
-  // The statistics again, with e_j = exp((z_j - max)/tau) kept in e[0..V) for rowSoftmaxGrad.
-  // `next`: the logits of the row to come (or null), requested into the cache, half of them
-  // here and half by rowSoftmaxGrad, so that reading them overlaps this row's arithmetic.
-  RowSoftmax (*rowSoftmaxStore)(const float* z, int64_t V, float tau, float* e, const float* next);
+  // The row's largest logit, NaN when it holds a NaN.
+  float (*rowMax)(const float* z, int64_t V);
+  // The statistics again, of a row whose max M (rowMax) is known, with e_j = exp((z_j - M)/tau)
+  // kept in e[0..V) for rowSoftmaxGrad. Both read next[0, nextCount) (when next is not null) in
+  // step with the row, and leave its max in *nextMax: part of the row to come.
+  RowSoftmax (*rowSoftmaxStore)(const float* z, int64_t V, float tau, float M, float* e, const float* next,
+                                int64_t nextCount, float* nextMax);
   void (*rowSoftmaxGrad)(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
-                         float gH, float* out, bool streaming, const float* next);
+                         float gH, float* out, bool streaming, const float* next, int64_t nextCount, float* nextMax);
   // The row's gradient in one pass from the forward's log-prob lp and entropy H (used only when
   // gH != 0) of a label in [0, V); the sums it returns tell whether lp and H fit the row.
   RowCheck (*rowGradGiven)(const float* z, int64_t V, float tau, int32_t label, float lp, float H, float gLp, float gH,

@@ -9,7 +9,7 @@ namespace RLHF_CHUNK_NS {
 
 const ChunkKernels& table() {
   static const ChunkKernels k = {RLHF_CHUNK_NAME, gaeColumns, tokenGaeRows, discountedReturnsRows, countNonZero,
-                                 blocksMoments, affineRange, rowSoftmax, rowSoftmaxPair, rowSoftmaxStore,
+                                 blocksMoments, affineRange, rowSoftmax, rowSoftmaxPair, rowMax, rowSoftmaxStore,
                                  rowSoftmaxGrad, rowGradGiven, klRange, policyBlock, valueBlock, pairwiseRange,
                                  maskedRowSums, maskedScaleRows, dpoRange, biasActRows, biasActGradRows, columnSums,
                                  adamwRange, sumSquaresRange, triadRange};

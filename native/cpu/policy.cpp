@@ -91,16 +91,41 @@ void logprobsCpu(const LogprobsArgs& a) {
   });
 }
 
-// The gradient of one row: in one pass from its log-prob and entropy when they are known (lp not
-// null) and fit the row, else in three from its logits alone. `next`: the row to come, or null.
-static void rowGradient(const ChunkKernels* k, const float* z, int64_t V, float tau, int32_t label, const float* lp,
-                        float H, float gLp, float gH, float* out, bool streaming, ExpRow& e, const float* next) {
-  if (lp != nullptr) {
-    const RowCheck c = k->rowGradGiven(z, V, tau, label, *lp, H, gLp, gH, out, streaming);
-    if (givenFitsRow(c.p, c.pLogP, gH != 0.0f, H)) return;
+// Rows whose gradient comes from their logits alone, in three passes each: the row's max, its
+// exps kept in the row buffer, the gradient. Each row's max is read in step with the last two
+// passes of the row before it, half in each (`next` of rowSoftmaxStore and rowSoftmaxGrad), the
+// first row's in a pass of its own.
+class PlainRows {
+ public:
+  PlainRows(const ChunkKernels* k, int64_t V, float tau) : k_(k), V_(V), tau_(tau), e_(V) {}
+  // Row z's gradient; `next`: the logits of the row this part does next by this path, or null.
+  void gradient(const float* z, int32_t label, float gLp, float gH, float* out, bool streaming, const float* next) {
+    const float M = z == carried_ ? carriedMax_ : k_->rowMax(z, V_);
+    const int64_t half = V_ / 2 / kLineFloats * kLineFloats;
+    float first = 0, second = 0;
+    const RowSoftmax s = k_->rowSoftmaxStore(z, V_, tau_, M, e_.data(), next, half, &first);
+    k_->rowSoftmaxGrad(z, e_.data(), V_, tau_, s, label, gLp, gH, out, streaming, next ? next + half : nullptr,
+                       V_ - half, &second);
+    carried_ = next;
+    carriedMax_ = std::isnan(first) || std::isnan(second) ? first + second : std::max(first, second);
   }
-  const RowSoftmax s = k->rowSoftmaxStore(z, V, tau, e.data(), next);
-  k->rowSoftmaxGrad(z, e.data(), V, tau, s, label, gLp, gH, out, streaming, next);
+
+ private:
+  static constexpr int64_t kLineFloats = 16;  // the halves split on a cache line
+  const ChunkKernels* k_;
+  int64_t V_;
+  float tau_;
+  ExpRow e_;
+  const float* carried_ = nullptr;  // the row whose max is carriedMax_
+  float carriedMax_ = 0;
+};
+
+// A row's gradient in one pass from the forward's log-prob lp and entropy H (of a label in
+// [0, V)), or from its logits alone by `rows` where they do not fit the row.
+static void givenRowGradient(const ChunkKernels* k, const float* z, int64_t V, float tau, int32_t label, float lp,
+                             float H, float gLp, float gH, float* out, bool streaming, PlainRows& rows) {
+  const RowCheck c = k->rowGradGiven(z, V, tau, label, lp, H, gLp, gH, out, streaming);
+  if (!givenFitsRow(c.p, c.pLogP, gH != 0.0f, H)) rows.gradient(z, label, gLp, gH, out, streaming, nullptr);
 }
 
 void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
@@ -109,8 +134,15 @@ void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
   const float* logits = f32(a.logits, a.dtype);
   float* grad = static_cast<float*>(a.gradLogits);
   const bool streaming = isStreaming(a.N * a.V);
+  auto gradH = [&](int64_t i) { return a.gradEntropy ? a.gradEntropy[i] : 0.0f; };
+  // Whether row i's gradient comes from the forward's outputs (in one pass, when they fit it).
+  auto given = [&](int64_t i) {
+    const int32_t label = a.labels[i];
+    return a.logprobs != nullptr && (gradH(i) == 0.0f || a.entropy != nullptr) && label >= 0 && label < a.V;
+  };
+  auto plain = [&](int64_t i) { return a.labels[i] != a.ignoreIndex && !given(i); };
   parallelFor(a.N, rowGrain(a.V), 1, [&](int64_t i0, int64_t i1) {
-    ExpRow e(a.V);  // the row's exps, reused by its gradient
+    PlainRows rows(k, a.V, a.temperature);
     for (int64_t i = i0; i < i1; ++i) {
       float* out = grad + i * a.V;
       const int32_t label = a.labels[i];
@@ -119,11 +151,12 @@ void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
         continue;
       }
       const float* z = logits + i * a.V;
-      const float gH = a.gradEntropy ? a.gradEntropy[i] : 0.0f;
-      const bool given = a.logprobs != nullptr && (gH == 0.0f || a.entropy != nullptr) && label >= 0 && label < a.V;
-      const float H = given && gH != 0.0f ? a.entropy[i] : 0.0f;
-      rowGradient(k, z, a.V, a.temperature, label, given ? a.logprobs + i : nullptr, H, a.gradLogprobs[i], gH, out,
-                  streaming, e, i + 1 < i1 ? z + a.V : nullptr);
+      const float gH = gradH(i);
+      if (given(i))
+        givenRowGradient(k, z, a.V, a.temperature, label, a.logprobs[i], gH != 0.0f ? a.entropy[i] : 0.0f,
+                         a.gradLogprobs[i], gH, out, streaming, rows);
+      else
+        rows.gradient(z, label, a.gradLogprobs[i], gH, out, streaming, i + 1 < i1 && plain(i + 1) ? z + a.V : nullptr);
     }
     fenceStreams(streaming);
   });
@@ -364,14 +397,11 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
   std::vector<double> kl(static_cast<size_t>(n), 0.0);
 
   // Each row's statistics come from one pass over its logits, and its gradient from one more given
-  // them (rowGradient). `e`: the part's row buffer, should a row's gradient need three passes.
-  // `last`: the part's last row, after which no row's logits are requested ahead.
-  auto writeGrad = [&](int64_t i, double gLp, ExpRow& e, int64_t last) {
+  // them (givenRowGradient). `rows`: the part's, should a row's gradient need three passes.
+  auto writeGrad = [&](int64_t i, double gLp, PlainRows& rows) {
     const float gH = static_cast<float>(-static_cast<double>(a.entropyCoef) * w[i / a.T]);
-    const float* z = logits + i * V;
-    const float rowLp = static_cast<float>(lp[i]);
-    rowGradient(k, z, V, a.temperature, a.labels[i], &rowLp, static_cast<float>(H[i]), static_cast<float>(gLp), gH,
-                grad + i * V, streaming, e, i < last ? z + V : nullptr);
+    givenRowGradient(k, logits + i * V, V, a.temperature, a.labels[i], static_cast<float>(lp[i]),
+                     static_cast<float>(H[i]), static_cast<float>(gLp), gH, grad + i * V, streaming, rows);
   };
   auto zeroGrad = [&](int64_t i) { std::memset(grad + i * V, 0, static_cast<size_t>(V) * sizeof(float)); };
   auto stats = [&](int64_t i) {
@@ -383,7 +413,7 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
 
   if (!sequence) {
     parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
-      ExpRow e(V);
+      PlainRows rows(k, V, a.temperature);
       for (int64_t i = i0; i < i1; ++i) {
         if (!valid(i)) {
           zeroGrad(i);
@@ -394,7 +424,7 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
         tok[i] = actorToken(a, i, lp[i], lp[i] - a.oldLogprobs[i], wb);
         double gLp = tok[i].gLp;
         kl[i] = klTerm(a, i, lp[i], wb, gLp);
-        writeGrad(i, gLp, e, i1 - 1);
+        writeGrad(i, gLp, rows);
       }
       fenceStreams(streaming);
     });
@@ -424,13 +454,13 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
         }
     }
     parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
-      ExpRow e(V);
+      PlainRows rows(k, V, a.temperature);
       for (int64_t i = i0; i < i1; ++i) {
         if (!valid(i)) {
           zeroGrad(i);
           continue;
         }
-        writeGrad(i, gLp[i], e, i1 - 1);
+        writeGrad(i, gLp[i], rows);
       }
       fenceStreams(streaming);
     });

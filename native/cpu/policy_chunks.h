@@ -230,43 +230,65 @@ void rowSoftmaxPair(const float* z, const float* z2, int64_t V, float tau, RowSo
 //   g_j = ((onehot_j - p_j) gLp - p_j (x_j - meanShift) gH) / tau,  p_j = e_j / S,
 // formed as p_j (-gLp - gH (x_j - meanShift)) / tau (+ gLp/tau at the label): six operations a
 // vector where the first form takes nine.
+// The max of the row to come is read in step with the last two passes, half in each: that row
+// comes from memory while this one keeps the core busy, and is in cache for its own passes. (A
+// pass of its own for the max, with the next row requested into L2 meanwhile, waited on memory:
+// at [1024,128256] three rows' worth of lines did not stay in L2 until read. All of the next row
+// read by the exps left them waiting on memory while the gradient only wrote to it.)
 
-// The next row's logits (when there is one) are requested into L2 while this row is worked on:
-// the half from `from` by the loop at element j of this row, a line every 32 elements, so that
-// the exps request the first half and the gradient the second. Requested by the gradient alone
-// (as before), memory sat idle through the exps: the split made the backward 5-9% faster
-// ([1024,128256] and [4096,32000], 2 threads, old and new alternated in one process).
-RLHF_KEEP_PREFETCH static void requestHalfOfNext(const float* next, int64_t from, int64_t j) {
-  if (next != nullptr && j % 32 < W) prefetchToL2(next + from + j / 2);
-}
+// This row's logits and exps, which come from L2, are requested this far ahead into L1.
+constexpr int64_t kCachedAhead = 1024;
 
-// The row's largest logit, NaN when it holds a NaN.
-static inline float rowMax(const float* z, int64_t V) {
+// The max of a row, NaN when it holds a NaN, gathered one vector at a time.
+struct MaxLanes {
   VF m = set1(-__builtin_inff());
   VM nan = noLanes();
-  int64_t j = 0;
-  for (; j + W <= V; j += W) {
-    prefetchAhead(z + j, kRowPrefetchBytes);
-    const VF v = load(z + j);
+  void add(VF v) {
     m = max(m, v);
     nan = bitOr(nan, isNan(v));
   }
-  if (j < V) {
-    const VF v = loadPartial(z + j, V - j, -__builtin_inff());
-    m = max(m, v);
-    nan = bitOr(nan, isNan(v));
+  float value() const {
+    if (anyLane(nan)) return __builtin_nanf("");
+    alignas(64) float t[W];
+    store(t, m);
+    float M = t[0];
+    for (int i = 1; i < W; ++i) M = t[i] > M ? t[i] : M;
+    return M;
   }
-  if (anyLane(nan)) return __builtin_nanf("");
-  alignas(64) float t[W];
-  store(t, m);
-  float M = t[0];
-  for (int i = 1; i < W; ++i) M = t[i] > M ? t[i] : M;
-  return M;
+};
+
+// The max of z[0, n) read along another row's loop: a vector each step(), the rest by value().
+class MaxAlong {
+ public:
+  MaxAlong(const float* z, int64_t n) : z_(z), n_(n) {}
+  void step() {
+    if (j_ + W > n_) return;
+    prefetchAhead(z_ + j_, kRowPrefetchBytes);
+    L_.add(load(z_ + j_));
+    j_ += W;
+  }
+  float value() {
+    while (j_ + W <= n_) step();
+    if (j_ < n_) L_.add(loadPartial(z_ + j_, n_ - j_, -__builtin_inff()));
+    j_ = n_;
+    return L_.value();
+  }
+
+ private:
+  const float* z_;
+  int64_t n_, j_ = 0;
+  MaxLanes L_;
+};
+
+float rowMax(const float* z, int64_t V) { return MaxAlong(z, V).value(); }
+
+// Every second vector of a row's loop carries the next row's max one vector on.
+static inline void stepEveryOther(MaxAlong& next, int64_t j) {
+  if (j % (2 * W) == 0) next.step();
 }
 
 template <bool kScaled>
-static RowSoftmax rowSoftmaxStoreT(const float* z, int64_t V, float tau, float* e, const float* next) {
-  const float M = rowMax(z, V);
+static RowSoftmax rowSoftmaxStoreT(const float* z, int64_t V, float tau, float M, float* e, MaxAlong& next) {
   if (std::isnan(M) || std::isinf(M)) return {NAN, NAN, NAN};
   const VF vm = set1(M), vtau = set1(tau);
   ExpSums sums;
@@ -280,7 +302,8 @@ static RowSoftmax rowSoftmaxStoreT(const float* z, int64_t V, float tau, float* 
   };
   int64_t j = 0;
   for (; j + W <= V; j += W) {
-    requestHalfOfNext(next, 0, j);
+    stepEveryOther(next, j);
+    prefetchAhead(z + j, kCachedAhead);
     store(e + j, term(load(z + j)));
   }
   if (j < V) {
@@ -293,8 +316,13 @@ static RowSoftmax rowSoftmaxStoreT(const float* z, int64_t V, float tau, float* 
   return {M, std::log(S), U / S};
 }
 
-RowSoftmax rowSoftmaxStore(const float* z, int64_t V, float tau, float* e, const float* next) {
-  return tau == 1.0f ? rowSoftmaxStoreT<false>(z, V, tau, e, next) : rowSoftmaxStoreT<true>(z, V, tau, e, next);
+RowSoftmax rowSoftmaxStore(const float* z, int64_t V, float tau, float M, float* e, const float* next,
+                           int64_t nextCount, float* nextMax) {
+  MaxAlong ahead(next, next != nullptr ? nextCount : 0);
+  const RowSoftmax s = tau == 1.0f ? rowSoftmaxStoreT<false>(z, V, tau, M, e, ahead)
+                                   : rowSoftmaxStoreT<true>(z, V, tau, M, e, ahead);
+  if (next != nullptr) *nextMax = ahead.value();
+  return s;
 }
 
 // The gradient's factors, with 1/tau folded in: g_j = p_j (a - b (x_j - meanShift)) off the
@@ -320,7 +348,7 @@ static inline VF gradVector(VF z, VF e, const GradFactors& f, VF tau) {
 
 template <bool kScaled, bool kEntropy>
 static void rowGradT(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
-                     float gH, float* out, bool streaming, const float* next) {
+                     float gH, float* out, bool streaming, MaxAlong& next) {
   const VF vtau = set1(tau);
   const GradFactors f{set1(static_cast<float>(std::exp(-s.logSum))),
                       set1(static_cast<float>(-static_cast<double>(gLp) / tau)),
@@ -341,7 +369,9 @@ static void rowGradT(const float* z, const float* e, int64_t V, float tau, RowSo
   if (head > 0) partial(0, head);
   int64_t j = head;
   for (; j + W <= V; j += W) {
-    requestHalfOfNext(next, V / 2, j);
+    stepEveryOther(next, j - head);
+    if (kEntropy) prefetchAhead(z + j, kCachedAhead);
+    prefetchAhead(e + j, kCachedAhead);
     const VF g = at(load(z + j), load(e + j));
     if (streaming) stream(out + j, g);
     else store(out + j, g);
@@ -359,12 +389,14 @@ static void rowGradT(const float* z, const float* e, int64_t V, float tau, RowSo
 }
 
 void rowSoftmaxGrad(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
-                    float gH, float* out, bool streaming, const float* next) {
+                    float gH, float* out, bool streaming, const float* next, int64_t nextCount, float* nextMax) {
   const bool scaled = tau != 1.0f, entropy = gH != 0.0f;
-  if (scaled && entropy) rowGradT<true, true>(z, e, V, tau, s, label, gLp, gH, out, streaming, next);
-  else if (scaled) rowGradT<true, false>(z, e, V, tau, s, label, gLp, gH, out, streaming, next);
-  else if (entropy) rowGradT<false, true>(z, e, V, tau, s, label, gLp, gH, out, streaming, next);
-  else rowGradT<false, false>(z, e, V, tau, s, label, gLp, gH, out, streaming, next);
+  MaxAlong ahead(next, next != nullptr ? nextCount : 0);
+  if (scaled && entropy) rowGradT<true, true>(z, e, V, tau, s, label, gLp, gH, out, streaming, ahead);
+  else if (scaled) rowGradT<true, false>(z, e, V, tau, s, label, gLp, gH, out, streaming, ahead);
+  else if (entropy) rowGradT<false, true>(z, e, V, tau, s, label, gLp, gH, out, streaming, ahead);
+  else rowGradT<false, false>(z, e, V, tau, s, label, gLp, gH, out, streaming, ahead);
+  if (next != nullptr) *nextMax = ahead.value();
 }
 
 // --- one row of the logits' gradient given the forward's outputs ---------------------------------

@@ -683,6 +683,28 @@ void testLogprobs(int64_t N, int64_t V, float tau) {
                    tau, z, labels);
 }
 
+// Rows whose statistics are poisoned, among ordinary ones: a NaN in a row's first half, at its
+// end, at its start; a +inf; every logit -inf. The plain backward reads each row's max along the
+// passes of the row before it (half in each), so a poisoned row must not reach its neighbours,
+// and must be NaN however its poison falls among the halves.
+void testLogprobsPoisoned(int64_t V, float tau) {
+  const int64_t N = 41;
+  auto z = randomFloats(N * V, -8, 8);
+  for (int64_t i = 0; i < N; ++i) {
+    float* row = z.data() + i * V;
+    switch (i % 8) {
+      case 3: row[V / 4] = NAN; break;
+      case 4: row[V - 1] = NAN; break;
+      case 5: row[V / 2] = INFINITY; break;
+      case 6: std::fill(row, row + V, -INFINITY); break;
+      case 7: row[0] = NAN; break;
+      default: break;
+    }
+  }
+  testLogprobsCase("logprobs poisoned rows V=" + std::to_string(V) + " tau=" + std::to_string(tau), N, V, tau, z,
+                   randomLabels(N, V, 0.1));
+}
+
 // Labels at their rows' least likely tokens (lp down to -110): the one pass given lp and H is as
 // close to the reference as the rounding of lp allows (closeGiven).
 void testLogprobsUnlikely(float spread, float tau) {
@@ -973,6 +995,7 @@ void testPolicyFamily() {
   for (auto [N, V] : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {7, 1000}, {9, 4099}, {3, 32000}, {2, 128256}})
     for (float tau : {1.0f, 0.7f}) testLogprobs(N, V, tau);
   testLogprobs(160, 32000, 1.0f);  // 20 MB of gradient: the streaming stores
+  for (int64_t V : {1, 2, 17, 100, 4099}) testLogprobsPoisoned(V, V == 100 ? 0.7f : 1.0f);
   for (float spread : {8.0f, 30.0f})
     for (float tau : {1.0f, 0.7f}) testLogprobsUnlikely(spread, tau);
   testKl(5003);
