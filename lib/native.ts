@@ -209,6 +209,7 @@ export interface NativeAddon {
   measureBandwidth(elements: number, repeats: number, async: boolean): number | Promise<number>;
   /** Seconds of one STREAM triad a = b + 3c over three Float32Arrays of one length. */
   triadSeconds(a: Float32Array, b: Float32Array, c: Float32Array): number;
+  memoryTriadElements(): number;
   setCpuPath(path: 'auto' | 'baseline' | 'avx2' | 'reference'): void;
   placeShift(buffer: ArrayBuffer, inputs: (HostRaw | null)[]): number;
   placeInPage(array: HostRaw): number;

@@ -1,5 +1,5 @@
-// The benchmark's bandwidth: the triad it runs between the runs of a memory-bound op, and the
-// rows set against it (README "Benchmark").
+// The benchmark's bandwidth: the triad it runs between the runs of a memory-bound op, over more
+// than the caches hold, and the rows set against it (README "Benchmark").
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -25,6 +25,26 @@ t.test('triadSeconds rejects what is not three Float32Arrays of one length', asy
   const f = new Float32Array(8);
   expectError(t, () => native().triadSeconds(f, new Int32Array(8) as unknown as Float32Array, f), TypeError, /`b`/);
   expectError(t, () => native().triadSeconds(f, f, new Float32Array(9)), RangeError, /`c`/);
+});
+
+// The largest cache sysfs lists for cpu0, in bytes (0 where there is no such listing).
+function largestCacheBytes(): number {
+  const dir = '/sys/devices/system/cpu/cpu0/cache';
+  if (!fs.existsSync(dir)) return 0;
+  let largest = 0;
+  for (const index of fs.readdirSync(dir).filter((d) => d.startsWith('index'))) {
+    const size = fs.readFileSync(path.join(dir, index, 'size'), 'utf8').trim();
+    const m = /^(\d+)([KMG]?)$/.exec(size);
+    if (m) largest = Math.max(largest, Number(m[1]) * { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2] as '' | 'K' | 'M' | 'G']);
+  }
+  return largest;
+}
+
+t.test('the triad measures memory: its arrays together at least twice the largest cache', async (t) => {
+  const elements = native().memoryTriadElements();
+  t.ok(Number.isInteger(elements) && elements >= 1 << 24, `${elements} elements an array`);
+  const cache = largestCacheBytes();
+  if (cache > 0) t.ok(12 * elements >= 2 * cache, `${12 * elements} bytes against a ${cache}-byte cache`);
 });
 
 t.test('a memory-bound row is set against the triads run between its own runs', async (t) => {

@@ -551,14 +551,18 @@ function medianSeconds(fn: () => void, minSeconds: number, minRuns: number): num
   return median(times);
 }
 
-// Rows whose traffic is at least this much (this machine's last-level cache) are memory-bound:
-// their share is taken of triads run between their own runs.
-const kPairedBytes = 32 * 1024 * 1024;
+// Rows whose traffic is at least this much are about memory throughput: their share is taken of
+// triads run between their own runs.
+const kPairedBytes = 8 * 1024 * 1024;
 
-// A triad over arrays larger than the caches, run between the runs of a memory-bound op. This
-// machine's bandwidth swings by a third within minutes as other tenants load it; one figure from
-// the start of the run would credit or blame each op for those swings. Run in turns, the op and
-// the triad see the same moments, and their medians are compared like with like.
+// A triad over arrays together twice the last-level cache (memoryTriadElements), run between the
+// runs of a memory-bound op. This machine's bandwidth swings by a third within minutes as other
+// tenants load it; one figure from the start of the run would credit or blame each op for those
+// swings. Run in turns, the op and the triad see the same moments, and their medians are compared
+// like with like. The triad also leaves none of the op's data in the cache, so both are timed from
+// memory: a host's last-level cache can hold an op's whole working set (300 MB on the 2-core
+// machine's host), and a triad within it measured the cache in quiet moments and memory in busy
+// ones (a 192 MB triad ran at 33-59 GB/s there while one of 768 MB or more gave 36-41).
 class PairedTriad {
   private readonly a: Float32Array;
   private readonly b: Float32Array;
@@ -607,7 +611,8 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
   const cudaDevices = rl.backends().cuda.devices;
   const wanted = opts.backends ?? (['cpu', 'cuda', 'js'] as Backend[]);
   const backends = wanted.filter((b) => b !== 'cuda' || cudaDevices > 0);
-  const bandwidthGBs = native().measureBandwidth(opts.quick ? 1 << 22 : 1 << 25, opts.quick ? 3 : 10, false) as number;
+  const triadElements = opts.quick ? 1 << 22 : native().memoryTriadElements();
+  const bandwidthGBs = native().measureBandwidth(triadElements, opts.quick ? 3 : 10, false) as number;
   const report: BenchReport = { bandwidthGBs, threads: rl.getNumThreads(), simd: rl.buildInfo().simd, cudaDevices, rows: [] };
   if (backends.includes('cuda')) report.cudaBandwidthGBs = cudaCopyBandwidthGBs(opts.quick ?? false);
   log(`threads ${report.threads}, SIMD ${report.simd}, STREAM triad ${bandwidthGBs.toFixed(2)} GB/s` +
@@ -628,7 +633,7 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
       let s: number;
       let rowBandwidth: number | undefined;
       if (backend !== 'cuda' && c.flops === undefined && c.bytes >= kPairedBytes) {
-        triad ??= new PairedTriad(1 << 24);
+        triad ??= new PairedTriad(triadElements);
         const [opSeconds, triadSeconds] = pairedMedians(fn, triad, minSeconds, minRuns);
         s = opSeconds;
         rowBandwidth = triad.bytes / triadSeconds / 1e9;

@@ -147,6 +147,11 @@ Napi::Value measureBandwidth(const Napi::CallbackInfo& info) {
   });
 }
 
+// memoryTriadElements() -> elements per array of a triad that measures memory, not cache
+Napi::Value memoryTriadElements(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(rlhf::memoryTriadElements()));
+}
+
 // triadSeconds(a, b, c) -> seconds of one STREAM triad a = b + 3c over three Float32Arrays of
 // one length: the bandwidth the benchmark sets each op against, measured between its runs.
 Napi::Value triadSeconds(const Napi::CallbackInfo& info) {

@@ -452,13 +452,16 @@ int main(int argc, char** argv) {
     benchMatmul(minSeconds);
     return 0;
   }
-  const double triad = measureTriadBandwidthGBs(quick ? (1 << 22) : (1 << 25), quick ? 3 : 10);
+  // Triads over twice the last-level cache: memory, not cache, and none of an op's data left in
+  // the cache for its next run (README "Benchmark").
+  const int64_t triadElements = quick ? (1 << 22) : memoryTriadElements();
+  const double triad = measureTriadBandwidthGBs(triadElements, quick ? 3 : 10);
   std::printf("threads %d, CPU variant %s, STREAM triad %.2f GB/s (best of 10); each row against triads run in turns "
               "with it (median)\n",
               ThreadPool::instance().numThreads(), cpuVariantName(), triad);
   std::printf("%-18s %-16s %-10s %12s %10s %9s %10s\n", "op", "shape", "path", "median us", "GB/s", "of triad",
               "triad GB/s");
-  PairedTriad paired(quick ? (1 << 22) : (1 << 24));
+  PairedTriad paired(triadElements);
 
   const int64_t T = 1024, N = quick ? 1024 : 4096, n = T * N;
   // 16 bytes into a page, as a large array fresh from the system; the outputs of the `buffered`

@@ -8,6 +8,9 @@
 #include <chrono>
 #include <cstdint>
 #include <vector>
+#if defined(__linux__)
+#include <unistd.h>
+#endif
 
 #include "cpu_variants.h"
 #include "rlhf/bandwidth.h"
@@ -20,6 +23,22 @@ double triadSeconds(float* a, const float* b, const float* c, int64_t n) {
   const auto start = std::chrono::steady_clock::now();
   parallelFor(n, 1 << 16, kLine, [&](int64_t i0, int64_t i1) { k.triadRange(a, b, c, i0, i1); });
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The largest cache the OS reports (on a virtual machine, the host's: shared with its other
+// tenants, but there to be hit).
+static int64_t lastLevelCacheBytes() {
+  int64_t bytes = 0;
+#if defined(__linux__) && defined(_SC_LEVEL3_CACHE_SIZE)
+  for (int name : {_SC_LEVEL2_CACHE_SIZE, _SC_LEVEL3_CACHE_SIZE, _SC_LEVEL4_CACHE_SIZE})
+    bytes = std::max<int64_t>(bytes, sysconf(name));
+#endif
+  return bytes > 0 ? bytes : int64_t{32} << 20;
+}
+
+int64_t memoryTriadElements() {
+  const int64_t bytes = 2 * lastLevelCacheBytes();
+  return std::max<int64_t>(int64_t{1} << 24, (bytes + 11) / 12);
 }
 
 double measureTriadBandwidthGBs(int64_t n, int repeats) {

@@ -13,4 +13,10 @@ double measureTriadBandwidthGBs(int64_t n, int repeats);
 // the moments it ran in.
 double triadSeconds(float* a, const float* b, const float* c, int64_t n);
 
+// Elements per array of a triad that measures memory rather than cache: its three arrays
+// together at least twice the last-level cache (as the OS reports it; 32 MiB where it does not),
+// and at least 16M elements. Run between an op's runs, it also leaves none of the op's data in
+// the cache, so that the op is timed from memory too.
+int64_t memoryTriadElements();
+
 }  // namespace rlhf
