@@ -53,38 +53,51 @@ static inline PairwiseAhead pairwiseAhead(const PairwiseView& v, int64_t i, int6
   return {delta, logisticExp(delta)};
 }
 
-// Pairs [i, i + n) given what pairwiseAhead took of them.
-template <bool kPartial>
+// Pairs [i, i + n) given what pairwiseAhead took of them. kCenter: centerCoef is not 0 (without
+// it, the centring term and its gradient are left out: a sixth of the loop's operations, which
+// bounds the loss on this machine, and no sum of squares to overflow).
+template <bool kCenter, bool kPartial>
 static inline void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, const PairwiseAhead& p,
                                   PairwiseLanes& L) {
   const VF rc = loadOr<kPartial>(v.chosen + i, n);
   const VF rr = loadOr<kPartial>(v.rejected + i, n);
   const VM valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : allLanes();
   const Logistic f = logisticFrom(p.delta, p.e);
-  const VF sum = add(rc, rr);
   const VF g = mul(f.sNeg, set1(-v.invN));  // (sig(delta) - 1)/N without the cancellation
-  const VF c = mul(set1(v.centerScale), sum);
-  storeOr<kPartial>(v.gradChosen + i, add(g, c), n, false);
-  storeOr<kPartial>(v.gradRejected + i, sub(c, g), n, false);
+  if (kCenter) {
+    const VF sum = add(rc, rr);
+    const VF c = mul(set1(v.centerScale), sum);
+    storeOr<kPartial>(v.gradChosen + i, add(g, c), n, false);
+    storeOr<kPartial>(v.gradRejected + i, sub(c, g), n, false);
+    L.center = add(L.center, inLanes<kPartial>(valid, mul(sum, sum)));
+  } else {
+    storeOr<kPartial>(v.gradChosen + i, g, n, false);
+    storeOr<kPartial>(v.gradRejected + i, sub(zero(), g), n, false);
+  }
   L.loss = add(L.loss, inLanes<kPartial>(valid, f.spMinus));
-  L.center = add(L.center, inLanes<kPartial>(valid, mul(sum, sum)));
   L.chosen = add(L.chosen, inLanes<kPartial>(valid, rc));
   L.rejected = add(L.rejected, inLanes<kPartial>(valid, rr));
   L.correct = countIn(L.correct, inLanes<kPartial>(valid, gt(rc, rr)));
   if (++L.pending == kFlushVectors) flush(L);
 }
 
-PairwiseBlock pairwiseRange(const PairwiseLossArgs& a, int64_t i0, int64_t i1) {
-  const float invN = static_cast<float>(1.0 / static_cast<double>(a.N));
-  const PairwiseView v{a.chosen, a.rejected, a.margin, a.gradChosen, a.gradRejected, a.marginValue, invN,
-                       static_cast<float>(2.0 * a.centerCoef / static_cast<double>(a.N))};
+template <bool kCenter>
+static PairwiseLanes pairwiseLanes(const PairwiseView& v, int64_t i0, int64_t i1) {
   PairwiseLanes L{zero(), zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(),
                   zeroD(), zeroD(), 0};
   const int64_t i = pipelined(
       i0, i1, [&](int64_t j) { return pairwiseAhead<false>(v, j, W); },
-      [&](int64_t j, const PairwiseAhead& x) { pairwiseVector<false>(v, j, W, x, L); });
-  if (i < i1) pairwiseVector<true>(v, i, i1 - i, pairwiseAhead<true>(v, i, i1 - i), L);
+      [&](int64_t j, const PairwiseAhead& x) { pairwiseVector<kCenter, false>(v, j, W, x, L); });
+  if (i < i1) pairwiseVector<kCenter, true>(v, i, i1 - i, pairwiseAhead<true>(v, i, i1 - i), L);
   flush(L);
+  return L;
+}
+
+PairwiseBlock pairwiseRange(const PairwiseLossArgs& a, int64_t i0, int64_t i1) {
+  const float invN = static_cast<float>(1.0 / static_cast<double>(a.N));
+  const PairwiseView v{a.chosen, a.rejected, a.margin, a.gradChosen, a.gradRejected, a.marginValue, invN,
+                       static_cast<float>(2.0 * a.centerCoef / static_cast<double>(a.N))};
+  const PairwiseLanes L = a.centerCoef != 0.0f ? pairwiseLanes<true>(v, i0, i1) : pairwiseLanes<false>(v, i0, i1);
   PairwiseBlock out;
   out.loss = sumLanes(L.lossLo) + sumLanes(L.lossHi);
   out.center = sumLanes(L.centerLo) + sumLanes(L.centerHi);
