@@ -109,6 +109,19 @@ t.test('hand case: margins of +-100 stay exact (softplus, not log(sigmoid))', as
   t.equal(far.gradChosen[0], -1, 'delta -1e4: gradChosen -1');
 });
 
+t.test('rewards near the float32 limit: the centring term neither overflows without centerCoef nor is lost with it', async (t) => {
+  // (rc + rr)^2 = 4e40 is beyond float32. Without centring it takes no part in the loss: ln 2.
+  const c = { chosen: f32([1e20, 1]), rejected: f32([1e20, 1]) };
+  const plain = run(c);
+  expectNear(t, plain.loss, Math.LN2, { rtol: 1e-6 }, `loss ${plain.loss}`);
+  t.same(Array.from(plain.gradChosen), [-0.25, -0.25], 'gradChosen (sig(0) - 1)/2');
+  const ref = pairwiseRewardLossReference({ chosen: c.chosen, rejected: c.rejected }, { centerCoef: 0 });
+  expectNear(t, plain.loss, ref.loss, { rtol: 1e-6 }, 'as the reference');
+  // With centring the loss is huge, and not NaN.
+  const centred = run(c, { centerCoef: 0.01 });
+  t.ok(!Number.isNaN(centred.loss) && centred.loss > 1e38, `centred loss ${centred.loss}`);
+});
+
 // ---------------------------------------------------------------------------------------------
 // (b) Random cases against the float64 reference.
 
