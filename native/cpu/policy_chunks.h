@@ -2,6 +2,7 @@
 // variant (included by the kernels_*.cpp files after chunk_kernels.h). They use the explicit
 // vectors of simd.h: each lane keeps its own running sums in a fixed order, so every result
 // depends only on the input and the variant, never on the thread count.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -392,7 +393,11 @@ void rowSoftmaxGrad(const float* z, const float* e, int64_t V, float tau, RowSof
                     float gH, float* out, bool streaming, const float* next, int64_t nextCount, float* nextMax) {
   const bool scaled = tau != 1.0f, entropy = gH != 0.0f;
   MaxAlong ahead(next, next != nullptr ? nextCount : 0);
-  if (scaled && entropy) rowGradT<true, true>(z, e, V, tau, s, label, gLp, gH, out, streaming, ahead);
+  // A row with a NaN or an infinity has no statistics, and rowSoftmaxStore kept no exps for it:
+  // its gradient is NaN, written as such (a product with the row buffer's stale contents would
+  // carry whatever NaN bits they hold).
+  if (std::isnan(s.max)) std::fill(out, out + V, static_cast<float>(NAN));
+  else if (scaled && entropy) rowGradT<true, true>(z, e, V, tau, s, label, gLp, gH, out, streaming, ahead);
   else if (scaled) rowGradT<true, false>(z, e, V, tau, s, label, gLp, gH, out, streaming, ahead);
   else if (entropy) rowGradT<false, true>(z, e, V, tau, s, label, gLp, gH, out, streaming, ahead);
   else rowGradT<false, false>(z, e, V, tau, s, label, gLp, gH, out, streaming, ahead);
