@@ -107,6 +107,7 @@ class PlainRows {
     k_->rowSoftmaxGrad(z, e_.data(), V_, tau_, s, label, gLp, gH, out, streaming, next ? next + half : nullptr,
                        V_ - half, &second);
     carried_ = next;
+    // NaN when either half holds one (std::max would keep whichever came first).
     carriedMax_ = std::isnan(first) || std::isnan(second) ? first + second : std::max(first, second);
   }
 
