@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 #include <set>
 #include <tuple>
@@ -705,6 +706,45 @@ void testLogprobsPoisoned(int64_t V, float tau) {
                    randomLabels(N, V, 0.1));
 }
 
+// A row with a NaN keeps no exps in the backward's row buffer, so its gradient must not depend on
+// what that buffer held. The buffer is allocated afresh for the call (one thread: on this one),
+// and the heap hands back the block of that size freed just before: filled with one NaN and then
+// another, the two calls must give the same bits (the product of NaN and a stale NaN took the
+// stale one's bits, which made the thread-invariance checks flaky).
+void testLogprobsStaleRowBuffer() {
+  const int64_t N = 2, V = 100;
+  auto z = randomFloats(N * V, -4, 4);
+  z[5] = NAN;
+  const std::vector<int32_t> labels{7, 9};
+  const std::vector<float> gLp{1.0f, 1.0f}, gH{0.5f, 0.5f};
+  LogprobsBackwardArgs g;
+  g.N = N;
+  g.V = V;
+  g.logits = z.data();
+  g.labels = labels.data();
+  g.gradLogprobs = gLp.data();
+  g.gradEntropy = gH.data();
+  std::vector<std::vector<float>> grads;
+  ThreadPool::instance().setNumThreads(1);
+  forEachCpuPath([&](const std::string& path) {
+    grads.clear();
+    for (uint32_t stale : {0x7fc00001u, 0xffc12345u}) {
+      {
+        std::unique_ptr<float[]> block(new float[static_cast<size_t>(V + 16)]);
+        for (int64_t j = 0; j < V + 16; ++j) std::memcpy(&block[j], &stale, sizeof stale);
+      }
+      std::vector<float> grad(static_cast<size_t>(N * V));
+      g.gradLogits = grad.data();
+      logprobsBackwardCpu(g);
+      grads.push_back(grad);
+    }
+    report(std::memcmp(grads[0].data(), grads[1].data(), grads[0].size() * sizeof(float)) == 0 &&
+               std::isnan(grads[0][0]) && !std::isnan(grads[0][V]),
+           "logprobs backward: a NaN row's gradient whatever the row buffer held [" + path + "]");
+  });
+  ThreadPool::instance().setNumThreads(2);
+}
+
 // Labels at their rows' least likely tokens (lp down to -110): the one pass given lp and H is as
 // close to the reference as the rounding of lp allows (closeGiven).
 void testLogprobsUnlikely(float spread, float tau) {
@@ -996,6 +1036,7 @@ void testPolicyFamily() {
     for (float tau : {1.0f, 0.7f}) testLogprobs(N, V, tau);
   testLogprobs(160, 32000, 1.0f);  // 20 MB of gradient: the streaming stores
   for (int64_t V : {1, 2, 17, 100, 4099}) testLogprobsPoisoned(V, V == 100 ? 0.7f : 1.0f);
+  testLogprobsStaleRowBuffer();
   for (float spread : {8.0f, 30.0f})
     for (float tau : {1.0f, 0.7f}) testLogprobsUnlikely(spread, tau);
   testKl(5003);
