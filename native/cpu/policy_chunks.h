@@ -240,45 +240,38 @@ void rowSoftmaxPair(const float* z, const float* z2, int64_t V, float tau, RowSo
 // This row's logits and exps, which come from L2, are requested this far ahead into L1.
 constexpr int64_t kCachedAhead = 1024;
 
-// The max of a row, NaN when it holds a NaN, gathered one vector at a time.
-struct MaxLanes {
-  VF m = set1(-__builtin_inff());
-  VM nan = noLanes();
-  void add(VF v) {
-    m = max(m, v);
-    nan = bitOr(nan, isNan(v));
-  }
-  float value() const {
-    if (anyLane(nan)) return __builtin_nanf("");
-    alignas(64) float t[W];
-    store(t, m);
-    float M = t[0];
-    for (int i = 1; i < W; ++i) M = t[i] > M ? t[i] : M;
-    return M;
-  }
-};
-
-// The max of z[0, n) read along another row's loop: a vector each step(), the rest by value().
+// The max of z[0, n), NaN when it holds a NaN, read along another row's loop: a vector each
+// step(), the rest by value().
 class MaxAlong {
  public:
   MaxAlong(const float* z, int64_t n) : z_(z), n_(n) {}
   void step() {
     if (j_ + W > n_) return;
     prefetchAhead(z_ + j_, kRowPrefetchBytes);
-    L_.add(load(z_ + j_));
+    add(load(z_ + j_));
     j_ += W;
   }
   float value() {
     while (j_ + W <= n_) step();
-    if (j_ < n_) L_.add(loadPartial(z_ + j_, n_ - j_, -__builtin_inff()));
+    if (j_ < n_) add(loadPartial(z_ + j_, n_ - j_, -__builtin_inff()));
     j_ = n_;
-    return L_.value();
+    if (anyLane(nan_)) return __builtin_nanf("");
+    alignas(64) float t[W];
+    store(t, m_);
+    float M = t[0];
+    for (int i = 1; i < W; ++i) M = t[i] > M ? t[i] : M;
+    return M;
   }
 
  private:
+  void add(VF v) {
+    m_ = max(m_, v);
+    nan_ = bitOr(nan_, isNan(v));
+  }
   const float* z_;
   int64_t n_, j_ = 0;
-  MaxLanes L_;
+  VF m_ = set1(-__builtin_inff());
+  VM nan_ = noLanes();
 };
 
 float rowMax(const float* z, int64_t V) { return MaxAlong(z, V).value(); }
