@@ -211,6 +211,8 @@ export interface NativeAddon {
   triadSeconds(a: Float32Array, b: Float32Array, c: Float32Array): number;
   memoryTriadElements(): number;
   setCpuPath(path: 'auto' | 'baseline' | 'avx2' | 'reference'): void;
+  /** How the passes that only read walk their rows: by the CPU's vendor, one at a time, or several in step. */
+  setReadStreams(mode: 'auto' | 'one' | 'several'): void;
   placeShift(buffer: ArrayBuffer, inputs: (HostRaw | null)[]): number;
   placeInPage(array: HostRaw): number;
   DeviceBuffer: new (bytes: number, device: number) => DeviceBuffer;

@@ -48,3 +48,26 @@ t.test("setCpuPath takes 'auto', 'baseline', 'avx2' and 'reference', and names t
   expectError(t, () => native().setCpuPath('avx1024' as never), RangeError, /expected 'auto', 'baseline', 'avx2' or 'reference' but received 'avx1024'/);
   native().setCpuPath('auto');
 });
+
+t.test("setReadStreams: the row passes that only read give the same bits one row at a time and several in step", async (t) => {
+  // Rows of odd lengths with masked tokens, and rows ignored by their label among those read.
+  const B = 11, T = 37, N = 9, V = 1003;
+  const lp = ft(Array.from({ length: B * T }, (_, i) => -Math.abs(Math.sin(i * 0.71)) * 3), [B, T]);
+  const mask = rl.tensor(Uint8Array.from({ length: B * T }, (_, i) => (i % 5 === 0 ? 0 : 1)), [B, T]);
+  const logits = ft(Array.from({ length: N * V }, (_, i) => Math.sin(i * 0.013) * 9), [N, V]);
+  const labels = rl.tensor(Int32Array.from({ length: N }, (_, i) => (i === 4 ? -100 : (i * 331) % V)), [N]);
+  const run = (mode: 'one' | 'several') => {
+    native().setReadStreams(mode);
+    try {
+      const r = rl.logprobsFromLogits(logits, labels, { entropy: true });
+      return [snapshot(rl.sequenceLogprobs(lp, mask)), snapshot(r.logprobs), snapshot(r.entropy!)];
+    } finally {
+      native().setReadStreams('auto');
+    }
+  };
+  const [one, several] = [run('one'), run('several')];
+  for (const [i, name] of ['sequenceLogprobs', 'logprobs', 'entropy'].entries()) {
+    t.same(Array.from(one[i]), Array.from(several[i]), `${name}: the same bits`);
+  }
+  expectError(t, () => native().setReadStreams('four' as never), RangeError, /expected 'auto', 'one' or 'several' but received 'four'/);
+});

@@ -44,6 +44,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("triadSeconds", Napi::Function::New(env, triadSeconds));
   exports.Set("memoryTriadElements", Napi::Function::New(env, memoryTriadElements));
   exports.Set("setCpuPath", Napi::Function::New(env, setCpuPath));
+  exports.Set("setReadStreams", Napi::Function::New(env, setReadStreams));
   exports.Set("placeShift", Napi::Function::New(env, placeShift));
   exports.Set("placeInPage", Napi::Function::New(env, placeInPage));
   exports.Set("setUntransferableMarker", Napi::Function::New(env, setUntransferableMarker));

@@ -52,6 +52,7 @@ Napi::Value measureBandwidth(const Napi::CallbackInfo& info);
 Napi::Value triadSeconds(const Napi::CallbackInfo& info);
 Napi::Value memoryTriadElements(const Napi::CallbackInfo& info);
 Napi::Value setCpuPath(const Napi::CallbackInfo& info);
+Napi::Value setReadStreams(const Napi::CallbackInfo& info);
 Napi::Value placeShift(const Napi::CallbackInfo& info);
 Napi::Value placeInPage(const Napi::CallbackInfo& info);
 

@@ -216,5 +216,17 @@ Napi::Value setCpuPath(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// setReadStreams('auto' | 'one' | 'several'): how the passes that only read walk their rows, for
+// tests and benchmarks (rlhf::setReadStreams).
+Napi::Value setReadStreams(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string r = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (r == "auto") rlhf::setReadStreams(ReadStreams::Auto);
+  else if (r == "one") rlhf::setReadStreams(ReadStreams::One);
+  else if (r == "several") rlhf::setReadStreams(ReadStreams::Several);
+  else throwRangeError(env, "setReadStreams: expected 'auto', 'one' or 'several' but received '" + r + "'");
+  return env.Undefined();
+}
+
 }  // namespace addon
 }  // namespace rlhf

@@ -1275,8 +1275,9 @@ static void blockMomentsT(const float* x, const uint8_t* m, int64_t len, MaskedM
 
 // Blocks read in step, as maskedRowSums reads rows: maskedMean over 16M elements, 2 threads,
 // builds alternated in one process, 61-63% of the paired triad one block at a time, 64-69% four
-// at a time. AVX-512 only: the AVX2 form keeps six accumulators a block in its sixteen registers,
-// and two blocks in step there ran 1-2% slower than one (the AVX2 variant on this machine).
+// at a time; on AMD EPYC too, where the row passes read one row at a time (dispatch.cpp). AVX-512
+// only: the AVX2 form keeps six accumulators a block in its sixteen registers, and two blocks in
+// step there ran 1-2% slower than one (the AVX2 variant on the Intel host).
 #if defined(__AVX512F__)
 constexpr int kMomentBlocksInStep = 4;
 #else

@@ -88,6 +88,45 @@ const char* cpuPathName(CpuPath p) {
 
 const ChunkKernels* kernelsForCall() { return kernelsOf(gPath.load()); }
 
+// Rows in step for the row passes that only read. On the Intel Xeon host they were first tuned on
+// (300 MB L3), four rows in step kept more reads in flight: sequenceLogprobs [4096,4096] ran at
+// 73-77% of the paired triad against 64-70% one row at a time (2 threads). On AMD EPYC (Zen 4,
+// 32 MB L3) it is the other way round. A C++ sketch of the masked row sum over that shape, 2
+// threads: one stream a thread 80-82% of the paired triad, four in step 67-69% (and 69-73%
+// against 57-60% while the host's memory ran twice as fast). sequenceLogprobs itself, the two
+// alternated in one process: 1.38-1.43 ms one row at a time, 1.58-1.61 ms four in step, the one
+// faster in 81 of 90 turns. logprobsFromLogits [4096,32000] one row 3% faster than pairs, [1024,
+// 128256] the same. (maskedMean's blocks stay four in step everywhere: with its float64 sums the
+// blocks in step are what keeps the AMD core's adders busy, 1.36-1.39 ms against 1.59-1.61 ms.)
+static bool severalByDefault() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_is("amd")) return false;
+#endif
+  return true;
+}
+
+static bool severalFromEnvironment() {
+  const char* forced = std::getenv("RLHF_READ_STREAMS");
+  if (forced != nullptr && std::strcmp(forced, "one") == 0) return false;
+  if (forced != nullptr && std::strcmp(forced, "several") == 0) return true;
+  return severalByDefault();
+}
+
+static std::atomic<ReadStreams> gReadStreams{ReadStreams::Auto};
+
+void setReadStreams(ReadStreams r) { gReadStreams.store(r); }
+
+bool readsSeveralInStep() {
+  static const bool byDefault = severalFromEnvironment();
+  switch (gReadStreams.load()) {
+    case ReadStreams::One: return false;
+    case ReadStreams::Several: return true;
+    case ReadStreams::Auto: break;
+  }
+  return byDefault;
+}
+
 uint32_t streamingPlaceInPage(const void* const* inputs, int count) {
   std::vector<uintptr_t> at;
   for (int i = 0; i < count; ++i)

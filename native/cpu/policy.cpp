@@ -71,12 +71,16 @@ void logprobsCpu(const LogprobsArgs& a) {
     if (a.entropy) a.entropy[i] = static_cast<float>(entropyOf(s));
   };
   parallelFor(a.N, rowGrain(a.V), 1, [&](int64_t i0, int64_t i1) {
-    // Rows to be read go in pairs (rowSoftmaxPair); `held` is the first of a pair, or -1.
+    // Rows to be read go in pairs (rowSoftmaxPair) where readsSeveralInStep() says so, else one
+    // by one; `held` is the first of a pair, or -1.
+    const bool pairs = readsSeveralInStep();
     int64_t held = -1;
     for (int64_t i = i0; i < i1; ++i) {
       if (a.labels[i] == a.ignoreIndex) {
         a.logprobs[i] = 0;
         if (a.entropy) a.entropy[i] = 0;
+      } else if (!pairs) {
+        finish(i, k->rowSoftmax(logits + i * a.V, a.V, a.temperature));
       } else if (held < 0) {
         held = i;
       } else {

@@ -317,10 +317,11 @@ DpoBlock dpoRange(const DpoLossArgs& a, double delta, int64_t i0, int64_t i1) {
 }
 
 // --- masked row sums for sequence log-probs ------------------------------------------------------------
-// Rows are read kRowsInStep at a time, in step: more streams a thread keep more reads in flight,
-// which is what bounds a pass that only reads. In Node, [4096,4096] with 2 threads, builds
-// alternated in one process: one row at a time 64-70% of the paired triad, two 69-75%, four
-// 73-77%, eight no faster than four. Each row sums in float lanes flushed into float64 every
+// Rows are read kRowsInStep at a time, in step, where readsSeveralInStep() says so (not on AMD:
+// dispatch.cpp): more streams a thread keep more reads in flight on Intel, which is what bounds a
+// pass that only reads. In Node, [4096,4096] with 2 threads, builds alternated in one process on
+// the Intel host: one row at a time 64-70% of the paired triad, two 69-75%, four 73-77%, eight no
+// faster than four. Each row sums in float lanes flushed into float64 every
 // kFlushVectors vectors, as the loss sums do (float64 adds on every vector cost 1-3 points in a
 // C++ sketch).
 constexpr int kRowsInStep = 4;
@@ -388,7 +389,8 @@ static void maskedRowSumsOf(const float* x, const uint8_t* m, int64_t T, int64_t
 template <bool kMasked>
 static void maskedRowSumsT(const float* x, const uint8_t* m, int64_t T, int64_t rows, MaskedSum* out) {
   int64_t b = 0;
-  for (; b + kRowsInStep <= rows; b += kRowsInStep) maskedRowSumsOf<kRowsInStep, kMasked>(x, m, T, b, out);
+  if (readsSeveralInStep())
+    for (; b + kRowsInStep <= rows; b += kRowsInStep) maskedRowSumsOf<kRowsInStep, kMasked>(x, m, T, b, out);
   for (; b < rows; ++b) maskedRowSumsOf<1, kMasked>(x, m, T, b, out);
 }
 

@@ -106,14 +106,19 @@ void forEachCpuPath(const std::function<void(const std::string&)>& body) {
   setCpuPath(CpuPath::Auto);
 }
 
-// Runs `body` under every CPU path and thread count that must reproduce the reference.
+// Runs `body` under every CPU path and thread count that must reproduce the reference, the row
+// passes that only read taking one row at a time on 1 and 3 threads and several in step on 2 and
+// 7 (setReadStreams), so that both ways are checked on every CPU and give the same bits.
 void forEachCpuConfig(const std::function<void(const std::string&)>& body) {
   forEachCpuPath([&](const std::string& path) {
     for (int threads : {1, 2, 3, 7}) {
       ThreadPool::instance().setNumThreads(threads);
-      body(path + " threads=" + std::to_string(threads));
+      const bool several = threads == 2 || threads == 7;
+      setReadStreams(several ? ReadStreams::Several : ReadStreams::One);
+      body(path + " threads=" + std::to_string(threads) + (several ? " several" : " one"));
     }
   });
+  setReadStreams(ReadStreams::Auto);
   ThreadPool::instance().setNumThreads(2);
 }
 

@@ -110,6 +110,16 @@ const char* cpuPathName(CpuPath p);
 // variant when it is not the active one, and the active variant.
 inline bool cpuPathIsDistinct(CpuPath p) { return p != CpuPath::Avx2 || avx2IsSeparatePath(); }
 
+// How the row passes that only read (sequenceLogprobs' row sums, logprobsFromLogits' forward) walk
+// a thread's rows: one after another, or several in step. Which keeps more reads in flight depends
+// on the CPU's prefetchers (dispatch.cpp says what was measured); Auto chooses by the CPU's vendor,
+// and RLHF_READ_STREAMS=one|several in the environment overrides that. Both give the same bits.
+// For tests and benchmarks that compare them.
+enum class ReadStreams : int32_t { Auto = 0, One = 1, Several = 2 };
+void setReadStreams(ReadStreams r);
+// Whether the passes that only read take several rows in step now (Auto resolved).
+bool readsSeveralInStep();
+
 void gaeCpu(const GaeArgs& a);
 void tokenGaeCpu(const TokenGaeArgs& a);
 void discountedReturnsCpu(const DiscountedReturnsArgs& a);
