@@ -19,8 +19,9 @@ PairwiseLossStats pairwiseLossCpu(const PairwiseLossArgs& a) {
   if (k == nullptr) return pairwiseLossReference(a);
   PairwiseLossStats s;
   if (a.N == 0) return s;
-  const std::vector<PairwiseBlock> parts =
-      overBlocks<PairwiseBlock>(a.N, false, [&](int64_t i0, int64_t i1) { return k->pairwiseRange(a, i0, i1); });
+  const bool streaming = streamedInStep(a.N, a.gradChosen, a.gradRejected, {a.chosen, a.rejected, a.margin});
+  const std::vector<PairwiseBlock> parts = overBlocks<PairwiseBlock>(
+      a.N, streaming, [&](int64_t i0, int64_t i1) { return k->pairwiseRange(a, i0, i1, streaming); });
   PairwiseBlock t;
   for (const PairwiseBlock& p : parts) {
     t.loss += p.loss;
@@ -47,8 +48,10 @@ DpoLossStats dpoLossCpu(const DpoLossArgs& a) {
   DpoLossStats s;
   if (a.N == 0) return s;
   const double delta = a.type == DpoLossType::BcoPair ? preference_math::bcoDelta(a) : 0.0;
-  const std::vector<DpoBlock> parts =
-      overBlocks<DpoBlock>(a.N, false, [&](int64_t i0, int64_t i1) { return k->dpoRange(a, delta, i0, i1); });
+  const bool streaming = streamedInStep(a.N, a.gradChosen, a.gradRejected,
+                                       {a.policyChosen, a.policyRejected, a.refChosen, a.refRejected});
+  const std::vector<DpoBlock> parts = overBlocks<DpoBlock>(
+      a.N, streaming, [&](int64_t i0, int64_t i1) { return k->dpoRange(a, delta, i0, i1, streaming); });
   DpoBlock t;
   for (const DpoBlock& p : parts) {
     t.loss += p.loss;

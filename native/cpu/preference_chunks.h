@@ -38,6 +38,7 @@ struct PairwiseView {
   float* __restrict gradChosen;
   float* __restrict gradRejected;
   float marginValue, invN, centerScale;  // centerScale = 2 centerCoef / N
+  bool streaming;                         // both gradients streamed past the cache, in step
 };
 
 // A vector of pairs as far as the loop takes it ahead of the one it finishes (see pipelined):
@@ -67,12 +68,12 @@ static inline void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, c
   if (kCenter) {
     const VF sum = add(rc, rr);
     const VF c = mul(set1(v.centerScale), sum);
-    storeOr<kPartial>(v.gradChosen + i, add(g, c), n, false);
-    storeOr<kPartial>(v.gradRejected + i, sub(c, g), n, false);
+    storeOr<kPartial>(v.gradChosen + i, add(g, c), n, v.streaming);
+    storeOr<kPartial>(v.gradRejected + i, sub(c, g), n, v.streaming);
     L.center = add(L.center, inLanes<kPartial>(valid, mul(sum, sum)));
   } else {
-    storeOr<kPartial>(v.gradChosen + i, g, n, false);
-    storeOr<kPartial>(v.gradRejected + i, sub(zero(), g), n, false);
+    storeOr<kPartial>(v.gradChosen + i, g, n, v.streaming);
+    storeOr<kPartial>(v.gradRejected + i, sub(zero(), g), n, v.streaming);
   }
   L.loss = add(L.loss, inLanes<kPartial>(valid, f.spMinus));
   L.chosen = add(L.chosen, inLanes<kPartial>(valid, rc));
@@ -85,18 +86,21 @@ template <bool kCenter>
 static PairwiseLanes pairwiseLanes(const PairwiseView& v, int64_t i0, int64_t i1) {
   PairwiseLanes L{zero(), zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(),
                   zeroD(), zeroD(), 0};
+  // Streamed, the pairs before the gradients reach a vector boundary go first, as a partial vector.
+  const int64_t head = v.streaming ? alignHead(v.gradChosen + i0, i1 - i0) : 0;
+  if (head > 0) pairwiseVector<kCenter, true>(v, i0, head, pairwiseAhead<true>(v, i0, head), L);
   const int64_t i = pipelined(
-      i0, i1, [&](int64_t j) { return pairwiseAhead<false>(v, j, W); },
+      i0 + head, i1, [&](int64_t j) { return pairwiseAhead<false>(v, j, W); },
       [&](int64_t j, const PairwiseAhead& x) { pairwiseVector<kCenter, false>(v, j, W, x, L); });
   if (i < i1) pairwiseVector<kCenter, true>(v, i, i1 - i, pairwiseAhead<true>(v, i, i1 - i), L);
   flush(L);
   return L;
 }
 
-PairwiseBlock pairwiseRange(const PairwiseLossArgs& a, int64_t i0, int64_t i1) {
+PairwiseBlock pairwiseRange(const PairwiseLossArgs& a, int64_t i0, int64_t i1, bool streaming) {
   const float invN = static_cast<float>(1.0 / static_cast<double>(a.N));
   const PairwiseView v{a.chosen, a.rejected, a.margin, a.gradChosen, a.gradRejected, a.marginValue, invN,
-                       static_cast<float>(2.0 * a.centerCoef / static_cast<double>(a.N))};
+                       static_cast<float>(2.0 * a.centerCoef / static_cast<double>(a.N)), streaming};
   const PairwiseLanes L = a.centerCoef != 0.0f ? pairwiseLanes<true>(v, i0, i1) : pairwiseLanes<false>(v, i0, i1);
   PairwiseBlock out;
   out.loss = sumLanes(L.lossLo) + sumLanes(L.lossHi);
@@ -235,6 +239,7 @@ struct DpoView {
   const int32_t* __restrict nr;
   float* __restrict gc;
   float* __restrict gr;
+  bool streaming;  // both gradients streamed past the cache, in step
 };
 
 // Sequence lengths as floats; a partial vector's padding lanes get 1, so that they divide
@@ -264,8 +269,8 @@ static inline void dpoStep(const DpoView& v, const DpoConsts& c, VF invN, int64_
   const VF nc = lengths ? lengthsOr<kPartial>(v.nc + i, n) : zero();
   const VF nr = lengths ? lengthsOr<kPartial>(v.nr + i, n) : zero();
   const DpoTerms p = dpoVector<kType>(a, nc, nr, c);
-  storeOr<kPartial>(v.gc + i, mul(p.dx, invN), n, false);
-  storeOr<kPartial>(v.gr + i, mul(p.dy, invN), n, false);
+  storeOr<kPartial>(v.gc + i, mul(p.dx, invN), n, v.streaming);
+  storeOr<kPartial>(v.gr + i, mul(p.dy, invN), n, v.streaming);
   const VF bx = mul(c.b, a.x), by = mul(c.b, a.y);
   L.loss = add(L.loss, inLanes<kPartial>(valid, p.l));
   L.bx = add(L.bx, inLanes<kPartial>(valid, bx));
@@ -275,13 +280,17 @@ static inline void dpoStep(const DpoView& v, const DpoConsts& c, VF invN, int64_
 }
 
 template <DpoLossType kType>
-static DpoBlock dpoRangeT(const DpoLossArgs& a, const DpoConsts& c, float invN, int64_t i0, int64_t i1) {
+static DpoBlock dpoRangeT(const DpoLossArgs& a, const DpoConsts& c, float invN, int64_t i0, int64_t i1,
+                         bool streaming) {
   DpoSums L{zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), 0};
   const DpoView v{a.policyChosen, a.policyRejected, a.refChosen, a.refRejected, a.chosenLengths, a.rejectedLengths,
-                  a.gradChosen, a.gradRejected};
+                  a.gradChosen, a.gradRejected, streaming};
   const VF vInvN = set1(invN);
+  // Streamed, the pairs before the gradients reach a vector boundary go first, as a partial vector.
+  const int64_t head = streaming ? alignHead(v.gc + i0, i1 - i0) : 0;
+  if (head > 0) dpoStep<kType, true>(v, c, vInvN, i0, head, dpoAhead<kType, true>(v, c, i0, head), L);
   const int64_t i = pipelined(
-      i0, i1, [&](int64_t j) { return dpoAhead<kType, false>(v, c, j, W); },
+      i0 + head, i1, [&](int64_t j) { return dpoAhead<kType, false>(v, c, j, W); },
       [&](int64_t j, const DpoAhead& x) { dpoStep<kType, false>(v, c, vInvN, j, W, x, L); });
   if (i < i1) dpoStep<kType, true>(v, c, vInvN, i, i1 - i, dpoAhead<kType, true>(v, c, i, i1 - i), L);
   flush(L);
@@ -293,25 +302,25 @@ static DpoBlock dpoRangeT(const DpoLossArgs& a, const DpoConsts& c, float invN, 
   return out;
 }
 
-DpoBlock dpoRange(const DpoLossArgs& a, double delta, int64_t i0, int64_t i1) {
+DpoBlock dpoRange(const DpoLossArgs& a, double delta, int64_t i0, int64_t i1, bool streaming) {
   const float e = a.labelSmoothing, b = a.beta;
   const DpoConsts c{set1(b), set1(e), set1(1 - e), set1(1 / (1 - 2 * e)), set1(std::log(1 - e)),
                     set1(e > 0 ? std::log(e) : 0.0f), set1(e > 0 ? std::log((1 - e) / e) : 0.0f), set1(0.5f / b),
                     set1(a.discopopTau), set1(1 / a.discopopTau), set1(static_cast<float>(delta))};
   const float invN = static_cast<float>(1.0 / static_cast<double>(a.N));
   switch (a.type) {
-    case DpoLossType::Sigmoid: return dpoRangeT<DpoLossType::Sigmoid>(a, c, invN, i0, i1);
-    case DpoLossType::Robust: return dpoRangeT<DpoLossType::Robust>(a, c, invN, i0, i1);
-    case DpoLossType::Hinge: return dpoRangeT<DpoLossType::Hinge>(a, c, invN, i0, i1);
-    case DpoLossType::Ipo: return dpoRangeT<DpoLossType::Ipo>(a, c, invN, i0, i1);
-    case DpoLossType::SigmoidNorm: return dpoRangeT<DpoLossType::SigmoidNorm>(a, c, invN, i0, i1);
-    case DpoLossType::ExoPair: return dpoRangeT<DpoLossType::ExoPair>(a, c, invN, i0, i1);
-    case DpoLossType::NcaPair: return dpoRangeT<DpoLossType::NcaPair>(a, c, invN, i0, i1);
-    case DpoLossType::BcoPair: return dpoRangeT<DpoLossType::BcoPair>(a, c, invN, i0, i1);
-    case DpoLossType::SppoHard: return dpoRangeT<DpoLossType::SppoHard>(a, c, invN, i0, i1);
-    case DpoLossType::ApoZero: return dpoRangeT<DpoLossType::ApoZero>(a, c, invN, i0, i1);
-    case DpoLossType::ApoDown: return dpoRangeT<DpoLossType::ApoDown>(a, c, invN, i0, i1);
-    case DpoLossType::Discopop: return dpoRangeT<DpoLossType::Discopop>(a, c, invN, i0, i1);
+    case DpoLossType::Sigmoid: return dpoRangeT<DpoLossType::Sigmoid>(a, c, invN, i0, i1, streaming);
+    case DpoLossType::Robust: return dpoRangeT<DpoLossType::Robust>(a, c, invN, i0, i1, streaming);
+    case DpoLossType::Hinge: return dpoRangeT<DpoLossType::Hinge>(a, c, invN, i0, i1, streaming);
+    case DpoLossType::Ipo: return dpoRangeT<DpoLossType::Ipo>(a, c, invN, i0, i1, streaming);
+    case DpoLossType::SigmoidNorm: return dpoRangeT<DpoLossType::SigmoidNorm>(a, c, invN, i0, i1, streaming);
+    case DpoLossType::ExoPair: return dpoRangeT<DpoLossType::ExoPair>(a, c, invN, i0, i1, streaming);
+    case DpoLossType::NcaPair: return dpoRangeT<DpoLossType::NcaPair>(a, c, invN, i0, i1, streaming);
+    case DpoLossType::BcoPair: return dpoRangeT<DpoLossType::BcoPair>(a, c, invN, i0, i1, streaming);
+    case DpoLossType::SppoHard: return dpoRangeT<DpoLossType::SppoHard>(a, c, invN, i0, i1, streaming);
+    case DpoLossType::ApoZero: return dpoRangeT<DpoLossType::ApoZero>(a, c, invN, i0, i1, streaming);
+    case DpoLossType::ApoDown: return dpoRangeT<DpoLossType::ApoDown>(a, c, invN, i0, i1, streaming);
+    case DpoLossType::Discopop: return dpoRangeT<DpoLossType::Discopop>(a, c, invN, i0, i1, streaming);
   }
   return DpoBlock{};
 }

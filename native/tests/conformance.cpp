@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <random>
 #include <set>
@@ -1207,6 +1208,83 @@ void testSequenceLogprobs(int64_t B, int64_t T, bool masked = true) {
   }
 }
 
+// The pairwise and DPO gradients large enough to stream (isStreaming): placed alike in their lines
+// at each offset (a head of plain stores first, where the offset is not 0), and unlike (then
+// written with plain stores). The gradients are elementwise, so they keep their bits whatever the
+// placing; the sums may move in their last bits with the head, within the tolerance.
+void testPreferenceStreamed() {
+  const int64_t N = (int64_t{1} << 20) + 5;
+  auto c = randomFloats(N, -4, 4), r = randomFloats(N, -4, 4);
+  auto pc = randomFloats(N, -60, -20), pr = randomFloats(N, -60, -20), rc = randomFloats(N, -60, -20),
+       rr = randomFloats(N, -60, -20);
+  PairwiseLossArgs pw;
+  pw.N = N;
+  pw.chosen = c.data();
+  pw.rejected = r.data();
+  pw.marginValue = 0.25f;
+  DpoLossArgs dpo;
+  dpo.N = N;
+  dpo.policyChosen = pc.data();
+  dpo.policyRejected = pr.data();
+  dpo.refChosen = rc.data();
+  dpo.refRejected = rr.data();
+  dpo.labelSmoothing = 0.1f;
+  Out pwRefC(N), pwRefR(N), dpoRefC(N), dpoRefR(N);
+  for (float center : {0.0f, 0.01f}) {
+    pw.centerCoef = center;
+    pw.gradChosen = pwRefC.data();
+    pw.gradRejected = pwRefR.data();
+    const PairwiseLossStats pwRef = pairwiseLossReference(pw);
+    dpo.gradChosen = dpoRefC.data();
+    dpo.gradRejected = dpoRefR.data();
+    const DpoLossStats dpoRef = dpoLossReference(dpo);
+    std::map<std::string, std::vector<float>> firstGrads;
+    for (auto [leadC, leadR] : {std::pair<int, int>{0, 0}, {3, 3}, {15, 15}, {0, 5}}) {
+      // Each gradient `lead` floats past half a page, clear of aliasing with the inputs (at the
+      // heap's place, the same for all here).
+      const int half = static_cast<int>(((reinterpret_cast<uintptr_t>(c.data()) & 4095) + 2048) % 4096 / 64 * 16);
+      Placed<float> placedC(N, half + leadC, kSentinel), placedR(N, half + leadR, kSentinel);
+      float* gc = placedC.p;
+      float* gr = placedR.p;
+      const std::string placing = " gradients at +" + std::to_string(leadC) + ", +" + std::to_string(leadR);
+      const bool alike = leadC == leadR;
+      report(streamedInStep(N, gc, gr, {c.data(), r.data()}) == alike &&
+                 streamedInStep(N, gc, gr, {pc.data(), pr.data(), rc.data(), rr.data()}) == alike,
+             "preference losses: the test's gradients stream exactly when placed alike" + placing);
+      auto guards = [&] { return placedC.guardIntact(N) && placedR.guardIntact(N); };
+      forEachCpuConfig([&](const std::string& config) {
+        PairwiseLossArgs f = pw;
+        f.gradChosen = gc;
+        f.gradRejected = gr;
+        const PairwiseLossStats ps = pairwiseLossCpu(f);
+        std::string why;
+        const double tol = tolOf("pairwiseRewardLoss");
+        bool ok = close(gc, pwRefC.data(), N, tol, why) && close(gr, pwRefR.data(), N, tol, why) && guards() &&
+                  relClose(ps.loss, pwRef.loss, tol) && relClose(ps.meanChosen, pwRef.meanChosen, tol);
+        // The same bits as this variant's first run, whatever the placing and the thread count.
+        const std::string variant = config.substr(0, config.find(' '));
+        auto& first = firstGrads[variant];
+        if (first.empty()) first.assign(gc, gc + N);
+        ok = ok && std::memcmp(first.data(), gc, static_cast<size_t>(N) * sizeof(float)) == 0;
+        report(ok, "pairwiseRewardLoss streamed centerCoef=" + std::to_string(center) + placing + " [" + config + "] " +
+                       why);
+        DpoLossArgs g = dpo;
+        g.gradChosen = gc;
+        g.gradRejected = gr;
+        const DpoLossStats ds = dpoLossCpu(g);
+        const double dtol = tolOf("dpoLoss");
+        why.clear();
+        // The gradients carry 1/N: compared at the scale of one pair.
+        bool dok = guards() && relClose(ds.loss, dpoRef.loss, dtol) && relClose(ds.rewardsChosen, dpoRef.rewardsChosen, dtol);
+        for (int64_t i = 0; dok && i < N; ++i)
+          dok = std::fabs(gc[i] - dpoRefC.v[i]) * N <= dtol * std::fmax(1.0, std::fabs(dpoRefC.v[i]) * N) &&
+                std::fabs(gr[i] - dpoRefR.v[i]) * N <= dtol * std::fmax(1.0, std::fabs(dpoRefR.v[i]) * N);
+        report(dok, "dpoLoss streamed" + placing + " [" + config + "]");
+      });
+    }
+  }
+}
+
 // The row kernel of shapeRewards and sequenceLogprobsBackward (maskedScaleRows): short rows, rows
 // with no valid token, no mask, and outputs of 16 MiB and more (streamed).
 void testMaskedScaleRows() {
@@ -1296,6 +1374,7 @@ void testPreferenceFamily() {
   testLogisticAccuracy();
   for (int64_t N : {1, 7, 8, 1000, 100003}) testPairwise(N, N % 2 == 1);
   for (int64_t N : {1, 9, 20001}) testDpo(N);
+  testPreferenceStreamed();
   for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {7, 33}, {300, 129}, {3, 20000}}) testSequenceLogprobs(B, T);
   for (auto [N, G] : {std::pair<int64_t, int64_t>{1, 1}, {12, 4}, {64, 8}, {1000, 1}}) testGroupAdvantages(N, G);
 }
