@@ -243,6 +243,12 @@ struct GaeRow {
   float* next;
   float *adv, *ret;
   bool streaming;
+  // Elements from this row's inputs to those of the row walked next (-N; 0 for none): that row's
+  // are requested meanwhile. The walk goes back through time, a block's width of each row, and
+  // the hardware's prefetchers, which follow streams forward within a row, lose the trail at every
+  // row: [1024,4096] on AMD EPYC (Zen 4), alternated in one process, 1.57-1.68 -> 1.45-1.49 ms
+  // (73-76% -> 80-82% of the paired triad) with AVX-512, unchanged with AVX2.
+  int64_t ahead;
 
   void one(int64_t j) const {
     const float gamma = kGammaVec ? g[j] : gs;
@@ -267,6 +273,11 @@ struct GaeRow {
     const V carry = kTerminated || kTruncated
                         ? L::clear(kTerminated ? term + j : trunc + j, kTerminated && kTruncated ? trunc + j : nullptr)
                         : L::set1(1.0f);
+    // The next row's inputs, once a line: from the vector that starts in a line's first bytes.
+    constexpr uintptr_t kVectorBytes = sizeof(V), kLanes = kVectorBytes / 4;
+    if ((reinterpret_cast<uintptr_t>(r + j) & 63) < kVectorBytes) prefetchAhead(r + j, ahead * 4);
+    if ((reinterpret_cast<uintptr_t>(v + j) & 63) < kVectorBytes) prefetchAhead(v + j, ahead * 4);
+    if (kTerminated && (reinterpret_cast<uintptr_t>(term + j) & 63) < kLanes) prefetchAhead(term + j, ahead);
     const V vj = L::load(v + j);
     const V delta = L::sub(L::add(L::load(r + j), L::mul(L::mul(gamma, notTerminated), L::load(nv + j))), vj);
     const V A = L::add(delta, L::mul(L::mul(L::mul(gamma, lambda), carry), L::load(next + j)));
@@ -325,6 +336,7 @@ static void gaeBlockT(const GaeArgs& a, int64_t n0, int64_t w, float* nextSlot, 
     step.ls = step.l != nullptr ? step.l[0] : a.lambdaValue;
     step.next = next;
     step.streaming = streaming;
+    step.ahead = t > 0 ? -N : 0;
     if (direct) {
       step.adv = a.advantages + row;
       step.ret = a.returns + row;
