@@ -2,6 +2,7 @@
 // than the caches hold, and the rows set against it (README "Benchmark").
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
 
@@ -53,6 +54,7 @@ t.test('a memory-bound row is set against the triads run between its own runs', 
   const row = report.rows[0];
   t.ok(row.bandwidthGBs !== undefined && row.bandwidthGBs > 0, `paired bandwidth ${row.bandwidthGBs}`);
   t.ok(Math.abs(row.pctOfBandwidth - (100 * row.gbPerS) / (row.bandwidthGBs ?? NaN)) < 1e-9, 'share of the paired triad');
+  t.equal(report.cpu, os.cpus()[0]?.model.trim() ?? 'unknown', `the report names the CPU: ${report.cpu}`);
   const small = runBench({ ops: ['gae'], backends: ['cpu'], quick: true, minSeconds: 0.01 });
   for (const r of small.rows) {
     t.equal(r.bandwidthGBs, undefined, `${r.shape}: in cache, no paired triad`);

@@ -4,6 +4,7 @@
 // Backends: 'cpu' (the addon), 'cuda' (the addon on a GPU, synchronised after each call), 'js'
 // (the plain TypeScript loops of lib/reference).
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 
 import * as rl from '../index';
 import { native } from '../native';
@@ -49,6 +50,8 @@ export interface BenchReport {
   cudaBandwidthGBs?: number;
   threads: number;
   simd: string;
+  /** The CPU's model name, as the OS gives it: the figures differ from one machine to the next. */
+  cpu: string;
   cudaDevices: number;
   rows: BenchRow[];
 }
@@ -613,9 +616,11 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
   const backends = wanted.filter((b) => b !== 'cuda' || cudaDevices > 0);
   const triadElements = opts.quick ? 1 << 22 : native().memoryTriadElements();
   const bandwidthGBs = native().measureBandwidth(triadElements, opts.quick ? 3 : 10, false) as number;
-  const report: BenchReport = { bandwidthGBs, threads: rl.getNumThreads(), simd: rl.buildInfo().simd, cudaDevices, rows: [] };
+  const report: BenchReport = {
+    bandwidthGBs, threads: rl.getNumThreads(), simd: rl.buildInfo().simd, cpu: os.cpus()[0]?.model.trim() ?? 'unknown', cudaDevices, rows: [],
+  };
   if (backends.includes('cuda')) report.cudaBandwidthGBs = cudaCopyBandwidthGBs(opts.quick ?? false);
-  log(`threads ${report.threads}, SIMD ${report.simd}, STREAM triad ${bandwidthGBs.toFixed(2)} GB/s` +
+  log(`${report.cpu}, threads ${report.threads}, SIMD ${report.simd}, STREAM triad ${bandwidthGBs.toFixed(2)} GB/s` +
       (cudaDevices > 0 ? `, ${cudaDevices} CUDA device(s)` : ', no CUDA device') +
       (report.cudaBandwidthGBs !== undefined ? `, CUDA copy ${report.cudaBandwidthGBs.toFixed(0)} GB/s` : ''));
   log(header());
