@@ -1121,6 +1121,19 @@ void testPairwise(int64_t N, bool perPairMargin) {
   });
 }
 
+// DPO's arguments over the four log-prob arrays (sigmoid, label smoothing 0.1, no lengths).
+DpoLossArgs dpoArgs(int64_t N, const std::vector<float>& pc, const std::vector<float>& pr, const std::vector<float>& rc,
+                    const std::vector<float>& rr) {
+  DpoLossArgs a;
+  a.N = N;
+  a.policyChosen = pc.data();
+  a.policyRejected = pr.data();
+  a.refChosen = rc.data();
+  a.refRejected = rr.data();
+  a.labelSmoothing = 0.1f;
+  return a;
+}
+
 void testDpo(int64_t N) {
   covered.insert("dpoLoss");
   auto pc = randomFloats(N, -60, -20), pr = randomFloats(N, -60, -20), rc = randomFloats(N, -60, -20),
@@ -1131,14 +1144,8 @@ void testDpo(int64_t N) {
     nr[i] = static_cast<int32_t>(1 + i % 23);
   }
   for (int type = 0; type < 12; ++type) {
-    DpoLossArgs a;
-    a.N = N;
-    a.policyChosen = pc.data();
-    a.policyRejected = pr.data();
-    a.refChosen = rc.data();
-    a.refRejected = rr.data();
+    DpoLossArgs a = dpoArgs(N, pc, pr, rc, rr);
     a.type = static_cast<DpoLossType>(type);
-    a.labelSmoothing = 0.1f;
     if (a.type == DpoLossType::Ipo || a.type == DpoLossType::SigmoidNorm) {
       a.chosenLengths = nc.data();
       a.rejectedLengths = nr.data();
@@ -1222,13 +1229,7 @@ void testPreferenceStreamed() {
   pw.chosen = c.data();
   pw.rejected = r.data();
   pw.marginValue = 0.25f;
-  DpoLossArgs dpo;
-  dpo.N = N;
-  dpo.policyChosen = pc.data();
-  dpo.policyRejected = pr.data();
-  dpo.refChosen = rc.data();
-  dpo.refRejected = rr.data();
-  dpo.labelSmoothing = 0.1f;
+  DpoLossArgs dpo = dpoArgs(N, pc, pr, rc, rr);
   Out pwRefC(N), pwRefR(N), dpoRefC(N), dpoRefR(N);
   for (float center : {0.0f, 0.01f}) {
     pw.centerCoef = center;
