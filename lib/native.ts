@@ -45,7 +45,8 @@ export interface NativeBuildInfo {
 }
 
 export interface NativeBackends {
-  cpu: { available: boolean; threads: number; hardwareThreads: number; simd: string };
+  /** readStreams: how the row passes that only read walk their rows now (by vendor: 'one' on AMD). */
+  cpu: { available: boolean; threads: number; hardwareThreads: number; simd: string; readStreams: 'one' | 'several' };
   cuda: {
     compiled: boolean;
     devices: number;

@@ -70,4 +70,27 @@ t.test("setReadStreams: the row passes that only read give the same bits one row
     t.same(Array.from(one[i]), Array.from(several[i]), `${name}: the same bits`);
   }
   expectError(t, () => native().setReadStreams('four' as never), RangeError, /expected 'auto', 'one' or 'several' but received 'four'/);
+  for (const mode of ['one', 'several'] as const) {
+    native().setReadStreams(mode);
+    t.equal(rl.backends().cpu.readStreams, mode, `backends() reports '${mode}' once set`);
+  }
+  native().setReadStreams('auto');
+});
+
+// How a fresh process reads its rows with RLHF_READ_STREAMS set to `value` (undefined: not set).
+function readStreamsWith(value: string | undefined): string {
+  const env = { ...process.env };
+  if (value === undefined) delete env.RLHF_READ_STREAMS;
+  else env.RLHF_READ_STREAMS = value;
+  const script = `process.stdout.write(require(${JSON.stringify(dist)}).backends().cpu.readStreams)`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env, timeout: 60_000 });
+  if (r.status !== 0) throw new Error(`child failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+t.test('RLHF_READ_STREAMS overrides the choice by vendor (one row at a time on AMD)', { skip: skipDist }, async (t) => {
+  const amd = /AuthenticAMD/.test(fs.existsSync('/proc/cpuinfo') ? fs.readFileSync('/proc/cpuinfo', 'utf8') : '');
+  t.equal(readStreamsWith(undefined), amd ? 'one' : 'several', `by vendor (${amd ? 'AMD' : 'not AMD'})`);
+  t.equal(readStreamsWith('one'), 'one');
+  t.equal(readStreamsWith('several'), 'several');
 });

@@ -50,6 +50,7 @@ Napi::Value backends(const Napi::CallbackInfo& info) {
   cpu.Set("threads", ThreadPool::instance().numThreads());
   cpu.Set("hardwareThreads", static_cast<double>(std::thread::hardware_concurrency()));
   cpu.Set("simd", cpuVariantName());
+  cpu.Set("readStreams", readsSeveralInStep() ? "several" : "one");
 
   Napi::Object cu = Napi::Object::New(env);
   const int count = cuda::deviceCount();
