@@ -27,9 +27,6 @@ RLHF_KEEP_PREFETCH static void prefetchAhead(const void* p, int64_t bytes) {
   __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p) + bytes), 0, 3);
 }
 
-// Requests the line at p into the L2 only: for data a pass will read after the current one, which
-// would crowd the L1 it works in.
-RLHF_KEEP_PREFETCH static void prefetchToL2(const void* p) { __builtin_prefetch(p, 0, 2); }
 
 // Walks [0, n) in the spans the alignment of `out` allows: body.one(i) for single elements,
 // body.four(i) where out+i is 16-byte aligned (with SSE2), body.eight(i) where it is 32-byte

@@ -604,6 +604,22 @@ bool closeGiven(const float* got, const float* ref, const float* lp, int64_t N, 
   return true;
 }
 
+// The backward's arguments over [N,V] logits z with their labels and the gradients of the
+// log-probs and the entropies (no forward outputs, no output yet).
+LogprobsBackwardArgs backwardArgs(int64_t N, int64_t V, float tau, const std::vector<float>& z,
+                                  const std::vector<int32_t>& labels, const std::vector<float>& gLp,
+                                  const std::vector<float>& gH) {
+  LogprobsBackwardArgs g;
+  g.N = N;
+  g.V = V;
+  g.logits = z.data();
+  g.labels = labels.data();
+  g.temperature = tau;
+  g.gradLogprobs = gLp.data();
+  g.gradEntropy = gH.data();
+  return g;
+}
+
 // The forward and the backward (plain, given the forward's outputs, given stale ones) of [N,V]
 // logits z with their labels, on every CPU config, against the reference.
 void testLogprobsCase(const std::string& name, int64_t N, int64_t V, float tau, const std::vector<float>& z,
@@ -621,14 +637,7 @@ void testLogprobsCase(const std::string& name, int64_t N, int64_t V, float tau, 
   a.logprobs = refLp.data();
   a.entropy = refH.data();
   logprobsReference(a);
-  LogprobsBackwardArgs g;
-  g.N = N;
-  g.V = V;
-  g.logits = z.data();
-  g.labels = labels.data();
-  g.temperature = tau;
-  g.gradLogprobs = gLp.data();
-  g.gradEntropy = gH.data();
+  LogprobsBackwardArgs g = backwardArgs(N, V, tau, z, labels, gLp, gH);
   Out refG(N * V);
   g.gradLogits = refG.data();
   logprobsBackwardReference(g);
@@ -723,13 +732,7 @@ void testLogprobsStaleRowBuffer() {
   z[5] = NAN;
   const std::vector<int32_t> labels{7, 9};
   const std::vector<float> gLp{1.0f, 1.0f}, gH{0.5f, 0.5f};
-  LogprobsBackwardArgs g;
-  g.N = N;
-  g.V = V;
-  g.logits = z.data();
-  g.labels = labels.data();
-  g.gradLogprobs = gLp.data();
-  g.gradEntropy = gH.data();
+  LogprobsBackwardArgs g = backwardArgs(N, V, 1.0f, z, labels, gLp, gH);
   std::vector<std::vector<float>> grads;
   ThreadPool::instance().setNumThreads(1);
   forEachCpuPath([&](const std::string& path) {
