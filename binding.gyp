@@ -46,6 +46,7 @@
         "native/cpu/nn.cpp",
         "native/cpu/gemm.cpp",
         "native/cpu/bandwidth.cpp",
+        "native/cpu/host_memory.cpp",
         "native/cpu/kernels_base.cpp",
         "native/cuda/cuda_unavailable.cpp",
         "native/addon/addon.cpp",

@@ -46,7 +46,8 @@ export interface NativeBuildInfo {
 
 export interface NativeBackends {
   /** readStreams: how the row passes that only read walk their rows now (by vendor: 'one' on AMD). */
-  cpu: { available: boolean; threads: number; hardwareThreads: number; simd: string; readStreams: 'one' | 'several' };
+  /** hugePages: whether large new host outputs ask for 2 MiB pages (Linux, transparent huge pages in madvise mode). */
+  cpu: { available: boolean; threads: number; hardwareThreads: number; simd: string; readStreams: 'one' | 'several'; hugePages: boolean };
   cuda: {
     compiled: boolean;
     devices: number;
@@ -216,6 +217,10 @@ export interface NativeAddon {
   setReadStreams(mode: 'auto' | 'one' | 'several'): void;
   placeShift(buffer: ArrayBuffer, inputs: (HostRaw | null)[]): number;
   placeInPage(array: HostRaw): number;
+  /** Asks that the whole 2 MiB pages of `buffer` be huge pages when first touched; whether it asked. */
+  adviseHugePages(buffer: ArrayBuffer): boolean;
+  /** Whether the first whole 2 MiB page within the array carries that request; false if none (for tests). */
+  hugePagesRequested(array: HostRaw): boolean;
   DeviceBuffer: new (bytes: number, device: number) => DeviceBuffer;
   setUntransferableMarker(marker: (o: object) => void): void;
 }

@@ -1,7 +1,11 @@
 // Where large new CPU outputs start in memory: placed in their page for the kernel that writes
 // them (placedFloats, placeShift), at the first input's place in a 64-byte line and clear of 4K aliasing
 // with every input read in step with them, whatever place the caller's arrays have. The results
-// are the same wherever the outputs lie.
+// are the same wherever the outputs lie. From 4 MiB up they ask for huge pages (host_memory.h).
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
 import t from 'tap';
 
 import * as rl from '../lib/index';
@@ -93,4 +97,50 @@ t.test('large new outputs are placed for their kernel; small ones are not', asyn
   const small = rl.tokenGae({ rewards: rl.tensor(rewards.subarray(0, 64), [1, 64]), values: rl.tensor(values.subarray(0, 64), [1, 64]) },
     { maskMode: 'none' });
   t.not(small.advantages.dataSync().buffer.byteLength, 64 * 4 + 4096, 'a small output is not given a page of room');
+});
+
+// Whether this system takes the request: Linux with transparent huge pages in madvise mode.
+function systemTakesHugePageAdvice(): boolean {
+  try {
+    return fs.readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8').includes('[madvise]');
+  } catch {
+    return false;
+  }
+}
+
+t.test('new outputs of 4 MiB and more ask for huge pages where the system takes the request', async (t) => {
+  const advisable = systemTakesHugePageAdvice() && process.env.RLHF_HUGE_PAGES !== '0';
+  t.equal(rl.backends().cpu.hugePages, advisable, `backends().cpu.hugePages is ${advisable} here`);
+  const B = 1024;
+  const T = 1024;  // 4 MiB a float array
+  const rewards = new Float32Array(B * T).map((_, i) => Math.sin(i));
+  const values = new Float32Array(B * T).map((_, i) => Math.cos(i));
+  const inputs = { rewards: rl.tensor(rewards, [B, T]), values: rl.tensor(values, [B, T]) };
+  const got = rl.tokenGae(inputs, { maskMode: 'none' });
+  for (const out of [got.advantages, got.returns])
+    t.equal(native().hugePagesRequested(out.dataSync()), advisable, `a [${B},${T}] output: huge pages requested ${advisable}`);
+  const reused = rl.tokenGae(inputs, { maskMode: 'none', out: rl.tokenGae(inputs, { maskMode: 'none' }) });
+  expectBitIdentical(t, got.advantages.dataSync() as Float32Array, reused.advantages.dataSync() as Float32Array, 'the same bits as a reused output');
+
+  const small = rl.tokenGae({ rewards: rl.tensor(rewards.subarray(0, 256 * T), [256, T]), values: rl.tensor(values.subarray(0, 256 * T), [256, T]) },
+    { maskMode: 'none' });
+  t.equal(small.advantages.size * 4, 1 << 20, 'a 1 MiB output');
+  t.notOk(native().hugePagesRequested(small.advantages.dataSync()), 'spans no whole 2 MiB page: none requested');
+
+  const n = native() as unknown as { adviseHugePages(b: unknown): unknown; hugePagesRequested(a: unknown): unknown };
+  t.throws(() => n.adviseHugePages(new Float32Array(4)), { name: 'TypeError', message: /buffer/ });
+  t.throws(() => n.hugePagesRequested([1, 2]), TypeError);
+  t.equal(n.adviseHugePages(new ArrayBuffer(4096)), false, 'a buffer with no whole 2 MiB page: nothing to ask');
+});
+
+t.test('RLHF_HUGE_PAGES=0 leaves new outputs on ordinary pages', async (t) => {
+  const dist = path.resolve(__dirname, '..', 'dist');
+  const script = `const rl = require(${JSON.stringify(path.join(dist, 'index.js'))});
+    const { native } = require(${JSON.stringify(path.join(dist, 'native.js'))});
+    const x = rl.tensor(new Float32Array(1 << 21).fill(1), [2048, 1024]);
+    const out = rl.tokenGae({ rewards: x, values: x }, { maskMode: 'none' });
+    console.log(JSON.stringify([rl.backends().cpu.hugePages, native().hugePagesRequested(out.advantages.dataSync())]));`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, RLHF_HUGE_PAGES: '0' } });
+  t.equal(r.status, 0, r.stderr);
+  t.same(JSON.parse(r.stdout), [false, false]);
 });

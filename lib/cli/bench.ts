@@ -210,17 +210,19 @@ function logprobsCase(N: number, V: number): Case {
 }
 
 // `given`: the backward also takes the forward's log-probs and entropies, as the trainers pass
-// them; the CPU then reads each row of logits once instead of three times.
-function logprobsBackwardCase(N: number, V: number, given: boolean): Case {
+// them; the CPU then reads each row of logits once instead of three times. newOutputs: each call
+// makes its gradient, as tokenGae's `new out` row.
+function logprobsBackwardCase(N: number, V: number, given: boolean, newOutputs = false): Case {
   const { logits, labels } = logitsOf(N, V);
   const gradLogprobs = filled(N, (i) => 1 / (1 + (i % 3)));
   const gradEntropy = filled(N, () => -0.01);
   return {
     // The logits read once, their gradient written once.
-    op: 'logprobsFromLogitsBackward', shape: `[N=${N},V=${V}]${given ? ' +lp,H' : ''}`, elements: N * V,
-    bytes: N * V * (4 + 4) + N * (given ? 20 : 12),
-    // The reference takes no forward outputs: its given row would repeat the plain one.
-    ...(given ? { backends: ['cpu', 'cuda'] as Backend[] } : {}),
+    op: 'logprobsFromLogitsBackward', shape: `[N=${N},V=${V}]${given ? ' +lp,H' : ''}${newOutputs ? ' new out' : ''}`,
+    elements: N * V, bytes: N * V * (4 + 4) + N * (given ? 20 : 12),
+    // The reference takes no forward outputs, and makes its gradient each call: its given and new
+    // rows would repeat the plain one.
+    ...(given || newOutputs ? { backends: ['cpu', 'cuda'] as Backend[] } : {}),
     prepare(backend, device) {
       if (backend === 'js') return () => { logprobsBackwardReference(N, V, { logits, labels, gradLogprobs, gradEntropy }); };
       const z = on(device, logits, [N, V]);
@@ -228,6 +230,7 @@ function logprobsBackwardCase(N: number, V: number, given: boolean): Case {
       const forward = given ? rl.logprobsFromLogits(z, y, { entropy: true }) : {};
       const inputs = { logits: z, labels: y, gradLogprobs: on(device, gradLogprobs, [N]), gradEntropy: on(device, gradEntropy, [N]),
         ...forward };
+      if (newOutputs) return syncAfter(device, () => { rl.logprobsFromLogitsBackward(inputs); });
       const out = rl.logprobsFromLogitsBackward(inputs);
       return syncAfter(device, () => { rl.logprobsFromLogitsBackward(inputs, { out }); });
     },
@@ -466,6 +469,7 @@ export function benchCases(quick: boolean): Array<[string, () => Case]> {
     ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 16 : 1024, 128256, false)],
     ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 64 : 4096, 32000, true)],
     ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 16 : 1024, 128256, true)],
+    ['logprobsFromLogitsBackward', () => logprobsBackwardCase(quick ? 64 : 4096, 32000, false, true)],
     ['actorLossFromLogits', () => actorCase(quick ? 4 : 16, quick ? 16 : 256, 32000, false)],
     ['actorLossFromLogits', () => actorCase(quick ? 4 : 16, quick ? 16 : 256, 32000, true)],
     ['klPenalty', () => klCase(quick ? 1 << 20 : 1 << 24)],

@@ -47,6 +47,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("setReadStreams", Napi::Function::New(env, setReadStreams));
   exports.Set("placeShift", Napi::Function::New(env, placeShift));
   exports.Set("placeInPage", Napi::Function::New(env, placeInPage));
+  exports.Set("adviseHugePages", Napi::Function::New(env, adviseHugePages));
+  exports.Set("hugePagesRequested", Napi::Function::New(env, hugePagesRequested));
   exports.Set("setUntransferableMarker", Napi::Function::New(env, setUntransferableMarker));
   exports.Set("DeviceBuffer", DeviceBuffer::define(env));
   return exports;

@@ -55,6 +55,8 @@ Napi::Value setCpuPath(const Napi::CallbackInfo& info);
 Napi::Value setReadStreams(const Napi::CallbackInfo& info);
 Napi::Value placeShift(const Napi::CallbackInfo& info);
 Napi::Value placeInPage(const Napi::CallbackInfo& info);
+Napi::Value adviseHugePages(const Napi::CallbackInfo& info);
+Napi::Value hugePagesRequested(const Napi::CallbackInfo& info);
 
 }  // namespace addon
 }  // namespace rlhf

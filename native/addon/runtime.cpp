@@ -8,6 +8,7 @@
 #include "rlhf/bandwidth.h"
 #include "rlhf/build_info.h"
 #include "rlhf/cuda.h"
+#include "rlhf/host_memory.h"
 #include "rlhf/kernels.h"
 #include "rlhf/op_table.h"
 #include "thread_pool.h"
@@ -51,6 +52,7 @@ Napi::Value backends(const Napi::CallbackInfo& info) {
   cpu.Set("hardwareThreads", static_cast<double>(std::thread::hardware_concurrency()));
   cpu.Set("simd", cpuVariantName());
   cpu.Set("readStreams", readsSeveralInStep() ? "several" : "one");
+  cpu.Set("hugePages", hugePagesAdvisable());
 
   Napi::Object cu = Napi::Object::New(env);
   const int count = cuda::deviceCount();
@@ -202,6 +204,25 @@ Napi::Value placeShift(const Napi::CallbackInfo& info) {
 Napi::Value placeInPage(const Napi::CallbackInfo& info) {
   const void* p = typedArrayStart(info.Env(), info[0], "placeInPage", "array");
   return Napi::Number::New(info.Env(), static_cast<double>(reinterpret_cast<uintptr_t>(p) & 4095));
+}
+
+// adviseHugePages(buffer) -> whether the whole 2 MiB pages of the ArrayBuffer were asked to be
+// huge pages when first touched (rlhf::adviseHugePages). For large new outputs, before any write.
+Napi::Value adviseHugePages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArrayBuffer()) throwTypeError(env, "adviseHugePages: expected an ArrayBuffer for `buffer`");
+  Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
+  return Napi::Boolean::New(env, rlhf::adviseHugePages(buffer.Data(), buffer.ByteLength()));
+}
+
+// hugePagesRequested(array) -> whether the first whole 2 MiB page within the array carries that
+// request; false when it spans none (for tests).
+Napi::Value hugePagesRequested(const Napi::CallbackInfo& info) {
+  const uintptr_t begin =
+      reinterpret_cast<uintptr_t>(typedArrayStart(info.Env(), info[0], "hugePagesRequested", "array"));
+  const uintptr_t huge = uintptr_t{2} << 20, first = (begin + huge - 1) & ~(huge - 1);
+  const bool spans = first + huge <= begin + info[0].As<Napi::TypedArray>().ByteLength();
+  return Napi::Boolean::New(info.Env(), spans && rlhf::hugePagesRequestedAt(reinterpret_cast<const void*>(first)));
 }
 
 // setCpuPath('auto' | 'baseline' | 'avx2' | 'reference'): which CPU code runs, for tests and

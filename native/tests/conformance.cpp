@@ -16,9 +16,13 @@
 #include <tuple>
 #include <string>
 #include <vector>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "cpu_variants.h"
 #include "rlhf/error.h"
+#include "rlhf/host_memory.h"
 #include "rlhf/kernels.h"
 #include "rlhf/nn.h"
 #include "rlhf/op_table.h"
@@ -351,6 +355,32 @@ void testStreamingPlace() {
   }
   report(wrong == 0, "streamingPlaceInPage: 20000 sets of inputs");
   report(streamingPlaceInPage(nullptr, 0) == 0, "streamingPlaceInPage with no inputs");
+}
+
+// Huge pages for large new outputs (host_memory.h): where the system takes the request, only the
+// whole 2 MiB pages of a range are asked for, and smaps shows the request on them alone.
+void testHugePageAdvice() {
+#if defined(__linux__)
+  const size_t huge = size_t{2} << 20, bytes = 5 * huge;
+  void* region = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (region == MAP_FAILED) return report(false, "huge pages: mmap of 10 MiB failed");
+  char* const base = static_cast<char*>(region);
+  char* const firstWhole = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(base) + huge - 1) & ~(huge - 1));
+  if (!hugePagesAdvisable()) {
+    report(!adviseHugePages(base, bytes), "huge pages: not asked for where the system does not take the request");
+  } else {
+    report(!adviseHugePages(firstWhole + 16, huge), "huge pages: none asked for in a range with no whole 2 MiB page");
+    report(!hugePagesRequestedAt(firstWhole), "huge pages: not requested before asking");
+    report(adviseHugePages(firstWhole + 16, 3 * huge), "huge pages: asked for a range of 3 x 2 MiB");
+    report(hugePagesRequestedAt(firstWhole + huge) && hugePagesRequestedAt(firstWhole + 2 * huge + 4095),
+           "huge pages: requested on the range's whole 2 MiB pages");
+    report(!hugePagesRequestedAt(firstWhole) && !hugePagesRequestedAt(firstWhole + 3 * huge),
+           "huge pages: not requested on the pages the range only partly covers");
+    std::memset(firstWhole, 1, 4 * huge);  // the memory stays ordinary memory
+    report(firstWhole[4 * huge - 1] == 1, "huge pages: the advised range holds what was written");
+  }
+  munmap(region, bytes);
+#endif
 }
 
 // --- statistics ---------------------------------------------------------------------------------
@@ -1125,14 +1155,13 @@ void testPairwise(int64_t N, bool perPairMargin) {
 }
 
 // DPO's arguments over the four log-prob arrays (sigmoid, label smoothing 0.1, no lengths).
-DpoLossArgs dpoArgs(int64_t N, const std::vector<float>& pc, const std::vector<float>& pr, const std::vector<float>& rc,
-                    const std::vector<float>& rr) {
+DpoLossArgs dpoArgs(int64_t N, const float* pc, const float* pr, const float* rc, const float* rr) {
   DpoLossArgs a;
   a.N = N;
-  a.policyChosen = pc.data();
-  a.policyRejected = pr.data();
-  a.refChosen = rc.data();
-  a.refRejected = rr.data();
+  a.policyChosen = pc;
+  a.policyRejected = pr;
+  a.refChosen = rc;
+  a.refRejected = rr;
   a.labelSmoothing = 0.1f;
   return a;
 }
@@ -1147,7 +1176,7 @@ void testDpo(int64_t N) {
     nr[i] = static_cast<int32_t>(1 + i % 23);
   }
   for (int type = 0; type < 12; ++type) {
-    DpoLossArgs a = dpoArgs(N, pc, pr, rc, rr);
+    DpoLossArgs a = dpoArgs(N, pc.data(), pr.data(), rc.data(), rr.data());
     a.type = static_cast<DpoLossType>(type);
     if (a.type == DpoLossType::Ipo || a.type == DpoLossType::SigmoidNorm) {
       a.chosenLengths = nc.data();
@@ -1224,15 +1253,18 @@ void testSequenceLogprobs(int64_t B, int64_t T, bool masked = true) {
 // placing; the sums may move in their last bits with the head, within the tolerance.
 void testPreferenceStreamed() {
   const int64_t N = (int64_t{1} << 20) + 5;
-  auto c = randomFloats(N, -4, 4), r = randomFloats(N, -4, 4);
-  auto pc = randomFloats(N, -60, -20), pr = randomFloats(N, -60, -20), rc = randomFloats(N, -60, -20),
-       rr = randomFloats(N, -60, -20);
+  // The inputs 16 bytes into a page, as large arrays fresh from the system: where the heap puts
+  // them depends on what ran before.
+  const int lead = 4;
+  const Placed<float> c(randomFloats(N, -4, 4), lead), r(randomFloats(N, -4, 4), lead);
+  const Placed<float> pc(randomFloats(N, -60, -20), lead), pr(randomFloats(N, -60, -20), lead),
+      rc(randomFloats(N, -60, -20), lead), rr(randomFloats(N, -60, -20), lead);
   PairwiseLossArgs pw;
   pw.N = N;
-  pw.chosen = c.data();
-  pw.rejected = r.data();
+  pw.chosen = c.p;
+  pw.rejected = r.p;
   pw.marginValue = 0.25f;
-  DpoLossArgs dpo = dpoArgs(N, pc, pr, rc, rr);
+  DpoLossArgs dpo = dpoArgs(N, pc.p, pr.p, rc.p, rr.p);
   Out pwRefC(N), pwRefR(N), dpoRefC(N), dpoRefR(N);
   for (float center : {0.0f, 0.01f}) {
     pw.centerCoef = center;
@@ -1244,16 +1276,14 @@ void testPreferenceStreamed() {
     const DpoLossStats dpoRef = dpoLossReference(dpo);
     std::map<std::string, std::vector<float>> firstGrads;
     for (auto [leadC, leadR] : {std::pair<int, int>{0, 0}, {3, 3}, {15, 15}, {0, 5}}) {
-      // Each gradient `lead` floats past half a page, clear of aliasing with the inputs (at the
-      // heap's place, the same for all here).
-      const int half = static_cast<int>(((reinterpret_cast<uintptr_t>(c.data()) & 4095) + 2048) % 4096 / 64 * 16);
+      // Each gradient `lead` floats past half a page, clear of aliasing with the inputs.
+      const int half = 2048 / 4;
       Placed<float> placedC(N, half + leadC, kSentinel), placedR(N, half + leadR, kSentinel);
       float* gc = placedC.p;
       float* gr = placedR.p;
       const std::string placing = " gradients at +" + std::to_string(leadC) + ", +" + std::to_string(leadR);
       const bool alike = leadC == leadR;
-      report(streamedInStep(N, gc, gr, {c.data(), r.data()}) == alike &&
-                 streamedInStep(N, gc, gr, {pc.data(), pr.data(), rc.data(), rr.data()}) == alike,
+      report(streamedInStep(N, gc, gr, {c.p, r.p}) == alike && streamedInStep(N, gc, gr, {pc.p, pr.p, rc.p, rr.p}) == alike,
              "preference losses: the test's gradients stream exactly when placed alike" + placing);
       auto guards = [&] { return placedC.guardIntact(N) && placedR.guardIntact(N); };
       forEachCpuConfig([&](const std::string& config) {
@@ -1726,6 +1756,7 @@ int main() {
   testMaskCount();
   testAffinePlacement();
   testStreamingPlace();
+  testHugePageAdvice();
   testPolicyFamily();
   testPreferenceFamily();
   testNnFamily();
