@@ -2,6 +2,7 @@
 // pool, reductions over fixed blocks combined in block order (the same bits for any thread count).
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -102,11 +103,15 @@ void sequenceLogprobsBackwardCpu(const SequenceLogprobsBackwardArgs& a) {
 }
 
 // --- group advantages ------------------------------------------------------------------------------
-// B is a few thousand rewards in practice, so one thread: the work is in finding the groups.
-// Contiguous groups need no lookup; group ids are mapped to slots once. Sums run in row order, in
-// two passes (mean, then squared deviations), as the reference does, and each group's mean and
-// std are formed once: the results are the reference's bits. (Formed again for every row, with
-// a division to find each row's group, 65536 rewards took 1.2 ms.)
+// Sums run in row order, in two passes (mean, then squared deviations), as the reference does, and
+// each group's mean and std are formed once: the results are the reference's bits. Consecutive
+// groups of groupSize are independent of each other: they are spread over the pool, eight at a
+// time in step so that their chains of float64 additions overlap (one group at a time, each
+// addition waited on the one before), and the estimator is chosen once a group rather than once a
+// row. On the 2-core AMD machine, against one thread taking the groups one at a time (two addons
+// in one process, calls alternated): 1M rewards in groups of 16, 3.6 -> 1.3 ms; 65536 in groups
+// of 64, 474 -> 256 us; 4096 in groups of 16, 15.9 -> 11.5 us. Group ids are mapped to slots
+// once; those rows, in any order, run in one thread.
 
 namespace {
 
@@ -117,81 +122,116 @@ struct GroupSums {
   void setStd() { std = count > 1 ? std::sqrt(m2 / (count - 1)) : 0.0; }
 };
 
-double advantageOf(const GroupAdvantagesArgs& a, double x, const GroupSums& g, double batchStd) {
-  if (std::isnan(x)) return 0.0;
+// The advantages of the n rewards at r, members of group g, into out (0 for a NaN reward): the
+// estimator is chosen once, outside the loop over the rows.
+void advantagesOf(const GroupAdvantagesArgs& a, const float* r, float* out, int64_t n, const GroupSums& g,
+                  double batchStd) {
+  const auto each = [&](auto advantage) {
+    for (int64_t i = 0; i < n; ++i) out[i] = std::isnan(r[i]) ? 0.0f : static_cast<float>(advantage(static_cast<double>(r[i])));
+  };
+  const double mean = g.mean;
   switch (a.estimator) {
     case GroupEstimator::Grpo: {
-      const double centred = x - g.mean;
-      if (a.scale == GroupScale::Group) return centred / (g.std + a.eps);
-      if (a.scale == GroupScale::Batch) return centred / (batchStd + a.eps);
-      return centred;
+      if (a.scale == GroupScale::None) return each([=](double x) { return x - mean; });
+      const double scale = (a.scale == GroupScale::Group ? g.std : batchStd) + a.eps;
+      return each([=](double x) { return (x - mean) / scale; });
     }
-    case GroupEstimator::Rloo: return g.count > 1 ? (g.count * x - g.sum) / (g.count - 1) : 0.0;
-    case GroupEstimator::ReinforceBaseline: return x - g.mean;
+    case GroupEstimator::Rloo: {
+      if (g.count <= 1) return each([](double) { return 0.0; });
+      const double count = g.count, sum = g.sum, others = g.count - 1;
+      return each([=](double x) { return (count * x - sum) / others; });
+    }
+    case GroupEstimator::ReinforceBaseline: return each([=](double x) { return x - mean; });
   }
-  return 0.0;
 }
 
-// The batch's std over every non-NaN reward.
-double batchStdOf(const GroupAdvantagesArgs& a) {
-  GroupSums all;
+// The sums of the non-NaN rewards at rows [i0, i1): the mean, then the squared deviations.
+GroupSums sumsOf(const float* r, int64_t i0, int64_t i1) {
+  GroupSums s;
+  for (int64_t i = i0; i < i1; ++i)
+    if (!std::isnan(r[i])) {
+      s.sum += r[i];
+      s.count += 1;
+    }
+  s.setMean();
+  for (int64_t i = i0; i < i1; ++i)
+    if (!std::isnan(r[i])) s.m2 += (r[i] - s.mean) * (r[i] - s.mean);
+  s.setStd();
+  return s;
+}
+
+// kInStep whole groups of `size` rows from row i0, lane by lane: each lane performs sumsOf's
+// operations in its order (a NaN adds +0.0, which leaves a sum that starts at +0.0 as it is), so
+// that the groups' chains of additions interleave.
+constexpr int kInStep = 8;
+void groupsInStep(const GroupAdvantagesArgs& a, int64_t i0, int64_t size, double batchStd) {
+  const float* r = a.rewards + i0;
+  double sum[kInStep] = {}, count[kInStep] = {}, m2[kInStep] = {}, mean[kInStep];
+  for (int64_t j = 0; j < size; ++j)
+    for (int l = 0; l < kInStep; ++l) {
+      const float x = r[l * size + j];
+      const bool valid = !std::isnan(x);
+      sum[l] += valid ? x : 0.0;
+      count[l] += valid ? 1.0 : 0.0;
+    }
+  for (int l = 0; l < kInStep; ++l) mean[l] = count[l] > 0 ? sum[l] / count[l] : 0.0;
+  for (int64_t j = 0; j < size; ++j)
+    for (int l = 0; l < kInStep; ++l) {
+      const float x = r[l * size + j];
+      m2[l] += std::isnan(x) ? 0.0 : (x - mean[l]) * (x - mean[l]);
+    }
+  for (int l = 0; l < kInStep; ++l) {
+    GroupSums g;
+    g.count = count[l];
+    g.sum = sum[l];
+    g.m2 = m2[l];
+    g.mean = mean[l];
+    g.setStd();
+    advantagesOf(a, r + l * size, a.out + i0 + l * size, size, g, batchStd);
+  }
+}
+
+void consecutiveGroups(const GroupAdvantagesArgs& a, double batchStd) {
+  const int64_t size = a.groupSize, groups = (a.N + size - 1) / size;
+  // Shares of whole lines of output where the group size allows it.
+  const int64_t align = static_cast<int64_t>(kLine) / std::gcd(size, static_cast<int64_t>(kLine));
+  parallelFor(groups, std::max<int64_t>(1, kMinElementsPerThread / size), align, [&](int64_t k0, int64_t k1) {
+    int64_t k = k0;
+    for (; k + kInStep <= k1 && (k + kInStep) * size <= a.N; k += kInStep) groupsInStep(a, k * size, size, batchStd);
+    for (; k < k1; ++k) {
+      const int64_t i0 = k * size, i1 = std::min(a.N, i0 + size);
+      advantagesOf(a, a.rewards + i0, a.out + i0, i1 - i0, sumsOf(a.rewards, i0, i1), batchStd);
+    }
+  });
+}
+
+void groupsById(const GroupAdvantagesArgs& a, double batchStd) {
+  std::vector<int64_t> slot(static_cast<size_t>(a.N));
+  std::unordered_map<int32_t, int64_t> ids;
+  for (int64_t i = 0; i < a.N; ++i) slot[i] = ids.emplace(a.groupIds[i], static_cast<int64_t>(ids.size())).first->second;
+  std::vector<GroupSums> g(ids.size());
   for (int64_t i = 0; i < a.N; ++i)
     if (!std::isnan(a.rewards[i])) {
-      all.sum += a.rewards[i];
-      all.count += 1;
+      g[slot[i]].sum += a.rewards[i];
+      g[slot[i]].count += 1;
     }
-  all.setMean();
+  for (GroupSums& s : g) s.setMean();
   for (int64_t i = 0; i < a.N; ++i)
-    if (!std::isnan(a.rewards[i])) all.m2 += (a.rewards[i] - all.mean) * (a.rewards[i] - all.mean);
-  all.setStd();
-  return all.std;
-}
-
-// Calls fn(i, group) for every row in row order: groups of groupSize in turn, or by groupIds,
-// numbered in order of first appearance (slot, filled here).
-template <typename Fn>
-void forEachRow(const GroupAdvantagesArgs& a, const std::vector<int64_t>& slot, Fn fn) {
-  if (a.groupSize > 0) {
-    for (int64_t i0 = 0, group = 0; i0 < a.N; i0 += a.groupSize, ++group)
-      for (int64_t i = i0; i < std::min(a.N, i0 + a.groupSize); ++i) fn(i, group);
-  } else {
-    for (int64_t i = 0; i < a.N; ++i) fn(i, slot[static_cast<size_t>(i)]);
-  }
+    if (!std::isnan(a.rewards[i])) {
+      const double d = a.rewards[i] - g[slot[i]].mean;
+      g[slot[i]].m2 += d * d;
+    }
+  for (GroupSums& s : g) s.setStd();
+  for (int64_t i = 0; i < a.N; ++i) advantagesOf(a, a.rewards + i, a.out + i, 1, g[slot[i]], batchStd);
 }
 
 }  // namespace
 
 void groupAdvantagesCpu(const GroupAdvantagesArgs& a) {
   if (kernelsForCall() == nullptr) return groupAdvantagesReference(a);
-  const double batchStd = a.scale == GroupScale::Batch ? batchStdOf(a) : 0.0;
-  std::vector<int64_t> slot;
-  int64_t groups = 0;
-  if (a.groupSize > 0) {
-    groups = (a.N + a.groupSize - 1) / a.groupSize;
-  } else {
-    slot.resize(static_cast<size_t>(a.N));
-    std::unordered_map<int32_t, int64_t> ids;
-    for (int64_t i = 0; i < a.N; ++i) slot[i] = ids.emplace(a.groupIds[i], static_cast<int64_t>(ids.size())).first->second;
-    groups = static_cast<int64_t>(ids.size());
-  }
-  std::vector<GroupSums> g(static_cast<size_t>(groups));
-  forEachRow(a, slot, [&](int64_t i, int64_t k) {
-    if (!std::isnan(a.rewards[i])) {
-      g[k].sum += a.rewards[i];
-      g[k].count += 1;
-    }
-  });
-  for (GroupSums& s : g) s.setMean();
-  forEachRow(a, slot, [&](int64_t i, int64_t k) {
-    if (!std::isnan(a.rewards[i])) {
-      const double d = a.rewards[i] - g[k].mean;
-      g[k].m2 += d * d;
-    }
-  });
-  for (GroupSums& s : g) s.setStd();
-  forEachRow(a, slot, [&](int64_t i, int64_t k) {
-    a.out[i] = static_cast<float>(advantageOf(a, a.rewards[i], g[k], batchStd));
-  });
+  const double batchStd = a.scale == GroupScale::Batch ? sumsOf(a.rewards, 0, a.N).std : 0.0;
+  if (a.groupSize > 0) consecutiveGroups(a, batchStd);
+  else groupsById(a, batchStd);
 }
 
 }  // namespace rlhf

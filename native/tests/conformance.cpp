@@ -1330,7 +1330,10 @@ void testMaskedScaleRows() {
 void testGroupAdvantages(int64_t N, int64_t groupSize) {
   covered.insert("groupAdvantages");
   auto r = randomFloats(N, -1, 3);
-  if (N > 5) r[5] = NAN;
+  for (int64_t i = 5; i < N; i += 97) r[i] = NAN;
+  // A group all NaN (no valid row) and one of equal rewards (std 0), where there are enough groups.
+  for (int64_t i = 3 * groupSize; i < std::min(N, 4 * groupSize) && 8 * groupSize <= N; ++i) r[i] = NAN;
+  for (int64_t i = 6 * groupSize; i < std::min(N, 7 * groupSize) && 8 * groupSize <= N; ++i) r[i] = 0.75f;
   std::vector<int32_t> ids(static_cast<size_t>(N));
   for (int64_t i = 0; i < N; ++i) ids[i] = static_cast<int32_t>((i * 7) % 11) - 3;
   for (int e = 0; e < 3; ++e)
@@ -1410,7 +1413,11 @@ void testPreferenceFamily() {
   for (int64_t N : {1, 9, 20001}) testDpo(N);
   testPreferenceStreamed();
   for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {7, 33}, {300, 129}, {3, 20000}}) testSequenceLogprobs(B, T);
-  for (auto [N, G] : {std::pair<int64_t, int64_t>{1, 1}, {12, 4}, {64, 8}, {1000, 1}}) testGroupAdvantages(N, G);
+  // Groups eight at a time in step, with the rest one by one, over several threads; a partial
+  // last group; sizes that do not divide a line.
+  for (auto [N, G] : {std::pair<int64_t, int64_t>{1, 1}, {12, 4}, {64, 8}, {1000, 1}, {200003, 16}, {90000, 3},
+                      {131072, 64}})
+    testGroupAdvantages(N, G);
 }
 
 // --- the neural-network family ----------------------------------------------------------------------
