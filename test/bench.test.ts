@@ -79,3 +79,32 @@ t.test('rlhf bench --help lists every op; --op with an unknown name fails naming
   t.equal(bad.status, 1);
   t.match(bad.stderr, /rlhf bench: unknown op 'nope'/);
 });
+
+// scripts/ab-bench.js against a copy of this checkout's dist/ and addon: both sides load and run
+// each case, and the script refuses what would time one addon against itself.
+const abBench = path.join(__dirname, '..', 'scripts', 'ab-bench.js');
+const addon = path.join(__dirname, '..', 'build', 'Release', 'rlhf.node');
+t.test('scripts/ab-bench.js times two checkouts in turns, and refuses one against itself', { skip: fs.existsSync(cli) && fs.existsSync(addon) ? false : 'dist/ or the cmake-js addon not built' }, async (t) => {
+  const run = (args: string[], env: NodeJS.ProcessEnv = process.env) =>
+    spawnSync(process.execPath, [abBench, ...args], { encoding: 'utf8', env });
+  const missing = run([]);
+  t.equal(missing.status, 2);
+  t.match(missing.stderr, /--tree DIR .* is required/);
+  const self = run(['--tree', path.join(__dirname, '..')]);
+  t.equal(self.status, 2);
+  t.match(self.stderr, /--tree is this checkout/);
+  const forced = run(['--tree', os.tmpdir()], { ...process.env, RLHF_ADDON_PATH: addon });
+  t.equal(forced.status, 2);
+  t.match(forced.stderr, /unset RLHF_ADDON_PATH/);
+
+  const other = fs.mkdtempSync(path.join(os.tmpdir(), 'rlhf-ab-'));
+  t.teardown(() => fs.rmSync(other, { recursive: true, force: true }));
+  fs.cpSync(path.join(__dirname, '..', 'dist'), path.join(other, 'dist'), { recursive: true });
+  fs.mkdirSync(path.join(other, 'build', 'Release'), { recursive: true });
+  fs.copyFileSync(addon, path.join(other, 'build', 'Release', 'rlhf.node'));
+  fs.symlinkSync(path.join(__dirname, '..', 'node_modules'), path.join(other, 'node_modules'));
+  const ab = run(['--tree', other, '--op', 'gae', '--runs', '3']);
+  t.equal(ab.status, 0, ab.stderr);
+  t.match(ab.stdout, /^gae \[T=1024,N=4096\]: new [\d.]+ us \([\d.]+% of its triads\), old [\d.]+ us \([\d.]+% of its triads\); new\/old [\d.]+$/m);
+  t.match(ab.stdout, /^gae \[T=128,N=1\]: new [\d.]+ us, old [\d.]+ us; new\/old [\d.]+$/m);
+});
