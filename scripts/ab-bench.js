@@ -4,11 +4,16 @@
 // their ratio. Differences of a few percent show only this way: the memory of a shared machine
 // swings by a third within minutes (CONTRIBUTING, "Fast chunk kernels"). The two traps of two
 // addons in one process are handled here: each side's addon is loaded from its own tree at once,
-// and each timed call waits 2 ms first, so that neither side's call meets the other's pool still
-// spinning; each memory-bound call (8 MiB of traffic or more) is followed by a triad on its own
-// side's pool, and its share is of those triads.
+// and each timed call comes 300 us after the other side's last call, when that side's pool has
+// stopped spinning (100 us after a call), and right after a call on its own side: a triad on its
+// own pool for a memory-bound case (8 MiB of traffic or more; it also leaves none of the case's
+// data in the cache, as in the bench, and the case's share is of these triads), the case itself
+// otherwise (warm, as back-to-back calls are in the bench). The wait spins rather than sleeps:
+// after a sleep of 2 ms even a 1 us call took 10 us, its core woken cold (and on a clock that
+// allocates no BigInts, whose young generation filled the caches).
 //   git worktree add /tmp/old HEAD~1 && (cd /tmp/old && npm ci && npm run build)
 //   node scripts/ab-bench.js --tree /tmp/old [--op NAME[,NAME]] [--runs N] [--threads N]
+// (--runs: the fewest rounds of one call a side, 15 by default; rounds go on for a second.)
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -51,15 +56,24 @@ const triadElements = sides[0].native.memoryTriadElements();
 const ta = new Float32Array(triadElements);
 const tb = new Float32Array(triadElements).fill(1);
 const tc = new Float32Array(triadElements).fill(2);
-const idle = new Int32Array(new SharedArrayBuffer(4));
 const median = (xs) => [...xs].sort((p, q) => p - q)[xs.length >> 1];
 const wanted = (family, c) => ops.some((o) => o === family || c.op === o || c.op.startsWith(`${o} `));
 
-function timeCall(fn) {
-  Atomics.wait(idle, 0, 0, 2);
+function measure(r, paired) {
+  const until = performance.now() + 0.3;
+  while (performance.now() < until);
+  if (paired) r.triads.push(r.native.triadSeconds(ta, tb, tc));
+  else r.fn();
   const t0 = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - t0) / 1e9;
+  r.fn();
+  r.times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+}
+
+// Calls fn until 0.2 s or 2000 calls have passed: the library's JavaScript is compiled by then
+// (after one call, a 1 us case took 3.9 us in the interpreter).
+function warmUp(fn) {
+  const until = performance.now() + 200;
+  for (let i = 0; i < 2000 && performance.now() < until; ++i) fn();
 }
 
 for (const [family, make] of sides[0].cases) {
@@ -73,13 +87,12 @@ for (const [family, make] of sides[0].cases) {
   }
   const paired = mine.bytes >= kPairedBytes;
   const runners = [mine, theirs].map((c, k) => ({ ...sides[k], fn: c.prepare('cpu', 'cpu'), times: [], triads: [] }));
-  for (const r of runners) r.fn();
-  for (let i = 0; i < runs; ++i) {
+  for (const r of runners) warmUp(r.fn);
+  // At least `runs` rounds, and more for a second (small cases need many: 5000 at most).
+  const start = performance.now();
+  for (let i = 0; i < 5000 && (i < runs || performance.now() - start < 1000); ++i) {
     // Each side first in every other round.
-    for (const r of i % 2 === 0 ? runners : [...runners].reverse()) {
-      r.times.push(timeCall(r.fn));
-      if (paired) r.triads.push(r.native.triadSeconds(ta, tb, tc));
-    }
+    for (const r of i % 2 === 0 ? runners : [...runners].reverse()) measure(r, paired);
   }
   const text = runners.map((r) => {
     const s = median(r.times);
