@@ -8,9 +8,8 @@
 // stopped spinning (100 us after a call), and right after a call on its own side: a triad on its
 // own pool for a memory-bound case (8 MiB of traffic or more; it also leaves none of the case's
 // data in the cache, as in the bench, and the case's share is of these triads), the case itself
-// otherwise (warm, as back-to-back calls are in the bench). The wait spins rather than sleeps:
-// after a sleep of 2 ms even a 1 us call took 10 us, its core woken cold (and on a clock that
-// allocates no BigInts, whose young generation filled the caches).
+// otherwise (warm, as back-to-back calls are in the bench). The wait spins rather than sleeps, so
+// that the core does not go idle between calls, on a clock that allocates nothing.
 //   git worktree add /tmp/old HEAD~1 && (cd /tmp/old && npm ci && npm run build)
 //   node scripts/ab-bench.js --tree /tmp/old [--op NAME[,NAME]] [--runs N] [--threads N]
 // (--runs: the fewest rounds of one call a side, 15 by default; rounds go on for a second.)
