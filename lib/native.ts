@@ -45,8 +45,10 @@ export interface NativeBuildInfo {
 }
 
 export interface NativeBackends {
-  /** readStreams: how the row passes that only read walk their rows now (by vendor: 'one' on AMD). */
-  /** hugePages: whether large new host outputs ask for 2 MiB pages (Linux, transparent huge pages in madvise mode). */
+  /**
+   * readStreams: how the row passes that only read walk their rows now (by vendor: 'one' on AMD).
+   * hugePages: whether large new host outputs ask for 2 MiB pages (Linux, transparent huge pages in madvise mode).
+   */
   cpu: { available: boolean; threads: number; hardwareThreads: number; simd: string; readStreams: 'one' | 'several'; hugePages: boolean };
   cuda: {
     compiled: boolean;

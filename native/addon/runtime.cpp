@@ -218,11 +218,8 @@ Napi::Value adviseHugePages(const Napi::CallbackInfo& info) {
 // hugePagesRequested(array) -> whether the first whole 2 MiB page within the array carries that
 // request; false when it spans none (for tests).
 Napi::Value hugePagesRequested(const Napi::CallbackInfo& info) {
-  const uintptr_t begin =
-      reinterpret_cast<uintptr_t>(typedArrayStart(info.Env(), info[0], "hugePagesRequested", "array"));
-  const uintptr_t huge = uintptr_t{2} << 20, first = (begin + huge - 1) & ~(huge - 1);
-  const bool spans = first + huge <= begin + info[0].As<Napi::TypedArray>().ByteLength();
-  return Napi::Boolean::New(info.Env(), spans && rlhf::hugePagesRequestedAt(reinterpret_cast<const void*>(first)));
+  const void* p = typedArrayStart(info.Env(), info[0], "hugePagesRequested", "array");
+  return Napi::Boolean::New(info.Env(), rlhf::hugePagesRequestedIn(p, info[0].As<Napi::TypedArray>().ByteLength()));
 }
 
 // setCpuPath('auto' | 'baseline' | 'avx2' | 'reference'): which CPU code runs, for tests and

@@ -14,6 +14,15 @@ namespace rlhf {
 
 constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
 
+// The whole 2 MiB pages within [p, p + bytes): [first, last), empty when there is none.
+struct WholePages {
+  uintptr_t first, last;
+  WholePages(const void* p, size_t bytes)
+      : first((reinterpret_cast<uintptr_t>(p) + kHugePage - 1) & ~(kHugePage - 1)),
+        last((reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHugePage - 1)) {}
+  bool empty() const { return last <= first; }
+};
+
 static bool readHugePagesAdvisable() {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   const char* env = std::getenv("RLHF_HUGE_PAGES");
@@ -33,11 +42,9 @@ bool hugePagesAdvisable() {
 
 bool adviseHugePages(void* p, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (!hugePagesAdvisable()) return false;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(p), end = begin + bytes;
-  const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1), last = end & ~(kHugePage - 1);
-  if (last <= first) return false;
-  return madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE) == 0;
+  const WholePages pages(p, bytes);
+  if (!hugePagesAdvisable() || pages.empty()) return false;
+  return madvise(reinterpret_cast<void*>(pages.first), pages.last - pages.first, MADV_HUGEPAGE) == 0;
 #else
   (void)p;
   (void)bytes;
@@ -45,9 +52,11 @@ bool adviseHugePages(void* p, size_t bytes) {
 #endif
 }
 
-bool hugePagesRequestedAt(const void* p) {
+bool hugePagesRequestedIn(const void* p, size_t bytes) {
+  const WholePages pages(p, bytes);
+  if (pages.empty()) return false;
   std::ifstream smaps("/proc/self/smaps");
-  const uintptr_t at = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t at = pages.first;
   std::string line;
   bool inside = false;
   while (std::getline(smaps, line)) {

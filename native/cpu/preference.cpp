@@ -127,7 +127,8 @@ struct GroupSums {
 void advantagesOf(const GroupAdvantagesArgs& a, const float* r, float* out, int64_t n, const GroupSums& g,
                   double batchStd) {
   const auto each = [&](auto advantage) {
-    for (int64_t i = 0; i < n; ++i) out[i] = std::isnan(r[i]) ? 0.0f : static_cast<float>(advantage(static_cast<double>(r[i])));
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = std::isnan(r[i]) ? 0.0f : static_cast<float>(advantage(static_cast<double>(r[i])));
   };
   const double mean = g.mean;
   switch (a.estimator) {
@@ -166,28 +167,23 @@ GroupSums sumsOf(const float* r, int64_t i0, int64_t i1) {
 constexpr int kInStep = 8;
 void groupsInStep(const GroupAdvantagesArgs& a, int64_t i0, int64_t size, double batchStd) {
   const float* r = a.rewards + i0;
-  double sum[kInStep] = {}, count[kInStep] = {}, m2[kInStep] = {}, mean[kInStep];
+  GroupSums g[kInStep];
   for (int64_t j = 0; j < size; ++j)
     for (int l = 0; l < kInStep; ++l) {
       const float x = r[l * size + j];
       const bool valid = !std::isnan(x);
-      sum[l] += valid ? x : 0.0;
-      count[l] += valid ? 1.0 : 0.0;
+      g[l].sum += valid ? x : 0.0;
+      g[l].count += valid ? 1.0 : 0.0;
     }
-  for (int l = 0; l < kInStep; ++l) mean[l] = count[l] > 0 ? sum[l] / count[l] : 0.0;
+  for (GroupSums& s : g) s.setMean();
   for (int64_t j = 0; j < size; ++j)
     for (int l = 0; l < kInStep; ++l) {
       const float x = r[l * size + j];
-      m2[l] += std::isnan(x) ? 0.0 : (x - mean[l]) * (x - mean[l]);
+      g[l].m2 += std::isnan(x) ? 0.0 : (x - g[l].mean) * (x - g[l].mean);
     }
   for (int l = 0; l < kInStep; ++l) {
-    GroupSums g;
-    g.count = count[l];
-    g.sum = sum[l];
-    g.m2 = m2[l];
-    g.mean = mean[l];
-    g.setStd();
-    advantagesOf(a, r + l * size, a.out + i0 + l * size, size, g, batchStd);
+    g[l].setStd();
+    advantagesOf(a, r + l * size, a.out + i0 + l * size, size, g[l], batchStd);
   }
 }
 

@@ -370,12 +370,14 @@ void testHugePageAdvice() {
     report(!adviseHugePages(base, bytes), "huge pages: not asked for where the system does not take the request");
   } else {
     report(!adviseHugePages(firstWhole + 16, huge), "huge pages: none asked for in a range with no whole 2 MiB page");
-    report(!hugePagesRequestedAt(firstWhole), "huge pages: not requested before asking");
+    report(!hugePagesRequestedIn(firstWhole, huge), "huge pages: not requested before asking");
     report(adviseHugePages(firstWhole + 16, 3 * huge), "huge pages: asked for a range of 3 x 2 MiB");
-    report(hugePagesRequestedAt(firstWhole + huge) && hugePagesRequestedAt(firstWhole + 2 * huge + 4095),
+    report(hugePagesRequestedIn(firstWhole + huge, huge) && hugePagesRequestedIn(firstWhole + 2 * huge, huge),
            "huge pages: requested on the range's whole 2 MiB pages");
-    report(!hugePagesRequestedAt(firstWhole) && !hugePagesRequestedAt(firstWhole + 3 * huge),
+    report(!hugePagesRequestedIn(firstWhole, huge) && !hugePagesRequestedIn(firstWhole + 3 * huge, huge),
            "huge pages: not requested on the pages the range only partly covers");
+    report(hugePagesRequestedIn(firstWhole + 16, 2 * huge) && !hugePagesRequestedIn(firstWhole + huge + 16, huge),
+           "huge pages: a range's first whole page is the one looked at; a range with none has no request");
     std::memset(firstWhole, 1, 4 * huge);  // the memory stays ordinary memory
     report(firstWhole[4 * huge - 1] == 1, "huge pages: the advised range holds what was written");
   }

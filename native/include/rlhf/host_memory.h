@@ -16,8 +16,8 @@ bool hugePagesAdvisable();
 // touched; pages already touched keep their size. Returns whether it asked.
 bool adviseHugePages(void* p, size_t bytes);
 
-// Whether the mapping that holds p carries that request (its VmFlags in /proc/self/smaps include
-// `hg`); for tests.
-bool hugePagesRequestedAt(const void* p);
+// Whether the first whole 2 MiB page within [p, p + bytes) carries that request (the VmFlags of
+// its mapping in /proc/self/smaps include `hg`); false when there is no whole page. For tests.
+bool hugePagesRequestedIn(const void* p, size_t bytes);
 
 }  // namespace rlhf
