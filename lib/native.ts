@@ -95,6 +95,25 @@ export interface NativeActorOptions extends NativePolicyOptions {
   klCoef: number;
 }
 
+// The stats of a loss op come back as numbers the addon writes into a Float64Array the caller
+// passes, in the slot order the readers below (and the addon's entry points) write down, rather
+// than as an object the addon builds: after a large op has left the caches to other memory, such
+// a call costs about 10 us less (no property name to intern, no shape transition to look up).
+
+/** The most stats slots any op writes (the actor loss's nine). */
+const kStatsSlots = 9;
+const syncStats = new Float64Array(new ArrayBuffer(8 * kStatsSlots));
+
+/**
+ * Where a call's stats land: for a synchronous call, one array that every such call of this
+ * thread shares (its stats are read before the call returns); for an Async call, its own (the
+ * kernel writes it on a worker while other calls run). An ArrayBuffer of its own: a small typed
+ * array made with a length may live inside the JS heap, where the addon could not keep its address.
+ */
+export function statsArray(async: boolean): Float64Array {
+  return async ? new Float64Array(new ArrayBuffer(8 * kStatsSlots)) : syncStats;
+}
+
 export interface NativePolicyStats {
   loss: number;
   clipfrac: number;
@@ -132,6 +151,28 @@ export interface NativeDpoStats {
   margin: number;
 }
 
+export function policyStatsOf(s: Float64Array): NativePolicyStats {
+  return { loss: s[0], clipfrac: s[1], clipfracLower: s[2], approxKl: s[3], approxKlK3: s[4], ppoKl: s[5] };
+}
+
+export function valueStatsOf(s: Float64Array): NativeValueStats {
+  return { loss: s[0], vfClipfrac: s[1], explainedVariance: s[2] };
+}
+
+/** The policy loss's six slots (its `loss` is the policy loss), then the total loss, entropy and KL. */
+export function actorStatsOf(s: Float64Array): NativeActorStats {
+  return { loss: s[6], clipfrac: s[1], clipfracLower: s[2], approxKl: s[3], approxKlK3: s[4], ppoKl: s[5], policyLoss: s[0],
+    entropy: s[7], kl: s[8] };
+}
+
+export function pairwiseStatsOf(s: Float64Array): NativePairwiseStats {
+  return { loss: s[0], accuracy: s[1], meanMargin: s[2], meanChosen: s[3], meanRejected: s[4] };
+}
+
+export function dpoStatsOf(s: Float64Array): NativeDpoStats {
+  return { loss: s[0], rewardsChosen: s[1], rewardsRejected: s[2], accuracy: s[3], margin: s[4] };
+}
+
 export interface NativeAddon {
   gae(T: number, N: number, rewards: Raw, values: Raw, nextValues: Opt<Raw>, lastValues: Opt<Raw>,
       terminated: Opt<Raw>, truncated: Opt<Raw>, dones: Opt<Raw>, nextDone: Opt<Raw>,
@@ -158,19 +199,19 @@ export interface NativeAddon {
                scorePlacement: number, missingEosPenalty: number, scoreClip: number, rewards: Raw,
                async: boolean): void | Promise<void>;
   ppoPolicyLoss(B: number, T: number, logprobs: Raw, oldLogprobs: Raw, advantages: Raw, mask: Opt<Raw>,
-                options: NativePolicyOptions, grad: Raw, async: boolean): NativePolicyStats | Promise<NativePolicyStats>;
+                options: NativePolicyOptions, grad: Raw, stats: Float64Array, async: boolean): void | Promise<void>;
   valueLoss(B: number, T: number, values: Raw, oldValues: Opt<Raw>, returns: Raw, mask: Opt<Raw>, clip: number,
-            options: NativeAggregation, grad: Raw, async: boolean): NativeValueStats | Promise<NativeValueStats>;
+            options: NativeAggregation, grad: Raw, stats: Float64Array, async: boolean): void | Promise<void>;
   actorLossFromLogits(B: number, T: number, V: number, logitsDtype: number, logits: Raw, labels: Raw, oldLogprobs: Raw, advantages: Raw,
                       refLogprobs: Opt<Raw>, mask: Opt<Raw>, options: NativeActorOptions, kl: NativeKlOptions,
-                      gradLogits: Raw, logprobs: Opt<Raw>, entropy: Opt<Raw>,
-                      async: boolean): NativeActorStats | Promise<NativeActorStats>;
+                      gradLogits: Raw, logprobs: Opt<Raw>, entropy: Opt<Raw>, stats: Float64Array,
+                      async: boolean): void | Promise<void>;
 
   pairwiseRewardLoss(chosen: Raw, rejected: Raw, margin: Opt<Raw>, marginValue: number, centerCoef: number,
-                     gradChosen: Raw, gradRejected: Raw, async: boolean): NativePairwiseStats | Promise<NativePairwiseStats>;
+                     gradChosen: Raw, gradRejected: Raw, stats: Float64Array, async: boolean): void | Promise<void>;
   dpoLoss(policyChosen: Raw, policyRejected: Raw, refChosen: Raw, refRejected: Raw, chosenLengths: Opt<Raw>,
           rejectedLengths: Opt<Raw>, lossType: number, beta: number, labelSmoothing: number, discopopTau: number,
-          gradChosen: Raw, gradRejected: Raw, async: boolean): NativeDpoStats | Promise<NativeDpoStats>;
+          gradChosen: Raw, gradRejected: Raw, stats: Float64Array, async: boolean): void | Promise<void>;
   sequenceLogprobs(B: number, T: number, tokenLogprobs: Raw, mask: Opt<Raw>, average: boolean, out: Raw,
                    async: boolean): void | Promise<void>;
   sequenceLogprobsBackward(B: number, T: number, gradSequence: Raw, mask: Opt<Raw>, average: boolean, out: Raw,

@@ -300,3 +300,38 @@ t.test('checkFinite names the argument and the first bad index', async (t) => {
   }
   expectError(t, () => run({ ...c, margin: Infinity }, { checkFinite: true }), RangeError, /^pairwiseRewardLoss: `margin`/, undefined, 'an infinite scalar margin');
 });
+
+t.test('stats belong to their call: sync results stay put, concurrent Async calls each get their own', async (t) => {
+  const a = randomCase(37, 300, 'scalar');
+  const b = randomCase(41, 500, 'array');
+  const first = run(a);
+  const firstStats = { loss: first.loss, ...first.stats };
+  run(b);
+  t.same({ loss: first.loss, ...first.stats }, firstStats, 'a later call leaves an earlier result as it was');
+  const [ra, rb] = await Promise.all([
+    rl.pairwiseRewardLossAsync({ chosen: ft(a.chosen), rejected: ft(a.rejected), margin: a.margin }),
+    rl.pairwiseRewardLossAsync({ chosen: ft(b.chosen), rejected: ft(b.rejected), margin: ft(b.margin as Float32Array) }),
+  ]);
+  t.equal(ra.loss, first.loss, 'Async call 1: its own loss');
+  expectStats(t, ra.stats, first.stats, { rtol: 0 }, 'Async call 1');
+  const wantB = ref(b);
+  expectNear(t, rb.loss, wantB.loss, { rtol: 1e-5 }, 'Async call 2: its own loss');
+  expectStats(t, rb.stats, wantB.stats, { rtol: 1e-5, atol: 1e-6 }, 'Async call 2');
+});
+
+t.test('the addon re-checks the array its stats go into', async (t) => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { native } = require('../lib/native') as typeof import('../lib/native');
+  const chosen = f32([1, 0, 1, 0]);
+  const rejected = new Float32Array(4);
+  const call = (stats: unknown) => () => native().pairwiseRewardLoss(chosen, rejected, null, 0, 0, new Float32Array(4),
+    new Float32Array(4), stats as Float64Array, false);
+  expectError(t, call(new Float32Array(8)), TypeError,
+    /^pairwiseRewardLoss: expected a Float64Array of at least 5 numbers for `stats` but received Float32Array$/);
+  expectError(t, call(new Float64Array(4)), TypeError, /at least 5 numbers for `stats` but received Float64Array$/);
+  expectError(t, call(null), TypeError, /for `stats` but received null$/);
+  const stats = new Float64Array(5).fill(NaN);
+  call(stats)();
+  t.same(Array.from(stats.subarray(1)), [0.5, 0.5, 0.5, 0], 'accuracy, meanMargin, meanChosen, meanRejected in their slots');
+  expectNear(t, stats[0], 0.5 * (Math.log1p(Math.exp(-1)) + Math.LN2), { rtol: 1e-6 }, 'the loss in slot 0');
+});

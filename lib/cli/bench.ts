@@ -536,6 +536,15 @@ function copyBandwidthGBs(bytes: number): number {
   }
 }
 
+// Calls fn for `seconds` or 2000 calls, whichever ends first, before a row is timed: V8 has then
+// compiled the library's JavaScript for the call, as it has in a training loop that runs for
+// minutes. A row of a few calls would otherwise time the interpreter, which costs a large op's
+// call about 20 us more when the caches are cold (lib/native.ts's stats arrays, CONTRIBUTING).
+function warmUp(fn: () => void, seconds: number): void {
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < 2000 && Number(process.hrtime.bigint() - start) / 1e9 < seconds; ++i) fn();
+}
+
 function medianSeconds(fn: () => void, minSeconds: number, minRuns: number): number {
   fn();
   const times: number[] = [];
@@ -637,6 +646,7 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
     for (const backend of backends) {
       if (c.backends !== undefined && !c.backends.includes(backend)) continue;
       const fn = c.prepare(backend, backend === 'cuda' ? 'cuda:0' : 'cpu');
+      warmUp(fn, opts.quick ? 0.02 : 0.2);
       const minSeconds = opts.minSeconds ?? (backend === 'js' ? 0.5 : 0.3);
       const minRuns = backend === 'js' ? 3 : 5;
       let s: number;

@@ -6,7 +6,7 @@
 import { rangeError, typeError } from '../errors';
 import {
   NativeActorOptions, NativeActorStats, NativeAggregation, NativeKlOptions, NativePolicyOptions, NativePolicyStats,
-  NativeValueStats, native,
+  NativeValueStats, actorStatsOf, native, policyStatsOf, statsArray, valueStatsOf,
 } from '../native';
 import { Dtype, Tensor, deviceName, emptyTensor } from '../tensor';
 import {
@@ -470,8 +470,8 @@ function preparePolicy(op: string, inputs: PolicyLossInputs, opts: (PolicyLossOp
   const native_ = policyOptions(op, o, B, T);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [lp, old, adv]);
   const grad = output(op, 'out', o.out, lp.shape, device, [lp, old, adv.size === lp.size ? adv : null]);
-  const call = (async: boolean) => native().ppoPolicyLoss(B, T, lp.raw, old.raw, adv.raw, mask?.raw ?? null, native_,
-    grad.raw(op, 'out'), async);
+  const call = (stats: Float64Array, async: boolean) => native().ppoPolicyLoss(B, T, lp.raw, old.raw, adv.raw,
+    mask?.raw ?? null, native_, grad.raw(op, 'out'), stats, async);
   const result = (s: NativePolicyStats): PolicyLossResult => ({ loss: s.loss, grad, stats: policyStats(s) });
   return { call, result };
 }
@@ -479,12 +479,16 @@ function preparePolicy(op: string, inputs: PolicyLossInputs, opts: (PolicyLossOp
 /** The clipped PPO policy loss, its gradient with respect to logprobs and its stats, in one pass. */
 export function ppoPolicyLoss(inputs: PolicyLossInputs, opts?: PolicyLossOptions & { out?: Tensor }): PolicyLossResult {
   const p = preparePolicy('ppoPolicyLoss', inputs, opts);
-  return p.result(p.call(false) as NativePolicyStats);
+  const stats = statsArray(false);
+  p.call(stats, false);
+  return p.result(policyStatsOf(stats));
 }
 
 export async function ppoPolicyLossAsync(inputs: PolicyLossInputs, opts?: PolicyLossOptions & { out?: Tensor }): Promise<PolicyLossResult> {
   const p = preparePolicy('ppoPolicyLossAsync', inputs, opts);
-  return p.result(await p.call(true));
+  const stats = statsArray(true);
+  await p.call(stats, true);
+  return p.result(policyStatsOf(stats));
 }
 
 // --- §6 value loss ----------------------------------------------------------------------------------
@@ -534,8 +538,8 @@ function prepareValue(op: string, inputs: ValueLossInputs, opts: ValueLossOption
   const agg = aggregationOptions(op, o, B, T);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [v, old, R]);
   const grad = output(op, 'out', o.out, v.shape, device, [v, R, old]);
-  const call = (async: boolean) => native().valueLoss(B, T, v.raw, old?.raw ?? null, R.raw, mask?.raw ?? null, clip, agg,
-    grad.raw(op, 'out'), async);
+  const call = (stats: Float64Array, async: boolean) => native().valueLoss(B, T, v.raw, old?.raw ?? null, R.raw,
+    mask?.raw ?? null, clip, agg, grad.raw(op, 'out'), stats, async);
   const result = (s: NativeValueStats): ValueLossResult => ({
     loss: s.loss, grad, stats: { vfClipfrac: s.vfClipfrac, explainedVariance: s.explainedVariance },
   });
@@ -545,12 +549,16 @@ function prepareValue(op: string, inputs: ValueLossInputs, opts: ValueLossOption
 /** 0.5 * agg(max((v-R)^2, (clip(v, old +- clip) - R)^2)), its gradient and stats. */
 export function valueLoss(inputs: ValueLossInputs, opts?: ValueLossOptions): ValueLossResult {
   const p = prepareValue('valueLoss', inputs, opts);
-  return p.result(p.call(false) as NativeValueStats);
+  const stats = statsArray(false);
+  p.call(stats, false);
+  return p.result(valueStatsOf(stats));
 }
 
 export async function valueLossAsync(inputs: ValueLossInputs, opts?: ValueLossOptions): Promise<ValueLossResult> {
   const p = prepareValue('valueLossAsync', inputs, opts);
-  return p.result(await p.call(true));
+  const stats = statsArray(true);
+  await p.call(stats, true);
+  return p.result(valueStatsOf(stats));
 }
 
 // --- §5 the fused actor loss from logits ----------------------------------------------------------
@@ -626,9 +634,9 @@ function prepareActor(op: string, inputs: ActorLossInputs, opts: ActorLossOption
   const gradLogits = logitsGradOut(op, 'out.gradLogits', out.gradLogits, z);
   const logprobs = output(op, 'out.logprobs', out.logprobs, rowShape, device);
   const entropy = output(op, 'out.entropy', out.entropy, rowShape, device);
-  const call = (async: boolean) => native().actorLossFromLogits(B, T, V, dtype, z.raw, y.raw, old.raw, adv.raw, ref?.raw ?? null,
-    mask?.raw ?? null, nativeOptions, kl, gradLogits.raw(op, 'out.gradLogits'), logprobs.raw(op, 'out.logprobs'),
-    entropy.raw(op, 'out.entropy'), async);
+  const call = (stats: Float64Array, async: boolean) => native().actorLossFromLogits(B, T, V, dtype, z.raw, y.raw, old.raw,
+    adv.raw, ref?.raw ?? null, mask?.raw ?? null, nativeOptions, kl, gradLogits.raw(op, 'out.gradLogits'),
+    logprobs.raw(op, 'out.logprobs'), entropy.raw(op, 'out.entropy'), stats, async);
   const result = (s: NativeActorStats): ActorLossResult => ({
     loss: s.loss, gradLogits, logprobs, entropy,
     stats: Object.assign(policyStats(s), { policyLoss: s.policyLoss, entropy: s.entropy, kl: s.kl }),
@@ -642,12 +650,16 @@ function prepareActor(op: string, inputs: ActorLossInputs, opts: ActorLossOption
  */
 export function actorLossFromLogits(inputs: ActorLossInputs, opts?: ActorLossOptions): ActorLossResult {
   const p = prepareActor('actorLossFromLogits', inputs, opts);
-  return p.result(p.call(false) as NativeActorStats);
+  const stats = statsArray(false);
+  p.call(stats, false);
+  return p.result(actorStatsOf(stats));
 }
 
 export async function actorLossFromLogitsAsync(inputs: ActorLossInputs, opts?: ActorLossOptions): Promise<ActorLossResult> {
   const p = prepareActor('actorLossFromLogitsAsync', inputs, opts);
-  return p.result(await p.call(true));
+  const stats = statsArray(true);
+  await p.call(stats, true);
+  return p.result(actorStatsOf(stats));
 }
 
 // --- §4 KL controllers -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // sequence log-probs and their backward, and group-relative advantages. Each op validates, then
 // calls the addon synchronously or, in its Async form, on a worker thread.
 import { rangeError, typeError } from '../errors';
-import { NativeDpoStats, NativePairwiseStats, native } from '../native';
+import { NativeDpoStats, NativePairwiseStats, dpoStatsOf, native, pairwiseStatsOf, statsArray } from '../native';
 import { Tensor } from '../tensor';
 import {
   Arg, arg, booleanOr, checkFinite, choice, commonDevice, inputsObject, matrixShape, optionalArg, options, output,
@@ -68,8 +68,9 @@ function preparePairwise(op: string, inputs: PairwiseInputs, opts: PairwiseOptio
   const out = options<{ gradChosen?: Tensor; gradRejected?: Tensor }>(op, o.out, 'out', 'an object of output tensors');
   const [gradChosen, gradRejected] = outputPair(op, ['out.gradChosen', 'out.gradRejected'], [out.gradChosen, out.gradRejected],
     chosen.shape, device, [chosen, rejected, marginArray]);
-  const call = (async: boolean) => native().pairwiseRewardLoss(chosen.raw, rejected.raw, marginArray?.raw ?? null, marginValue,
-    centerCoef, gradChosen.raw(op, 'out.gradChosen'), gradRejected.raw(op, 'out.gradRejected'), async);
+  const call = (stats: Float64Array, async: boolean) => native().pairwiseRewardLoss(chosen.raw, rejected.raw,
+    marginArray?.raw ?? null, marginValue, centerCoef, gradChosen.raw(op, 'out.gradChosen'), gradRejected.raw(op, 'out.gradRejected'),
+    stats, async);
   const result = (s: NativePairwiseStats): PairwiseResult => ({
     loss: s.loss, gradChosen, gradRejected,
     stats: { accuracy: s.accuracy, meanMargin: s.meanMargin, meanChosen: s.meanChosen, meanRejected: s.meanRejected },
@@ -80,12 +81,16 @@ function preparePairwise(op: string, inputs: PairwiseInputs, opts: PairwiseOptio
 /** Bradley-Terry loss mean(-logsig(rc - rr - margin)) (+ reward centring), both gradients and stats. */
 export function pairwiseRewardLoss(inputs: PairwiseInputs, opts?: PairwiseOptions): PairwiseResult {
   const p = preparePairwise('pairwiseRewardLoss', inputs, opts);
-  return p.result(p.call(false) as NativePairwiseStats);
+  const stats = statsArray(false);
+  p.call(stats, false);
+  return p.result(pairwiseStatsOf(stats));
 }
 
 export async function pairwiseRewardLossAsync(inputs: PairwiseInputs, opts?: PairwiseOptions): Promise<PairwiseResult> {
   const p = preparePairwise('pairwiseRewardLossAsync', inputs, opts);
-  return p.result(await p.call(true));
+  const stats = statsArray(true);
+  await p.call(stats, true);
+  return p.result(pairwiseStatsOf(stats));
 }
 
 // --- §8 the DPO family ------------------------------------------------------------------------------
@@ -154,8 +159,9 @@ function prepareDpo(op: string, inputs: DpoInputs, opts: DpoOptions | undefined)
   const out = options<{ gradChosen?: Tensor; gradRejected?: Tensor }>(op, o.out, 'out', 'an object of output tensors');
   const [gradChosen, gradRejected] = outputPair(op, ['out.gradChosen', 'out.gradRejected'], [out.gradChosen, out.gradRejected],
     pc.shape, device, [pc, pr, rc, rr]);
-  const call = (async: boolean) => native().dpoLoss(pc.raw, pr.raw, rc.raw, rr.raw, nc?.raw ?? null, nr?.raw ?? null,
-    dpoTypes.indexOf(type), beta, eps, tau, gradChosen.raw(op, 'out.gradChosen'), gradRejected.raw(op, 'out.gradRejected'), async);
+  const call = (stats: Float64Array, async: boolean) => native().dpoLoss(pc.raw, pr.raw, rc.raw, rr.raw, nc?.raw ?? null,
+    nr?.raw ?? null, dpoTypes.indexOf(type), beta, eps, tau, gradChosen.raw(op, 'out.gradChosen'),
+    gradRejected.raw(op, 'out.gradRejected'), stats, async);
   const result = (s: NativeDpoStats): DpoResult => ({
     loss: s.loss, gradChosen, gradRejected,
     stats: { rewardsChosen: s.rewardsChosen, rewardsRejected: s.rewardsRejected, accuracy: s.accuracy, margin: s.margin },
@@ -166,12 +172,16 @@ function prepareDpo(op: string, inputs: DpoInputs, opts: DpoOptions | undefined)
 /** The DPO family's loss over N pairs of sequence log-probs, both policy gradients and the stats. */
 export function dpoLoss(inputs: DpoInputs, opts?: DpoOptions): DpoResult {
   const p = prepareDpo('dpoLoss', inputs, opts);
-  return p.result(p.call(false) as NativeDpoStats);
+  const stats = statsArray(false);
+  p.call(stats, false);
+  return p.result(dpoStatsOf(stats));
 }
 
 export async function dpoLossAsync(inputs: DpoInputs, opts?: DpoOptions): Promise<DpoResult> {
   const p = prepareDpo('dpoLossAsync', inputs, opts);
-  return p.result(await p.call(true));
+  const stats = statsArray(true);
+  await p.call(stats, true);
+  return p.result(dpoStatsOf(stats));
 }
 
 // --- §8 sequence log-probs ------------------------------------------------------------------------------

@@ -144,6 +144,21 @@ Buffer bufferValue(Napi::Env env, Napi::Value v, Dtype dtype, const char* op, co
                           name + "` but received " + describe(v));
 }
 
+Buffer statsArg(const Napi::CallbackInfo& info, size_t i, const char* op, int64_t n) {
+  napi_typedarray_type type;
+  size_t length;
+  void* data;
+  if (napi_get_typedarray_info(info.Env(), info[i], &type, &length, &data, nullptr, nullptr) != napi_ok ||
+      type != napi_float64_array || static_cast<int64_t>(length) < n)
+    throwTypeError(info.Env(), std::string(op) + ": expected a Float64Array of at least " + std::to_string(n) +
+                                   " numbers for `stats` but received " + describe(info[i]));
+  Buffer b;
+  b.js = info[i];
+  b.data = data;
+  b.length = static_cast<int64_t>(length);
+  return b;
+}
+
 static double numberOrThrow(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name,
                             const char* expected) {
   double d;

@@ -18,8 +18,6 @@ namespace addon {
 
 namespace {
 
-const ToJs kUndefined = [](Napi::Env env) -> Napi::Value { return env.Undefined(); };
-
 // RangeError unless a stored [rows, cols] matrix with row pitch `ld` fits in `b`.
 void requireMatrix(Napi::Env env, const Buffer& b, const char* op, const char* name, const char* ldName, int64_t rows,
                    int64_t cols, int64_t ld) {
@@ -147,7 +145,7 @@ Napi::Value matmul(const Napi::CallbackInfo& info) {
   return runKernel(info, async, {A, B, C, bias, z}, [a, device]() -> ToJs {
     if (device == kCpu) matmulCpu(a);
     else cuda::matmul(a, device);
-    return kUndefined;
+    return undefinedResult;
   });
 }
 
@@ -176,7 +174,7 @@ Napi::Value biasAct(const Napi::CallbackInfo& info) {
   return runKernel(info, async, {x, bias, y, z}, [a, device]() -> ToJs {
     if (device == kCpu) biasActCpu(a);
     else cuda::biasAct(a, device);
-    return kUndefined;
+    return undefinedResult;
   });
 }
 
@@ -209,7 +207,7 @@ Napi::Value biasActBackward(const Napi::CallbackInfo& info) {
   return runKernel(info, async, {gy, y, z, gx, gb}, [a, device]() -> ToJs {
     if (device == kCpu) biasActBackwardCpu(a);
     else cuda::biasActBackward(a, device);
-    return kUndefined;
+    return undefinedResult;
   });
 }
 
@@ -259,7 +257,7 @@ Napi::Value denseBackward(const Napi::CallbackInfo& info) {
   return runKernel(info, async, {x, w, y, z, gy, gz, gw, gb, gx}, [a, device]() -> ToJs {
     if (device == kCpu) denseBackwardCpu(a);
     else cuda::denseBackward(a, device);
-    return kUndefined;
+    return undefinedResult;
   });
 }
 
@@ -286,7 +284,7 @@ Napi::Value embedding(const Napi::CallbackInfo& info) {
     checkIds("embedding", a.ids, a.n, a.vocab, device);
     if (device == kCpu) embeddingCpu(a);
     else cuda::embedding(a, device);
-    return kUndefined;
+    return undefinedResult;
   });
 }
 
@@ -313,7 +311,7 @@ Napi::Value embeddingBackward(const Napi::CallbackInfo& info) {
     checkIds("embeddingBackward", a.ids, a.n, a.vocab, device);
     if (device == kCpu) embeddingBackwardCpu(a);
     else cuda::embeddingBackward(a, device);
-    return kUndefined;
+    return undefinedResult;
   });
 }
 
@@ -349,7 +347,7 @@ Napi::Value layerNorm(const Napi::CallbackInfo& info) {
   return runKernel(info, async, {x, gamma, beta, y, mean, rstd}, [a, device]() -> ToJs {
     if (device == kCpu) layerNormCpu(a);
     else cuda::layerNorm(a, device);
-    return kUndefined;
+    return undefinedResult;
   });
 }
 
@@ -391,7 +389,7 @@ Napi::Value layerNormBackward(const Napi::CallbackInfo& info) {
   return runKernel(info, async, {x, gamma, mean, rstd, gy, gx, gg, gb}, [a, device]() -> ToJs {
     if (device == kCpu) layerNormBackwardCpu(a);
     else cuda::layerNormBackward(a, device);
-    return kUndefined;
+    return undefinedResult;
   });
 }
 
@@ -417,7 +415,7 @@ Napi::Value meanPool(const Napi::CallbackInfo& info) {
   return runKernel(info, async, {x, mask, out}, [a, device]() -> ToJs {
     if (device == kCpu) meanPoolCpu(a);
     else cuda::meanPool(a, device);
-    return kUndefined;
+    return undefinedResult;
   });
 }
 
@@ -443,7 +441,7 @@ Napi::Value meanPoolBackward(const Napi::CallbackInfo& info) {
   return runKernel(info, async, {g, mask, gx}, [a, device]() -> ToJs {
     if (device == kCpu) meanPoolBackwardCpu(a);
     else cuda::meanPoolBackward(a, device);
-    return kUndefined;
+    return undefinedResult;
   });
 }
 

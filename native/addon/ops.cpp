@@ -13,8 +13,6 @@
 namespace rlhf {
 namespace addon {
 
-static Napi::Value undefinedResult(Napi::Env env) { return env.Undefined(); }
-
 // A discount or lambda: a number, or a Float32Array of T (per step) or T*N (per element).
 struct Rate {
   float value = 0;

@@ -143,21 +143,17 @@ Buffer logitsArg(const Napi::CallbackInfo& info, size_t i, const char* op, Logit
   return b;
 }
 
-ToJs noResult() {
-  return [](Napi::Env env) -> Napi::Value { return env.Undefined(); };
-}
-
-ToJs policyStatsResult(const PolicyLossStats& s) {
-  return [s](Napi::Env env) -> Napi::Value {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("loss", s.loss);
-    o.Set("clipfrac", s.clipfrac);
-    o.Set("clipfracLower", s.clipfracLower);
-    o.Set("approxKl", s.approxKl);
-    o.Set("approxKlK3", s.approxKlK3);
-    o.Set("ppoKl", s.ppoKl);
-    return o;
-  };
+// The policy loss's stats in the order of lib/native.ts's PolicyStats: loss, clipfrac,
+// clipfracLower, approxKl, approxKlK3, ppoKl.
+constexpr int64_t kPolicyStats = 6;
+void writePolicyStats(const Buffer& stats, const PolicyLossStats& s) {
+  double* o = stats.as<double>();
+  o[0] = s.loss;
+  o[1] = s.clipfrac;
+  o[2] = s.clipfracLower;
+  o[3] = s.approxKl;
+  o[4] = s.approxKlK3;
+  o[5] = s.ppoKl;
 }
 
 }  // namespace
@@ -189,11 +185,11 @@ Napi::Value logprobsFromLogits(const Napi::CallbackInfo& info) {
   a.logprobs = logprobs.as<float>();
   a.entropy = entropy.as<float>();
   return runKernel(info, async, {logits, labels, logprobs, entropy}, [a, device, op]() -> ToJs {
-    if (a.N == 0) return noResult();
+    if (a.N == 0) return undefinedResult;
     checkLabels(op, a.labels, a.N, a.V, a.ignoreIndex, device);
     if (device == kCpu) logprobsCpu(a);
     else cuda::logprobs(a, device);
-    return noResult();
+    return undefinedResult;
   });
 }
 
@@ -241,11 +237,11 @@ Napi::Value logprobsFromLogitsBackward(const Napi::CallbackInfo& info) {
   a.gradLogits = gradLogits.data;
   return runKernel(info, async, {logits, labels, gradLogprobs, gradEntropy, logprobs, entropy, gradLogits},
                    [a, device, op]() -> ToJs {
-    if (a.N == 0) return noResult();
+    if (a.N == 0) return undefinedResult;
     checkLabels(op, a.labels, a.N, a.V, a.ignoreIndex, device);
     if (device == kCpu) logprobsBackwardCpu(a);
     else cuda::logprobsBackward(a, device);
-    return noResult();
+    return undefinedResult;
   });
 }
 
@@ -271,10 +267,10 @@ Napi::Value klPenalty(const Napi::CallbackInfo& info) {
   a.kl = kl.as<float>();
   a.grad = grad.as<float>();
   return runKernel(info, async, {logprobs, ref, kl, grad}, [a, device]() -> ToJs {
-    if (a.n == 0) return noResult();
+    if (a.n == 0) return undefinedResult;
     if (device == kCpu) klPenaltyCpu(a);
     else cuda::klPenalty(a, device);
-    return noResult();
+    return undefinedResult;
   });
 }
 
@@ -312,14 +308,14 @@ Napi::Value shapeRewards(const Napi::CallbackInfo& info) {
   a.hasEos = hasEos.as<uint8_t>();
   a.rewards = rewards.as<float>();
   return runKernel(info, async, {scores, kl, mask, hasEos, rewards}, [a, device]() -> ToJs {
-    if (a.B == 0 || a.T == 0) return noResult();
+    if (a.B == 0 || a.T == 0) return undefinedResult;
     if (device == kCpu) shapeRewardsCpu(a);
     else cuda::shapeRewards(a, device);
-    return noResult();
+    return undefinedResult;
   });
 }
 
-// ppoPolicyLoss(B, T, logprobs, oldLogprobs, advantages, mask?, options, grad, async) -> stats
+// ppoPolicyLoss(B, T, logprobs, oldLogprobs, advantages, mask?, options, grad, stats, async)
 // advantages hold B*T values, or B (one per row).
 Napi::Value ppoPolicyLoss(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -332,7 +328,8 @@ Napi::Value ppoPolicyLoss(const Napi::CallbackInfo& info) {
   PolicyLossArgs a;
   a.o = policyOptions(env, objectArg(info, 6, op, "options"), op);
   const Buffer grad = bufferArg(info, 7, Dtype::F32, op, "grad");
-  const bool async = boolArg(info, 8, op, "async");
+  const Buffer stats = statsArg(info, 8, op, kPolicyStats);
+  const bool async = boolArg(info, 9, op, "async");
   requireLength(env, logprobs, op, "logprobs", B, T);
   requireLength(env, old, op, "oldLogprobs", B, T);
   if (adv.length != B * T && adv.length != B) requireLength(env, adv, op, "advantages", B, T);
@@ -348,13 +345,15 @@ Napi::Value ppoPolicyLoss(const Napi::CallbackInfo& info) {
   a.advantagesPerRow = adv.length != B * T;
   a.mask = mask.as<uint8_t>();
   a.grad = grad.as<float>();
-  return runKernel(info, async, {logprobs, old, adv, mask, grad}, [a, device]() -> ToJs {
-    if (a.B == 0 || a.T == 0) return policyStatsResult(PolicyLossStats{});
-    return policyStatsResult(device == kCpu ? policyLossCpu(a) : cuda::policyLoss(a, device));
+  return runKernel(info, async, {logprobs, old, adv, mask, grad, stats}, [a, device, stats]() -> ToJs {
+    PolicyLossStats s;
+    if (a.B > 0 && a.T > 0) s = device == kCpu ? policyLossCpu(a) : cuda::policyLoss(a, device);
+    writePolicyStats(stats, s);
+    return undefinedResult;
   });
 }
 
-// valueLoss(B, T, values, oldValues?, returns, mask?, clip, { aggregation, normalizer }, grad, async) -> stats
+// valueLoss(B, T, values, oldValues?, returns, mask?, clip, { aggregation, normalizer }, grad, stats, async)
 Napi::Value valueLoss(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "valueLoss";
@@ -367,7 +366,8 @@ Napi::Value valueLoss(const Napi::CallbackInfo& info) {
   a.clip = static_cast<float>(numberIn(env, numberArg(info, 6, op, "clip"), op, "clip", 0, INFINITY, false));
   readAggregation(env, objectArg(info, 7, op, "options"), op, a.aggregation, a.normalizer);
   const Buffer grad = bufferArg(info, 8, Dtype::F32, op, "grad");
-  const bool async = boolArg(info, 9, op, "async");
+  const Buffer stats = statsArg(info, 9, op, 3);
+  const bool async = boolArg(info, 10, op, "async");
   requireLength(env, values, op, "values", B, T);
   requireLength(env, returns, op, "returns", B, T);
   if (oldValues.present()) requireLength(env, oldValues, op, "oldValues", B, T);
@@ -383,23 +383,21 @@ Napi::Value valueLoss(const Napi::CallbackInfo& info) {
   a.returns = returns.as<float>();
   a.mask = mask.as<uint8_t>();
   a.grad = grad.as<float>();
-  return runKernel(info, async, {values, oldValues, returns, mask, grad}, [a, device]() -> ToJs {
+  return runKernel(info, async, {values, oldValues, returns, mask, grad, stats}, [a, device, stats]() -> ToJs {
     ValueLossStats s;
     s.explainedVariance = NAN;
     if (a.B > 0 && a.T > 0) s = device == kCpu ? valueLossCpu(a) : cuda::valueLoss(a, device);
-    return [s](Napi::Env env) -> Napi::Value {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("loss", s.loss);
-      o.Set("vfClipfrac", s.vfClipfrac);
-      o.Set("explainedVariance", s.explainedVariance);
-      return o;
-    };
+    double* o = stats.as<double>();  // lib/native.ts's ValueStats
+    o[0] = s.loss;
+    o[1] = s.vfClipfrac;
+    o[2] = s.explainedVariance;
+    return undefinedResult;
   });
 }
 
 // actorLossFromLogits(B, T, V, logitsDtype, logits, labels, oldLogprobs, advantages, refLogprobs?, mask?,
 //   { temperature, ignoreIndex, entropyCoef, klCoef, ...policy options }, { ...kl options },
-//   gradLogits, logprobs?, entropy?, async) -> stats
+//   gradLogits, logprobs?, entropy?, stats, async)
 Napi::Value actorLossFromLogits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "actorLossFromLogits";
@@ -430,7 +428,8 @@ Napi::Value actorLossFromLogits(const Napi::CallbackInfo& info) {
       bufferArg(info, 12, a.dtype == LogitsDtype::F32 ? Dtype::F32 : Dtype::F16, op, "gradLogits");
   const Buffer logprobs = bufferArg(info, 13, Dtype::F32, op, "logprobs", true);
   const Buffer entropy = bufferArg(info, 14, Dtype::F32, op, "entropy", true);
-  const bool async = boolArg(info, 15, op, "async");
+  const Buffer stats = statsArg(info, 15, op, kPolicyStats + 3);
+  const bool async = boolArg(info, 16, op, "async");
   const int64_t n = B * T;
   requireLength(env, logits, op, "logits", n, V);
   requireLength(env, labels, op, "labels", n);
@@ -458,21 +457,21 @@ Napi::Value actorLossFromLogits(const Napi::CallbackInfo& info) {
   a.gradLogits = gradLogits.data;
   a.logprobs = logprobs.as<float>();
   a.entropy = entropy.as<float>();
-  return runKernel(info, async, {logits, labels, old, adv, ref, mask, gradLogits, logprobs, entropy},
-                   [a, device, op]() -> ToJs {
+  return runKernel(info, async, {logits, labels, old, adv, ref, mask, gradLogits, logprobs, entropy, stats},
+                   [a, device, op, stats]() -> ToJs {
                      ActorLossStats s;
                      if (a.B > 0 && a.T > 0) {
                        checkLabels(op, a.labels, a.B * a.T, a.V, a.ignoreIndex, device);
                        s = device == kCpu ? actorLossCpu(a) : cuda::actorLoss(a, device);
                      }
-                     return [s](Napi::Env env) -> Napi::Value {
-                       Napi::Object o = policyStatsResult(s.policy)(env).As<Napi::Object>();
-                       o.Set("policyLoss", s.policy.loss);
-                       o.Set("loss", s.loss);
-                       o.Set("entropy", s.entropy);
-                       o.Set("kl", s.kl);
-                       return o;
-                     };
+                     // lib/native.ts's ActorStats: the policy loss's six, then the total loss,
+                     // the entropy and the KL.
+                     writePolicyStats(stats, s.policy);
+                     double* o = stats.as<double>();
+                     o[kPolicyStats] = s.loss;
+                     o[kPolicyStats + 1] = s.entropy;
+                     o[kPolicyStats + 2] = s.kl;
+                     return undefinedResult;
                    });
 }
 

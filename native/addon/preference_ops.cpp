@@ -41,7 +41,7 @@ void checkLengths(Napi::Env env, const char* op, const char* name, const Buffer&
 
 }  // namespace
 
-// pairwiseRewardLoss(chosen, rejected, margin?, marginValue, centerCoef, gradChosen, gradRejected, async) -> stats
+// pairwiseRewardLoss(chosen, rejected, margin?, marginValue, centerCoef, gradChosen, gradRejected, stats, async)
 Napi::Value pairwiseRewardLoss(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "pairwiseRewardLoss";
@@ -54,7 +54,8 @@ Napi::Value pairwiseRewardLoss(const Napi::CallbackInfo& info) {
   if (a.centerCoef < 0) throwRangeError(env, op, "centerCoef", "must be >= 0");
   const Buffer gradChosen = bufferArg(info, 5, Dtype::F32, op, "gradChosen");
   const Buffer gradRejected = bufferArg(info, 6, Dtype::F32, op, "gradRejected");
-  const bool async = boolArg(info, 7, op, "async");
+  const Buffer stats = statsArg(info, 7, op, 5);
+  const bool async = boolArg(info, 8, op, "async");
   requireSameLength(env, rejected, chosen, op, "rejected", "chosen");
   if (margin.present()) requireSameLength(env, margin, chosen, op, "margin", "chosen");
   requireSameLength(env, gradChosen, chosen, op, "gradChosen", "chosen");
@@ -67,22 +68,20 @@ Napi::Value pairwiseRewardLoss(const Napi::CallbackInfo& info) {
   a.margin = margin.as<float>();
   a.gradChosen = gradChosen.as<float>();
   a.gradRejected = gradRejected.as<float>();
-  return runKernel(info, async, {chosen, rejected, margin, gradChosen, gradRejected}, [a, device]() -> ToJs {
+  return runKernel(info, async, {chosen, rejected, margin, gradChosen, gradRejected, stats}, [a, device, stats]() -> ToJs {
     const PairwiseLossStats s = device == kCpu ? pairwiseLossCpu(a) : cuda::pairwiseLoss(a, device);
-    return [s](Napi::Env env) -> Napi::Value {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("loss", s.loss);
-      o.Set("accuracy", s.accuracy);
-      o.Set("meanMargin", s.meanMargin);
-      o.Set("meanChosen", s.meanChosen);
-      o.Set("meanRejected", s.meanRejected);
-      return o;
-    };
+    double* o = stats.as<double>();  // lib/native.ts's PairwiseStats
+    o[0] = s.loss;
+    o[1] = s.accuracy;
+    o[2] = s.meanMargin;
+    o[3] = s.meanChosen;
+    o[4] = s.meanRejected;
+    return undefinedResult;
   });
 }
 
 // dpoLoss(policyChosen, policyRejected, refChosen, refRejected, chosenLengths?, rejectedLengths?, lossType,
-//         beta, labelSmoothing, discopopTau, gradChosen, gradRejected, async) -> stats
+//         beta, labelSmoothing, discopopTau, gradChosen, gradRejected, stats, async)
 Napi::Value dpoLoss(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "dpoLoss";
@@ -106,7 +105,8 @@ Napi::Value dpoLoss(const Napi::CallbackInfo& info) {
   if (!(a.discopopTau > 0)) throwRangeError(env, op, "discopopTau", "must be > 0");
   const Buffer gradChosen = bufferArg(info, 10, Dtype::F32, op, "gradChosen");
   const Buffer gradRejected = bufferArg(info, 11, Dtype::F32, op, "gradRejected");
-  const bool async = boolArg(info, 12, op, "async");
+  const Buffer stats = statsArg(info, 12, op, 5);
+  const bool async = boolArg(info, 13, op, "async");
   for (auto [b, name] : {std::pair<const Buffer*, const char*>{&pr, "policyRejected"}, {&rc, "refChosen"},
                          {&rr, "refRejected"}, {&gradChosen, "gradChosen"}, {&gradRejected, "gradRejected"}})
     requireSameLength(env, *b, pc, op, name, "policyChosen");
@@ -132,17 +132,15 @@ Napi::Value dpoLoss(const Napi::CallbackInfo& info) {
   a.rejectedLengths = nr.as<int32_t>();
   a.gradChosen = gradChosen.as<float>();
   a.gradRejected = gradRejected.as<float>();
-  return runKernel(info, async, {pc, pr, rc, rr, nc, nr, gradChosen, gradRejected}, [a, device]() -> ToJs {
+  return runKernel(info, async, {pc, pr, rc, rr, nc, nr, gradChosen, gradRejected, stats}, [a, device, stats]() -> ToJs {
     const DpoLossStats s = device == kCpu ? dpoLossCpu(a) : cuda::dpoLoss(a, device);
-    return [s](Napi::Env env) -> Napi::Value {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("loss", s.loss);
-      o.Set("rewardsChosen", s.rewardsChosen);
-      o.Set("rewardsRejected", s.rewardsRejected);
-      o.Set("accuracy", s.accuracy);
-      o.Set("margin", s.margin);
-      return o;
-    };
+    double* o = stats.as<double>();  // lib/native.ts's DpoStats
+    o[0] = s.loss;
+    o[1] = s.rewardsChosen;
+    o[2] = s.rewardsRejected;
+    o[3] = s.accuracy;
+    o[4] = s.margin;
+    return undefinedResult;
   });
 }
 
