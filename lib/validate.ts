@@ -2,7 +2,7 @@
 // is reported in the caller's terms (op, argument, expected, received); the addon re-checks.
 import { describe, rangeError, typeError } from './errors';
 import { Raw, native } from './native';
-import { Dtype, DeviceIndex, Tensor, TypedArray, arrayTypes, deviceName, emptyTensor } from './tensor';
+import { Dtype, DeviceIndex, Tensor, TypedArray, arrayTypes, deviceName, outputTensor } from './tensor';
 
 /** An array argument resolved to what the addon takes. */
 export interface Arg {
@@ -103,11 +103,11 @@ export function choice<C extends string>(op: string, name: string, v: unknown, c
 
 /**
  * An output: the caller's `out` tensor (checked) or a new one on `device`, placed in memory for
- * the kernel beside `readWith`, the inputs it reads in step with this output (see emptyTensor).
+ * the kernel beside `readWith`, the inputs it reads in step with this output (see outputTensor).
  */
 export function output(op: string, name: string, out: unknown, shape: readonly number[], device: DeviceIndex,
                        readWith: readonly (Arg | null)[] = []): Tensor {
-  if (out === undefined || out === null) return emptyTensor(shape, 'float32', device, hostArrays(readWith));
+  if (out === undefined || out === null) return outputTensor(shape, 'float32', device, hostArrays(readWith));
   return checkedOut(op, name, out, shape, device);
 }
 

@@ -90,7 +90,7 @@ done
 step "tap subset against the sanitized addon (${#tap_files[@]} files)"
 tapout="$out/tap.txt"
 LD_PRELOAD="$libasan" ASAN_OPTIONS="detect_leaks=0:halt_on_error=1" RLHF_ADDON_PATH="$addon" \
-  FUZZ_CALLS="${FUZZ_CALLS:-2000}" npx tap --reporter=tap --timeout=600 "${tap_files[@]}" >"$tapout" 2>&1
+  RLHF_POISON_OUTPUTS=1 FUZZ_CALLS="${FUZZ_CALLS:-2000}" npx tap --reporter=tap --timeout=600 "${tap_files[@]}" >"$tapout" 2>&1
 tapstatus=$?
 cat "$tapout"
 read -r tp tf ts < <(node scripts/count-tap.js "$tapout")

@@ -2,6 +2,8 @@
 // them (placedFloats, placeShift), at the first input's place in a 64-byte line and clear of 4K aliasing
 // with every input read in step with them, whatever place the caller's arrays have. The results
 // are the same wherever the outputs lie. From 4 MiB up they ask for huge pages (host_memory.h).
+// From 1 MiB up an op's new output is not zeroed (outputTensor); the test command fills every new
+// output with NaN first (RLHF_POISON_OUTPUTS=1), so that every op's tests show it writes them whole.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -10,7 +12,7 @@ import t from 'tap';
 
 import * as rl from '../lib/index';
 import { native } from '../lib/native';
-import { placedFloats } from '../lib/tensor';
+import { emptyTensor, outputTensor, placedFloats } from '../lib/tensor';
 import { expectBitIdentical } from './helpers/index';
 
 type HostArray = Float32Array | Uint8Array;
@@ -143,4 +145,28 @@ t.test('RLHF_HUGE_PAGES=0 leaves new outputs on ordinary pages', async (t) => {
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, RLHF_HUGE_PAGES: '0' } });
   t.equal(r.status, 0, r.stderr);
   t.same(JSON.parse(r.stdout), [false, false]);
+});
+
+t.test('op outputs: not zeroed from 1 MiB up, NaN under RLHF_POISON_OUTPUTS=1, placed as the zeroed ones', async (t) => {
+  const pkg = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', 'package.json'), 'utf8')) as { scripts: { test: string } };
+  t.match(pkg.scripts.test, /^RLHF_POISON_OUTPUTS=1 /, 'the test command poisons new outputs');
+  const poisoning = process.env.RLHF_POISON_OUTPUTS === '1';  // not under a bare `npx tap`
+  const inputs = [placedAt(Float32Array, 1 << 18, 3328), placedAt(Float32Array, 1 << 18, 3264)];
+  for (const size of [7, 1 << 18]) {
+    const out = outputTensor([size], 'float32', -1, inputs).dataSync() as Float32Array;
+    t.equal(out.length, size, `${size}: its length`);
+    if (poisoning) t.ok(out.every((x) => Number.isNaN(x)), `${size}: poisoned`);
+    t.ok(emptyTensor([size], 'float32', -1, inputs).dataSync().every((x) => x === 0), `${size}: emptyTensor still zeroed`);
+  }
+  const large = outputTensor([1 << 18], 'float32', -1, inputs).dataSync();
+  t.equal(placeOf(large), placeOf(placedFloats(1 << 18, inputs)), 'placed where a zeroed output would be');
+  if (poisoning) t.ok((outputTensor([1 << 20], 'uint8', -1).dataSync() as Uint8Array).every((x) => x === 0xff), 'bytes poisoned 0xff');
+
+  const dist = path.resolve(__dirname, '..', 'dist');
+  const script = `const t = require(${JSON.stringify(path.join(dist, 'tensor.js'))});
+    const big = t.outputTensor([1 << 18], 'float32', -1).dataSync(), small = t.outputTensor([8], 'float32', -1).dataSync();
+    console.log(JSON.stringify([big.length, big.buffer.byteLength, small.every((x) => x === 0)]));`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, RLHF_POISON_OUTPUTS: '' } });
+  t.equal(r.status, 0, r.stderr);
+  t.same(JSON.parse(r.stdout), [1 << 18, 1 << 20, true], 'unpoisoned: a 1 MiB output on its own buffer, a small one zeroed');
 });

@@ -8,7 +8,7 @@ import {
   NativeActorOptions, NativeActorStats, NativeAggregation, NativeKlOptions, NativePolicyOptions, NativePolicyStats,
   NativeValueStats, actorStatsOf, native, policyStatsOf, statsArray, valueStatsOf,
 } from '../native';
-import { Dtype, Tensor, deviceName, emptyTensor } from '../tensor';
+import { Dtype, Tensor, deviceName, outputTensor } from '../tensor';
 import {
   Arg, arg, booleanOr, checkFinite, choice, commonDevice, inputsObject, matrixShape, optionalArg, options, output,
   outputPair,
@@ -71,7 +71,7 @@ function logitsArg(op: string, v: unknown): { z: Arg; dtype: number } {
 function logitsGradOut(op: string, name: string, out: unknown, z: Arg): Tensor {
   const like = z.tensor as Tensor;
   if (like.dtype === 'float32') return output(op, name, out, z.shape, z.device, [z]);
-  if (out === undefined || out === null) return emptyTensor(z.shape, like.dtype, z.device);
+  if (out === undefined || out === null) return outputTensor(z.shape, like.dtype, z.device);
   if (!(out instanceof Tensor) || out.dtype !== like.dtype || out.deviceIndex !== z.device ||
       out.shape.length !== z.shape.length || out.shape.some((d, i) => d !== z.shape[i]))
     throw typeError(op, name, `a ${like.dtype} Tensor of shape [${z.shape.join(', ')}] on ${deviceName(z.device)}`, out);
