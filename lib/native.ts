@@ -102,16 +102,23 @@ export interface NativeActorOptions extends NativePolicyOptions {
 
 /** The most stats slots any op writes (the actor loss's nine). */
 const kStatsSlots = 9;
+// A synchronous call's stats are read before it returns, so one array serves every such call of
+// this thread. An ArrayBuffer of its own: a small typed array made with a length may live inside
+// the JS heap, where the addon could not keep its address.
 const syncStats = new Float64Array(new ArrayBuffer(8 * kStatsSlots));
 
-/**
- * Where a call's stats land: for a synchronous call, one array that every such call of this
- * thread shares (its stats are read before the call returns); for an Async call, its own (the
- * kernel writes it on a worker while other calls run). An ArrayBuffer of its own: a small typed
- * array made with a length may live inside the JS heap, where the addon could not keep its address.
- */
-export function statsArray(async: boolean): Float64Array {
-  return async ? new Float64Array(new ArrayBuffer(8 * kStatsSlots)) : syncStats;
+/** The stats of `call` (a prepared loss op) run now, as `read` takes them from its array. */
+export function statsOfCall<S>(call: (stats: Float64Array, async: boolean) => unknown, read: (s: Float64Array) => S): S {
+  call(syncStats, false);
+  return read(syncStats);
+}
+
+/** The same for an Async call, with an array of its own: the kernel writes it on a worker while other calls run. */
+export async function statsOfAsyncCall<S>(call: (stats: Float64Array, async: boolean) => unknown,
+                                          read: (s: Float64Array) => S): Promise<S> {
+  const stats = new Float64Array(new ArrayBuffer(8 * kStatsSlots));
+  await call(stats, true);
+  return read(stats);
 }
 
 export interface NativePolicyStats {

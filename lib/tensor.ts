@@ -124,7 +124,7 @@ export class Tensor {
   dataSync(): TypedArray {
     const raw = this.raw('dataSync', 'tensor');
     if (this.#host !== null) return this.#host;
-    const host = withHugePages(newHostArray(this.dtype, this.size, [], false));
+    const host = withHugePages(arrayForCopy(this.dtype, this.size));
     (raw as DeviceBuffer).copyToHost(host);
     return host;
   }
@@ -199,10 +199,10 @@ const kPlacedMinBytes = 1 << 20;
 
 // From this size up, an op's new output is not zeroed first: its kernel writes every element
 // (the tests run with RLHF_POISON_OUTPUTS=1, which fills every new output, of any size, with NaN
-// or 0xff bytes before its kernel runs). A zeroed array of this size usually comes back from the C heap already
-// mapped, and calloc then clears it on the calling thread before the kernel writes it again:
-// token GAE [4096,1024] with new outputs took 2.7-5.0 ms, and 2.0 ms uninitialised (1.6 ms into
-// reused ones).
+// or 0xff bytes before its kernel runs). A zeroed array of this size often comes back from the C
+// heap already mapped, and calloc then clears it on the calling thread before the kernel writes
+// it again: token GAE [4096,1024] with new outputs, alternated in one process, took 3.1 ms
+// zeroed and 2.5 ms uninitialised (1.6 ms into reused outputs).
 const kUninitialisedMinBytes = 1 << 20;
 const poisonOutputs = process.env.RLHF_POISON_OUTPUTS === '1';
 
@@ -215,10 +215,17 @@ function placedIn(buffer: ArrayBuffer, size: number, readWith: readonly (TypedAr
   return new Float32Array(buffer, native().placeShift(buffer, [...readWith]), size);
 }
 
-// Memory whose contents are whatever was there (Node's allocator skips the clearing for it).
+// Memory whose contents are whatever was there: Node's allocator skips the clearing for it. Never
+// from Node's Buffer pool, so the buffer is the array's alone.
 function uninitialisedBytes(bytes: number): ArrayBuffer {
-  const b = Buffer.allocUnsafeSlow(bytes);
-  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b.buffer as ArrayBuffer : new ArrayBuffer(bytes);
+  return Buffer.allocUnsafeSlow(bytes).buffer as ArrayBuffer;
+}
+
+// An array on a buffer of its own that a copy fills whole (dataSync of a device tensor).
+function arrayForCopy(dtype: Dtype, size: number): TypedArray {
+  const Ctor = arrayTypes[dtype];
+  const bytes = size * Ctor.BYTES_PER_ELEMENT;
+  return bytes >= kUninitialisedMinBytes ? new Ctor(uninitialisedBytes(bytes), 0, size) : new Ctor(size);
 }
 
 // A new host array of `size`: zeroed, or with undefined contents where it is large enough for that

@@ -6,7 +6,7 @@
 import { rangeError, typeError } from '../errors';
 import {
   NativeActorOptions, NativeActorStats, NativeAggregation, NativeKlOptions, NativePolicyOptions, NativePolicyStats,
-  NativeValueStats, actorStatsOf, native, policyStatsOf, statsArray, valueStatsOf,
+  NativeValueStats, actorStatsOf, native, policyStatsOf, statsOfAsyncCall, statsOfCall, valueStatsOf,
 } from '../native';
 import { Dtype, Tensor, deviceName, outputTensor } from '../tensor';
 import {
@@ -479,16 +479,12 @@ function preparePolicy(op: string, inputs: PolicyLossInputs, opts: (PolicyLossOp
 /** The clipped PPO policy loss, its gradient with respect to logprobs and its stats, in one pass. */
 export function ppoPolicyLoss(inputs: PolicyLossInputs, opts?: PolicyLossOptions & { out?: Tensor }): PolicyLossResult {
   const p = preparePolicy('ppoPolicyLoss', inputs, opts);
-  const stats = statsArray(false);
-  p.call(stats, false);
-  return p.result(policyStatsOf(stats));
+  return p.result(statsOfCall(p.call, policyStatsOf));
 }
 
 export async function ppoPolicyLossAsync(inputs: PolicyLossInputs, opts?: PolicyLossOptions & { out?: Tensor }): Promise<PolicyLossResult> {
   const p = preparePolicy('ppoPolicyLossAsync', inputs, opts);
-  const stats = statsArray(true);
-  await p.call(stats, true);
-  return p.result(policyStatsOf(stats));
+  return p.result(await statsOfAsyncCall(p.call, policyStatsOf));
 }
 
 // --- §6 value loss ----------------------------------------------------------------------------------
@@ -549,16 +545,12 @@ function prepareValue(op: string, inputs: ValueLossInputs, opts: ValueLossOption
 /** 0.5 * agg(max((v-R)^2, (clip(v, old +- clip) - R)^2)), its gradient and stats. */
 export function valueLoss(inputs: ValueLossInputs, opts?: ValueLossOptions): ValueLossResult {
   const p = prepareValue('valueLoss', inputs, opts);
-  const stats = statsArray(false);
-  p.call(stats, false);
-  return p.result(valueStatsOf(stats));
+  return p.result(statsOfCall(p.call, valueStatsOf));
 }
 
 export async function valueLossAsync(inputs: ValueLossInputs, opts?: ValueLossOptions): Promise<ValueLossResult> {
   const p = prepareValue('valueLossAsync', inputs, opts);
-  const stats = statsArray(true);
-  await p.call(stats, true);
-  return p.result(valueStatsOf(stats));
+  return p.result(await statsOfAsyncCall(p.call, valueStatsOf));
 }
 
 // --- §5 the fused actor loss from logits ----------------------------------------------------------
@@ -650,16 +642,12 @@ function prepareActor(op: string, inputs: ActorLossInputs, opts: ActorLossOption
  */
 export function actorLossFromLogits(inputs: ActorLossInputs, opts?: ActorLossOptions): ActorLossResult {
   const p = prepareActor('actorLossFromLogits', inputs, opts);
-  const stats = statsArray(false);
-  p.call(stats, false);
-  return p.result(actorStatsOf(stats));
+  return p.result(statsOfCall(p.call, actorStatsOf));
 }
 
 export async function actorLossFromLogitsAsync(inputs: ActorLossInputs, opts?: ActorLossOptions): Promise<ActorLossResult> {
   const p = prepareActor('actorLossFromLogitsAsync', inputs, opts);
-  const stats = statsArray(true);
-  await p.call(stats, true);
-  return p.result(actorStatsOf(stats));
+  return p.result(await statsOfAsyncCall(p.call, actorStatsOf));
 }
 
 // --- §4 KL controllers -------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 // sequence log-probs and their backward, and group-relative advantages. Each op validates, then
 // calls the addon synchronously or, in its Async form, on a worker thread.
 import { rangeError, typeError } from '../errors';
-import { NativeDpoStats, NativePairwiseStats, dpoStatsOf, native, pairwiseStatsOf, statsArray } from '../native';
+import {
+  NativeDpoStats, NativePairwiseStats, dpoStatsOf, native, pairwiseStatsOf, statsOfAsyncCall, statsOfCall,
+} from '../native';
 import { Tensor } from '../tensor';
 import {
   Arg, arg, booleanOr, checkFinite, choice, commonDevice, inputsObject, matrixShape, optionalArg, options, output,
@@ -81,16 +83,12 @@ function preparePairwise(op: string, inputs: PairwiseInputs, opts: PairwiseOptio
 /** Bradley-Terry loss mean(-logsig(rc - rr - margin)) (+ reward centring), both gradients and stats. */
 export function pairwiseRewardLoss(inputs: PairwiseInputs, opts?: PairwiseOptions): PairwiseResult {
   const p = preparePairwise('pairwiseRewardLoss', inputs, opts);
-  const stats = statsArray(false);
-  p.call(stats, false);
-  return p.result(pairwiseStatsOf(stats));
+  return p.result(statsOfCall(p.call, pairwiseStatsOf));
 }
 
 export async function pairwiseRewardLossAsync(inputs: PairwiseInputs, opts?: PairwiseOptions): Promise<PairwiseResult> {
   const p = preparePairwise('pairwiseRewardLossAsync', inputs, opts);
-  const stats = statsArray(true);
-  await p.call(stats, true);
-  return p.result(pairwiseStatsOf(stats));
+  return p.result(await statsOfAsyncCall(p.call, pairwiseStatsOf));
 }
 
 // --- §8 the DPO family ------------------------------------------------------------------------------
@@ -172,16 +170,12 @@ function prepareDpo(op: string, inputs: DpoInputs, opts: DpoOptions | undefined)
 /** The DPO family's loss over N pairs of sequence log-probs, both policy gradients and the stats. */
 export function dpoLoss(inputs: DpoInputs, opts?: DpoOptions): DpoResult {
   const p = prepareDpo('dpoLoss', inputs, opts);
-  const stats = statsArray(false);
-  p.call(stats, false);
-  return p.result(dpoStatsOf(stats));
+  return p.result(statsOfCall(p.call, dpoStatsOf));
 }
 
 export async function dpoLossAsync(inputs: DpoInputs, opts?: DpoOptions): Promise<DpoResult> {
   const p = prepareDpo('dpoLossAsync', inputs, opts);
-  const stats = statsArray(true);
-  await p.call(stats, true);
-  return p.result(dpoStatsOf(stats));
+  return p.result(await statsOfAsyncCall(p.call, dpoStatsOf));
 }
 
 // --- §8 sequence log-probs ------------------------------------------------------------------------------
