@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <new>
 #include <string>
 #include <vector>
@@ -54,6 +55,11 @@ Buffer bufferValue(Napi::Env env, Napi::Value v, Dtype dtype, const char* op, co
 // less than an object built here, whose property names are interned and whose shape transitions
 // are looked up one by one.
 Buffer statsArg(const Napi::CallbackInfo& info, size_t i, const char* op, int64_t n);
+// Writes a loss op's stats into the array statsArg checked, in the order given.
+inline void writeStats(const Buffer& stats, std::initializer_list<double> values) {
+  double* o = stats.as<double>();
+  for (const double v : values) *o++ = v;
+}
 int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 double numberArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 bool boolArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);

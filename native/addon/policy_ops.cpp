@@ -143,19 +143,6 @@ Buffer logitsArg(const Napi::CallbackInfo& info, size_t i, const char* op, Logit
   return b;
 }
 
-// The policy loss's stats in the order of lib/native.ts's PolicyStats: loss, clipfrac,
-// clipfracLower, approxKl, approxKlK3, ppoKl.
-constexpr int64_t kPolicyStats = 6;
-void writePolicyStats(const Buffer& stats, const PolicyLossStats& s) {
-  double* o = stats.as<double>();
-  o[0] = s.loss;
-  o[1] = s.clipfrac;
-  o[2] = s.clipfracLower;
-  o[3] = s.approxKl;
-  o[4] = s.approxKlK3;
-  o[5] = s.ppoKl;
-}
-
 }  // namespace
 
 // logprobsFromLogits(N, V, logitsDtype, logits, labels, temperature, ignoreIndex, logprobs, entropy?, async)
@@ -328,7 +315,7 @@ Napi::Value ppoPolicyLoss(const Napi::CallbackInfo& info) {
   PolicyLossArgs a;
   a.o = policyOptions(env, objectArg(info, 6, op, "options"), op);
   const Buffer grad = bufferArg(info, 7, Dtype::F32, op, "grad");
-  const Buffer stats = statsArg(info, 8, op, kPolicyStats);
+  const Buffer stats = statsArg(info, 8, op, 6);
   const bool async = boolArg(info, 9, op, "async");
   requireLength(env, logprobs, op, "logprobs", B, T);
   requireLength(env, old, op, "oldLogprobs", B, T);
@@ -348,7 +335,8 @@ Napi::Value ppoPolicyLoss(const Napi::CallbackInfo& info) {
   return runKernel(info, async, {logprobs, old, adv, mask, grad, stats}, [a, device, stats]() -> ToJs {
     PolicyLossStats s;
     if (a.B > 0 && a.T > 0) s = device == kCpu ? policyLossCpu(a) : cuda::policyLoss(a, device);
-    writePolicyStats(stats, s);
+    // In the order policyStatsOf reads them.
+    writeStats(stats, {s.loss, s.clipfrac, s.clipfracLower, s.approxKl, s.approxKlK3, s.ppoKl});
     return undefinedResult;
   });
 }
@@ -387,10 +375,7 @@ Napi::Value valueLoss(const Napi::CallbackInfo& info) {
     ValueLossStats s;
     s.explainedVariance = NAN;
     if (a.B > 0 && a.T > 0) s = device == kCpu ? valueLossCpu(a) : cuda::valueLoss(a, device);
-    double* o = stats.as<double>();  // lib/native.ts's ValueStats
-    o[0] = s.loss;
-    o[1] = s.vfClipfrac;
-    o[2] = s.explainedVariance;
+    writeStats(stats, {s.loss, s.vfClipfrac, s.explainedVariance});  // in the order valueStatsOf reads them
     return undefinedResult;
   });
 }
@@ -428,7 +413,7 @@ Napi::Value actorLossFromLogits(const Napi::CallbackInfo& info) {
       bufferArg(info, 12, a.dtype == LogitsDtype::F32 ? Dtype::F32 : Dtype::F16, op, "gradLogits");
   const Buffer logprobs = bufferArg(info, 13, Dtype::F32, op, "logprobs", true);
   const Buffer entropy = bufferArg(info, 14, Dtype::F32, op, "entropy", true);
-  const Buffer stats = statsArg(info, 15, op, kPolicyStats + 3);
+  const Buffer stats = statsArg(info, 15, op, 9);
   const bool async = boolArg(info, 16, op, "async");
   const int64_t n = B * T;
   requireLength(env, logits, op, "logits", n, V);
@@ -464,13 +449,10 @@ Napi::Value actorLossFromLogits(const Napi::CallbackInfo& info) {
                        checkLabels(op, a.labels, a.B * a.T, a.V, a.ignoreIndex, device);
                        s = device == kCpu ? actorLossCpu(a) : cuda::actorLoss(a, device);
                      }
-                     // lib/native.ts's ActorStats: the policy loss's six, then the total loss,
-                     // the entropy and the KL.
-                     writePolicyStats(stats, s.policy);
-                     double* o = stats.as<double>();
-                     o[kPolicyStats] = s.loss;
-                     o[kPolicyStats + 1] = s.entropy;
-                     o[kPolicyStats + 2] = s.kl;
+                     // As ppoPolicyLoss's six, then the total loss, the entropy and the KL (actorStatsOf).
+                     const PolicyLossStats& p = s.policy;
+                     writeStats(stats, {p.loss, p.clipfrac, p.clipfracLower, p.approxKl, p.approxKlK3, p.ppoKl, s.loss,
+                                        s.entropy, s.kl});
                      return undefinedResult;
                    });
 }

@@ -70,12 +70,8 @@ Napi::Value pairwiseRewardLoss(const Napi::CallbackInfo& info) {
   a.gradRejected = gradRejected.as<float>();
   return runKernel(info, async, {chosen, rejected, margin, gradChosen, gradRejected, stats}, [a, device, stats]() -> ToJs {
     const PairwiseLossStats s = device == kCpu ? pairwiseLossCpu(a) : cuda::pairwiseLoss(a, device);
-    double* o = stats.as<double>();  // lib/native.ts's PairwiseStats
-    o[0] = s.loss;
-    o[1] = s.accuracy;
-    o[2] = s.meanMargin;
-    o[3] = s.meanChosen;
-    o[4] = s.meanRejected;
+    // In the order pairwiseStatsOf reads them.
+    writeStats(stats, {s.loss, s.accuracy, s.meanMargin, s.meanChosen, s.meanRejected});
     return undefinedResult;
   });
 }
@@ -134,12 +130,8 @@ Napi::Value dpoLoss(const Napi::CallbackInfo& info) {
   a.gradRejected = gradRejected.as<float>();
   return runKernel(info, async, {pc, pr, rc, rr, nc, nr, gradChosen, gradRejected, stats}, [a, device, stats]() -> ToJs {
     const DpoLossStats s = device == kCpu ? dpoLossCpu(a) : cuda::dpoLoss(a, device);
-    double* o = stats.as<double>();  // lib/native.ts's DpoStats
-    o[0] = s.loss;
-    o[1] = s.rewardsChosen;
-    o[2] = s.rewardsRejected;
-    o[3] = s.accuracy;
-    o[4] = s.margin;
+    // In the order dpoStatsOf reads them.
+    writeStats(stats, {s.loss, s.rewardsChosen, s.rewardsRejected, s.accuracy, s.margin});
     return undefinedResult;
   });
 }
