@@ -5,7 +5,9 @@ import { loadSafetensors, saveSafetensors } from './io/safetensors';
 import { DeviceBuffer, Raw, native } from './native';
 import { Parameter, copyValues } from './nn/module';
 import { Tensor, emptyTensor, tensor } from './tensor';
-import { booleanOr, options } from './validate';
+import { booleanOr, keysOf, options } from './validate';
+
+const clipOptionKeys = keysOf<{ errorIfNonfinite?: boolean }>({ errorIfNonfinite: true });
 
 // --- schedules ---------------------------------------------------------------------------------------
 
@@ -19,8 +21,10 @@ export interface ScheduleOptions {
   warmupSteps?: number;
 }
 
+const scheduleOptionKeys = keysOf<ScheduleOptions>({ totalSteps: true, warmupSteps: true });
+
 function scheduleSteps(op: string, opts: ScheduleOptions): { total: number; warmup: number } {
-  const o = options<ScheduleOptions>(op, opts);
+  const o = options<ScheduleOptions>(op, opts, scheduleOptionKeys);
   const total = o.totalSteps;
   const warmup = o.warmupSteps ?? 0;
   if (typeof total !== 'number' || !Number.isInteger(total) || total < 1) throw rangeError(op, 'totalSteps', `must be an integer >= 1 but is ${String(total)}`);
@@ -66,6 +70,8 @@ export interface AdamWOptions {
   /** Scales lr by schedule(step); default constant. */
   schedule?: Schedule;
 }
+
+const adamWOptionKeys = keysOf<AdamWOptions>({ lr: true, betas: true, eps: true, weightDecay: true, schedule: true });
 
 function trainable(op: string, params: unknown): Parameter[] {
   if (!Array.isArray(params)) throw typeError(op, 'params', 'an array of parameters (model.parameters())', params);
@@ -162,7 +168,7 @@ export class AdamW {
   constructor(params: Parameter[], opts: AdamWOptions = {}) {
     const op = 'optim.adamw';
     this.params = trainable(op, params).slice();
-    const o = options<AdamWOptions>(op, opts);
+    const o = options<AdamWOptions>(op, opts, adamWOptionKeys);
     this.baseLr = finiteIn(op, 'lr', o.lr, 0, Infinity, 1e-3, true);
     const betas = o.betas ?? [0.9, 0.999];
     if (!Array.isArray(betas) || betas.length !== 2) throw typeError(op, 'betas', 'a pair [beta1, beta2]', betas);
@@ -283,7 +289,7 @@ export function clipGradNorm(params: Parameter[], maxNorm: number, opts: { error
   const list = trainable(op, params);
   if (typeof maxNorm !== 'number') throw typeError(op, 'maxNorm', 'a number', maxNorm);
   const limit = finiteIn(op, 'maxNorm', maxNorm, 0, Infinity, 0, true);
-  const errorIfNonfinite = booleanOr(op, 'errorIfNonfinite', options<{ errorIfNonfinite?: boolean }>(op, opts).errorIfNonfinite, true);
+  const errorIfNonfinite = booleanOr(op, 'errorIfNonfinite', options<{ errorIfNonfinite?: boolean }>(op, opts, clipOptionKeys).errorIfNonfinite, true);
   const grads = raws(list.map((p) => p.grad as Tensor), op, 'grads');
   const norm = Math.sqrt(native().sumSquares(grads));
   if (!Number.isFinite(norm)) {

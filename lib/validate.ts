@@ -67,15 +67,39 @@ export function commonDevice(op: string, args: (Arg | null)[]): DeviceIndex {
   return first === null ? -1 : first.device;
 }
 
-/** The object of tensors an op takes as its first argument. */
-export function inputsObject<T>(op: string, v: unknown): T {
+/**
+ * The names an object argument of an op may have, every one of T's and no other: written as
+ * `keysOf<T>({ a: true, b: true })`, the compiler checks the list against T both ways.
+ */
+export function keysOf<T>(keys: Record<keyof Required<T>, true>): readonly string[] {
+  return Object.keys(keys);
+}
+
+// A name an op does not take is a mistake it would otherwise pass over in silence: a misspelt
+// option (`clip_low` for `clipLow`) left at its default, a misspelt optional input (`masks`)
+// left out. A RangeError naming it, as for any value outside what the argument takes.
+function onlyKeys(op: string, name: string, v: object, keys: readonly string[], kind: string): void {
+  for (const k in v) {
+    if (!keys.includes(k)) {
+      const path = name === 'options' || name === 'inputs' ? k : `${name}.${k}`;
+      throw rangeError(op, path, `is not ${kind} (they are: ${keys.join(', ')})`);
+    }
+  }
+}
+
+/** The object of tensors an op takes as its first argument, with no name but `keys`. */
+export function inputsObject<T>(op: string, v: unknown, keys: readonly string[]): T {
   if (v === null || typeof v !== 'object') throw typeError(op, 'inputs', 'an object of tensors', v);
+  onlyKeys(op, 'inputs', v, keys, 'an input');
   return v as T;
 }
 
-export function options<T extends object>(op: string, v: unknown, name = 'options', what = 'an options object'): Partial<T> {
+/** An options object (or undefined: every option at its default), with no name but `keys`. */
+export function options<T extends object>(op: string, v: unknown, keys: readonly string[], name = 'options',
+                                          what = 'an options object'): Partial<T> {
   if (v === undefined) return {};
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw typeError(op, name, what, v);
+  onlyKeys(op, name, v, keys, name === 'out' ? 'an output' : 'an option');
   return v as Partial<T>;
 }
 

@@ -3,7 +3,7 @@
 // sequence. It is no substitute for a subword tokenizer; it makes a toy task trainable with no
 // external files, and it round-trips through JSON so a checkpoint can carry it.
 import { RlhfError, rangeError, typeError } from '../errors';
-import { choice, options } from '../validate';
+import { choice, keysOf, options } from '../validate';
 
 export type TokenizerLevel = 'word' | 'char';
 
@@ -13,6 +13,8 @@ export interface TokenizerOptions {
   /** The most ids in all, the three reserved ones included; default unlimited. */
   maxVocab?: number;
 }
+
+const tokenizerOptionKeys = keysOf<TokenizerOptions>({ level: true, maxVocab: true });
 
 /** What toJSON() gives and fromJSON() takes. */
 export interface TokenizerJSON {
@@ -68,7 +70,7 @@ export class SimpleTokenizer {
   static fromTexts(texts: readonly string[], opts: TokenizerOptions = {}): SimpleTokenizer {
     const op = 'SimpleTokenizer.fromTexts';
     if (!Array.isArray(texts)) throw typeError(op, 'texts', 'an array of strings', texts);
-    const o = options<TokenizerOptions>(op, opts);
+    const o = options<TokenizerOptions>(op, opts, tokenizerOptionKeys);
     const level = choice(op, 'level', o.level, levels, 'word');
     const maxVocab = maxVocabOf(op, o.maxVocab);
     const counts = new Map<string, number>();

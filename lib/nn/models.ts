@@ -3,12 +3,14 @@
 // sequence). Each runs forward and backward as native kernels and accumulates its gradients.
 import { rangeError, typeError } from '../errors';
 import { DeviceIndex, DeviceSpec, Tensor, emptyTensor, parseDevice, tensor } from '../tensor';
-import { booleanOr, choice, options } from '../validate';
+import { booleanOr, choice, keysOf, options } from '../validate';
 import { ActivationName, activationNames, embedding, embeddingBackward, layerNorm, layerNormBackward, meanPool,
   meanPoolBackward } from './kernels';
 import { Dense, DenseStack } from './layers';
 import { Module, ParameterSpec } from './module';
 import { Random, orthogonal } from './random';
+
+const inputGradKeys = keysOf<{ inputGrad?: boolean }>({ inputGrad: true });
 
 export type InitName = 'orthogonal' | 'pytorch';
 
@@ -130,6 +132,11 @@ export interface MlpOptions {
   device?: DeviceSpec;
 }
 
+const mlpOptionKeys = keysOf<MlpOptions>({
+  inputSize: true, hiddenSizes: true, outputSize: true, activation: true, outputActivation: true, init: true,
+  hiddenGain: true, outputGain: true, seed: true, device: true,
+});
+
 export type MlpConfig = Required<Omit<MlpOptions, 'device'>>;
 
 export class Mlp extends Module<MlpConfig> {
@@ -171,7 +178,7 @@ export class Mlp extends Module<MlpConfig> {
     if (this.#lastRows === null) throw rangeError(op, 'gradOutput', 'needs a forward() first');
     const { t, rows } = matrixInput(op, 'gradOutput', gradOutput, 'float32', this.config.outputSize, this.deviceIndex);
     requireRows(op, 'gradOutput', rows, this.#lastRows);
-    const gx = booleanOr(op, 'inputGrad', options<{ inputGrad?: boolean }>(op, opts).inputGrad, true)
+    const gx = booleanOr(op, 'inputGrad', options<{ inputGrad?: boolean }>(op, opts, inputGradKeys).inputGrad, true)
       ? emptyTensor([rows, this.config.inputSize], 'float32', this.deviceIndex) : null;
     this.#stack.backward(t, gx);
     return gx;
@@ -180,7 +187,7 @@ export class Mlp extends Module<MlpConfig> {
 
 export function mlp(opts: MlpOptions): Mlp {
   const op = 'nn.mlp';
-  const o = options<MlpOptions>(op, opts);
+  const o = options<MlpOptions>(op, opts, mlpOptionKeys);
   const config: MlpConfig = {
     inputSize: positiveInt(op, 'inputSize', o.inputSize),
     hiddenSizes: sizes(op, 'hiddenSizes', o.hiddenSizes, [64, 64]),
@@ -196,6 +203,14 @@ export function mlp(opts: MlpOptions): Mlp {
 }
 
 // --- token policy ---------------------------------------------------------------------------------------
+
+/** The gradients a token policy's backward() takes: of its logits, of its values, or both. */
+export interface TokenPolicyGrads {
+  gradLogits?: Tensor | Float32Array;
+  gradValues?: Tensor | Float32Array;
+}
+
+const tokenPolicyGradKeys = keysOf<TokenPolicyGrads>({ gradLogits: true, gradValues: true });
 
 export interface TokenPolicyOptions {
   vocabSize: number;
@@ -214,6 +229,11 @@ export interface TokenPolicyOptions {
   seed?: number;
   device?: DeviceSpec;
 }
+
+const tokenPolicyOptionKeys = keysOf<TokenPolicyOptions>({
+  vocabSize: true, contextSize: true, embedSize: true, hiddenSizes: true, activation: true, valueHead: true,
+  init: true, seed: true, device: true,
+});
 
 export type TokenPolicyConfig = Required<Omit<TokenPolicyOptions, 'device'>>;
 
@@ -290,13 +310,13 @@ export class TokenPolicy extends Module<TokenPolicyConfig> {
    * forward: adds every parameter's gradient. Either gradient may be omitted (taken as 0).
    * Their values are rewritten in place, unchanged (the heads' identity activation).
    */
-  backward(grads: { gradLogits?: Tensor | Float32Array; gradValues?: Tensor | Float32Array }): void {
+  backward(grads: TokenPolicyGrads): void {
     const op = 'tokenPolicy.backward';
     this.requireTrainable('backward');
     const s = this.#saved;
     if (s === null) throw rangeError(op, 'grads', 'needs a forward() first');
     if (grads instanceof Tensor || ArrayBuffer.isView(grads)) throw typeError(op, 'grads', 'an object { gradLogits, gradValues }', grads);
-    const g = options<{ gradLogits?: Tensor | Float32Array; gradValues?: Tensor | Float32Array }>(op, grads, 'grads', 'an object { gradLogits, gradValues }');
+    const g = options<TokenPolicyGrads>(op, grads, tokenPolicyGradKeys, 'grads', 'an object { gradLogits, gradValues }');
     const H = this.#hiddenSize;
     const gHidden = emptyTensor([s.N, H], 'float32', this.deviceIndex);
     let written = false;
@@ -326,7 +346,7 @@ export class TokenPolicy extends Module<TokenPolicyConfig> {
 
 export function tokenPolicy(opts: TokenPolicyOptions): TokenPolicy {
   const op = 'nn.tokenPolicy';
-  const o = options<TokenPolicyOptions>(op, opts);
+  const o = options<TokenPolicyOptions>(op, opts, tokenPolicyOptionKeys);
   const config: TokenPolicyConfig = {
     vocabSize: positiveInt(op, 'vocabSize', o.vocabSize),
     contextSize: positiveInt(op, 'contextSize', o.contextSize, 4),
@@ -356,6 +376,11 @@ export interface RewardModelOptions {
   seed?: number;
   device?: DeviceSpec;
 }
+
+const rewardModelOptionKeys = keysOf<RewardModelOptions>({
+  vocabSize: true, embedSize: true, hiddenSizes: true, activation: true, layerNorm: true, init: true, seed: true,
+  device: true,
+});
 
 export type RewardModelConfig = Required<Omit<RewardModelOptions, 'device'>>;
 
@@ -471,7 +496,7 @@ export class RewardModel extends Module<RewardModelConfig> {
 
 export function rewardModel(opts: RewardModelOptions): RewardModel {
   const op = 'nn.rewardModel';
-  const o = options<RewardModelOptions>(op, opts);
+  const o = options<RewardModelOptions>(op, opts, rewardModelOptionKeys);
   const config: RewardModelConfig = {
     vocabSize: positiveInt(op, 'vocabSize', o.vocabSize),
     embedSize: positiveInt(op, 'embedSize', o.embedSize, 16),

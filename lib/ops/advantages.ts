@@ -5,7 +5,7 @@ import { rangeError, typeError } from '../errors';
 import { RawRate, native } from '../native';
 import { Tensor } from '../tensor';
 import {
-  Arg, arg, booleanOr, checkFinite, choice, commonDevice, inputsObject, matrixShape, numberIn, optionalArg, options, output,
+  Arg, arg, booleanOr, checkFinite, choice, commonDevice, inputsObject, keysOf, matrixShape, numberIn, optionalArg, options, output,
   outputPair, requireSize, sameShape,
 } from '../validate';
 
@@ -70,9 +70,15 @@ function rate(op: string, name: string, v: unknown, T: number, N: number, device
   return { raw: a.raw as RawRate, arg: a };
 }
 
+const advantagesOutKeys = keysOf<AdvantagesOut>({ advantages: true, returns: true });
+const gaeInputKeys = keysOf<GaeInputs>({
+  rewards: true, values: true, lastValues: true, terminated: true, truncated: true, nextValues: true, dones: true, nextDone: true,
+});
+const gaeOptionKeys = keysOf<GaeOptions>({ gamma: true, lambda: true, preset: true, checkFinite: true, out: true });
+
 function prepareGae(op: string, inputs: GaeInputs, opts: GaeOptions | undefined) {
-  inputsObject(op, inputs);
-  const o = options<GaeOptions>(op, opts);
+  inputsObject(op, inputs, gaeInputKeys);
+  const o = options<GaeOptions>(op, opts, gaeOptionKeys);
   const preset = choice(op, 'preset', o.preset, gaePresets, 'torchrl');
   const rewards = arg(op, 'rewards', inputs.rewards, 'float32');
   const [T, N] = matrixShape(op, rewards, 'column');
@@ -108,7 +114,7 @@ function prepareGae(op: string, inputs: GaeInputs, opts: GaeOptions | undefined)
   const gamma = rate(op, 'gamma', o.gamma, T, N, device, 0.99);
   const lambda = rate(op, 'lambda', o.lambda, T, N, device, 0.95);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [rewards, values, nextValues, lastValues]);
-  const out = options<AdvantagesOut>(op, o.out, 'out', 'an object of output tensors');
+  const out = options<AdvantagesOut>(op, o.out, advantagesOutKeys, 'out', 'an object of output tensors');
   const perElement = (r: { arg: Arg | null }) => (r.arg !== null && r.arg.size === T * N ? r.arg : null);
   const [advantages, returns] = outputPair(op, ['out.advantages', 'out.returns'], [out.advantages, out.returns],
     rewards.shape, device, [rewards, values, nextValues, perElement(gamma), perElement(lambda)]);
@@ -164,9 +170,14 @@ const tokenPresets: Record<NonNullable<TokenGaeOptions['preset']>, { maskMode: M
   verl: { maskMode: 'skip', gamma: 1, lambda: 1 },
 };
 
+const tokenGaeInputKeys = keysOf<TokenGaeInputs>({ rewards: true, values: true, mask: true, lastValues: true });
+const tokenGaeOptionKeys = keysOf<TokenGaeOptions>({
+  gamma: true, lambda: true, maskMode: true, preset: true, checkFinite: true, out: true,
+});
+
 function prepareTokenGae(op: string, inputs: TokenGaeInputs, opts: TokenGaeOptions | undefined) {
-  inputsObject(op, inputs);
-  const o = options<TokenGaeOptions>(op, opts);
+  inputsObject(op, inputs, tokenGaeInputKeys);
+  const o = options<TokenGaeOptions>(op, opts, tokenGaeOptionKeys);
   const presetName = choice(op, 'preset', o.preset, Object.keys(tokenPresets) as (keyof typeof tokenPresets)[], 'openrlhf');
   const preset = tokenPresets[presetName];
   const maskMode = choice(op, 'maskMode', o.maskMode, maskModes, preset.maskMode);
@@ -183,7 +194,7 @@ function prepareTokenGae(op: string, inputs: TokenGaeInputs, opts: TokenGaeOptio
   requireSize(op, lastValues, B, `${B} values (one per row)`);
   const device = commonDevice(op, [rewards, values, mask, lastValues]);
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [rewards, values, lastValues]);
-  const out = options<AdvantagesOut>(op, o.out, 'out', 'an object of output tensors');
+  const out = options<AdvantagesOut>(op, o.out, advantagesOutKeys, 'out', 'an object of output tensors');
   const [advantages, returns] = outputPair(op, ['out.advantages', 'out.returns'], [out.advantages, out.returns],
     rewards.shape, device, [values, rewards]);
   const call = (async: boolean) => native().tokenGae(B, T, rewards.raw, values.raw, mask?.raw ?? null,
@@ -219,9 +230,12 @@ export interface DiscountedReturnsOptions {
   out?: Tensor;
 }
 
+const returnsInputKeys = keysOf<DiscountedReturnsInputs>({ rewards: true, mask: true });
+const returnsOptionKeys = keysOf<DiscountedReturnsOptions>({ gamma: true, checkFinite: true, out: true });
+
 function prepareReturns(op: string, inputs: DiscountedReturnsInputs, opts: DiscountedReturnsOptions | undefined) {
-  inputsObject(op, inputs);
-  const o = options<DiscountedReturnsOptions>(op, opts);
+  inputsObject(op, inputs, returnsInputKeys);
+  const o = options<DiscountedReturnsOptions>(op, opts, returnsOptionKeys);
   const gamma = numberIn(op, 'gamma', o.gamma, 0, 1, 1);
   const rewards = arg(op, 'rewards', inputs.rewards, 'float32');
   const [B, T] = matrixShape(op, rewards, 'row');

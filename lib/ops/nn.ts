@@ -3,7 +3,7 @@
 import { rangeError } from '../errors';
 import { native } from '../native';
 import { Tensor } from '../tensor';
-import { arg, booleanOr, commonDevice, options, output } from '../validate';
+import { arg, booleanOr, commonDevice, keysOf, options, output } from '../validate';
 
 export interface MatmulOptions {
   /** Use a's transpose: a is stored [K, M]. Default false. */
@@ -23,10 +23,12 @@ function matrix(op: string, name: string, v: unknown) {
   return a;
 }
 
+const matmulOptionKeys = keysOf<MatmulOptions>({ transA: true, transB: true, out: true, accumulate: true });
+
 function prepareMatmul(op: string, aIn: Tensor, bIn: Tensor, opts: MatmulOptions | undefined) {
   const a = matrix(op, 'a', aIn);
   const b = matrix(op, 'b', bIn);
-  const o = options<MatmulOptions>(op, opts);
+  const o = options<MatmulOptions>(op, opts, matmulOptionKeys);
   const transA = booleanOr(op, 'transA', o.transA, false);
   const transB = booleanOr(op, 'transB', o.transB, false);
   const accumulate = booleanOr(op, 'accumulate', o.accumulate, false);

@@ -7,7 +7,7 @@ import {
 } from '../native';
 import { Tensor } from '../tensor';
 import {
-  Arg, arg, booleanOr, checkFinite, choice, commonDevice, inputsObject, matrixShape, optionalArg, options, output,
+  Arg, arg, booleanOr, checkFinite, choice, commonDevice, inputsObject, keysOf, matrixShape, optionalArg, options, output,
   outputPair,
   sameShape,
 } from '../validate';
@@ -32,6 +32,14 @@ function samePairs(op: string, first: Arg, others: (Arg | null)[]): void {
 
 // --- §7 pairwise reward-model loss -----------------------------------------------------------------
 
+/** The gradients of a pair loss, given as `out`. */
+export interface PairGradients {
+  gradChosen?: Tensor;
+  gradRejected?: Tensor;
+}
+
+const pairGradientKeys = keysOf<PairGradients>({ gradChosen: true, gradRejected: true });
+
 export interface PairwiseInputs {
   /** [N] rewards of the chosen completions. */
   chosen: ArrayIn;
@@ -45,7 +53,7 @@ export interface PairwiseOptions {
   /** TRL's center_rewards_coefficient: + centerCoef * mean((rc + rr)^2). Default 0 (0.01 recommended). */
   centerCoef?: number;
   checkFinite?: boolean;
-  out?: { gradChosen?: Tensor; gradRejected?: Tensor };
+  out?: PairGradients;
 }
 
 export interface PairwiseResult {
@@ -55,8 +63,11 @@ export interface PairwiseResult {
   stats: { accuracy: number; meanMargin: number; meanChosen: number; meanRejected: number };
 }
 
+const pairwiseInputKeys = keysOf<PairwiseInputs>({ chosen: true, rejected: true, margin: true });
+const pairwiseOptionKeys = keysOf<PairwiseOptions>({ centerCoef: true, checkFinite: true, out: true });
+
 function preparePairwise(op: string, inputs: PairwiseInputs, opts: PairwiseOptions | undefined) {
-  const i = inputsObject<PairwiseInputs>(op, inputs);
+  const i = inputsObject<PairwiseInputs>(op, inputs, pairwiseInputKeys);
   const chosen = arg(op, 'chosen', i.chosen, 'float32');
   const rejected = arg(op, 'rejected', i.rejected, 'float32');
   sameShape(op, chosen, rejected);
@@ -64,10 +75,10 @@ function preparePairwise(op: string, inputs: PairwiseInputs, opts: PairwiseOptio
   samePairs(op, chosen, [marginArray]);
   const marginValue = typeof i.margin === 'number' ? numberOr(op, 'margin', i.margin, 0, Number.isFinite, 'finite') : 0;
   const device = commonDevice(op, [chosen, rejected, marginArray]);
-  const o = options<PairwiseOptions>(op, opts);
+  const o = options<PairwiseOptions>(op, opts, pairwiseOptionKeys);
   const centerCoef = numberOr(op, 'centerCoef', o.centerCoef, 0, (x) => x >= 0 && Number.isFinite(x), 'a finite number >= 0');
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [chosen, rejected, marginArray]);
-  const out = options<{ gradChosen?: Tensor; gradRejected?: Tensor }>(op, o.out, 'out', 'an object of output tensors');
+  const out = options<PairGradients>(op, o.out, pairGradientKeys, 'out', 'an object of output tensors');
   const [gradChosen, gradRejected] = outputPair(op, ['out.gradChosen', 'out.gradRejected'], [out.gradChosen, out.gradRejected],
     chosen.shape, device, [chosen, rejected, marginArray]);
   const call = (stats: Float64Array, async: boolean) => native().pairwiseRewardLoss(chosen.raw, rejected.raw,
@@ -123,7 +134,7 @@ export interface DpoOptions {
   /** 'discopop' temperature, default 0.05 (TRL). */
   discopopTau?: number;
   checkFinite?: boolean;
-  out?: { gradChosen?: Tensor; gradRejected?: Tensor };
+  out?: PairGradients;
 }
 
 export interface DpoResult {
@@ -135,8 +146,15 @@ export interface DpoResult {
   stats: { rewardsChosen: number; rewardsRejected: number; accuracy: number; margin: number };
 }
 
+const dpoInputKeys = keysOf<DpoInputs>({
+  policyChosen: true, policyRejected: true, refChosen: true, refRejected: true, chosenLengths: true, rejectedLengths: true,
+});
+const dpoOptionKeys = keysOf<DpoOptions>({
+  beta: true, lossType: true, labelSmoothing: true, discopopTau: true, checkFinite: true, out: true,
+});
+
 function prepareDpo(op: string, inputs: DpoInputs, opts: DpoOptions | undefined) {
-  const i = inputsObject<DpoInputs>(op, inputs);
+  const i = inputsObject<DpoInputs>(op, inputs, dpoInputKeys);
   const pc = arg(op, 'policyChosen', i.policyChosen, 'float32');
   const pr = arg(op, 'policyRejected', i.policyRejected, 'float32');
   const rc = arg(op, 'refChosen', i.refChosen, 'float32');
@@ -145,7 +163,7 @@ function prepareDpo(op: string, inputs: DpoInputs, opts: DpoOptions | undefined)
   const nr = optionalArg(op, 'rejectedLengths', i.rejectedLengths, 'int32');
   samePairs(op, pc, [pr, rc, rr, nc, nr]);
   const device = commonDevice(op, [pc, pr, rc, rr, nc, nr]);
-  const o = options<DpoOptions>(op, opts);
+  const o = options<DpoOptions>(op, opts, dpoOptionKeys);
   const type = choice(op, 'lossType', o.lossType, dpoTypes, 'sigmoid');
   const beta = numberOr(op, 'beta', o.beta, 0.1, (x) => x > 0 && Number.isFinite(x), 'a finite number > 0');
   const eps = numberOr(op, 'labelSmoothing', o.labelSmoothing, 0, (x) => x >= 0 && x < 0.5, 'in [0, 0.5)');
@@ -154,7 +172,7 @@ function prepareDpo(op: string, inputs: DpoInputs, opts: DpoOptions | undefined)
   if (type === 'sigmoid_norm' && nc === null) throw rangeError(op, 'chosenLengths', "and `rejectedLengths` are required by 'sigmoid_norm'");
   const tau = numberOr(op, 'discopopTau', o.discopopTau, 0.05, (x) => x > 0 && Number.isFinite(x), 'a finite number > 0');
   if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [pc, pr, rc, rr]);
-  const out = options<{ gradChosen?: Tensor; gradRejected?: Tensor }>(op, o.out, 'out', 'an object of output tensors');
+  const out = options<PairGradients>(op, o.out, pairGradientKeys, 'out', 'an object of output tensors');
   const [gradChosen, gradRejected] = outputPair(op, ['out.gradChosen', 'out.gradRejected'], [out.gradChosen, out.gradRejected],
     pc.shape, device, [pc, pr, rc, rr]);
   const call = (stats: Float64Array, async: boolean) => native().dpoLoss(pc.raw, pr.raw, rc.raw, rr.raw, nc?.raw ?? null,
@@ -186,13 +204,15 @@ export interface SequenceLogprobsOptions {
   out?: Tensor;
 }
 
+const sequenceOptionKeys = keysOf<SequenceLogprobsOptions>({ average: true, out: true });
+
 function prepareSequence(op: string, tokenLogprobs: unknown, mask: unknown, opts: SequenceLogprobsOptions | undefined) {
   const lp = arg(op, 'tokenLogprobs', tokenLogprobs, 'float32');
   const [B, T] = matrixShape(op, lp, 'row');
   const m = optionalArg(op, 'mask', mask, 'uint8');
   sameShape(op, lp, m);
   const device = commonDevice(op, [lp, m]);
-  const o = options<SequenceLogprobsOptions>(op, opts);
+  const o = options<SequenceLogprobsOptions>(op, opts, sequenceOptionKeys);
   const average = booleanOr(op, 'average', o.average, false);
   const out = output(op, 'out', o.out, [B], device);
   const call = (async: boolean) => native().sequenceLogprobs(B, T, lp.raw, m?.raw ?? null, average, out.raw(op, 'out'), async);
@@ -219,14 +239,16 @@ export interface SequenceLogprobsBackwardInputs {
   mask: MaskIn;
 }
 
+const sequenceBackwardInputKeys = keysOf<SequenceLogprobsBackwardInputs>({ gradSequence: true, mask: true });
+
 function prepareSequenceBackward(op: string, inputs: SequenceLogprobsBackwardInputs, opts: SequenceLogprobsOptions | undefined) {
-  const i = inputsObject<SequenceLogprobsBackwardInputs>(op, inputs);
+  const i = inputsObject<SequenceLogprobsBackwardInputs>(op, inputs, sequenceBackwardInputKeys);
   const m = arg(op, 'mask', i.mask, 'uint8');
   const [B, T] = matrixShape(op, m, 'row');
   const g = arg(op, 'gradSequence', i.gradSequence, 'float32');
   if (g.size !== B) throw rangeError(op, 'gradSequence', `must hold ${B} values (one per row of mask) but holds ${g.size}`);
   const device = commonDevice(op, [g, m]);
-  const o = options<SequenceLogprobsOptions>(op, opts);
+  const o = options<SequenceLogprobsOptions>(op, opts, sequenceOptionKeys);
   const average = booleanOr(op, 'average', o.average, false);
   const out = output(op, 'out', o.out, m.shape, device);
   const call = (async: boolean) => native().sequenceLogprobsBackward(B, T, g.raw, m.raw, average, out.raw(op, 'out'), async);
@@ -266,10 +288,14 @@ export interface GroupAdvantagesOptions {
   out?: Tensor;
 }
 
+const groupOptionKeys = keysOf<GroupAdvantagesOptions>({
+  groupSize: true, groupIds: true, estimator: true, scale: true, eps: true, out: true,
+});
+
 function prepareGroups(op: string, rewards: unknown, opts: GroupAdvantagesOptions | undefined) {
   const r = arg(op, 'rewards', rewards, 'float32');
   if (r.shape.length !== 1) throw rangeError(op, 'rewards', `must be 1-D ([B]) but has shape [${r.shape.join(', ')}]`);
-  const o = options<GroupAdvantagesOptions>(op, opts);
+  const o = options<GroupAdvantagesOptions>(op, opts, groupOptionKeys);
   const ids = optionalArg(op, 'groupIds', o.groupIds, 'int32');
   if (ids !== null && o.groupSize !== undefined) throw rangeError(op, 'groupIds', 'and `groupSize` exclude each other: give one');
   samePairs(op, r, [ids]);

@@ -4,7 +4,9 @@
 import { rangeError } from '../errors';
 import { native } from '../native';
 import { Tensor } from '../tensor';
-import { arg, booleanOr, checkFinite, choice, commonDevice, numberIn, optionalArg, options, output, sameShape } from '../validate';
+import {
+  arg, booleanOr, checkFinite, choice, commonDevice, keysOf, numberIn, optionalArg, options, output, sameShape,
+} from '../validate';
 
 type ArrayIn = Tensor | Float32Array;
 type MaskIn = Tensor | Uint8Array;
@@ -33,16 +35,18 @@ export interface MaskedVarOptions {
   unbiased?: boolean;
 }
 
+const varOptionKeys = keysOf<MaskedVarOptions>({ unbiased: true });
+
 /** Variance of x where mask != 0. Unbiased needs at least 2 selected elements (RangeError). */
 export function maskedVar(x: ArrayIn, mask?: MaskIn | null, opts?: MaskedVarOptions): number {
   const { xs, m } = prepareMoments('maskedVar', x, mask);
-  const unbiased = booleanOr('maskedVar', 'unbiased', options<MaskedVarOptions>('maskedVar', opts).unbiased, true);
+  const unbiased = booleanOr('maskedVar', 'unbiased', options<MaskedVarOptions>('maskedVar', opts, varOptionKeys).unbiased, true);
   return native().maskedVar(xs.raw, m?.raw ?? null, unbiased, false) as number;
 }
 
 export async function maskedVarAsync(x: ArrayIn, mask?: MaskIn | null, opts?: MaskedVarOptions): Promise<number> {
   const { xs, m } = prepareMoments('maskedVarAsync', x, mask);
-  const unbiased = booleanOr('maskedVarAsync', 'unbiased', options<MaskedVarOptions>('maskedVarAsync', opts).unbiased, true);
+  const unbiased = booleanOr('maskedVarAsync', 'unbiased', options<MaskedVarOptions>('maskedVarAsync', opts, varOptionKeys).unbiased, true);
   return native().maskedVar(xs.raw, m?.raw ?? null, unbiased, true) as Promise<number>;
 }
 
@@ -66,9 +70,13 @@ export interface MaskedWhitenOptions {
   out?: Tensor;
 }
 
+const whitenOptionKeys = keysOf<MaskedWhitenOptions>({
+  preset: true, shiftMean: true, scaleByStd: true, eps: true, checkFinite: true, out: true,
+});
+
 function prepareWhiten(op: string, x: unknown, mask: unknown, opts: MaskedWhitenOptions | undefined) {
   const { xs, m, device } = prepareMoments(op, x, mask);
-  const o = options<MaskedWhitenOptions>(op, opts);
+  const o = options<MaskedWhitenOptions>(op, opts, whitenOptionKeys);
   const preset = whitenPresets.indexOf(choice(op, 'preset', o.preset, whitenPresets, 'trl'));
   const shiftMean = booleanOr(op, 'shiftMean', o.shiftMean, true);
   const scaleByStd = booleanOr(op, 'scaleByStd', o.scaleByStd, true);

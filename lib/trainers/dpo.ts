@@ -14,7 +14,7 @@ import { tokenPolicy } from '../nn/models';
 import { Random, shuffledIndices } from '../nn/random';
 import { DpoLossType, dpoLoss } from '../ops/preference';
 import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
-import { choice, options } from '../validate';
+import { choice, keysOf, options } from '../validate';
 import { loadModels, readJsonState, saveModels, writeJsonAtomic } from './checkpoint';
 import { finiteAtLeast, intAtLeast, pathOrNull, seedOf, throughput } from './config';
 import { sequencePolicy, SequencePolicy } from './policy';
@@ -47,6 +47,12 @@ export interface DPOConfig {
   seed?: number;
   logFile?: string;
 }
+
+const dpoConfigKeys = keysOf<DPOConfig>({
+  trainData: true, evalData: true, tokenizer: true, policy: true, beta: true, lossType: true, labelSmoothing: true,
+  learningRate: true, perDeviceTrainBatchSize: true, numTrainEpochs: true, maxGradNorm: true, weightDecay: true,
+  warmupRatio: true, seed: true, logFile: true,
+});
 
 export interface DPOStepMetrics {
   step: number;
@@ -118,7 +124,7 @@ export class DPOTrainer extends EventEmitter {
   constructor(config: DPOConfig) {
     super();
     const op = 'DPOTrainer';
-    const c = options<DPOConfig>(op, config, 'config', 'a DPOConfig object');
+    const c = options<DPOConfig>(op, config, dpoConfigKeys, 'config', 'a DPOConfig object');
     const train = pairsOf(op, 'trainData', c.trainData);
     const evalPairs = c.evalData === undefined ? null : pairsOf(op, 'evalData', c.evalData);
     this.seed = seedOf(op, c.seed, 0);

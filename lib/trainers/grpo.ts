@@ -15,7 +15,7 @@ import { Aggregation, actorLossFromLogits } from '../ops/policy';
 import { groupAdvantages } from '../ops/preference';
 import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
 import { tensor } from '../tensor';
-import { choice, options } from '../validate';
+import { choice, keysOf, options } from '../validate';
 import { loadModels, readJsonState, saveModels, writeJsonAtomic } from './checkpoint';
 import { bool, finiteAtLeast, intAtLeast, pathOrNull, seedOf, throughput } from './config';
 import { SequencePolicy, sequencePolicy } from './policy';
@@ -68,6 +68,12 @@ export interface GRPOConfig {
   logFile?: string;
 }
 
+const grpoConfigKeys = keysOf<GRPOConfig>({
+  prompts: true, rewardFn: true, tokenizer: true, policy: true, numGenerations: true, maxCompletionLength: true,
+  temperature: true, beta: true, epsilon: true, epsilonHigh: true, lossType: true, scaleRewards: true,
+  learningRate: true, perDeviceTrainBatchSize: true, maxSteps: true, maxGradNorm: true, seed: true, logFile: true,
+});
+
 export interface GRPOStepMetrics {
   step: number;
   loss: number;
@@ -97,7 +103,7 @@ export class GRPOTrainer extends EventEmitter {
   constructor(config: GRPOConfig) {
     super();
     const op = 'GRPOTrainer';
-    const c = options<GRPOConfig>(op, config, 'config', 'a GRPOConfig object');
+    const c = options<GRPOConfig>(op, config, grpoConfigKeys, 'config', 'a GRPOConfig object');
     if (!Array.isArray(c.prompts) || c.prompts.some((p) => typeof p !== 'string')) throw typeError(op, 'prompts', 'an array of strings', c.prompts);
     if (c.prompts.length === 0) throw rangeError(op, 'prompts', 'holds no prompts');
     if (typeof c.rewardFn !== 'function') throw typeError(op, 'rewardFn', 'a function (prompt, completion) => number', c.rewardFn);

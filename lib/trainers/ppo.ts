@@ -15,7 +15,7 @@ import { gae } from '../ops/advantages';
 import { logprobsFromLogits, logprobsFromLogitsBackward, ppoPolicyLoss, valueLoss } from '../ops/policy';
 import { AdamW, adamw, clipGradNorm } from '../optim';
 import { tensor } from '../tensor';
-import { options } from '../validate';
+import { keysOf, options } from '../validate';
 import { readJsonState, writeJsonAtomic } from './checkpoint';
 import { bool, finiteAtLeast, inUnitInterval, intAtLeast, pathOrNull, seedOf } from './config';
 
@@ -52,6 +52,12 @@ export interface PPOConfig {
   logFile?: string;
 }
 
+const ppoConfigKeys = keysOf<PPOConfig>({
+  env: true, numEnvs: true, numSteps: true, totalTimesteps: true, learningRate: true, annealLr: true, gamma: true,
+  gaeLambda: true, numMinibatches: true, updateEpochs: true, normAdv: true, clipCoef: true, clipVloss: true,
+  entCoef: true, vfCoef: true, maxGradNorm: true, targetKl: true, hiddenSizes: true, seed: true, logFile: true,
+});
+
 export interface PPOUpdateMetrics {
   update: number;
   globalStep: number;
@@ -85,7 +91,7 @@ const defaults: Omit<Resolved, 'seed'> = {
 };
 
 function resolve(op: string, config: PPOConfig): Resolved {
-  const o = options<PPOConfig>(op, config, 'config', 'a PPOConfig object');
+  const o = options<PPOConfig>(op, config, ppoConfigKeys, 'config', 'a PPOConfig object');
   const d = defaults;
   if (o.targetKl !== undefined && o.targetKl !== null && !(typeof o.targetKl === 'number' && o.targetKl > 0))
     throw rangeError(op, 'targetKl', `must be a number > 0 or null but is ${String(o.targetKl)}`);
@@ -194,7 +200,7 @@ export class PPOTrainer extends EventEmitter {
     const op = 'PPOTrainer';
     const c = resolve(op, config);
     this.config = Object.freeze(c);
-    const env = options<PPOConfig>(op, config, 'config', 'a PPOConfig object').env;
+    const env = options<PPOConfig>(op, config, ppoConfigKeys, 'config', 'a PPOConfig object').env;
     if (typeof env === 'string') this.env = makeEnv(env as Parameters<typeof makeEnv>[0], { numEnvs: c.numEnvs, seed: c.seed });
     else if (env !== null && typeof env === 'object' && typeof (env as VectorEnv).step === 'function') this.env = env as VectorEnv;
     else throw typeError(op, 'env', "an environment name ('CartPole-v1', 'Acrobot-v1') or a VectorEnv", env);

@@ -17,7 +17,7 @@ import { Random } from '../nn/random';
 import { pairwiseRewardLoss } from '../ops/preference';
 import { AdamW, adamw, clipGradNorm, linearSchedule } from '../optim';
 import { DeviceSpec, tensor } from '../tensor';
-import { numberIn, options } from '../validate';
+import { keysOf, numberIn, options } from '../validate';
 import { readJsonState, writeJsonAtomic } from './checkpoint';
 
 export interface RewardConfig {
@@ -52,6 +52,12 @@ export interface RewardConfig {
   /** Append one JSON line per step and per evaluation to this file. */
   logFile?: string;
 }
+
+const rewardConfigKeys = keysOf<RewardConfig>({
+  model: true, tokenizer: true, trainData: true, evalData: true, learningRate: true, perDeviceTrainBatchSize: true,
+  perDeviceEvalBatchSize: true, numTrainEpochs: true, maxLength: true, centerRewardsCoefficient: true,
+  maxGradNorm: true, weightDecay: true, warmupRatio: true, seed: true, logFile: true,
+});
 
 /** The hyperparameters, resolved: what a checkpoint stores and resume() reuses. */
 export interface RewardSettings {
@@ -106,8 +112,6 @@ const defaults: RewardSettings = {
   centerRewardsCoefficient: null, maxGradNorm: 1.0, weightDecay: 0, warmupRatio: 0, seed: 0,
 };
 
-const configKeys = new Set([...Object.keys(defaults), 'model', 'tokenizer', 'trainData', 'evalData', 'logFile']);
-
 // --- config ----------------------------------------------------------------------------------------------
 
 function positiveInt(op: string, name: string, v: unknown): number {
@@ -123,9 +127,6 @@ function nonNegative(op: string, name: string, v: unknown): number {
 }
 
 function resolveSettings(op: string, o: Partial<RewardConfig>): RewardSettings {
-  // A misspelt option would otherwise be ignored in silence and train with the default.
-  for (const k of Object.keys(o))
-    if (!configKeys.has(k)) throw rangeError(op, k, `is not a RewardConfig option (they are: ${[...configKeys].join(', ')})`);
   const s = { ...defaults };
   for (const k of ['perDeviceTrainBatchSize', 'perDeviceEvalBatchSize', 'numTrainEpochs'] as const)
     if (o[k] !== undefined) s[k] = positiveInt(op, k, o[k]);
@@ -272,7 +273,7 @@ export class RewardTrainer extends EventEmitter {
   constructor(config: RewardConfig) {
     super();
     const op = 'RewardTrainer';
-    const o = options<RewardConfig>(op, config, 'config', 'a RewardConfig object');
+    const o = options<RewardConfig>(op, config, rewardConfigKeys, 'config', 'a RewardConfig object');
     const s = resolveSettings(op, o);
     this.settings = Object.freeze(s);
     if (o.logFile !== undefined && typeof o.logFile !== 'string') throw typeError(op, 'logFile', 'a path', o.logFile);
@@ -452,7 +453,7 @@ export class RewardTrainer extends EventEmitter {
       throw new RlhfError('E_FORMAT', `${op}: '${dir}' is an incomplete checkpoint: the model is of step ${metadata[kStepKey]}, ` +
         `trainer.json of step ${state.step}`);
     const tokenizer = SimpleTokenizer.fromJSON(metadata[kTokenizerKey]);
-    const o = options<RewardConfig>(op, config, 'config', 'a RewardConfig object');
+    const o = options<RewardConfig>(op, config, rewardConfigKeys, 'config', 'a RewardConfig object');
     let model = modelOf(op, o.model);
     if (model === undefined) {
       const loaded = loadModel(modelPath);

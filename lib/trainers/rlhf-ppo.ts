@@ -17,7 +17,7 @@ import { AdaptiveKLController, FixedKLController, actorLossFromLogits, klPenalty
 import { maskedWhiten } from '../ops/statistics';
 import { AdamW, adamw, clipGradNorm } from '../optim';
 import { tensor } from '../tensor';
-import { choice, options } from '../validate';
+import { choice, keysOf, options } from '../validate';
 import { loadModels, readJsonState, saveModels, writeJsonAtomic } from './checkpoint';
 import { finiteAtLeast, inUnitInterval, intAtLeast, pathOrNull, seedOf, throughput } from './config';
 import { SequencePolicy, sequencePolicy } from './policy';
@@ -59,6 +59,13 @@ export interface RLHFPPOConfig {
   logFile?: string;
 }
 
+const rlhfPpoConfigKeys = keysOf<RLHFPPOConfig>({
+  prompts: true, tokenizer: true, reward: true, policy: true, maxCompletionLength: true, temperature: true,
+  initKlCoef: true, target: true, horizon: true, scorePlacement: true, missingEosPenalty: true, learningRate: true,
+  batchSize: true, miniBatchSize: true, ppoEpochs: true, gamma: true, lam: true, cliprange: true,
+  cliprangeValue: true, vfCoef: true, maxGradNorm: true, seed: true, logFile: true,
+});
+
 export interface RLHFStepMetrics {
   step: number;
   /** Mean score of the step's completions. */
@@ -93,7 +100,7 @@ type Resolved = Required<Omit<RLHFPPOConfig, 'policy' | 'logFile' | 'target' | '
   { target: number | null; missingEosPenalty: number | null; logFile: string | null };
 
 function resolve(op: string, config: RLHFPPOConfig): Resolved {
-  const c = options<RLHFPPOConfig>(op, config, 'config', 'an RLHFPPOConfig object');
+  const c = options<RLHFPPOConfig>(op, config, rlhfPpoConfigKeys, 'config', 'an RLHFPPOConfig object');
   if (!Array.isArray(c.prompts) || c.prompts.some((p) => typeof p !== 'string')) throw typeError(op, 'prompts', 'an array of strings', c.prompts);
   if (c.prompts.length === 0) throw rangeError(op, 'prompts', 'holds no prompts');
   if (!(c.tokenizer instanceof SimpleTokenizer)) throw typeError(op, 'tokenizer', 'a SimpleTokenizer', c.tokenizer);
