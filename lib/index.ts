@@ -15,7 +15,7 @@ export type {
 export {
   maskedMean, maskedMeanAsync, maskedVar, maskedVarAsync, maskedWhiten, maskedWhitenAsync,
 } from './ops/statistics';
-export type { MaskedVarOptions, MaskedWhitenOptions, WhitenPreset } from './ops/statistics';
+export type { MaskedMeanOptions, MaskedVarOptions, MaskedWhitenOptions, WhitenPreset } from './ops/statistics';
 export {
   AdaptiveKLController, FixedKLController, actorLossFromLogits, actorLossFromLogitsAsync, klPenalty, klPenaltyAsync,
   logprobsFromLogits, logprobsFromLogitsAsync, logprobsFromLogitsBackward, logprobsFromLogitsBackwardAsync,

@@ -103,3 +103,26 @@ t.test('the Async forms, the KL controller, the optimiser and the models check t
   expectError(t, () => new rl.optim.AdamW(mlp.parameters(), { lr: 1e-3, weight_decay: 0.01 } as never), RangeError,
     /`weight_decay` is not an option \(they are: lr, betas, eps, weightDecay, schedule\)$/);
 });
+
+// The ops that took no checkFinite before, each with a NaN at index 1 of the argument named.
+t.test('checkFinite on every op with options: a RangeError naming the argument and the first bad index', async (t) => {
+  const bad = (n: number) => { const a = new Float32Array(n).fill(0.5); a[1] = NaN; a[2] = Infinity; return a; };
+  const badRow = () => rl.tensor(bad(2), [1, 2]);
+  const checks: [string, string, (o: { checkFinite: boolean }) => unknown][] = [
+    ['maskedMean', 'x', (o) => rl.maskedMean(bad(3), null, o)],
+    ['maskedVar', 'x', (o) => rl.maskedVar(bad(3), null, o)],
+    ['logprobsFromLogitsBackward', 'gradLogprobs',
+      (o) => rl.logprobsFromLogitsBackward({ logits: ft([1, 2, 3, 4, 5, 6], [2, 3]), labels: ints([2, 0]), gradLogprobs: bad(2) }, o)],
+    ['klPenalty', 'refLogprobs', (o) => rl.klPenalty(f32([-1, -2]), bad(2), o)],
+    ['shapeRewards', 'kl', (o) => rl.shapeRewards({ scores: f32([1]), kl: badRow(), mask: mt([1, 1], [1, 2]) }, o)],
+    ['sequenceLogprobs', 'tokenLogprobs', (o) => rl.sequenceLogprobs(badRow(), null, o)],
+    ['sequenceLogprobsBackward', 'gradSequence', (o) => rl.sequenceLogprobsBackward({ gradSequence: bad(2), mask: mt([1, 0, 1, 1], [2, 2]) }, o)],
+    ['groupAdvantages', 'rewards', (o) => rl.groupAdvantages(bad(4), { groupSize: 2, ...o })],
+    ['matmul', 'b', (o) => rl.matmul(ft([1, 2], [1, 2]), rl.tensor(bad(2), [2, 1]), o)],
+  ];
+  for (const [op, arg, call] of checks) {
+    expectError(t, () => call({ checkFinite: true }), RangeError, new RegExp(`^${op}: \`${arg}\` has a non-finite value at index 1`),
+      undefined, `${op}: checkFinite names ${arg}`);
+    t.doesNotThrow(() => call({ checkFinite: false }), `${op}: without checkFinite the NaN goes through`);
+  }
+});

@@ -3,7 +3,7 @@
 import { rangeError } from '../errors';
 import { native } from '../native';
 import { Tensor } from '../tensor';
-import { arg, booleanOr, commonDevice, keysOf, options, output } from '../validate';
+import { arg, booleanOr, checkFinite, commonDevice, keysOf, options, output } from '../validate';
 
 export interface MatmulOptions {
   /** Use a's transpose: a is stored [K, M]. Default false. */
@@ -14,6 +14,8 @@ export interface MatmulOptions {
   out?: Tensor;
   /** Add the product to `out` (required) instead of overwriting it: out += op(a) op(b). */
   accumulate?: boolean;
+  /** A RangeError naming the argument and the first NaN or infinity in the inputs. Default false. */
+  checkFinite?: boolean;
 }
 
 function matrix(op: string, name: string, v: unknown) {
@@ -23,7 +25,7 @@ function matrix(op: string, name: string, v: unknown) {
   return a;
 }
 
-const matmulOptionKeys = keysOf<MatmulOptions>({ transA: true, transB: true, out: true, accumulate: true });
+const matmulOptionKeys = keysOf<MatmulOptions>({ transA: true, transB: true, out: true, accumulate: true, checkFinite: true });
 
 function prepareMatmul(op: string, aIn: Tensor, bIn: Tensor, opts: MatmulOptions | undefined) {
   const a = matrix(op, 'a', aIn);
@@ -32,6 +34,7 @@ function prepareMatmul(op: string, aIn: Tensor, bIn: Tensor, opts: MatmulOptions
   const transA = booleanOr(op, 'transA', o.transA, false);
   const transB = booleanOr(op, 'transB', o.transB, false);
   const accumulate = booleanOr(op, 'accumulate', o.accumulate, false);
+  if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [a, b]);
   const [M, K] = transA ? [a.shape[1], a.shape[0]] : [a.shape[0], a.shape[1]];
   const [Kb, N] = transB ? [b.shape[1], b.shape[0]] : [b.shape[0], b.shape[1]];
   if (Kb !== K)

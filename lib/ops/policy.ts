@@ -173,13 +173,15 @@ export interface LogprobsBackwardInputs {
 export interface LogprobsBackwardOptions {
   temperature?: number;
   ignoreIndex?: number;
+  /** A RangeError naming the argument and the first NaN or infinity in the inputs. Default false. */
+  checkFinite?: boolean;
   out?: Tensor;
 }
 
 const backwardInputKeys = keysOf<LogprobsBackwardInputs>({
   logits: true, labels: true, gradLogprobs: true, gradEntropy: true, logprobs: true, entropy: true,
 });
-const backwardOptionKeys = keysOf<LogprobsBackwardOptions>({ temperature: true, ignoreIndex: true, out: true });
+const backwardOptionKeys = keysOf<LogprobsBackwardOptions>({ temperature: true, ignoreIndex: true, checkFinite: true, out: true });
 
 function prepareLogprobsBackward(op: string, inputs: LogprobsBackwardInputs, opts: LogprobsBackwardOptions | undefined) {
   const i = inputsObject<LogprobsBackwardInputs>(op, inputs, backwardInputKeys);
@@ -198,6 +200,7 @@ function prepareLogprobsBackward(op: string, inputs: LogprobsBackwardInputs, opt
   const o = options<LogprobsBackwardOptions>(op, opts, backwardOptionKeys);
   const temperature = inRange(op, 'temperature', o.temperature, 0, Number.MAX_VALUE, 1);
   const ignoreIndex = int32(op, 'ignoreIndex', o.ignoreIndex, -100);
+  if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [z, gLp, gH, lp, H]);
   const out = logitsGradOut(op, 'out', o.out, z);
   const call = (async: boolean) => native().logprobsFromLogitsBackward(N, V, dtype, z.raw, y.raw, gLp.raw, gH?.raw ?? null,
     lp?.raw ?? null, H?.raw ?? null, temperature, ignoreIndex, out.raw(op, 'out'), async);
@@ -241,6 +244,8 @@ export interface KlPenaltyOut {
 }
 
 export interface KlPenaltyOptions extends KlOptions {
+  /** A RangeError naming the argument and the first NaN or infinity in the inputs. Default false. */
+  checkFinite?: boolean;
   out?: KlPenaltyOut;
 }
 
@@ -248,7 +253,7 @@ const klOptionKeys = keysOf<KlOptions>({
   estimator: true, clampLogRatio: true, clampOutput: true, straightThrough: true, preset: true,
 });
 const klPenaltyOptionKeys = keysOf<KlPenaltyOptions>({
-  estimator: true, clampLogRatio: true, clampOutput: true, straightThrough: true, preset: true, out: true,
+  estimator: true, clampLogRatio: true, clampOutput: true, straightThrough: true, preset: true, checkFinite: true, out: true,
 });
 const klPenaltyOutKeys = keysOf<KlPenaltyOut>({ kl: true, grad: true });
 
@@ -280,6 +285,7 @@ function prepareKl(op: string, logprobs: unknown, refLogprobs: unknown, opts: un
   sameShape(op, lp, ref);
   const device = commonDevice(op, [lp, ref]);
   const k = klOptions(op, opts, klPenaltyOptionKeys);
+  if (booleanOr(op, 'checkFinite', (opts as KlPenaltyOptions | undefined)?.checkFinite, false)) checkFinite(op, [lp, ref]);
   const out = options<KlPenaltyOut>(op, (opts as KlPenaltyOptions | undefined)?.out, klPenaltyOutKeys, 'out',
     'an object of output tensors');
   const [kl, grad] = outputPair(op, ['out.kl', 'out.grad'], [out.kl, out.grad], lp.shape, device, [lp, ref]);
@@ -322,12 +328,14 @@ export interface ShapeRewardsOptions {
   missingEosPenalty?: number | null;
   /** Clamp scores to +-c (OpenRLHF's reward_clip_range); null: none. */
   scoreClip?: number | null;
+  /** A RangeError naming the argument and the first NaN or infinity in the inputs. Default false. */
+  checkFinite?: boolean;
   out?: Tensor;
 }
 
 const shapeRewardsInputKeys = keysOf<ShapeRewardsInputs>({ scores: true, kl: true, mask: true, hasEos: true });
 const shapeRewardsOptionKeys = keysOf<ShapeRewardsOptions>({
-  klCoef: true, scorePlacement: true, missingEosPenalty: true, scoreClip: true, out: true,
+  klCoef: true, scorePlacement: true, missingEosPenalty: true, scoreClip: true, checkFinite: true, out: true,
 });
 const placements = ['last-valid', 'after-last'] as const;
 
@@ -344,6 +352,7 @@ function prepareShape(op: string, inputs: ShapeRewardsInputs, opts: ShapeRewards
   const device = commonDevice(op, [kl, scores, mask, hasEos]);
   const o = options<ShapeRewardsOptions>(op, opts, shapeRewardsOptionKeys);
   const klCoef = inRange(op, 'klCoef', o.klCoef, 0, 1e30, 0.05, true);
+  if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [scores, kl]);
   const placement = placements.indexOf(choice(op, 'scorePlacement', o.scorePlacement, placements, 'last-valid'));
   const penalty = o.missingEosPenalty === undefined || o.missingEosPenalty === null ? null
     : finite(op, 'missingEosPenalty', o.missingEosPenalty, 0);

@@ -201,10 +201,12 @@ export async function dpoLossAsync(inputs: DpoInputs, opts?: DpoOptions): Promis
 export interface SequenceLogprobsOptions {
   /** Divide by the row's valid tokens (a row with none gives 0). Default false: the sum. */
   average?: boolean;
+  /** A RangeError naming the argument and the first NaN or infinity in the inputs. Default false. */
+  checkFinite?: boolean;
   out?: Tensor;
 }
 
-const sequenceOptionKeys = keysOf<SequenceLogprobsOptions>({ average: true, out: true });
+const sequenceOptionKeys = keysOf<SequenceLogprobsOptions>({ average: true, checkFinite: true, out: true });
 
 function prepareSequence(op: string, tokenLogprobs: unknown, mask: unknown, opts: SequenceLogprobsOptions | undefined) {
   const lp = arg(op, 'tokenLogprobs', tokenLogprobs, 'float32');
@@ -214,6 +216,7 @@ function prepareSequence(op: string, tokenLogprobs: unknown, mask: unknown, opts
   const device = commonDevice(op, [lp, m]);
   const o = options<SequenceLogprobsOptions>(op, opts, sequenceOptionKeys);
   const average = booleanOr(op, 'average', o.average, false);
+  if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [lp]);
   const out = output(op, 'out', o.out, [B], device);
   const call = (async: boolean) => native().sequenceLogprobs(B, T, lp.raw, m?.raw ?? null, average, out.raw(op, 'out'), async);
   return { call, out };
@@ -250,6 +253,7 @@ function prepareSequenceBackward(op: string, inputs: SequenceLogprobsBackwardInp
   const device = commonDevice(op, [g, m]);
   const o = options<SequenceLogprobsOptions>(op, opts, sequenceOptionKeys);
   const average = booleanOr(op, 'average', o.average, false);
+  if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [g]);
   const out = output(op, 'out', o.out, m.shape, device);
   const call = (async: boolean) => native().sequenceLogprobsBackward(B, T, g.raw, m.raw, average, out.raw(op, 'out'), async);
   return { call, out };
@@ -285,17 +289,20 @@ export interface GroupAdvantagesOptions {
   scale?: 'group' | 'batch' | 'none';
   /** Added to the std: 1e-4 (TRL, default), 1e-6 (verl), 1e-9 (OpenRLHF). */
   eps?: number;
+  /** A RangeError at the first NaN or infinite reward (a NaN reward otherwise gives 0). Default false. */
+  checkFinite?: boolean;
   out?: Tensor;
 }
 
 const groupOptionKeys = keysOf<GroupAdvantagesOptions>({
-  groupSize: true, groupIds: true, estimator: true, scale: true, eps: true, out: true,
+  groupSize: true, groupIds: true, estimator: true, scale: true, eps: true, checkFinite: true, out: true,
 });
 
 function prepareGroups(op: string, rewards: unknown, opts: GroupAdvantagesOptions | undefined) {
   const r = arg(op, 'rewards', rewards, 'float32');
   if (r.shape.length !== 1) throw rangeError(op, 'rewards', `must be 1-D ([B]) but has shape [${r.shape.join(', ')}]`);
   const o = options<GroupAdvantagesOptions>(op, opts, groupOptionKeys);
+  if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [r]);
   const ids = optionalArg(op, 'groupIds', o.groupIds, 'int32');
   if (ids !== null && o.groupSize !== undefined) throw rangeError(op, 'groupIds', 'and `groupSize` exclude each other: give one');
   samePairs(op, r, [ids]);

@@ -19,34 +19,46 @@ function prepareMoments(op: string, x: unknown, mask: unknown) {
   return { xs, m, device };
 }
 
-/** Mean of x where mask != 0 (mask omitted: all); 0 when nothing is selected. */
-export function maskedMean(x: ArrayIn, mask?: MaskIn | null): number {
-  const { xs, m } = prepareMoments('maskedMean', x, mask);
-  return native().maskedMean(xs.raw, m?.raw ?? null, false) as number;
+export interface MaskedMeanOptions {
+  /** A RangeError naming the first NaN or infinity in x. Default false. */
+  checkFinite?: boolean;
 }
 
-export async function maskedMeanAsync(x: ArrayIn, mask?: MaskIn | null): Promise<number> {
-  const { xs, m } = prepareMoments('maskedMeanAsync', x, mask);
-  return native().maskedMean(xs.raw, m?.raw ?? null, true) as Promise<number>;
-}
-
-export interface MaskedVarOptions {
+export interface MaskedVarOptions extends MaskedMeanOptions {
   /** Bessel's correction (TRL, verl, CleanRL; default). False: population variance (OpenRLHF). */
   unbiased?: boolean;
 }
 
-const varOptionKeys = keysOf<MaskedVarOptions>({ unbiased: true });
+const meanOptionKeys = keysOf<MaskedMeanOptions>({ checkFinite: true });
+const varOptionKeys = keysOf<MaskedVarOptions>({ unbiased: true, checkFinite: true });
+
+// x and mask as prepareMoments takes them, and the options of the mean or the variance.
+function prepareStatistic(op: string, x: unknown, mask: unknown, opts: unknown, keys: readonly string[]) {
+  const { xs, m } = prepareMoments(op, x, mask);
+  const o = options<MaskedVarOptions>(op, opts, keys);
+  if (booleanOr(op, 'checkFinite', o.checkFinite, false)) checkFinite(op, [xs]);
+  return { xs, m, unbiased: booleanOr(op, 'unbiased', o.unbiased, true) };
+}
+
+/** Mean of x where mask != 0 (mask omitted: all); 0 when nothing is selected. */
+export function maskedMean(x: ArrayIn, mask?: MaskIn | null, opts?: MaskedMeanOptions): number {
+  const { xs, m } = prepareStatistic('maskedMean', x, mask, opts, meanOptionKeys);
+  return native().maskedMean(xs.raw, m?.raw ?? null, false) as number;
+}
+
+export async function maskedMeanAsync(x: ArrayIn, mask?: MaskIn | null, opts?: MaskedMeanOptions): Promise<number> {
+  const { xs, m } = prepareStatistic('maskedMeanAsync', x, mask, opts, meanOptionKeys);
+  return native().maskedMean(xs.raw, m?.raw ?? null, true) as Promise<number>;
+}
 
 /** Variance of x where mask != 0. Unbiased needs at least 2 selected elements (RangeError). */
 export function maskedVar(x: ArrayIn, mask?: MaskIn | null, opts?: MaskedVarOptions): number {
-  const { xs, m } = prepareMoments('maskedVar', x, mask);
-  const unbiased = booleanOr('maskedVar', 'unbiased', options<MaskedVarOptions>('maskedVar', opts, varOptionKeys).unbiased, true);
+  const { xs, m, unbiased } = prepareStatistic('maskedVar', x, mask, opts, varOptionKeys);
   return native().maskedVar(xs.raw, m?.raw ?? null, unbiased, false) as number;
 }
 
 export async function maskedVarAsync(x: ArrayIn, mask?: MaskIn | null, opts?: MaskedVarOptions): Promise<number> {
-  const { xs, m } = prepareMoments('maskedVarAsync', x, mask);
-  const unbiased = booleanOr('maskedVarAsync', 'unbiased', options<MaskedVarOptions>('maskedVarAsync', opts, varOptionKeys).unbiased, true);
+  const { xs, m, unbiased } = prepareStatistic('maskedVarAsync', x, mask, opts, varOptionKeys);
   return native().maskedVar(xs.raw, m?.raw ?? null, unbiased, true) as Promise<number>;
 }
 
