@@ -289,7 +289,8 @@ export function clipGradNorm(params: Parameter[], maxNorm: number, opts: { error
   const list = trainable(op, params);
   if (typeof maxNorm !== 'number') throw typeError(op, 'maxNorm', 'a number', maxNorm);
   const limit = finiteIn(op, 'maxNorm', maxNorm, 0, Infinity, 0, true);
-  const errorIfNonfinite = booleanOr(op, 'errorIfNonfinite', options<{ errorIfNonfinite?: boolean }>(op, opts, clipOptionKeys).errorIfNonfinite, true);
+  const o = options<{ errorIfNonfinite?: boolean }>(op, opts, clipOptionKeys);
+  const errorIfNonfinite = booleanOr(op, 'errorIfNonfinite', o.errorIfNonfinite, true);
   const grads = raws(list.map((p) => p.grad as Tensor), op, 'grads');
   const norm = Math.sqrt(native().sumSquares(grads));
   if (!Number.isFinite(norm)) {

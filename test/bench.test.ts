@@ -84,7 +84,20 @@ t.test('rlhf bench --help lists every op; --op with an unknown name fails naming
 // each case, and the script refuses what would time one addon against itself.
 const abBench = path.join(__dirname, '..', 'scripts', 'ab-bench.js');
 const addon = path.join(__dirname, '..', 'build', 'Release', 'rlhf.node');
-t.test('scripts/ab-bench.js times two checkouts in turns, and refuses one against itself', { skip: fs.existsSync(cli) && fs.existsSync(addon) ? false : 'dist/ or the cmake-js addon not built' }, async (t) => {
+const built = fs.existsSync(cli) && fs.existsSync(addon) ? false : 'dist/ or the cmake-js addon not built';
+
+// Another checkout as the scripts take one: this one's dist/ and addon, copied.
+function copyOfThisCheckout(t: { teardown(fn: () => void): void }): string {
+  const other = fs.mkdtempSync(path.join(os.tmpdir(), 'rlhf-ab-'));
+  t.teardown(() => fs.rmSync(other, { recursive: true, force: true }));
+  fs.cpSync(path.join(__dirname, '..', 'dist'), path.join(other, 'dist'), { recursive: true });
+  fs.mkdirSync(path.join(other, 'build', 'Release'), { recursive: true });
+  fs.copyFileSync(addon, path.join(other, 'build', 'Release', 'rlhf.node'));
+  fs.symlinkSync(path.join(__dirname, '..', 'node_modules'), path.join(other, 'node_modules'));
+  return other;
+}
+
+t.test('scripts/ab-bench.js times two checkouts in turns, and refuses one against itself', { skip: built }, async (t) => {
   const run = (args: string[], env: NodeJS.ProcessEnv = process.env) =>
     spawnSync(process.execPath, [abBench, ...args], { encoding: 'utf8', env });
   const missing = run([]);
@@ -97,14 +110,21 @@ t.test('scripts/ab-bench.js times two checkouts in turns, and refuses one agains
   t.equal(forced.status, 2);
   t.match(forced.stderr, /unset RLHF_ADDON_PATH/);
 
-  const other = fs.mkdtempSync(path.join(os.tmpdir(), 'rlhf-ab-'));
-  t.teardown(() => fs.rmSync(other, { recursive: true, force: true }));
-  fs.cpSync(path.join(__dirname, '..', 'dist'), path.join(other, 'dist'), { recursive: true });
-  fs.mkdirSync(path.join(other, 'build', 'Release'), { recursive: true });
-  fs.copyFileSync(addon, path.join(other, 'build', 'Release', 'rlhf.node'));
-  fs.symlinkSync(path.join(__dirname, '..', 'node_modules'), path.join(other, 'node_modules'));
-  const ab = run(['--tree', other, '--op', 'gae', '--runs', '3']);
+  const ab = run(['--tree', copyOfThisCheckout(t), '--op', 'gae', '--runs', '3']);
   t.equal(ab.status, 0, ab.stderr);
   t.match(ab.stdout, /^gae \[T=1024,N=4096\]: new [\d.]+ us \([\d.]+% of its triads\), old [\d.]+ us \([\d.]+% of its triads\); new\/old [\d.]+$/m);
   t.match(ab.stdout, /^gae \[T=128,N=1\]: new [\d.]+ us, old [\d.]+ us; new\/old [\d.]+$/m);
+});
+
+// scripts/cold-calls.js: one checkout alone, then this one and a copy in turns.
+t.test('scripts/cold-calls.js times calls made with cold caches, of one checkout or two in turns', { skip: built }, async (t) => {
+  const run = (args: string[]) => spawnSync(process.execPath, [path.join(__dirname, '..', 'scripts', 'cold-calls.js'), ...args],
+    { encoding: 'utf8' });
+  const alone = run(['--runs', '3', '--compile', '5']);
+  t.equal(alone.status, 0, alone.stderr);
+  t.match(alone.stdout, /^pairwiseRewardLoss \[1024\]: this [\d.]+ us$/m);
+  t.equal(alone.stdout.trim().split('\n').length, 4, 'four ops');
+  const two = run(['--tree', copyOfThisCheckout(t), '--runs', '3', '--compile', '0']);
+  t.equal(two.status, 0, two.stderr);
+  t.match(two.stdout, /^ppoPolicyLoss \[1,1024\]: this [\d.]+ us, other [\d.]+ us; this\/other [\d.]+$/m);
 });
