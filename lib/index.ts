@@ -22,8 +22,9 @@ export {
   ppoPolicyLoss, ppoPolicyLossAsync, shapeRewards, shapeRewardsAsync, valueLoss, valueLossAsync,
 } from './ops/policy';
 export type {
-  ActorLossInputs, ActorLossOptions, ActorLossResult, AdaptiveKLOptions, Aggregation, AggregationOptions, KlEstimator,
-  KlOptions, KlPenaltyOptions, KlPenaltyResult, LogprobsBackwardInputs, LogprobsBackwardOptions, LogprobsOptions, LogprobsResult,
+  ActorLossInputs, ActorLossOptions, ActorLossOut, ActorLossResult, AdaptiveKLOptions, Aggregation, AggregationOptions,
+  KlEstimator, KlOptions, KlPenaltyOptions, KlPenaltyOut, KlPenaltyResult, LogprobsBackwardInputs, LogprobsBackwardOptions,
+  LogprobsOptions, LogprobsOut, LogprobsResult,
   PolicyLossInputs, PolicyLossOptions, PolicyLossResult, PolicyLossStats, ShapeRewardsInputs, ShapeRewardsOptions,
   ValueLossInputs, ValueLossOptions, ValueLossResult,
 } from './ops/policy';
@@ -32,8 +33,8 @@ export {
   sequenceLogprobs, sequenceLogprobsAsync, sequenceLogprobsBackward, sequenceLogprobsBackwardAsync,
 } from './ops/preference';
 export type {
-  DpoInputs, DpoLossType, DpoOptions, DpoResult, GroupAdvantagesOptions, GroupEstimator, PairwiseInputs, PairwiseOptions,
-  PairwiseResult, SequenceLogprobsBackwardInputs, SequenceLogprobsOptions,
+  DpoInputs, DpoLossType, DpoOptions, DpoResult, GroupAdvantagesOptions, GroupEstimator, PairGradients, PairwiseInputs,
+  PairwiseOptions, PairwiseResult, SequenceLogprobsBackwardInputs, SequenceLogprobsOptions,
 } from './ops/preference';
 export { bfloat16Bits, bfloat16Value, float16Bits, float16Value, fromHalfBits, toHalfBits } from './half';
 export type { HalfDtype } from './half';

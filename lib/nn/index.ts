@@ -6,8 +6,8 @@ import { savedModelInfo } from './module';
 
 export { Mlp, RewardModel, TokenPolicy, mlp, rewardModel, tokenPolicy } from './models';
 export type {
-  InitName, MlpConfig, MlpOptions, RewardModelConfig, RewardModelOptions, TokenPolicyConfig, TokenPolicyOptions,
-  TokenPolicyOutput,
+  InitName, MlpConfig, MlpOptions, RewardModelConfig, RewardModelOptions, TokenPolicyConfig, TokenPolicyGrads,
+  TokenPolicyOptions, TokenPolicyOutput,
 } from './models';
 export { Module } from './module';
 export type { Parameter } from './module';
