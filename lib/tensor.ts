@@ -124,7 +124,7 @@ export class Tensor {
   dataSync(): TypedArray {
     const raw = this.raw('dataSync', 'tensor');
     if (this.#host !== null) return this.#host;
-    const host = withHugePages(arrayForCopy(this.dtype, this.size));
+    const host = withHugePages(ownHostArray(this.dtype, this.size));
     (raw as DeviceBuffer).copyToHost(host);
     return host;
   }
@@ -221,8 +221,9 @@ function uninitialisedBytes(bytes: number): ArrayBuffer {
   return Buffer.allocUnsafeSlow(bytes).buffer as ArrayBuffer;
 }
 
-// An array on a buffer of its own that a copy fills whole (dataSync of a device tensor).
-function arrayForCopy(dtype: Dtype, size: number): TypedArray {
+// An array on a buffer of its own, uninitialised from 1 MiB up, for a kernel or a copy (dataSync
+// of a device tensor) that writes it whole.
+function ownHostArray(dtype: Dtype, size: number): TypedArray {
   const Ctor = arrayTypes[dtype];
   const bytes = size * Ctor.BYTES_PER_ELEMENT;
   return bytes >= kUninitialisedMinBytes ? new Ctor(uninitialisedBytes(bytes), 0, size) : new Ctor(size);
@@ -231,12 +232,11 @@ function arrayForCopy(dtype: Dtype, size: number): TypedArray {
 // A new host array of `size`: zeroed, or with undefined contents where it is large enough for that
 // to matter; float32 ones of 1 MiB or more placed beside `readWith` when given.
 function newHostArray(dtype: Dtype, size: number, readWith: readonly (TypedArray | null)[], zeroed: boolean): TypedArray {
-  const Ctor = arrayTypes[dtype];
-  const bytes = size * Ctor.BYTES_PER_ELEMENT;
+  const bytes = size * arrayTypes[dtype].BYTES_PER_ELEMENT;
   const placed = dtype === 'float32' && bytes >= kPlacedMinBytes && readWith.length > 0;
   const cleared = zeroed || bytes < kUninitialisedMinBytes;
-  if (placed) return placedIn(cleared ? new ArrayBuffer(bytes + 4096) : uninitialisedBytes(bytes + 4096), size, readWith);
-  return cleared ? hostArray(dtype, size) : new Ctor(uninitialisedBytes(bytes), 0, size);
+  if (placed) return cleared ? placedFloats(size, readWith) : placedIn(uninitialisedBytes(bytes + 4096), size, readWith);
+  return cleared ? hostArray(dtype, size) : ownHostArray(dtype, size);
 }
 
 // From this size up, a new host array asks for huge pages before its first write (host_memory.h):

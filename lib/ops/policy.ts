@@ -249,12 +249,11 @@ export interface KlPenaltyOptions extends KlOptions {
   out?: KlPenaltyOut;
 }
 
-const klOptionKeys = keysOf<KlOptions>({
+const klOptionNames: Record<keyof Required<KlOptions>, true> = {
   estimator: true, clampLogRatio: true, clampOutput: true, straightThrough: true, preset: true,
-});
-const klPenaltyOptionKeys = keysOf<KlPenaltyOptions>({
-  estimator: true, clampLogRatio: true, clampOutput: true, straightThrough: true, preset: true, checkFinite: true, out: true,
-});
+};
+const klOptionKeys = keysOf<KlOptions>(klOptionNames);
+const klPenaltyOptionKeys = keysOf<KlPenaltyOptions>({ ...klOptionNames, checkFinite: true, out: true });
 const klPenaltyOutKeys = keysOf<KlPenaltyOut>({ kl: true, grad: true });
 
 const klPresets = ['trl', 'verl', 'openrlhf'] as const;
@@ -396,6 +395,8 @@ export interface AggregationOptions {
   normalizer?: number;
 }
 
+const aggregationOptionNames: Record<keyof Required<AggregationOptions>, true> = { aggregation: true, normalizer: true };
+
 function aggregationOptions(op: string, o: AggregationOptions, B: number, T: number): NativeAggregation {
   const mode = choice(op, 'aggregation', o.aggregation, aggregations, 'token-mean');
   const fallback = mode === 'seq-mean-token-sum-norm' ? T : mode === 'dr_grpo' ? B * T : null;
@@ -498,10 +499,11 @@ function policyStats(s: NativePolicyStats): PolicyLossStats {
 }
 
 const policyInputKeys = keysOf<PolicyLossInputs>({ logprobs: true, oldLogprobs: true, advantages: true, mask: true });
-const policyOptionKeys = keysOf<PolicyLossOptions & { out?: Tensor }>({
-  aggregation: true, normalizer: true, clipLow: true, clipHigh: true, dualClip: true, clampLogRatio: true, importanceLevel: true,
-  clipfracMode: true, preset: true, checkFinite: true, out: true,
-});
+const policyOptionNames: Record<keyof Required<PolicyLossOptions>, true> = {
+  ...aggregationOptionNames, clipLow: true, clipHigh: true, dualClip: true, clampLogRatio: true, importanceLevel: true,
+  clipfracMode: true, preset: true, checkFinite: true,
+};
+const policyOptionKeys = keysOf<PolicyLossOptions & { out?: Tensor }>({ ...policyOptionNames, out: true });
 
 function preparePolicy(op: string, inputs: PolicyLossInputs, opts: (PolicyLossOptions & { out?: Tensor }) | undefined) {
   const i = inputsObject<PolicyLossInputs>(op, inputs, policyInputKeys);
@@ -566,7 +568,7 @@ const valuePresets = ['trl', 'cleanrl', 'verl', 'openrlhf'] as const;
 
 const valueInputKeys = keysOf<ValueLossInputs>({ values: true, oldValues: true, returns: true, mask: true });
 const valueOptionKeys = keysOf<ValueLossOptions>({
-  aggregation: true, normalizer: true, clip: true, preset: true, checkFinite: true, out: true,
+  ...aggregationOptionNames, clip: true, preset: true, checkFinite: true, out: true,
 });
 
 function prepareValue(op: string, inputs: ValueLossInputs, opts: ValueLossOptions | undefined) {
@@ -655,9 +657,7 @@ const actorInputKeys = keysOf<ActorLossInputs>({
   logits: true, labels: true, oldLogprobs: true, advantages: true, refLogprobs: true, mask: true,
 });
 const actorOptionKeys = keysOf<ActorLossOptions>({
-  aggregation: true, normalizer: true, clipLow: true, clipHigh: true, dualClip: true, clampLogRatio: true, importanceLevel: true,
-  clipfracMode: true, preset: true, checkFinite: true, temperature: true, ignoreIndex: true, entropyCoef: true, klCoef: true,
-  kl: true, out: true,
+  ...policyOptionNames, temperature: true, ignoreIndex: true, entropyCoef: true, klCoef: true, kl: true, out: true,
 });
 const actorOutKeys = keysOf<ActorLossOut>({ gradLogits: true, logprobs: true, entropy: true });
 
