@@ -456,7 +456,7 @@ t.test('given the forward\'s lp and H, every CPU path matches the reference back
       const name = `N=${N} V=${V} tau=${tau} [${path}]`;
       const withH = withCpuPath(path, () => givenRuns(logits, N, V, labels, gLp, gH, { temperature: tau }));
       expectCloseScaled(t, withH.given, want, 1e-5, `${name}: lp and entropy gradients`);
-      // The one pass ran: its rounding differs from the three passes' somewhere in a row of 4099.
+      // The one pass ran: its rounding differs from the plain backward's somewhere in a row of 4099.
       if (path !== 'reference' && V > 1000)
         t.ok(withH.given.some((g, i) => g !== withH.plain[i]), `${name}: the one pass ran`);
       const lpOnly = withCpuPath(path, () => givenRuns(logits, N, V, labels, gLp, null, { temperature: tau }));

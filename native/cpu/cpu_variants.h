@@ -57,6 +57,20 @@ struct RowSoftmax {
   float max = 0;
   double logSum = 0, meanShift = 0;
 };
+
+// A row of logits in the pipeline of rowSoftmaxStep: its buffers (e: 64-byte aligned, at least
+// V + 32 floats; blockMax: at least V / 32 + 2), the statistics its first step returned, and what
+// its gradient takes.
+struct PipelinedRow {
+  const float* z = nullptr;
+  float* e = nullptr;
+  float* blockMax = nullptr;
+  RowSoftmax s;
+  int32_t label = 0;
+  float gLp = 0, gH = 0;
+  float* out = nullptr;
+};
+
 // Sums over a row of the p_j and p_j log p_j that rowGradGiven formed from the forward's outputs.
 struct RowCheck {
   double p = 0, pLogP = 0;
@@ -112,15 +126,11 @@ struct ChunkKernels {
   RowSoftmax (*rowSoftmax)(const float* z, int64_t V, float tau);
   // The statistics of rows z and z2 into out[0] and out[1], the two read in step.
   void (*rowSoftmaxPair)(const float* z, const float* z2, int64_t V, float tau, RowSoftmax* out);
-  // The row's largest logit, NaN when it holds a NaN.
-  float (*rowMax)(const float* z, int64_t V);
-  // The statistics again, of a row whose max M (rowMax) is known, with e_j = exp((z_j - M)/tau)
-  // kept in e[0..V) for rowSoftmaxGrad. Both read next[0, nextCount) (when next is not null) in
-  // step with the row, and leave its max in *nextMax: part of the row to come.
-  RowSoftmax (*rowSoftmaxStore)(const float* z, int64_t V, float tau, float M, float* e, const float* next,
-                                int64_t nextCount, float* nextMax);
-  void (*rowSoftmaxGrad)(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
-                         float gH, float* out, bool streaming, const float* next, int64_t nextCount, float* nextMax);
+  // One step of the gradient of rows from their logits alone: the statistics of row `in`, read
+  // from memory (its exps kept in its buffers for its own gradient step), and the gradient of row
+  // `grad`, whose statistics step came before, written; either may be null.
+  RowSoftmax (*rowSoftmaxStep)(const PipelinedRow* in, const PipelinedRow* grad, int64_t V, float tau,
+                               bool streaming);
   // The row's gradient in one pass from the forward's log-prob lp and entropy H (used only when
   // gH != 0) of a label in [0, V); the sums it returns tell whether lp and H fit the row.
   RowCheck (*rowGradGiven)(const float* z, int64_t V, float tau, int32_t label, float lp, float H, float gLp, float gH,

@@ -9,8 +9,8 @@ namespace RLHF_CHUNK_NS {
 
 const ChunkKernels& table() {
   static const ChunkKernels k = {RLHF_CHUNK_NAME, gaeColumns, tokenGaeRows, discountedReturnsRows, countNonZero,
-                                 blocksMoments, affineRange, rowSoftmax, rowSoftmaxPair, rowMax, rowSoftmaxStore,
-                                 rowSoftmaxGrad, rowGradGiven, klRange, policyBlock, valueBlock, pairwiseRange,
+                                 blocksMoments, affineRange, rowSoftmax, rowSoftmaxPair, rowSoftmaxStep,
+                                 rowGradGiven, klRange, policyBlock, valueBlock, pairwiseRange,
                                  maskedRowSums, maskedScaleRows, dpoRange, biasActRows, biasActGradRows, columnSums,
                                  adamwRange, sumSquaresRange, triadRange};
   return k;

@@ -32,27 +32,26 @@ static double logprobOf(const float* z, int32_t label, float tau, const RowSoftm
 }
 static double entropyOf(const RowSoftmax& s) { return s.logSum - s.meanShift; }
 
-// A part's row buffer for the exps of one row of logits (rowSoftmaxStore, read back by
-// rowSoftmaxGrad), starting on a 64-byte line: a whole-vector store off a line boundary writes
-// two lines (every store with AVX-512, where a plain allocation of this size starts 16 bytes in).
-// Allocated when first used: rows whose gradient comes from the forward's outputs need none.
-// Left uninitialised: every element read back was written first, and zeroing a row of a large
-// vocabulary costs a small call as much as its kernel.
-class ExpRow {
+// A part's buffers for one row in the pipeline of rowSoftmaxStep: the exps (starting on a 64-byte
+// line, where the walk's whole vectors are stored) and the block maxima. Allocated when first
+// used: rows whose gradient comes from the forward's outputs need none. Left uninitialised: every
+// element read back was written first, and zeroing a row of a large vocabulary costs a small call
+// as much as its kernel.
+class RowBuffers {
  public:
-  explicit ExpRow(int64_t V) : V_(V) {}
-  float* data() {
-    if (row_ == nullptr) {
-      storage_.reset(new float[static_cast<size_t>(V_ + 16)]);
-      row_ = alignToLine(storage_.get());
+  explicit RowBuffers(int64_t V) : V_(V) {}
+  void lend(PipelinedRow& row) {
+    if (exps_ == nullptr) {
+      exps_.reset(new float[static_cast<size_t>(V_ + 48)]);
+      blockMax_.reset(new float[static_cast<size_t>(V_ / 32 + 2)]);
     }
-    return row_;
+    row.e = alignToLine(exps_.get());
+    row.blockMax = blockMax_.get();
   }
 
  private:
   int64_t V_;
-  std::unique_ptr<float[]> storage_;
-  float* row_ = nullptr;
+  std::unique_ptr<float[]> exps_, blockMax_;
 };
 
 int64_t firstInvalidLabelCpu(const int32_t* labels, int64_t n, int64_t V, int32_t ignoreIndex) {
@@ -95,34 +94,45 @@ void logprobsCpu(const LogprobsArgs& a) {
   });
 }
 
-// Rows whose gradient comes from their logits alone, in three passes each: the row's max, its
-// exps kept in the row buffer, the gradient. Each row's max is read in step with the last two
-// passes of the row before it, half in each (`next` of rowSoftmaxStore and rowSoftmaxGrad), the
-// first row's in a pass of its own.
+// Rows whose gradient comes from their logits alone, two a step (rowSoftmaxStep): a row's
+// statistics are read while the gradient of the row pushed before it is written. So a row's
+// gradient is written by the next push, or by flush().
 class PlainRows {
  public:
-  PlainRows(const ChunkKernels* k, int64_t V, float tau) : k_(k), V_(V), tau_(tau), e_(V) {}
-  // Row z's gradient; `next`: the logits of the row this part does next by this path, or null.
-  void gradient(const float* z, int32_t label, float gLp, float gH, float* out, bool streaming, const float* next) {
-    const float M = z == carried_ ? carriedMax_ : k_->rowMax(z, V_);
-    const int64_t half = V_ / 2 / kLineFloats * kLineFloats;
-    float first = 0, second = 0;
-    const RowSoftmax s = k_->rowSoftmaxStore(z, V_, tau_, M, e_.data(), next, half, &first);
-    k_->rowSoftmaxGrad(z, e_.data(), V_, tau_, s, label, gLp, gH, out, streaming, next ? next + half : nullptr,
-                       V_ - half, &second);
-    carried_ = next;
-    // NaN when either half holds one (std::max would keep whichever came first).
-    carriedMax_ = std::isnan(first) || std::isnan(second) ? first + second : std::max(first, second);
+  PlainRows(const ChunkKernels* k, int64_t V, float tau, bool streaming)
+      : k_(k), V_(V), tau_(tau), streaming_(streaming), buffers_{RowBuffers(V), RowBuffers(V)} {}
+  void push(const float* z, int32_t label, float gLp, float gH, float* out) {
+    PipelinedRow& row = rows_[next_];
+    buffers_[next_].lend(row);
+    row.z = z;
+    row.label = label;
+    row.gLp = gLp;
+    row.gH = gH;
+    row.out = out;
+    row.s = k_->rowSoftmaxStep(&row, pending_ ? &rows_[1 - next_] : nullptr, V_, tau_, streaming_);
+    pending_ = true;
+    next_ = 1 - next_;
+  }
+  void flush() {
+    if (pending_) k_->rowSoftmaxStep(nullptr, &rows_[1 - next_], V_, tau_, streaming_);
+    pending_ = false;
+  }
+  // Row z's gradient, written before this returns.
+  void now(const float* z, int32_t label, float gLp, float gH, float* out) {
+    flush();
+    push(z, label, gLp, gH, out);
+    flush();
   }
 
  private:
-  static constexpr int64_t kLineFloats = 16;  // the halves split on a cache line
   const ChunkKernels* k_;
   int64_t V_;
   float tau_;
-  ExpRow e_;
-  const float* carried_ = nullptr;  // the row whose max is carriedMax_
-  float carriedMax_ = 0;
+  bool streaming_;
+  RowBuffers buffers_[2];
+  PipelinedRow rows_[2];
+  int next_ = 0;          // the slot the next push fills
+  bool pending_ = false;  // whether the other slot's gradient is still to be written
 };
 
 // A row's gradient in one pass from the forward's log-prob lp and entropy H (of a label in
@@ -130,7 +140,7 @@ class PlainRows {
 static void givenRowGradient(const ChunkKernels* k, const float* z, int64_t V, float tau, int32_t label, float lp,
                              float H, float gLp, float gH, float* out, bool streaming, PlainRows& rows) {
   const RowCheck c = k->rowGradGiven(z, V, tau, label, lp, H, gLp, gH, out, streaming);
-  if (!givenFitsRow(c.p, c.pLogP, gH != 0.0f, H)) rows.gradient(z, label, gLp, gH, out, streaming, nullptr);
+  if (!givenFitsRow(c.p, c.pLogP, gH != 0.0f, H)) rows.now(z, label, gLp, gH, out);
 }
 
 void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
@@ -145,9 +155,8 @@ void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
     const int32_t label = a.labels[i];
     return a.logprobs != nullptr && (gradH(i) == 0.0f || a.entropy != nullptr) && label >= 0 && label < a.V;
   };
-  auto plain = [&](int64_t i) { return a.labels[i] != a.ignoreIndex && !given(i); };
   parallelFor(a.N, rowGrain(a.V), 1, [&](int64_t i0, int64_t i1) {
-    PlainRows rows(k, a.V, a.temperature);
+    PlainRows rows(k, a.V, a.temperature, streaming);
     for (int64_t i = i0; i < i1; ++i) {
       float* out = grad + i * a.V;
       const int32_t label = a.labels[i];
@@ -161,8 +170,9 @@ void logprobsBackwardCpu(const LogprobsBackwardArgs& a) {
         givenRowGradient(k, z, a.V, a.temperature, label, a.logprobs[i], gH != 0.0f ? a.entropy[i] : 0.0f,
                          a.gradLogprobs[i], gH, out, streaming, rows);
       else
-        rows.gradient(z, label, a.gradLogprobs[i], gH, out, streaming, i + 1 < i1 && plain(i + 1) ? z + a.V : nullptr);
+        rows.push(z, label, a.gradLogprobs[i], gH, out);
     }
+    rows.flush();
     fenceStreams(streaming);
   });
 }
@@ -348,11 +358,11 @@ ValueLossStats valueLossCpu(const ValueLossArgs& a) {
 }
 
 // --- the fused actor loss ------------------------------------------------------------------------
-// Per token: the row's softmax statistics (its exps kept in a row buffer), then lp and H, then the
-// token's terms of the three losses and their gradients with respect to lp and H, then the row
-// of d loss / d logits from the kept exps. At the token importance level all of it happens while
-// the row is in cache (one read of the logits from memory, one exp per logit); the sequence level
-// needs every lp of a row before any gradient, so it reads the logits and takes the exps twice.
+// Per token: the row's softmax statistics, then lp and H, then the token's terms of the three
+// losses and their gradients with respect to lp and H, then the row of d loss / d logits in one
+// pass given lp and H (rowGradGiven). At the token importance level all of it happens while the
+// row is in cache (one read of the logits from memory); the sequence level needs every lp of a
+// row before any gradient, so it reads the logits from memory twice.
 
 struct ActorToken {
   double l = 0, kl = 0, gLp = 0;  // policy loss term, KL term, d(pg + klCoef*kl)/d lp (without 1/n spread)
@@ -402,7 +412,7 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
   std::vector<double> kl(static_cast<size_t>(n), 0.0);
 
   // Each row's statistics come from one pass over its logits, and its gradient from one more given
-  // them (givenRowGradient). `rows`: the part's, should a row's gradient need three passes.
+  // them (givenRowGradient). `rows`: the part's, should a row's gradient need its logits alone.
   auto writeGrad = [&](int64_t i, double gLp, PlainRows& rows) {
     const float gH = static_cast<float>(-static_cast<double>(a.entropyCoef) * w[i / a.T]);
     givenRowGradient(k, logits + i * V, V, a.temperature, a.labels[i], static_cast<float>(lp[i]),
@@ -418,7 +428,7 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
 
   if (!sequence) {
     parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
-      PlainRows rows(k, V, a.temperature);
+      PlainRows rows(k, V, a.temperature, streaming);
       for (int64_t i = i0; i < i1; ++i) {
         if (!valid(i)) {
           zeroGrad(i);
@@ -459,7 +469,7 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
         }
     }
     parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
-      PlainRows rows(k, V, a.temperature);
+      PlainRows rows(k, V, a.temperature, streaming);
       for (int64_t i = i0; i < i1; ++i) {
         if (!valid(i)) {
           zeroGrad(i);

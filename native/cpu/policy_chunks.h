@@ -225,176 +225,305 @@ void rowSoftmaxPair(const float* z, const float* z2, int64_t V, float tau, RowSo
   else rowSoftmaxT<true>(z, z2, V, tau, out);
 }
 
-// --- one row of the logits' gradient -------------------------------------------------------------
-// Three passes over a row that stays in cache: its max M; e_j = exp(x_j), x_j = (z_j - M)/tau,
-// kept in a row buffer with their sums; then, with no second exp,
-//   g_j = ((onehot_j - p_j) gLp - p_j (x_j - meanShift) gH) / tau,  p_j = e_j / S,
-// formed as p_j (-gLp - gH (x_j - meanShift)) / tau (+ gLp/tau at the label): six operations a
-// vector where the first form takes nine.
-// The max of the row to come is read in step with the last two passes, half in each: that row
-// comes from memory while this one keeps the core busy, and is in cache for its own passes. (A
-// pass of its own for the max, with the next row requested into L2 meanwhile, waited on memory:
-// at [1024,128256] three rows' worth of lines did not stay in L2 until read. All of the next row
-// read by the exps left them waiting on memory while the gradient only wrote to it.)
+// --- the logits' gradient from the logits alone: two rows a step --------------------------------
+// The gradient needs a row's statistics before its first element, so each row is read twice:
+// from memory for its statistics, keeping e_j = exp((z_j - m_b)/tau) in a row buffer (m_b the
+// largest logit up to z_j's block), then from cache for
+//   g_j = ((onehot_j - p_j) gLp - p_j (x_j - meanShift) gH) / tau,
+//   p_j = e_j f_b,  f_b = exp((m_b - M)/tau) / S,  x_j = (z_j - M)/tau,
+// formed as p_j (a - b (x_j - meanShift)) (+ gLp/tau at the label): six operations a vector
+// where the first form takes nine, and no second exp. f_b changes only where the running max
+// grows, a few times a row, and is taken in float64 then.
+// A step does both, block by block in one loop: the statistics of one row while it writes the
+// gradient of the row the step before read, so that memory reads one row and writes another the
+// whole time. Passes in turn (the max, the exps, the gradient, with the next row's max read
+// along the last two) left memory reading only, then writing only: [1024,128256] and
+// [4096,32000], 2 threads, 0.36-0.39 ns an element a thread against 0.32-0.33 so, and 0.83 of
+// the time in scripts/ab-bench.js. Within a block a vector of each row goes in turn (bothBlock).
 
-// This row's logits and exps, which come from L2, are requested this far ahead into L1.
+// This row's logits and exps, which come from cache, are requested this far ahead into L1.
 constexpr int64_t kCachedAhead = 1024;
 
-// The max of z[0, n), NaN when it holds a NaN, read along another row's loop: a vector each
-// step(), the rest by value().
-class MaxAlong {
- public:
-  MaxAlong(const float* z, int64_t n) : z_(z), n_(n) {}
-  void step() {
-    if (j_ + W > n_) return;
-    prefetchAhead(z_ + j_, kRowPrefetchBytes);
-    add(load(z_ + j_));
-    j_ += W;
-  }
-  float value() {
-    while (j_ + W <= n_) step();
-    if (j_ < n_) add(loadPartial(z_ + j_, n_ - j_, -__builtin_inff()));
-    j_ = n_;
-    if (anyLane(nan_)) return __builtin_nanf("");
-    alignas(64) float t[W];
-    store(t, m_);
-    float M = t[0];
-    for (int i = 1; i < W; ++i) M = t[i] > M ? t[i] : M;
-    return M;
-  }
+// Floats from the vector boundary before p to p.
+static inline int64_t pastVector(const float* p) { return static_cast<int64_t>((reinterpret_cast<uintptr_t>(p) / 4) % W); }
 
- private:
-  void add(VF v) {
-    m_ = max(m_, v);
-    nan_ = bitOr(nan_, isNan(v));
-  }
-  const float* z_;
-  int64_t n_, j_ = 0;
-  VF m_ = set1(-__builtin_inff());
-  VM nan_ = noLanes();
+// A row walked in vectors: vector k holds the elements [kW - shift, (k+1)W - shift) that lie in
+// [0, V). The statistics walk from the row's start (shift 0), so that where a row lies never
+// changes a bit of its result; the gradient walks from its output's vector boundaries, so that
+// every whole vector streams. Blocks are kSoftmaxVectors vectors of a walk.
+struct RowWalk {
+  RowWalk(int64_t n, int64_t s)
+      : V(n),
+        shift(s),
+        vectors((n + shift + W - 1) / W),
+        wholeBegin(shift == 0 ? 0 : 1),
+        wholeEnd(std::max(wholeBegin, (n + shift) / W)),
+        blocks((vectors + kSoftmaxVectors - 1) / kSoftmaxVectors) {}
+  int64_t start(int64_t k) const { return k * W - shift; }
+  // Whether block b's vectors all lie wholly in the row.
+  bool inner(int64_t b) const { return b * kSoftmaxVectors >= wholeBegin && (b + 1) * kSoftmaxVectors <= wholeEnd; }
+  int64_t V, shift, vectors, wholeBegin, wholeEnd, blocks;
 };
 
-float rowMax(const float* z, int64_t V) { return MaxAlong(z, V).value(); }
-
-// Every second vector of a row's loop carries the next row's max one vector on.
-static inline void stepEveryOther(MaxAlong& next, int64_t j) {
-  if (j % (2 * W) == 0) next.step();
+// Vector k of the walk, its lanes outside the row set to fill.
+static VF walkLoad(const float* z, const RowWalk& w, int64_t k, float fill) {
+  alignas(64) float t[W];
+  for (int i = 0; i < W; ++i) {
+    const int64_t j = w.start(k) + i;
+    t[i] = j >= 0 && j < w.V ? z[j] : fill;
+  }
+  return load(t);
 }
 
-template <bool kScaled>
-static RowSoftmax rowSoftmaxStoreT(const float* z, int64_t V, float tau, float M, float* e, MaxAlong& next) {
-  if (std::isnan(M) || std::isinf(M)) return {NAN, NAN, NAN};
-  const VF vm = set1(M), vtau = set1(tau);
-  ExpSums sums;
-  auto term = [&](VF zv) {
-    VF x = sub(zv, vm);
-    if (kScaled) x = div(x, vtau);
-    VF xc;
-    const VF ev = expSoftmax(x, xc);
-    sums.add(ev, xc);
-    return ev;
-  };
-  int64_t j = 0;
-  for (; j + W <= V; j += W) {
-    stepEveryOther(next, j);
-    prefetchAhead(z + j, kCachedAhead);
-    store(e + j, term(load(z + j)));
-  }
-  if (j < V) {
-    alignas(64) float t[W];
-    store(t, term(loadPartial(z + j, V - j, -__builtin_inff())));
-    for (int64_t i = 0; j + i < V; ++i) e[j + i] = t[i];
-  }
-  sums.flush();
-  const double S = sums.sumE(), U = sums.sumEx();
-  return {M, std::log(S), U / S};
+// The largest lane, NaN lanes left out.
+static float largestLane(VF v) {
+  alignas(64) float t[W];
+  store(t, v);
+  float m = -__builtin_inff();
+  for (int i = 0; i < W; ++i) m = t[i] > m ? t[i] : m;
+  return m;
 }
 
-RowSoftmax rowSoftmaxStore(const float* z, int64_t V, float tau, float M, float* e, const float* next,
-                           int64_t nextCount, float* nextMax) {
-  MaxAlong ahead(next, next != nullptr ? nextCount : 0);
-  const RowSoftmax s = tau == 1.0f ? rowSoftmaxStoreT<false>(z, V, tau, M, e, ahead)
-                                   : rowSoftmaxStoreT<true>(z, V, tau, M, e, ahead);
-  if (next != nullptr) *nextMax = ahead.value();
-  return s;
+// A row's sums of e and e x (x = (z - m)/tau as expSoftmax clamps it) about its running max m.
+struct RunningSums {
+  float m = -__builtin_inff();
+  VD sLo = zeroD(), sHi = zeroD(), uLo = zeroD(), uHi = zeroD();
+  // Moves the sums to a larger max: with d = (m - m')/tau and c = exp(d), s' = c s and
+  // u' = c (u + s d).
+  void raise(float to, float tau) {
+    if (m != -__builtin_inff()) {
+      const double d = (static_cast<double>(m) - to) / tau;
+      const VD c = set1D(std::exp(d)), vd = set1D(d);
+      uLo = mulD(c, addD(uLo, mulD(sLo, vd)));
+      uHi = mulD(c, addD(uHi, mulD(sHi, vd)));
+      sLo = mulD(c, sLo);
+      sHi = mulD(c, sHi);
+    }
+    m = to;
+  }
+  // The row's statistics; NaN where it holds a NaN or an infinity, or nothing but -inf.
+  RowSoftmax statistics() const {
+    const double S = sumLanes(sLo) + sumLanes(sHi), U = sumLanes(uLo) + sumLanes(uHi);
+    if (std::isnan(S) || std::isnan(U) || std::isinf(m)) return {NAN, NAN, NAN};
+    return {m, std::log(S), U / S};
+  }
+};
+
+// Vectors [k0, k1) of the walk: block b's.
+static inline int64_t blockBegin(int64_t b) { return b * kSoftmaxVectors; }
+static inline int64_t blockEnd(const RowWalk& w, int64_t b) { return std::min((b + 1) * kSoftmaxVectors, w.vectors); }
+
+// Vector k of the walk, whole (kEdge false) or in part, the lanes outside the row set to fill.
+template <bool kEdge>
+static inline VF walkVector(const float* z, const RowWalk& w, int64_t k, float fill) {
+  return kEdge ? walkLoad(z, w, k, fill) : load(z + w.start(k));
+}
+
+// Block b of the row being read, in three parts: its max, taken into the running sums, gives
+// the base its exps are about (start); each vector's exps, summed and kept in e (exps); the
+// block's sums, and in blockMax[b] the max they are about (finish).
+struct BlockExps {
+  VF base, s = zero(), u = zero();
+};
+
+template <bool kEdge>
+static inline BlockExps startExps(RunningSums& R, const float* z, const RowWalk& w, int64_t b, float tau) {
+  VF bm = set1(-__builtin_inff());
+  for (int64_t k = blockBegin(b); k < blockEnd(w, b); ++k) bm = max(bm, walkVector<kEdge>(z, w, k, -__builtin_inff()));
+  if (anyLane(gt(bm, set1(R.m)))) R.raise(largestLane(bm), tau);
+  // While the max is still -inf, so is every element so far: about 0 their exps are 0.
+  return {set1(R.m == -__builtin_inff() ? 0.0f : R.m)};
+}
+
+template <bool kScaled, bool kEdge>
+static inline void exps(BlockExps& x, const float* z, const RowWalk& w, int64_t k, float* e, VF tau) {
+  // As in softmaxBlock: the requests ahead go out one a vector, spread through the exps.
+  if (!kEdge) prefetchAhead(z + w.start(k), kRowPrefetchBytes);
+  VF d = sub(walkVector<kEdge>(z, w, k, -__builtin_inff()), x.base);
+  if (kScaled) d = div(d, tau);
+  VF dc;
+  const VF ev = expSoftmax(d, dc);
+  x.s = add(x.s, ev);
+  x.u = fmadd(ev, dc, x.u);
+  store(e + w.start(k), ev);
+}
+
+static inline void finishExps(RunningSums& R, const BlockExps& x, int64_t b, float* blockMax) {
+  accumulate(R.sLo, R.sHi, x.s);
+  accumulate(R.uLo, R.uHi, x.u);
+  blockMax[b] = R.m;
 }
 
 // The gradient's factors, with 1/tau folded in: g_j = p_j (a - b (x_j - meanShift)) off the
 // label, plus c at the label, where a = -gLp/tau, b = gH/tau, c = gLp/tau.
 struct GradFactors {
-  VF invS, a, b, c, max, meanShift;
+  VF a, b, c, max, meanShift;
 };
 
 template <bool kScaled, bool kEntropy, bool kLabel>
-static inline VF gradVector(VF z, VF e, const GradFactors& f, VF tau) {
-  const VF p = mul(e, f.invS);
+static inline VF gradVector(VF z, VF p, const GradFactors& f, VF tau) {
   VF k = f.a;
   if (kEntropy) {
     VF x = sub(z, f.max);
     if (kScaled) x = div(x, tau);
-    // x as expSoftmax clamps it: the same x wherever p > 0, and p * x = 0 rather than NaN where
-    // z = -inf (there e, and so p, is 0).
+    // x as expSoftmax clamps it: p * x = 0 rather than NaN where z = -inf (there p is 0).
     x = max(set1(kSoftmaxExpFloor), x);
     k = fnmadd(f.b, sub(x, f.meanShift), k);
   }
   return kLabel ? fmadd(p, k, f.c) : mul(p, k);
 }
 
-template <bool kScaled, bool kEntropy>
-static void rowGradT(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
-                     float gH, float* out, bool streaming, MaxAlong& next) {
-  const VF vtau = set1(tau);
-  const GradFactors f{set1(static_cast<float>(std::exp(-s.logSum))),
-                      set1(static_cast<float>(-static_cast<double>(gLp) / tau)),
-                      set1(static_cast<float>(static_cast<double>(gH) / tau)),
-                      set1(static_cast<float>(static_cast<double>(gLp) / tau)), set1(s.max),
-                      set1(static_cast<float>(s.meanShift))};
-  // Every element without its one-hot term; the label's element is written again below.
-  auto at = [&](VF zv, VF ev) { return gradVector<kScaled, kEntropy, false>(zv, ev, f, vtau); };
-  // Writes the n < W elements from j with plain stores.
-  auto partial = [&](int64_t j, int64_t n) {
-    alignas(64) float tmp[W];
-    store(tmp, at(loadPartial(z + j, n, 0.0f), loadPartial(e + j, n, 0.0f)));
-    for (int64_t i = 0; i < n; ++i) out[j + i] = tmp[i];
-  };
-  // A head of plain stores up to a vector boundary of `out`: non-temporal stores need one, and a
-  // 64-byte store off it would write two lines.
-  const int64_t head = alignHead(out, V);
-  if (head > 0) partial(0, head);
-  int64_t j = head;
-  for (; j + W <= V; j += W) {
-    stepEveryOther(next, j - head);
-    if (kEntropy) prefetchAhead(z + j, kCachedAhead);
-    prefetchAhead(e + j, kCachedAhead);
-    const VF g = at(load(z + j), load(e + j));
-    if (streaming) stream(out + j, g);
-    else store(out + j, g);
+// The gradient of a row whose statistics step is done, walked from its output's boundaries by w:
+// its factors, and the f_b of the statistics' blocks at hand. Block b of w starts shift elements
+// before block b of the statistics, so its first vector takes its first shift lanes' f_b from
+// block b - 1 (a whole vector) and the rest from block b; its other vectors lie in block b.
+struct GradRow {
+  GradRow(const PipelinedRow& r, const RowWalk& walk, float tau)
+      : row(r),
+        w(walk),
+        f{set1(static_cast<float>(-static_cast<double>(r.gLp) / tau)),
+          set1(static_cast<float>(static_cast<double>(r.gH) / tau)),
+          set1(static_cast<float>(static_cast<double>(r.gLp) / tau)), set1(r.s.max),
+          set1(static_cast<float>(r.s.meanShift))},
+        tau(tau),
+        lastBlock(((w.V + W - 1) / W + kSoftmaxVectors - 1) / kSoftmaxVectors - 1),
+        early(lt(iota(), set1(static_cast<float>(w.shift)))) {}
+  // f_b for exps about m: exp((m - M)/tau) / S, 0 about -inf (those exps are all 0).
+  float factor(float m) const {
+    if (m == -__builtin_inff()) return 0.0f;
+    return static_cast<float>(std::exp((static_cast<double>(m) - row.s.max) / tau - row.s.logSum));
   }
-  if (j < V) partial(j, V - j);
-  // The label's element with its one-hot term, by the same operations on its values alone:
-  // three operations a vector fewer in the loop than finding the label's lane there. After a
-  // fence, so that no streamed store can land after it.
-  if (label >= 0 && label < V) {
+  // To block b of w; the factors of its first vector, and of the others.
+  void toBlock(int64_t b) {
+    before = fb;
+    // w's last block may start past the statistics' last (its lanes there lie outside the row).
+    const float mb = row.blockMax[std::min(b, lastBlock)];
+    if (mb != m) {
+      m = mb;
+      fb = set1(factor(m));
+    }
+    first = select(early, before, fb);
+  }
+  const PipelinedRow& row;
+  const RowWalk& w;
+  GradFactors f;
+  float tau;
+  int64_t lastBlock;             // the statistics' last block
+  VM early;                      // the lanes of a block's first vector that lie in the block before
+  float m = __builtin_nanf("");  // the max fb is about (NaN: none yet)
+  VF fb = zero(), before = zero(), first = zero();
+};
+
+// Vector k of the gradient of row g.row by its walk w, less the label's one-hot term, its exps
+// times fk. `streams`: whole vectors go past the cache.
+template <bool kScaled, bool kEntropy, bool kEdge>
+static inline void gradient(const GradRow& g, const RowWalk& w, int64_t k, VF fk, bool streams, VF tau) {
+  const float* z = g.row.z;
+  const float* e = g.row.e;
+  float* out = g.row.out;
+  if (!kEdge) {
+    if (kEntropy) prefetchAhead(z + w.start(k), kCachedAhead);
+    prefetchAhead(e + w.start(k), kCachedAhead);
+  }
+  const VF p = mul(walkVector<kEdge>(e, w, k, 0.0f), fk);
+  const VF v = gradVector<kScaled, kEntropy, false>(walkVector<kEdge>(z, w, k, 0.0f), p, g.f, tau);
+  if (kEdge) {
     alignas(64) float t[W];
-    store(t, gradVector<kScaled, kEntropy, true>(set1(z[label]), set1(e[label]), f, vtau));
-    endStreaming(streaming);
-    out[label] = t[0];
+    store(t, v);
+    for (int i = 0; i < W; ++i) {
+      const int64_t j = w.start(k) + i;
+      if (j >= 0 && j < w.V) out[j] = t[i];
+    }
+  } else if (streams) {
+    stream(out + w.start(k), v);
+  } else {
+    store(out + w.start(k), v);
   }
 }
 
-void rowSoftmaxGrad(const float* z, const float* e, int64_t V, float tau, RowSoftmax s, int32_t label, float gLp,
-                    float gH, float* out, bool streaming, const float* next, int64_t nextCount, float* nextMax) {
-  const bool scaled = tau != 1.0f, entropy = gH != 0.0f;
-  MaxAlong ahead(next, next != nullptr ? nextCount : 0);
-  // A row with a NaN or an infinity has no statistics, and rowSoftmaxStore kept no exps for it:
-  // its gradient is NaN, written as such (a product with the row buffer's stale contents would
-  // carry whatever NaN bits they hold).
-  if (std::isnan(s.max)) std::fill(out, out + V, static_cast<float>(NAN));
-  else if (scaled && entropy) rowGradT<true, true>(z, e, V, tau, s, label, gLp, gH, out, streaming, ahead);
-  else if (scaled) rowGradT<true, false>(z, e, V, tau, s, label, gLp, gH, out, streaming, ahead);
-  else if (entropy) rowGradT<false, true>(z, e, V, tau, s, label, gLp, gH, out, streaming, ahead);
-  else rowGradT<false, false>(z, e, V, tau, s, label, gLp, gH, out, streaming, ahead);
-  if (next != nullptr) *nextMax = ahead.value();
+// Block b of one row's statistics, or of another's gradient, or (both inner) of the two, a
+// vector of each in turn: the exps' long chains and the gradient's short ones side by side.
+template <bool kScaled, bool kEdge>
+static void statisticsBlock(RunningSums& R, const PipelinedRow& in, const RowWalk& w, int64_t b, float tau) {
+  const VF vtau = set1(tau);
+  BlockExps x = startExps<kEdge>(R, in.z, w, b, tau);
+  for (int64_t k = blockBegin(b); k < blockEnd(w, b); ++k) exps<kScaled, kEdge>(x, in.z, w, k, in.e, vtau);
+  finishExps(R, x, b, in.blockMax);
+}
+
+template <bool kScaled, bool kEntropy, bool kEdge>
+static void gradientBlock(GradRow& g, int64_t b, bool streams) {
+  const VF vtau = set1(g.tau);
+  g.toBlock(b);
+  for (int64_t k = blockBegin(b); k < blockEnd(g.w, b); ++k)
+    gradient<kScaled, kEntropy, kEdge>(g, g.w, k, k == blockBegin(b) ? g.first : g.fb, streams, vtau);
+}
+
+template <bool kScaled, bool kEntropy>
+static void bothBlock(RunningSums& R, const PipelinedRow& in, const RowWalk& wi, GradRow& g, int64_t b, bool streams) {
+  const VF vtau = set1(g.tau);
+  BlockExps x = startExps<false>(R, in.z, wi, b, g.tau);
+  g.toBlock(b);
+  for (int64_t k = blockBegin(b); k < blockEnd(wi, b); ++k) {
+    exps<kScaled, false>(x, in.z, wi, k, in.e, vtau);
+    gradient<kScaled, kEntropy, false>(g, g.w, k, k == blockBegin(b) ? g.first : g.fb, streams, vtau);
+  }
+  finishExps(R, x, b, in.blockMax);
+}
+
+// The label's element with its one-hot term, by the same operations on its values alone (three
+// operations a vector fewer in the loop than finding the label's lane there). After a fence, so
+// that no streamed store can land after it.
+template <bool kScaled, bool kEntropy>
+static void labelElement(const GradRow& g, bool streams) {
+  endStreaming(streams);
+  const int32_t label = g.row.label;
+  if (label < 0 || label >= g.w.V) return;
+  const float p = g.row.e[label] * g.factor(g.row.blockMax[label / W / kSoftmaxVectors]);
+  alignas(64) float t[W];
+  store(t, gradVector<kScaled, kEntropy, true>(set1(g.row.z[label]), set1(p), g.f, set1(g.tau)));
+  g.row.out[label] = t[0];
+}
+
+template <bool kScaled, bool kEntropy>
+static RowSoftmax rowSoftmaxStepT(const PipelinedRow* in, const PipelinedRow* grad, int64_t V, float tau, bool streaming) {
+  const RowWalk wi(V, 0), wg(V, grad != nullptr ? pastVector(grad->out) : 0);
+  const int64_t inBlocks = in != nullptr ? wi.blocks : 0, gradBlocks = grad != nullptr ? wg.blocks : 0;
+  const bool streams = grad != nullptr && streaming;
+  RunningSums sums;
+  const PipelinedRow none;
+  GradRow g(grad != nullptr ? *grad : none, wg, tau);
+  for (int64_t b = 0; b < std::max(inBlocks, gradBlocks); ++b) {
+    const bool statistics = b < inBlocks, gradient = b < gradBlocks;
+    if (statistics && gradient && wi.inner(b) && wg.inner(b)) {
+      bothBlock<kScaled, kEntropy>(sums, *in, wi, g, b, streams);
+      continue;
+    }
+    if (statistics) {
+      if (wi.inner(b)) statisticsBlock<kScaled, false>(sums, *in, wi, b, tau);
+      else statisticsBlock<kScaled, true>(sums, *in, wi, b, tau);
+    }
+    if (gradient) {
+      if (wg.inner(b)) gradientBlock<kScaled, kEntropy, false>(g, b, streams);
+      else gradientBlock<kScaled, kEntropy, true>(g, b, streams);
+    }
+  }
+  if (grad != nullptr) labelElement<kScaled, kEntropy>(g, streams);
+  return in != nullptr ? sums.statistics() : RowSoftmax{};
+}
+
+RowSoftmax rowSoftmaxStep(const PipelinedRow* in, const PipelinedRow* grad, int64_t V, float tau, bool streaming) {
+  // A row with a NaN or an infinity has no statistics, and its exps are not what the gradient
+  // takes: its gradient is NaN, written as such.
+  if (grad != nullptr && std::isnan(grad->s.max)) {
+    std::fill(grad->out, grad->out + V, static_cast<float>(NAN));
+    grad = nullptr;
+  }
+  const bool scaled = tau != 1.0f, entropy = grad != nullptr && grad->gH != 0.0f;
+  if (scaled && entropy) return rowSoftmaxStepT<true, true>(in, grad, V, tau, streaming);
+  if (scaled) return rowSoftmaxStepT<true, false>(in, grad, V, tau, streaming);
+  if (entropy) return rowSoftmaxStepT<false, true>(in, grad, V, tau, streaming);
+  return rowSoftmaxStepT<false, false>(in, grad, V, tau, streaming);
 }
 
 // --- one row of the logits' gradient given the forward's outputs ---------------------------------

@@ -732,9 +732,9 @@ void testLogprobs(int64_t N, int64_t V, float tau) {
 }
 
 // Rows whose statistics are poisoned, among ordinary ones: a NaN in a row's first half, at its
-// end, at its start; a +inf; every logit -inf. The plain backward reads each row's max along the
-// passes of the row before it (half in each), so a poisoned row must not reach its neighbours,
-// and must be NaN however its poison falls among the halves.
+// end, at its start; a +inf; every logit -inf. The plain backward reads each row's statistics in
+// step with the gradient of the row before it (rowSoftmaxStep), so a poisoned row must not reach
+// its neighbours, and must be NaN wherever its poison falls.
 void testLogprobsPoisoned(int64_t V, float tau) {
   const int64_t N = 41;
   auto z = randomFloats(N * V, -8, 8);
@@ -753,11 +753,11 @@ void testLogprobsPoisoned(int64_t V, float tau) {
                    randomLabels(N, V, 0.1));
 }
 
-// A row with a NaN keeps no exps in the backward's row buffer, so its gradient must not depend on
-// what that buffer held. The buffer is allocated afresh for the call (one thread: on this one),
-// and the heap hands back the block of that size freed just before: filled with one NaN and then
-// another, the two calls must give the same bits (the product of NaN and a stale NaN took the
-// stale one's bits, which made the thread-invariance checks flaky).
+// A row with a NaN has no statistics, so its gradient must not depend on what the backward's row
+// buffer held. The buffer is allocated afresh for the call (one thread: on this one), and the heap
+// hands back the block of that size (RowBuffers: V + 48 floats) freed just before: filled with one
+// NaN and then another, the two calls must give the same bits (the product of NaN and a stale NaN
+// took the stale one's bits, which made the thread-invariance checks flaky).
 void testLogprobsStaleRowBuffer() {
   const int64_t N = 2, V = 100;
   auto z = randomFloats(N * V, -4, 4);
@@ -771,8 +771,8 @@ void testLogprobsStaleRowBuffer() {
     grads.clear();
     for (uint32_t stale : {0x7fc00001u, 0xffc12345u}) {
       {
-        std::unique_ptr<float[]> block(new float[static_cast<size_t>(V + 16)]);
-        for (int64_t j = 0; j < V + 16; ++j) std::memcpy(&block[j], &stale, sizeof stale);
+        std::unique_ptr<float[]> block(new float[static_cast<size_t>(V + 48)]);
+        for (int64_t j = 0; j < V + 48; ++j) std::memcpy(&block[j], &stale, sizeof stale);
       }
       std::vector<float> grad(static_cast<size_t>(N * V));
       g.gradLogits = grad.data();
@@ -784,6 +784,46 @@ void testLogprobsStaleRowBuffer() {
            "logprobs backward: a NaN row's gradient whatever the row buffer held [" + path + "]");
   });
   ThreadPool::instance().setNumThreads(2);
+}
+
+// The plain backward takes a row's statistics in vectors from the row's start and writes its
+// gradient in vectors from the output's line boundaries (streamed), each such vector's first
+// lanes taking the factor of the block before. Outputs of 9 MB placed 0, 1, 5 and 15 floats past
+// a line, over logits placed 0 and 3 floats past one, with a row length that moves every row's
+// alignment: each within the tolerance of the reference, and the same bits wherever either lies.
+void testLogprobsPlacement() {
+  covered.insert("logprobsFromLogitsBackward");
+  const int64_t N = 70, V = 32003;
+  const auto z0 = randomFloats(N * V, -8, 8);
+  const auto labels = randomLabels(N, V, 0.1);
+  const auto gLp = randomFloats(N), gH = randomFloats(N);
+  LogprobsBackwardArgs ref = backwardArgs(N, V, 1.0f, z0, labels, gLp, gH);
+  Out refG(N * V);
+  ref.gradLogits = refG.data();
+  logprobsBackwardReference(ref);
+  forEachCpuPath([&](const std::string& path) {
+    std::vector<float> first;
+    for (int zLead : {0, 3}) {
+      std::unique_ptr<float[]> zRoom(new float[static_cast<size_t>(N * V + 32)]);
+      float* z = alignToLine(zRoom.get()) + zLead;
+      std::copy(z0.begin(), z0.end(), z);
+      for (int outLead : {0, 1, 5, 15}) {
+        std::unique_ptr<float[]> outRoom(new float[static_cast<size_t>(N * V + 32)]);
+        float* out = alignToLine(outRoom.get()) + outLead;
+        LogprobsBackwardArgs g = ref;
+        g.logits = z;
+        g.gradLogits = out;
+        logprobsBackwardCpu(g);
+        std::string why;
+        const bool ok = close(out, refG.data(), N * V, tolOf("logprobsFromLogitsBackward"), why);
+        const std::vector<float> got(out, out + N * V);
+        if (first.empty()) first = got;
+        const bool same = std::memcmp(first.data(), got.data(), got.size() * sizeof(float)) == 0;
+        report(ok && same, "logprobs backward placed: logits +" + std::to_string(zLead) + ", output +" +
+                               std::to_string(outLead) + " [" + path + "] " + (same ? why : "bits differ"));
+      }
+    }
+  });
 }
 
 // Labels at their rows' least likely tokens (lp down to -110): the one pass given lp and H is as
@@ -1078,6 +1118,7 @@ void testPolicyFamily() {
   testLogprobs(160, 32000, 1.0f);  // 20 MB of gradient: the streaming stores
   for (int64_t V : {1, 2, 17, 100, 4099}) testLogprobsPoisoned(V, V == 100 ? 0.7f : 1.0f);
   testLogprobsStaleRowBuffer();
+  testLogprobsPlacement();
   for (float spread : {8.0f, 30.0f})
     for (float tau : {1.0f, 0.7f}) testLogprobsUnlikely(spread, tau);
   testKl(5003);
