@@ -95,23 +95,33 @@ void logprobsCpu(const LogprobsArgs& a) {
 }
 
 // Rows whose gradient comes from their logits alone, two a step (rowSoftmaxStep): a row's
-// statistics are read while the gradient of the row pushed before it is written. So a row's
-// gradient is written by the next push, or by flush().
+// statistics are read while the gradient of the row read before it is written. So a row's
+// gradient is written by the next read, or by flush(), with the gradients of its log-prob and
+// entropy given after its own read (from the statistics that read returns, in the actor loss).
 class PlainRows {
  public:
   PlainRows(const ChunkKernels* k, int64_t V, float tau, bool streaming)
       : k_(k), V_(V), tau_(tau), streaming_(streaming), buffers_{RowBuffers(V), RowBuffers(V)} {}
-  void push(const float* z, int32_t label, float gLp, float gH, float* out) {
+  // Row z's statistics; its gradient goes to out, of the label's log-prob times gLp and the
+  // entropy times gH as gradients() gives them next.
+  RowSoftmax read(const float* z, int32_t label, float* out) {
     PipelinedRow& row = rows_[next_];
     buffers_[next_].lend(row);
     row.z = z;
     row.label = label;
-    row.gLp = gLp;
-    row.gH = gH;
     row.out = out;
     row.s = k_->rowSoftmaxStep(&row, pending_ ? &rows_[1 - next_] : nullptr, V_, tau_, streaming_);
     pending_ = true;
     next_ = 1 - next_;
+    return row.s;
+  }
+  void gradients(float gLp, float gH) {
+    rows_[1 - next_].gLp = gLp;
+    rows_[1 - next_].gH = gH;
+  }
+  void push(const float* z, int32_t label, float gLp, float gH, float* out) {
+    read(z, label, out);
+    gradients(gLp, gH);
   }
   void flush() {
     if (pending_) k_->rowSoftmaxStep(nullptr, &rows_[1 - next_], V_, tau_, streaming_);
@@ -359,10 +369,11 @@ ValueLossStats valueLossCpu(const ValueLossArgs& a) {
 
 // --- the fused actor loss ------------------------------------------------------------------------
 // Per token: the row's softmax statistics, then lp and H, then the token's terms of the three
-// losses and their gradients with respect to lp and H, then the row of d loss / d logits in one
-// pass given lp and H (rowGradGiven). At the token importance level all of it happens while the
-// row is in cache (one read of the logits from memory); the sequence level needs every lp of a
-// row before any gradient, so it reads the logits from memory twice.
+// losses and their gradients with respect to lp and H, then the row of d loss / d logits. At the
+// token importance level the statistics come from PlainRows, which keeps the row's exps and writes
+// its gradient in the loop that reads the next row (one read of the logits from memory, one exp
+// per logit); the sequence level needs every lp of a row before any gradient, so it reads the
+// logits from memory twice, the second time in one pass given lp and H (rowGradGiven).
 
 struct ActorToken {
   double l = 0, kl = 0, gLp = 0;  // policy loss term, KL term, d(pg + klCoef*kl)/d lp (without 1/n spread)
@@ -411,18 +422,16 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
   std::vector<ActorToken> tok(static_cast<size_t>(n));
   std::vector<double> kl(static_cast<size_t>(n), 0.0);
 
-  // Each row's statistics come from one pass over its logits, and its gradient from one more given
-  // them (givenRowGradient). `rows`: the part's, should a row's gradient need its logits alone.
+  auto entropyGrad = [&](int64_t i) { return static_cast<float>(-static_cast<double>(a.entropyCoef) * w[i / a.T]); };
+  // At the sequence level, a row's gradient from one pass given its lp and H (givenRowGradient);
+  // `rows`: the part's, should they not fit its logits.
   auto writeGrad = [&](int64_t i, double gLp, PlainRows& rows) {
-    const float gH = static_cast<float>(-static_cast<double>(a.entropyCoef) * w[i / a.T]);
     givenRowGradient(k, logits + i * V, V, a.temperature, a.labels[i], static_cast<float>(lp[i]),
-                     static_cast<float>(H[i]), static_cast<float>(gLp), gH, grad + i * V, streaming, rows);
+                     static_cast<float>(H[i]), static_cast<float>(gLp), entropyGrad(i), grad + i * V, streaming, rows);
   };
   auto zeroGrad = [&](int64_t i) { std::memset(grad + i * V, 0, static_cast<size_t>(V) * sizeof(float)); };
-  auto stats = [&](int64_t i) {
-    const float* z = logits + i * V;
-    const RowSoftmax s = k->rowSoftmax(z, V, a.temperature);
-    lp[i] = logprobOf(z, a.labels[i], a.temperature, s);
+  auto keep = [&](int64_t i, const RowSoftmax& s) {
+    lp[i] = logprobOf(logits + i * V, a.labels[i], a.temperature, s);
     H[i] = entropyOf(s);
   };
 
@@ -434,19 +443,20 @@ ActorLossStats actorLossCpu(const ActorLossArgs& a) {
           zeroGrad(i);
           continue;
         }
-        stats(i);
+        keep(i, rows.read(logits + i * V, a.labels[i], grad + i * V));
         const double wb = w[i / a.T];
         tok[i] = actorToken(a, i, lp[i], lp[i] - a.oldLogprobs[i], wb);
         double gLp = tok[i].gLp;
         kl[i] = klTerm(a, i, lp[i], wb, gLp);
-        writeGrad(i, gLp, rows);
+        rows.gradients(static_cast<float>(gLp), entropyGrad(i));
       }
+      rows.flush();
       fenceStreams(streaming);
     });
   } else {
     parallelFor(n, rowGrain(V), 1, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i)
-        if (valid(i)) stats(i);
+        if (valid(i)) keep(i, k->rowSoftmax(logits + i * V, V, a.temperature));
     });
     std::vector<double> gLp(static_cast<size_t>(n), 0.0);
     for (int64_t b = 0; b < a.B; ++b) {
