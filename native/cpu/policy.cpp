@@ -141,7 +141,7 @@ class PlainRows {
   bool streaming_;
   RowBuffers buffers_[2];
   PipelinedRow rows_[2];
-  int next_ = 0;          // the slot the next push fills
+  int next_ = 0;          // the slot the next read fills
   bool pending_ = false;  // whether the other slot's gradient is still to be written
 };
 
