@@ -238,8 +238,8 @@ void rowSoftmaxPair(const float* z, const float* z2, int64_t V, float tau, RowSo
 // gradient of the row the step before read, so that memory reads one row and writes another the
 // whole time. Passes in turn (the max, the exps, the gradient, with the next row's max read
 // along the last two) left memory reading only, then writing only: [1024,128256] and
-// [4096,32000], 2 threads, 0.36-0.39 ns an element a thread against 0.32-0.33 so, and 0.83 of
-// the time in scripts/ab-bench.js. Within a block a vector of each row goes in turn (bothBlock).
+// [4096,32000], 2 threads, 0.36-0.39 ns an element a thread against 0.32-0.33 so, and
+// 0.83-0.86 of the time in scripts/ab-bench.js. Within a block a vector of each row goes in turn (bothBlock).
 
 // This row's logits and exps, which come from cache, are requested this far ahead into L1.
 constexpr int64_t kCachedAhead = 1024;

@@ -1153,6 +1153,7 @@ void testPolicyFamily() {
     testActorLoss(3, 5, 1, level, 1.0f);
     testActorLoss(4, 9, 1000, level, 0.8f);
     testActorLoss(2, 3, 32000, level, 1.0f);
+    testActorLoss(4, 20, 32003, level, 0.9f);  // 10 MB of gradient, streamed; rows at every alignment
   }
 }
 
