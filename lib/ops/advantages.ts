@@ -170,6 +170,8 @@ const tokenPresets: Record<NonNullable<TokenGaeOptions['preset']>, { maskMode: M
   verl: { maskMode: 'skip', gamma: 1, lambda: 1 },
 };
 
+const tokenPresetNames = Object.keys(tokenPresets) as (keyof typeof tokenPresets)[];
+
 const tokenGaeInputKeys = keysOf<TokenGaeInputs>({ rewards: true, values: true, mask: true, lastValues: true });
 const tokenGaeOptionKeys = keysOf<TokenGaeOptions>({
   gamma: true, lambda: true, maskMode: true, preset: true, checkFinite: true, out: true,
@@ -178,7 +180,7 @@ const tokenGaeOptionKeys = keysOf<TokenGaeOptions>({
 function prepareTokenGae(op: string, inputs: TokenGaeInputs, opts: TokenGaeOptions | undefined) {
   inputsObject(op, inputs, tokenGaeInputKeys);
   const o = options<TokenGaeOptions>(op, opts, tokenGaeOptionKeys);
-  const presetName = choice(op, 'preset', o.preset, Object.keys(tokenPresets) as (keyof typeof tokenPresets)[], 'openrlhf');
+  const presetName = choice(op, 'preset', o.preset, tokenPresetNames, 'openrlhf');
   const preset = tokenPresets[presetName];
   const maskMode = choice(op, 'maskMode', o.maskMode, maskModes, preset.maskMode);
   const gamma = numberIn(op, 'gamma', o.gamma, 0, 1, preset.gamma);
