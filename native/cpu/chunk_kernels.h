@@ -742,7 +742,7 @@ struct TileInputs {
   // valuesNearer on (toward the steps being read; within the row).
   RLHF_KEEP_PREFETCH void prefetch(int64_t t, bool withMask, int64_t valuesNearer = 0) const {
     prefetchRows(rewards, 4 * T, t, 4);
-    if (values != nullptr) prefetchRows(values, 4 * T, valuesNearer == 0 ? t : std::min(t + valuesNearer, T - 1), 4);
+    if (values != nullptr) prefetchRows(values, 4 * T, std::min(t + valuesNearer, T - 1), 4);
     if (withMask && mask != nullptr) prefetchRows(mask, T, t, 1);
   }
 };

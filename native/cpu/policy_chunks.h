@@ -395,7 +395,7 @@ struct GradRow {
   }
   // To block b of w; the factors of its first vector, and of the others.
   void toBlock(int64_t b) {
-    before = fb;
+    const VF before = fb;
     // w's last block may start past the statistics' last (its lanes there lie outside the row).
     const float mb = row.blockMax[std::min(b, lastBlock)];
     if (mb != m) {
@@ -411,7 +411,7 @@ struct GradRow {
   int64_t lastBlock;             // the statistics' last block
   VM early;                      // the lanes of a block's first vector that lie in the block before
   float m = __builtin_nanf("");  // the max fb is about (NaN: none yet)
-  VF fb = zero(), before = zero(), first = zero();
+  VF fb = zero(), first = zero();
 };
 
 // Vector k of the gradient of row g.row by its walk w, less the label's one-hot term, its exps
