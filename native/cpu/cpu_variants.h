@@ -16,6 +16,12 @@
 // instructions are there.
 #define RLHF_KEEP_PREFETCH __attribute__((always_inline)) inline
 
+// For the pieces of a loop body whose float lanes must stay in registers (pipelinedThree): one
+// left out of line, even for a partial vector before or after the loop, takes the lanes' addresses,
+// and GCC 12 then stores every lane to memory at every vector of the loop.
+#define RLHF_ALWAYS_INLINE __attribute__((always_inline)) static inline
+#define RLHF_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
+
 namespace rlhf {
 
 // Time-major GAE works on column blocks of this many; a thread with fewer than kGaeNarrow

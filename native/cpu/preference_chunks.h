@@ -14,20 +14,22 @@ using namespace simd;
 
 // --- the pairwise reward-model loss over pairs [i0, i1) ---------------------------------------------
 
-// Sums in float lanes flushed into float64 every kFlushVectors vectors (as the loss blocks of
-// policy_chunks.h); the margin's mean is the chosen mean minus the rejected one.
+// Sums in float lanes (PairwiseLanes) flushed into float64 (PairwiseTotals) every kFlushVectors
+// vectors, as the loss blocks of policy_chunks.h; the count of correct pairs stays in float lanes,
+// exact up to 2^24 a lane. The margin's mean is the chosen mean minus the rejected one.
 struct PairwiseLanes {
-  VF loss, center, chosen, rejected, correct;
-  VD lossLo, lossHi, centerLo, centerHi, chosenLo, chosenHi, rejectedLo, rejectedHi;
-  int pending;
+  VF &loss, &center, &chosen, &rejected, &correct;
 };
 
-static inline void flush(PairwiseLanes& L) {
-  flushInto(L.loss, L.lossLo, L.lossHi);
-  flushInto(L.center, L.centerLo, L.centerHi);
-  flushInto(L.chosen, L.chosenLo, L.chosenHi);
-  flushInto(L.rejected, L.rejectedLo, L.rejectedHi);
-  L.pending = 0;
+struct PairwiseTotals {
+  VD lossLo, lossHi, centerLo, centerHi, chosenLo, chosenHi, rejectedLo, rejectedHi;
+};
+
+RLHF_ALWAYS_INLINE void flush(const PairwiseLanes& L, PairwiseTotals& T) {
+  flushInto(L.loss, T.lossLo, T.lossHi);
+  flushInto(L.center, T.centerLo, T.centerHi);
+  flushInto(L.chosen, T.chosenLo, T.chosenHi);
+  flushInto(L.rejected, T.rejectedLo, T.rejectedHi);
 }
 
 // The pairwise loss's inputs and constants as locals no store can alias.
@@ -41,29 +43,30 @@ struct PairwiseView {
   bool streaming;                         // both gradients streamed past the cache, in step
 };
 
-// A vector of pairs as far as the loop takes it ahead of the one it finishes (see pipelined):
-// delta = rc - rr - margin and exp(-|delta|).
-struct PairwiseAhead {
-  VF delta, e;
-};
-
+// delta = rc - rr - margin of pairs [i, i + n).
 template <bool kPartial>
-static inline PairwiseAhead pairwiseAhead(const PairwiseView& v, int64_t i, int64_t n) {
+RLHF_ALWAYS_INLINE VF pairwiseDelta(const PairwiseView& v, int64_t i, int64_t n) {
   const VF m = v.margin == nullptr ? set1(v.marginValue) : loadOr<kPartial>(v.margin + i, n);
-  const VF delta = sub(sub(loadOr<kPartial>(v.chosen + i, n), loadOr<kPartial>(v.rejected + i, n)), m);
-  return {delta, logisticExp(delta)};
+  return sub(sub(loadOr<kPartial>(v.chosen + i, n), loadOr<kPartial>(v.rejected + i, n)), m);
 }
 
-// Pairs [i, i + n) given what pairwiseAhead took of them. kCenter: centerCoef is not 0 (without
-// it, the centring term and its gradient are left out: a sixth of the loop's operations, which
-// bounds the loss on this machine, and no sum of squares to overflow).
+// What the loop takes of a vector ahead of the one it finishes (see pipelinedThree): exp(-|delta|).
+// The vector's delta is taken again when it is finished, from the cache: a second stage value a
+// vector would cost the registers that the pipeline's depth needs.
+template <bool kPartial>
+RLHF_ALWAYS_INLINE VF pairwiseExp(const PairwiseView& v, int64_t i, int64_t n) {
+  return logisticExp(pairwiseDelta<kPartial>(v, i, n));
+}
+
+// Pairs [i, i + n) given e = pairwiseExp of them. kCenter: centerCoef is not 0 (without it, the
+// centring term and its gradient are left out: a sixth of the loop's operations, and no sum of
+// squares to overflow).
 template <bool kCenter, bool kPartial>
-static inline void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, const PairwiseAhead& p,
-                                  PairwiseLanes& L) {
+RLHF_ALWAYS_INLINE void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, VF e, const PairwiseLanes& L) {
   const VF rc = loadOr<kPartial>(v.chosen + i, n);
   const VF rr = loadOr<kPartial>(v.rejected + i, n);
   const VM valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : allLanes();
-  const Logistic f = logisticFrom(p.delta, p.e);
+  const Logistic f = logisticFrom(pairwiseDelta<kPartial>(v, i, n), e);
   const VF g = mul(f.sNeg, set1(-v.invN));  // (sig(delta) - 1)/N without the cancellation
   if (kCenter) {
     const VF sum = add(rc, rr);
@@ -79,37 +82,37 @@ static inline void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, c
   L.chosen = add(L.chosen, inLanes<kPartial>(valid, rc));
   L.rejected = add(L.rejected, inLanes<kPartial>(valid, rr));
   L.correct = countIn(L.correct, inLanes<kPartial>(valid, gt(rc, rr)));
-  if (++L.pending == kFlushVectors) flush(L);
 }
 
 template <bool kCenter>
-static PairwiseLanes pairwiseLanes(const PairwiseView& v, int64_t i0, int64_t i1) {
-  PairwiseLanes L{zero(), zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(),
-                  zeroD(), zeroD(), 0};
+static PairwiseBlock pairwiseSums(const PairwiseView v, int64_t i0, int64_t i1) {
+  VF loss = zero(), center = zero(), chosen = zero(), rejected = zero(), correct = zero();
+  const PairwiseLanes L{loss, center, chosen, rejected, correct};
+  PairwiseTotals T{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD()};
   // Streamed, the pairs before the gradients reach a vector boundary go first, as a partial vector.
   const int64_t head = v.streaming ? alignHead(v.gradChosen + i0, i1 - i0) : 0;
-  if (head > 0) pairwiseVector<kCenter, true>(v, i0, head, pairwiseAhead<true>(v, i0, head), L);
-  const int64_t i = pipelined(
-      i0 + head, i1, [&](int64_t j) { return pairwiseAhead<false>(v, j, W); },
-      [&](int64_t j, const PairwiseAhead& x) { pairwiseVector<kCenter, false>(v, j, W, x, L); });
-  if (i < i1) pairwiseVector<kCenter, true>(v, i, i1 - i, pairwiseAhead<true>(v, i, i1 - i), L);
-  flush(L);
-  return L;
+  if (head > 0) pairwiseVector<kCenter, true>(v, i0, head, pairwiseExp<true>(v, i0, head), L);
+  const int64_t i = pipelinedThree(
+      i0 + head, i1, [&](int64_t j) RLHF_ALWAYS_INLINE_LAMBDA { return pairwiseExp<false>(v, j, W); },
+      [&](int64_t j, VF e) RLHF_ALWAYS_INLINE_LAMBDA { pairwiseVector<kCenter, false>(v, j, W, e, L); },
+      [&]() RLHF_ALWAYS_INLINE_LAMBDA { flush(L, T); });
+  if (i < i1) pairwiseVector<kCenter, true>(v, i, i1 - i, pairwiseExp<true>(v, i, i1 - i), L);
+  flush(L, T);
+  PairwiseBlock out;
+  out.loss = sumLanes(T.lossLo) + sumLanes(T.lossHi);
+  out.center = sumLanes(T.centerLo) + sumLanes(T.centerHi);
+  out.chosen = sumLanes(T.chosenLo) + sumLanes(T.chosenHi);
+  out.rejected = sumLanes(T.rejectedLo) + sumLanes(T.rejectedHi);
+  out.margin = out.chosen - out.rejected;
+  out.correct = static_cast<int64_t>(sumLanesF(L.correct));
+  return out;
 }
 
 PairwiseBlock pairwiseRange(const PairwiseLossArgs& a, int64_t i0, int64_t i1, bool streaming) {
   const float invN = static_cast<float>(1.0 / static_cast<double>(a.N));
   const PairwiseView v{a.chosen, a.rejected, a.margin, a.gradChosen, a.gradRejected, a.marginValue, invN,
                        static_cast<float>(2.0 * a.centerCoef / static_cast<double>(a.N)), streaming};
-  const PairwiseLanes L = a.centerCoef != 0.0f ? pairwiseLanes<true>(v, i0, i1) : pairwiseLanes<false>(v, i0, i1);
-  PairwiseBlock out;
-  out.loss = sumLanes(L.lossLo) + sumLanes(L.lossHi);
-  out.center = sumLanes(L.centerLo) + sumLanes(L.centerHi);
-  out.chosen = sumLanes(L.chosenLo) + sumLanes(L.chosenHi);
-  out.rejected = sumLanes(L.rejectedLo) + sumLanes(L.rejectedHi);
-  out.margin = out.chosen - out.rejected;
-  out.correct = static_cast<int64_t>(sumLanesF(L.correct));
-  return out;
+  return a.centerCoef != 0.0f ? pairwiseSums<true>(v, i0, i1) : pairwiseSums<false>(v, i0, i1);
 }
 
 // --- the DPO family over pairs [i0, i1) ----------------------------------------------------------------
@@ -132,24 +135,25 @@ constexpr bool kLogisticOfZ = kType == DpoLossType::Sigmoid || kType == DpoLossT
                               kType == DpoLossType::ExoPair || kType == DpoLossType::ApoDown ||
                               kType == DpoLossType::Discopop;
 
-// A vector of pairs as far as the loop takes it ahead of the one it finishes: the log-ratios, z,
-// and for the types that need it exp(-|z|) (see logisticExp).
-struct DpoAhead {
-  VF x, y, z, e;
+// A vector of pairs' log-ratios x = pc - rc and y = pr - rr, and z = beta (x - y).
+struct DpoRatios {
+  VF x, y, z;
 };
 
+// The terms of a vector of pairs given their ratios and, for the types that need it, e = exp(-|z|)
+// (see logisticExp; 0 for the others).
 template <DpoLossType kType>
-static inline DpoTerms dpoVector(const DpoAhead& p, VF nc, VF nr, const DpoConsts& c) {
+static inline DpoTerms dpoVector(const DpoRatios& p, VF e, VF nc, VF nr, const DpoConsts& c) {
   const VF b = c.b, x = p.x, y = p.y, z = p.z;
   switch (kType) {
     case DpoLossType::Sigmoid: {
-      const Logistic f = logisticFrom(z, p.e);
+      const Logistic f = logisticFrom(z, e);
       const VF l = add(mul(c.oneMinusEps, f.spMinus), mul(c.eps, f.spPlus));
       const VF d = mul(b, sub(c.eps, f.sNeg));  // b (sig(z) - (1 - eps))
       return {l, d, neg(d)};
     }
     case DpoLossType::Robust: {
-      const Logistic f = logisticFrom(z, p.e);
+      const Logistic f = logisticFrom(z, e);
       const VF l = mul(sub(mul(c.oneMinusEps, f.spMinus), mul(c.eps, f.spPlus)), c.invOneMinus2Eps);
       const VF d = mul(b, sub(f.s, mul(c.oneMinusEps, c.invOneMinus2Eps)));
       return {l, d, neg(d)};
@@ -173,7 +177,7 @@ static inline DpoTerms dpoVector(const DpoAhead& p, VF nc, VF nr, const DpoConst
       return {f.spMinus, neg(div(mul(b, f.sNeg), nc)), div(mul(b, f.sNeg), nr)};
     }
     case DpoLossType::ExoPair: {
-      const Logistic f = logisticFrom(z, p.e);
+      const Logistic f = logisticFrom(z, e);
       const VF l = neg(add(mul(f.s, add(f.spMinus, c.logOneMinusEps)), mul(f.sNeg, add(f.spPlus, c.logEps))));
       const VF d = mul(mul(mul(b, f.s), f.sNeg), sub(z, c.logOdds));
       return {l, d, neg(d)};
@@ -196,12 +200,12 @@ static inline DpoTerms dpoVector(const DpoAhead& p, VF nc, VF nr, const DpoConst
       return {add(sub(set1(1.0f), u.s), v.s), neg(mul(mul(b, u.s), u.sNeg)), mul(mul(b, v.s), v.sNeg)};
     }
     case DpoLossType::ApoDown: {
-      const Logistic u = logistic(mul(b, x)), f = logisticFrom(z, p.e);
+      const Logistic u = logistic(mul(b, x)), f = logisticFrom(z, e);
       const VF szz = mul(f.s, f.sNeg);
       return {sub(add(u.s, set1(1.0f)), f.s), sub(mul(mul(b, u.s), u.sNeg), mul(b, szz)), mul(b, szz)};
     }
     case DpoLossType::Discopop: {
-      const Logistic f = logisticFrom(z, p.e), t = logistic(mul(z, c.invTau));
+      const Logistic f = logisticFrom(z, e), t = logistic(mul(z, c.invTau));
       const VF m = t.s, oneMinusM = t.sNeg;
       const VF expM = simd::exp(neg(add(t.spMinus, z)));
       const VF expMM = simd::exp(neg(add(add(t.spMinus, z), t.spPlus)));
@@ -215,18 +219,19 @@ static inline DpoTerms dpoVector(const DpoAhead& p, VF nc, VF nr, const DpoConst
   return {zero(), zero(), zero()};
 }
 
-// Sums as the pairwise loss's: float lanes flushed into float64 every kFlushVectors vectors.
-struct DpoSums {
-  VF loss, bx, by, correct;
-  VD lossLo, lossHi, bxLo, bxHi, byLo, byHi;
-  int pending;
+// Sums as the pairwise loss's: float lanes (locals of dpoRangeT) flushed into float64.
+struct DpoLanes {
+  VF &loss, &bx, &by, &correct;
 };
 
-static inline void flush(DpoSums& L) {
-  flushInto(L.loss, L.lossLo, L.lossHi);
-  flushInto(L.bx, L.bxLo, L.bxHi);
-  flushInto(L.by, L.byLo, L.byHi);
-  L.pending = 0;
+struct DpoTotals {
+  VD lossLo, lossHi, bxLo, bxHi, byLo, byHi;
+};
+
+RLHF_ALWAYS_INLINE void flush(const DpoLanes& L, DpoTotals& T) {
+  flushInto(L.loss, T.lossLo, T.lossHi);
+  flushInto(L.bx, T.bxLo, T.bxHi);
+  flushInto(L.by, T.byLo, T.byHi);
 }
 
 // The DPO inputs as locals no store can alias.
@@ -252,23 +257,30 @@ static inline VF lengthsOr(const int32_t* p, int64_t n) {
   return load(t);
 }
 
-template <DpoLossType kType, bool kPartial>
-static inline DpoAhead dpoAhead(const DpoView& v, const DpoConsts& c, int64_t i, int64_t n) {
+template <bool kPartial>
+RLHF_ALWAYS_INLINE DpoRatios dpoRatios(const DpoView& v, const DpoConsts& c, int64_t i, int64_t n) {
   const VF x = sub(loadOr<kPartial>(v.pc + i, n), loadOr<kPartial>(v.rc + i, n));
   const VF y = sub(loadOr<kPartial>(v.pr + i, n), loadOr<kPartial>(v.rr + i, n));
-  const VF z = mul(c.b, sub(x, y));
-  return {x, y, z, kLogisticOfZ<kType> ? logisticExp(z) : zero()};
+  return {x, y, mul(c.b, sub(x, y))};
 }
 
-// Pairs [i, i + n) given what dpoAhead took of them.
+// What the loop takes of a vector ahead of the one it finishes (see pipelinedThree): exp(-|z|) for
+// the types that need it. The ratios are taken again when the vector is finished (as pairwiseExp).
 template <DpoLossType kType, bool kPartial>
-static inline void dpoStep(const DpoView& v, const DpoConsts& c, VF invN, int64_t i, int64_t n, const DpoAhead& a,
-                           DpoSums& L) {
+RLHF_ALWAYS_INLINE VF dpoExp(const DpoView& v, const DpoConsts& c, int64_t i, int64_t n) {
+  return kLogisticOfZ<kType> ? logisticExp(dpoRatios<kPartial>(v, c, i, n).z) : zero();
+}
+
+// Pairs [i, i + n) given e = dpoExp of them.
+template <DpoLossType kType, bool kPartial>
+RLHF_ALWAYS_INLINE void dpoStep(const DpoView& v, const DpoConsts& c, VF invN, int64_t i, int64_t n, VF e,
+                                const DpoLanes& L) {
   const VM valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : allLanes();
   const bool lengths = v.nc != nullptr;
   const VF nc = lengths ? lengthsOr<kPartial>(v.nc + i, n) : zero();
   const VF nr = lengths ? lengthsOr<kPartial>(v.nr + i, n) : zero();
-  const DpoTerms p = dpoVector<kType>(a, nc, nr, c);
+  const DpoRatios a = dpoRatios<kPartial>(v, c, i, n);
+  const DpoTerms p = dpoVector<kType>(a, e, nc, nr, c);
   storeOr<kPartial>(v.gc + i, mul(p.dx, invN), n, v.streaming);
   storeOr<kPartial>(v.gr + i, mul(p.dy, invN), n, v.streaming);
   const VF bx = mul(c.b, a.x), by = mul(c.b, a.y);
@@ -276,29 +288,31 @@ static inline void dpoStep(const DpoView& v, const DpoConsts& c, VF invN, int64_
   L.bx = add(L.bx, inLanes<kPartial>(valid, bx));
   L.by = add(L.by, inLanes<kPartial>(valid, by));
   L.correct = countIn(L.correct, inLanes<kPartial>(valid, gt(bx, by)));
-  if (++L.pending == kFlushVectors) flush(L);
 }
 
 template <DpoLossType kType>
 static DpoBlock dpoRangeT(const DpoLossArgs& a, const DpoConsts& c, float invN, int64_t i0, int64_t i1,
                          bool streaming) {
-  DpoSums L{zero(), zero(), zero(), zero(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), 0};
+  VF loss = zero(), bx = zero(), by = zero(), correct = zero();
+  const DpoLanes L{loss, bx, by, correct};
+  DpoTotals T{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD()};
   const DpoView v{a.policyChosen, a.policyRejected, a.refChosen, a.refRejected, a.chosenLengths, a.rejectedLengths,
                   a.gradChosen, a.gradRejected, streaming};
   const VF vInvN = set1(invN);
   // Streamed, the pairs before the gradients reach a vector boundary go first, as a partial vector.
   const int64_t head = streaming ? alignHead(v.gc + i0, i1 - i0) : 0;
-  if (head > 0) dpoStep<kType, true>(v, c, vInvN, i0, head, dpoAhead<kType, true>(v, c, i0, head), L);
-  const int64_t i = pipelined(
-      i0 + head, i1, [&](int64_t j) { return dpoAhead<kType, false>(v, c, j, W); },
-      [&](int64_t j, const DpoAhead& x) { dpoStep<kType, false>(v, c, vInvN, j, W, x, L); });
-  if (i < i1) dpoStep<kType, true>(v, c, vInvN, i, i1 - i, dpoAhead<kType, true>(v, c, i, i1 - i), L);
-  flush(L);
+  if (head > 0) dpoStep<kType, true>(v, c, vInvN, i0, head, dpoExp<kType, true>(v, c, i0, head), L);
+  const int64_t i = pipelinedThree(
+      i0 + head, i1, [&](int64_t j) RLHF_ALWAYS_INLINE_LAMBDA { return dpoExp<kType, false>(v, c, j, W); },
+      [&](int64_t j, VF e) RLHF_ALWAYS_INLINE_LAMBDA { dpoStep<kType, false>(v, c, vInvN, j, W, e, L); },
+      [&]() RLHF_ALWAYS_INLINE_LAMBDA { flush(L, T); });
+  if (i < i1) dpoStep<kType, true>(v, c, vInvN, i, i1 - i, dpoExp<kType, true>(v, c, i, i1 - i), L);
+  flush(L, T);
   DpoBlock out;
-  out.loss = sumLanes(L.lossLo) + sumLanes(L.lossHi);
-  out.chosen = sumLanes(L.bxLo) + sumLanes(L.bxHi);
-  out.rejected = sumLanes(L.byLo) + sumLanes(L.byHi);
-  out.correct = sumLanesF(L.correct);
+  out.loss = sumLanes(T.lossLo) + sumLanes(T.lossHi);
+  out.chosen = sumLanes(T.bxLo) + sumLanes(T.bxHi);
+  out.rejected = sumLanes(T.byLo) + sumLanes(T.byHi);
+  out.correct = sumLanesF(correct);
   return out;
 }
 

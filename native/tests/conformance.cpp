@@ -1453,8 +1453,10 @@ void testLogisticAccuracy() {
 
 void testPreferenceFamily() {
   testLogisticAccuracy();
-  for (int64_t N : {1, 7, 8, 1000, 100003}) testPairwise(N, N % 2 == 1);
-  for (int64_t N : {1, 9, 20001}) testDpo(N);
+  // 35, 50 and 16421 (two blocks and 37): fewer than three full vectors, exactly three, and a last
+  // block of two, around the loops' three-deep pipeline (pipelinedThree) on every variant.
+  for (int64_t N : {1, 7, 8, 35, 50, 1000, 16421, 100003}) testPairwise(N, N % 2 == 1);
+  for (int64_t N : {1, 9, 35, 50, 16421, 20001}) testDpo(N);
   testPreferenceStreamed();
   for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {7, 33}, {300, 129}, {3, 20000}}) testSequenceLogprobs(B, T);
   for (auto [N, G] : {std::pair<int64_t, int64_t>{1, 1}, {12, 4}, {64, 8}, {1000, 1}}) testGroupAdvantages(N, G);
