@@ -243,7 +243,7 @@ struct GaeRow {
   // Elements from this row's inputs to those of the row walked next (-N; 0 for none): that row's
   // are requested meanwhile. The walk goes back through time, a block's width of each row, and
   // the hardware's prefetchers, which follow streams forward within a row, lose the trail at every
-  // row: [1024,4096] on AMD EPYC (Zen 4), alternated in one process, 1.57-1.68 -> 1.45-1.49 ms
+  // row: [1024,4096] on AMD EPYC (Zen 5), alternated in one process, 1.57-1.68 -> 1.45-1.49 ms
   // (73-76% -> 80-82% of the paired triad) with AVX-512, 1.71 -> 1.54 ms with AVX2.
   int64_t ahead;
 

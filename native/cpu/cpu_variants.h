@@ -181,7 +181,7 @@ constexpr int64_t kLine = 16;
 // Outputs of at least this many bytes are written with non-temporal stores: they would crowd
 // the last-level cache, and skipping the read-for-ownership saves a third of the traffic of a
 // typical op. 16 MiB until the pairwise and DPO losses streamed too: over 1M pairs (8 MiB of
-// gradients), alternated in one process on AMD EPYC (Zen 4, 32 MB L3), pairwise 403-413 -> 345-355
+// gradients), alternated in one process on AMD EPYC (Zen 5, 32 MB L3), pairwise 403-413 -> 345-355
 // us and DPO 587-590 -> 482 us (66% -> 75-81% of the paired triad); on the Intel host (300 MB L3)
 // streaming the pairwise gradients changed nothing (0.996-1.016 of the time).
 constexpr int64_t kStreamingBytes = 8 << 20;

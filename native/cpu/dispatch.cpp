@@ -90,7 +90,7 @@ const ChunkKernels* kernelsForCall() { return kernelsOf(gPath.load()); }
 
 // Rows in step for the row passes that only read. On the Intel Xeon host they were first tuned on
 // (300 MB L3), four rows in step kept more reads in flight: sequenceLogprobs [4096,4096] ran at
-// 73-77% of the paired triad against 64-70% one row at a time (2 threads). On AMD EPYC (Zen 4,
+// 73-77% of the paired triad against 64-70% one row at a time (2 threads). On AMD EPYC (Zen 5,
 // 32 MB L3) it is the other way round. A C++ sketch of the masked row sum over that shape, 2
 // threads: one stream a thread 80-82% of the paired triad, four in step 67-69% (and 69-73%
 // against 57-60% while the host's memory ran twice as fast). sequenceLogprobs itself, the two
