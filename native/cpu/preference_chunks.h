@@ -27,9 +27,11 @@ RLHF_KEEP_PREFETCH static void requestPairs(int64_t i, Inputs... inputs) {
   ((inputs != nullptr ? prefetchAhead(inputs + i, kPairPrefetchBytes) : void()), ...);
 }
 
-// Sums in float lanes (PairwiseLanes) flushed into float64 (PairwiseTotals) every kFlushVectors
-// vectors, as the loss blocks of policy_chunks.h; the count of correct pairs stays in float lanes,
-// exact up to 2^24 a lane. The margin's mean is the chosen mean minus the rejected one.
+// Sums in float lanes (PairwiseLanes: references to plain locals of pairwiseSums, which stay in
+// registers where members of a struct would not; see pipelinedThree) flushed into float64
+// (PairwiseTotals) every kFlushVectors vectors, as the loss blocks of policy_chunks.h; the count
+// of correct pairs stays in float lanes, exact up to 2^24 a lane. The margin's mean is the chosen
+// mean minus the rejected one.
 struct PairwiseLanes {
   VF &loss, &center, &chosen, &rejected, &correct;
 };
