@@ -14,18 +14,14 @@ using namespace simd;
 
 // --- the pairwise reward-model loss over pairs [i0, i1) ---------------------------------------------
 
-// The pairwise and DPO loops request their inputs' lines this far ahead, once a line (null inputs,
-// such as an absent margin, skipped): with an exp and a log1p a pair in flight, the core's own
-// loads come too late when memory is fast. On the AMD machine, 1M pairs, 2 threads, in turns in
-// one process with the memory in its fast phase (the triad at 104-108 GB/s): pairwise 175-189 us
-// against 188-196 without, DPO sigmoid 276-296 against 333-353 (1 KiB ahead slower than none,
-// 8 KiB slower for pairwise); scripts/ab-bench.js 0.93 and 0.87 of the time there, and 0.99-1.04
-// and 1.01-1.02 in the slow phase (60 GB/s).
+// The pairwise and DPO loops request their inputs' lines this far ahead, once a line
+// (prefetchStreams): with an exp and a log1p a pair in flight, the core's own loads come too late
+// when memory is fast. On the AMD machine, 1M pairs, 2 threads, in turns in one process with the
+// memory in its fast phase (the triad at 104-108 GB/s): pairwise 175-189 us against 188-196
+// without, DPO sigmoid 276-296 against 333-353 (1 KiB ahead slower than none, 8 KiB slower for
+// pairwise); scripts/ab-bench.js 0.93 and 0.87 of the time there, and 0.99-1.06 and 1.01-1.03 in
+// the slow phase (60 GB/s).
 constexpr int64_t kPairPrefetchBytes = 4096;
-template <typename... Inputs>
-RLHF_KEEP_PREFETCH static void requestPairs(int64_t i, Inputs... inputs) {
-  ((inputs != nullptr ? prefetchAhead(inputs + i, kPairPrefetchBytes) : void()), ...);
-}
 
 // Sums in float lanes (PairwiseLanes: references to plain locals of pairwiseSums, which stay in
 // registers where members of a struct would not; see pipelinedThree) flushed into float64
@@ -110,7 +106,9 @@ static PairwiseBlock pairwiseSums(const PairwiseView v, int64_t i0, int64_t i1) 
   const int64_t i = pipelinedThree(
       i0 + head, i1, [&](int64_t j) RLHF_ALWAYS_INLINE_LAMBDA { return pairwiseExp<false>(v, j, W); },
       [&](int64_t j, VF e) RLHF_ALWAYS_INLINE_LAMBDA {
-        if (j % 16 < W) requestPairs(j, v.chosen, v.rejected, v.margin);
+        // Without a margin array, the chosen rewards' line stands in for its request.
+        prefetchStreams<false, kPairPrefetchBytes>(j, nullptr, v.chosen, v.rejected,
+                                                   v.margin != nullptr ? v.margin : v.chosen);
         pairwiseVector<kCenter, false>(v, j, W, e, L);
       },
       [&]() RLHF_ALWAYS_INLINE_LAMBDA { flush(L, T); });
@@ -154,7 +152,7 @@ constexpr bool kLogisticOfZ = kType == DpoLossType::Sigmoid || kType == DpoLossT
                               kType == DpoLossType::Discopop;
 
 // The types with an exp a pair, whose arithmetic fills the core while their inputs stream in:
-// they request their inputs ahead (requestPairs). The others, a few operations a pair, gain
+// they request their inputs ahead (kPairPrefetchBytes). The others, a few operations a pair, gain
 // nothing by it (ipo: 0.98 of the time in the fast phase, 1.03-1.08 in the slow one).
 template <DpoLossType kType>
 constexpr bool kRequestAhead = kType != DpoLossType::Hinge && kType != DpoLossType::Ipo &&
@@ -330,7 +328,7 @@ static DpoBlock dpoRangeT(const DpoLossArgs& a, const DpoConsts& c, float invN, 
   const int64_t i = pipelinedThree(
       i0 + head, i1, [&](int64_t j) RLHF_ALWAYS_INLINE_LAMBDA { return dpoExp<kType, false>(v, c, j, W); },
       [&](int64_t j, VF e) RLHF_ALWAYS_INLINE_LAMBDA {
-        if (kRequestAhead<kType> && j % 16 < W) requestPairs(j, v.pc, v.pr, v.rc, v.rr);
+        if (kRequestAhead<kType>) prefetchStreams<false, kPairPrefetchBytes>(j, nullptr, v.pc, v.pr, v.rc, v.rr);
         dpoStep<kType, false>(v, c, vInvN, j, W, e, L);
       },
       [&]() RLHF_ALWAYS_INLINE_LAMBDA { flush(L, T); });
