@@ -15,7 +15,7 @@ using namespace simd;
 // --- the pairwise reward-model loss over pairs [i0, i1) ---------------------------------------------
 
 // The pairwise and DPO loops request their inputs' lines this far ahead, once a line
-// (prefetchStreams): with an exp and a log1p a pair in flight, the core's own loads come too late
+// (prefetchStreams): with an exp and a division a pair in flight, the core's own loads come too late
 // when memory is fast. On the AMD machine, 1M pairs, 2 threads, in turns in one process with the
 // memory in its fast phase (the triad at 104-108 GB/s): pairwise 175-189 us against 188-196
 // without, DPO sigmoid 276-296 against 333-353 (1 KiB ahead slower than none, 8 KiB slower for
@@ -26,10 +26,11 @@ constexpr int64_t kPairPrefetchBytes = 4096;
 // Sums in float lanes (PairwiseLanes: references to plain locals of pairwiseSums, which stay in
 // registers where members of a struct would not; see pipelinedThree) flushed into float64
 // (PairwiseTotals) every kFlushVectors vectors, as the loss blocks of policy_chunks.h; the count
-// of correct pairs stays in float lanes, exact up to 2^24 a lane. The margin's mean is the chosen
-// mean minus the rejected one.
+// of correct pairs stays in float lanes, exact up to 2^24 a lane. The loss is max(-delta, 0) +
+// log1p(e) a pair: the first summed, the second taken as a product (log1pProductStep) whose
+// log1p joins the sum at each flush. The margin's mean is the chosen mean minus the rejected one.
 struct PairwiseLanes {
-  VF &loss, &center, &chosen, &rejected, &correct;
+  VF &loss, &log1pProduct, &center, &chosen, &rejected, &correct;
 };
 
 struct PairwiseTotals {
@@ -37,6 +38,8 @@ struct PairwiseTotals {
 };
 
 RLHF_ALWAYS_INLINE void flush(const PairwiseLanes& L, PairwiseTotals& T) {
+  L.loss = add(L.loss, log1pNonNegative(L.log1pProduct));
+  L.log1pProduct = zero();
   flushInto(L.loss, T.lossLo, T.lossHi);
   flushInto(L.center, T.centerLo, T.centerHi);
   flushInto(L.chosen, T.chosenLo, T.chosenHi);
@@ -51,68 +54,83 @@ struct PairwiseView {
   float* __restrict gradChosen;
   float* __restrict gradRejected;
   float marginValue, invN, centerScale;  // centerScale = 2 centerCoef / N
-  bool streaming;                         // both gradients streamed past the cache, in step
 };
 
-// delta = rc - rr - margin of pairs [i, i + n).
-template <bool kPartial>
-RLHF_ALWAYS_INLINE VF pairwiseDelta(const PairwiseView& v, int64_t i, int64_t n) {
-  const VF m = v.margin == nullptr ? set1(v.marginValue) : loadOr<kPartial>(v.margin + i, n);
-  return sub(sub(loadOr<kPartial>(v.chosen + i, n), loadOr<kPartial>(v.rejected + i, n)), m);
+// What the loop is compiled for: kCenter, centerCoef is not 0 (without it, the centring term and
+// its gradient are left out: a sixth of the loop's operations, and no sum of squares to overflow);
+// kMargin, a margin a pair (else the scalar marginValue); kStream, both gradients streamed past the
+// cache, in step (streamedInStep), so that a full vector's stores need no test of either address.
+template <bool kCenter_, bool kMargin_, bool kStream_>
+struct PairwiseMode {
+  static constexpr bool kCenter = kCenter_, kMargin = kMargin_, kStream = kStream_;
+};
+
+// A vector of gradients at p (aligned when streamed), or the first n lanes of it.
+template <bool kStream, bool kPartial>
+RLHF_ALWAYS_INLINE void storeGradients(float* p, VF v, int64_t n) {
+  if (kPartial) storeOr<true>(p, v, n, false);
+  else if (kStream) stream(p, v);
+  else store(p, v);
+}
+
+// delta = rc - rr - margin of pairs [i, i + n), given their rc and rr.
+template <typename Mode, bool kPartial>
+RLHF_ALWAYS_INLINE VF pairwiseDelta(const PairwiseView& v, VF rc, VF rr, int64_t i, int64_t n) {
+  const VF m = Mode::kMargin ? loadOr<kPartial>(v.margin + i, n) : set1(v.marginValue);
+  return sub(sub(rc, rr), m);
 }
 
 // What the loop takes of a vector ahead of the one it finishes (see pipelinedThree): exp(-|delta|).
 // The vector's delta is taken again when it is finished, from the cache: a second stage value a
 // vector would cost the registers that the pipeline's depth needs.
-template <bool kPartial>
+template <typename Mode, bool kPartial>
 RLHF_ALWAYS_INLINE VF pairwiseExp(const PairwiseView& v, int64_t i, int64_t n) {
-  return logisticExp(pairwiseDelta<kPartial>(v, i, n));
+  return logisticExp(
+      pairwiseDelta<Mode, kPartial>(v, loadOr<kPartial>(v.chosen + i, n), loadOr<kPartial>(v.rejected + i, n), i, n));
 }
 
-// Pairs [i, i + n) given e = pairwiseExp of them. kCenter: centerCoef is not 0 (without it, the
-// centring term and its gradient are left out: a sixth of the loop's operations, and no sum of
-// squares to overflow).
-template <bool kCenter, bool kPartial>
+// Pairs [i, i + n) given e = pairwiseExp of them.
+template <typename Mode, bool kPartial>
 RLHF_ALWAYS_INLINE void pairwiseVector(const PairwiseView& v, int64_t i, int64_t n, VF e, const PairwiseLanes& L) {
   const VF rc = loadOr<kPartial>(v.chosen + i, n);
   const VF rr = loadOr<kPartial>(v.rejected + i, n);
   const VM valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : allLanes();
-  const Logistic f = logisticFrom(pairwiseDelta<kPartial>(v, i, n), e);
-  const VF g = mul(f.sNeg, set1(-v.invN));  // (sig(delta) - 1)/N without the cancellation
-  if (kCenter) {
+  const VF delta = pairwiseDelta<Mode, kPartial>(v, rc, rr, i, n);
+  const VF g = mul(logisticFrom(delta, e).sNeg, set1(-v.invN));  // (sig(delta) - 1)/N without the cancellation
+  if (Mode::kCenter) {
     const VF sum = add(rc, rr);
     const VF c = mul(set1(v.centerScale), sum);
-    storeOr<kPartial>(v.gradChosen + i, add(g, c), n, v.streaming);
-    storeOr<kPartial>(v.gradRejected + i, sub(c, g), n, v.streaming);
+    storeGradients<Mode::kStream, kPartial>(v.gradChosen + i, add(g, c), n);
+    storeGradients<Mode::kStream, kPartial>(v.gradRejected + i, sub(c, g), n);
     L.center = add(L.center, inLanes<kPartial>(valid, mul(sum, sum)));
   } else {
-    storeOr<kPartial>(v.gradChosen + i, g, n, v.streaming);
-    storeOr<kPartial>(v.gradRejected + i, sub(zero(), g), n, v.streaming);
+    storeGradients<Mode::kStream, kPartial>(v.gradChosen + i, g, n);
+    storeGradients<Mode::kStream, kPartial>(v.gradRejected + i, sub(zero(), g), n);
   }
-  L.loss = add(L.loss, inLanes<kPartial>(valid, f.spMinus));
+  L.loss = add(L.loss, inLanes<kPartial>(valid, max(zero(), sub(zero(), delta))));
+  L.log1pProduct = log1pProductStep(L.log1pProduct, inLanes<kPartial>(valid, e));
   L.chosen = add(L.chosen, inLanes<kPartial>(valid, rc));
   L.rejected = add(L.rejected, inLanes<kPartial>(valid, rr));
   L.correct = countIn(L.correct, inLanes<kPartial>(valid, gt(rc, rr)));
 }
 
-template <bool kCenter>
+template <typename Mode>
 static PairwiseBlock pairwiseSums(const PairwiseView v, int64_t i0, int64_t i1) {
-  VF loss = zero(), center = zero(), chosen = zero(), rejected = zero(), correct = zero();
-  const PairwiseLanes L{loss, center, chosen, rejected, correct};
+  VF loss = zero(), log1pProduct = zero(), center = zero(), chosen = zero(), rejected = zero(), correct = zero();
+  const PairwiseLanes L{loss, log1pProduct, center, chosen, rejected, correct};
   PairwiseTotals T{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD()};
   // Streamed, the pairs before the gradients reach a vector boundary go first, as a partial vector.
-  const int64_t head = v.streaming ? alignHead(v.gradChosen + i0, i1 - i0) : 0;
-  if (head > 0) pairwiseVector<kCenter, true>(v, i0, head, pairwiseExp<true>(v, i0, head), L);
+  const int64_t head = Mode::kStream ? alignHead(v.gradChosen + i0, i1 - i0) : 0;
+  if (head > 0) pairwiseVector<Mode, true>(v, i0, head, pairwiseExp<Mode, true>(v, i0, head), L);
   const int64_t i = pipelinedThree(
-      i0 + head, i1, [&](int64_t j) RLHF_ALWAYS_INLINE_LAMBDA { return pairwiseExp<false>(v, j, W); },
+      i0 + head, i1, [&](int64_t j) RLHF_ALWAYS_INLINE_LAMBDA { return pairwiseExp<Mode, false>(v, j, W); },
       [&](int64_t j, VF e) RLHF_ALWAYS_INLINE_LAMBDA {
-        // Without a margin array, the chosen rewards' line stands in for its request.
-        prefetchStreams<false, kPairPrefetchBytes>(j, nullptr, v.chosen, v.rejected,
-                                                   v.margin != nullptr ? v.margin : v.chosen);
-        pairwiseVector<kCenter, false>(v, j, W, e, L);
+        if (Mode::kMargin) prefetchStreams<false, kPairPrefetchBytes>(j, nullptr, v.chosen, v.rejected, v.margin);
+        else prefetchStreams<false, kPairPrefetchBytes>(j, nullptr, v.chosen, v.rejected);
+        pairwiseVector<Mode, false>(v, j, W, e, L);
       },
       [&]() RLHF_ALWAYS_INLINE_LAMBDA { flush(L, T); });
-  if (i < i1) pairwiseVector<kCenter, true>(v, i, i1 - i, pairwiseExp<true>(v, i, i1 - i), L);
+  if (i < i1) pairwiseVector<Mode, true>(v, i, i1 - i, pairwiseExp<Mode, true>(v, i, i1 - i), L);
   flush(L, T);
   PairwiseBlock out;
   out.loss = sumLanes(T.lossLo) + sumLanes(T.lossHi);
@@ -124,11 +142,21 @@ static PairwiseBlock pairwiseSums(const PairwiseView v, int64_t i0, int64_t i1) 
   return out;
 }
 
+template <bool kCenter, bool kMargin>
+static PairwiseBlock pairwiseSumsStreamedOr(const PairwiseView& v, int64_t i0, int64_t i1, bool streaming) {
+  return streaming ? pairwiseSums<PairwiseMode<kCenter, kMargin, true>>(v, i0, i1)
+                   : pairwiseSums<PairwiseMode<kCenter, kMargin, false>>(v, i0, i1);
+}
+
 PairwiseBlock pairwiseRange(const PairwiseLossArgs& a, int64_t i0, int64_t i1, bool streaming) {
   const float invN = static_cast<float>(1.0 / static_cast<double>(a.N));
   const PairwiseView v{a.chosen, a.rejected, a.margin, a.gradChosen, a.gradRejected, a.marginValue, invN,
-                       static_cast<float>(2.0 * a.centerCoef / static_cast<double>(a.N)), streaming};
-  return a.centerCoef != 0.0f ? pairwiseSums<true>(v, i0, i1) : pairwiseSums<false>(v, i0, i1);
+                       static_cast<float>(2.0 * a.centerCoef / static_cast<double>(a.N))};
+  const bool center = a.centerCoef != 0.0f, margin = a.margin != nullptr;
+  if (center) return margin ? pairwiseSumsStreamedOr<true, true>(v, i0, i1, streaming)
+                            : pairwiseSumsStreamedOr<true, false>(v, i0, i1, streaming);
+  return margin ? pairwiseSumsStreamedOr<false, true>(v, i0, i1, streaming)
+                : pairwiseSumsStreamedOr<false, false>(v, i0, i1, streaming);
 }
 
 // --- the DPO family over pairs [i0, i1) ----------------------------------------------------------------
@@ -158,6 +186,12 @@ template <DpoLossType kType>
 constexpr bool kRequestAhead = kType != DpoLossType::Hinge && kType != DpoLossType::Ipo &&
                                kType != DpoLossType::SppoHard;
 
+// The types whose loss is log1p(e) plus terms without it: sigmoid, (1 - eps) softplus(-z) + eps
+// softplus(z), and robust, whose weights of log1p(e) also come to 1. dpoVector leaves their
+// log1p(e) out, and the loop sums it as a product (log1pProductStep).
+template <DpoLossType kType>
+constexpr bool kLog1pAsProduct = kType == DpoLossType::Sigmoid || kType == DpoLossType::Robust;
+
 // A vector of pairs' log-ratios x = pc - rc and y = pr - rr, and z = beta (x - y).
 struct DpoRatios {
   VF x, y, z;
@@ -169,15 +203,15 @@ template <DpoLossType kType>
 static inline DpoTerms dpoVector(const DpoRatios& p, VF e, VF nc, VF nr, const DpoConsts& c) {
   const VF b = c.b, x = p.x, y = p.y, z = p.z;
   switch (kType) {
-    case DpoLossType::Sigmoid: {
+    case DpoLossType::Sigmoid: {  // log1p(e) left to the caller (kLog1pAsProduct)
       const Logistic f = logisticFrom(z, e);
-      const VF l = add(mul(c.oneMinusEps, f.spMinus), mul(c.eps, f.spPlus));
+      const VF l = fmadd(c.oneMinusEps, max(zero(), neg(z)), mul(c.eps, max(zero(), z)));
       const VF d = mul(b, sub(c.eps, f.sNeg));  // b (sig(z) - (1 - eps))
       return {l, d, neg(d)};
     }
-    case DpoLossType::Robust: {
+    case DpoLossType::Robust: {  // log1p(e) left to the caller (kLog1pAsProduct)
       const Logistic f = logisticFrom(z, e);
-      const VF l = mul(sub(mul(c.oneMinusEps, f.spMinus), mul(c.eps, f.spPlus)), c.invOneMinus2Eps);
+      const VF l = mul(fnmadd(c.eps, max(zero(), z), mul(c.oneMinusEps, max(zero(), neg(z)))), c.invOneMinus2Eps);
       const VF d = mul(b, sub(f.s, mul(c.oneMinusEps, c.invOneMinus2Eps)));
       return {l, d, neg(d)};
     }
@@ -242,16 +276,22 @@ static inline DpoTerms dpoVector(const DpoRatios& p, VF e, VF nc, VF nr, const D
   return {zero(), zero(), zero()};
 }
 
-// Sums as the pairwise loss's: float lanes (locals of dpoRangeT) flushed into float64.
+// Sums as the pairwise loss's: float lanes (locals of dpoRangeT) flushed into float64; log1pProduct
+// for the types that take it (kLog1pAsProduct), 0 for the others.
 struct DpoLanes {
-  VF &loss, &bx, &by, &correct;
+  VF &loss, &log1pProduct, &bx, &by, &correct;
 };
 
 struct DpoTotals {
   VD lossLo, lossHi, bxLo, bxHi, byLo, byHi;
 };
 
+template <bool kProduct>
 RLHF_ALWAYS_INLINE void flush(const DpoLanes& L, DpoTotals& T) {
+  if (kProduct) {
+    L.loss = add(L.loss, log1pNonNegative(L.log1pProduct));
+    L.log1pProduct = zero();
+  }
   flushInto(L.loss, T.lossLo, T.lossHi);
   flushInto(L.bx, T.bxLo, T.bxHi);
   flushInto(L.by, T.byLo, T.byHi);
@@ -267,7 +307,6 @@ struct DpoView {
   const int32_t* __restrict nr;
   float* __restrict gc;
   float* __restrict gr;
-  bool streaming;  // both gradients streamed past the cache, in step
 };
 
 // Sequence lengths as floats; a partial vector's padding lanes get 1, so that they divide
@@ -294,8 +333,8 @@ RLHF_ALWAYS_INLINE VF dpoExp(const DpoView& v, const DpoConsts& c, int64_t i, in
   return kLogisticOfZ<kType> ? logisticExp(dpoRatios<kPartial>(v, c, i, n).z) : zero();
 }
 
-// Pairs [i, i + n) given e = dpoExp of them.
-template <DpoLossType kType, bool kPartial>
+// Pairs [i, i + n) given e = dpoExp of them; kStream as PairwiseMode's.
+template <DpoLossType kType, bool kStream, bool kPartial>
 RLHF_ALWAYS_INLINE void dpoStep(const DpoView& v, const DpoConsts& c, VF invN, int64_t i, int64_t n, VF e,
                                 const DpoLanes& L) {
   const VM valid = kPartial ? lt(iota(), set1(static_cast<float>(n))) : allLanes();
@@ -304,42 +343,48 @@ RLHF_ALWAYS_INLINE void dpoStep(const DpoView& v, const DpoConsts& c, VF invN, i
   const VF nr = lengths ? lengthsOr<kPartial>(v.nr + i, n) : zero();
   const DpoRatios a = dpoRatios<kPartial>(v, c, i, n);
   const DpoTerms p = dpoVector<kType>(a, e, nc, nr, c);
-  storeOr<kPartial>(v.gc + i, mul(p.dx, invN), n, v.streaming);
-  storeOr<kPartial>(v.gr + i, mul(p.dy, invN), n, v.streaming);
+  storeGradients<kStream, kPartial>(v.gc + i, mul(p.dx, invN), n);
+  storeGradients<kStream, kPartial>(v.gr + i, mul(p.dy, invN), n);
   const VF bx = mul(c.b, a.x), by = mul(c.b, a.y);
   L.loss = add(L.loss, inLanes<kPartial>(valid, p.l));
+  if (kLog1pAsProduct<kType>) L.log1pProduct = log1pProductStep(L.log1pProduct, inLanes<kPartial>(valid, e));
   L.bx = add(L.bx, inLanes<kPartial>(valid, bx));
   L.by = add(L.by, inLanes<kPartial>(valid, by));
   L.correct = countIn(L.correct, inLanes<kPartial>(valid, gt(bx, by)));
 }
 
-template <DpoLossType kType>
-static DpoBlock dpoRangeT(const DpoLossArgs& a, const DpoConsts& c, float invN, int64_t i0, int64_t i1,
-                         bool streaming) {
-  VF loss = zero(), bx = zero(), by = zero(), correct = zero();
-  const DpoLanes L{loss, bx, by, correct};
+template <DpoLossType kType, bool kStream>
+static DpoBlock dpoSums(const DpoLossArgs& a, const DpoConsts& c, float invN, int64_t i0, int64_t i1) {
+  VF loss = zero(), log1pProduct = zero(), bx = zero(), by = zero(), correct = zero();
+  const DpoLanes L{loss, log1pProduct, bx, by, correct};
   DpoTotals T{zeroD(), zeroD(), zeroD(), zeroD(), zeroD(), zeroD()};
   const DpoView v{a.policyChosen, a.policyRejected, a.refChosen, a.refRejected, a.chosenLengths, a.rejectedLengths,
-                  a.gradChosen, a.gradRejected, streaming};
+                  a.gradChosen, a.gradRejected};
   const VF vInvN = set1(invN);
   // Streamed, the pairs before the gradients reach a vector boundary go first, as a partial vector.
-  const int64_t head = streaming ? alignHead(v.gc + i0, i1 - i0) : 0;
-  if (head > 0) dpoStep<kType, true>(v, c, vInvN, i0, head, dpoExp<kType, true>(v, c, i0, head), L);
+  const int64_t head = kStream ? alignHead(v.gc + i0, i1 - i0) : 0;
+  if (head > 0) dpoStep<kType, kStream, true>(v, c, vInvN, i0, head, dpoExp<kType, true>(v, c, i0, head), L);
   const int64_t i = pipelinedThree(
       i0 + head, i1, [&](int64_t j) RLHF_ALWAYS_INLINE_LAMBDA { return dpoExp<kType, false>(v, c, j, W); },
       [&](int64_t j, VF e) RLHF_ALWAYS_INLINE_LAMBDA {
         if (kRequestAhead<kType>) prefetchStreams<false, kPairPrefetchBytes>(j, nullptr, v.pc, v.pr, v.rc, v.rr);
-        dpoStep<kType, false>(v, c, vInvN, j, W, e, L);
+        dpoStep<kType, kStream, false>(v, c, vInvN, j, W, e, L);
       },
-      [&]() RLHF_ALWAYS_INLINE_LAMBDA { flush(L, T); });
-  if (i < i1) dpoStep<kType, true>(v, c, vInvN, i, i1 - i, dpoExp<kType, true>(v, c, i, i1 - i), L);
-  flush(L, T);
+      [&]() RLHF_ALWAYS_INLINE_LAMBDA { flush<kLog1pAsProduct<kType>>(L, T); });
+  if (i < i1) dpoStep<kType, kStream, true>(v, c, vInvN, i, i1 - i, dpoExp<kType, true>(v, c, i, i1 - i), L);
+  flush<kLog1pAsProduct<kType>>(L, T);
   DpoBlock out;
   out.loss = sumLanes(T.lossLo) + sumLanes(T.lossHi);
   out.chosen = sumLanes(T.bxLo) + sumLanes(T.bxHi);
   out.rejected = sumLanes(T.byLo) + sumLanes(T.byHi);
   out.correct = sumLanesF(correct);
   return out;
+}
+
+template <DpoLossType kType>
+static DpoBlock dpoRangeT(const DpoLossArgs& a, const DpoConsts& c, float invN, int64_t i0, int64_t i1,
+                         bool streaming) {
+  return streaming ? dpoSums<kType, true>(a, c, invN, i0, i1) : dpoSums<kType, false>(a, c, invN, i0, i1);
 }
 
 DpoBlock dpoRange(const DpoLossArgs& a, double delta, int64_t i0, int64_t i1, bool streaming) {

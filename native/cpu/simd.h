@@ -81,6 +81,11 @@ inline VM maskFromBytes(const uint8_t* p) {
   const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return {_mm_test_epi8_mask(bytes, bytes)};
 }
+// u = m 2^k with m in [1, 2), k an integer as a float, for u >= 1 (NaN gives NaN).
+inline VF mantissaAndExponent(VF u, VF& k) {
+  k = _mm512_getexp_ps(u);
+  return _mm512_getmant_ps(u, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);
+}
 #elif defined(__AVX2__)
 constexpr int W = 8;
 using VF = __m256;
@@ -124,6 +129,13 @@ inline VI bitsOf(VF a) { return _mm256_castps_si256(a); }
 inline VI setInt(int32_t x) { return _mm256_set1_epi32(x); }
 // 0,1,...,W-1 as floats (for one-hot lanes).
 inline VF iota() { return _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7); }
+// As the AVX-512 variant's, from the exponent field: for u >= 1 the field is k + 127 (a NaN gives
+// some m and k: the caller keeps NaN apart).
+inline VF mantissaAndExponent(VF u, VF& k) {
+  const VI bits = bitsOf(u);
+  k = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127)));
+  return _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007FFFFF)), _mm256_set1_epi32(0x3F800000)));
+}
 // W int32 values as floats.
 inline VF intsToFloats(const int32_t* p) {
   return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -184,6 +196,11 @@ inline VI subInt(VI a, VI b) { return _mm_sub_epi32(a, b); }
 inline VI bitsOf(VF a) { return _mm_castps_si128(a); }
 inline VI setInt(int32_t x) { return _mm_set1_epi32(x); }
 inline VF iota() { return _mm_setr_ps(0, 1, 2, 3); }
+inline VF mantissaAndExponent(VF u, VF& k) {  // as the AVX2 variant's
+  const VI bits = bitsOf(u);
+  k = _mm_cvtepi32_ps(_mm_sub_epi32(_mm_srli_epi32(bits, 23), _mm_set1_epi32(127)));
+  return _mm_castsi128_ps(_mm_or_si128(_mm_and_si128(bits, _mm_set1_epi32(0x007FFFFF)), _mm_set1_epi32(0x3F800000)));
+}
 inline VF intsToFloats(const int32_t* p) { return _mm_cvtepi32_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 inline void accumulate(VD& lo, VD& hi, VF x) {
   lo = _mm_add_pd(lo, _mm_cvtps_pd(x));
@@ -324,6 +341,26 @@ inline VF log1pUnit(VF e) {
   q = fmadd(q, e2, fmadd(set1(-4.999990165e-01f), e, set1(1.0f)));
   return mul(q, e);
 }
+
+// log1p(s) for s >= 0 (or NaN): log1pUnit(s) up to 1; above, with 1 + s rounded to u = m 2^k
+// (m in [1, 2)), k ln2 + log1pUnit(m - 1), m - 1 exact. The rounding of 1 + s, at most half an ulp
+// of u, moves log u by under 2^-24, where log u > ln 2: under an ulp more.
+inline VF log1pNonNegative(VF s) {
+  const VF one = set1(1.0f);
+  const VM above = gt(s, one);  // NaN fails the comparison
+  VF k;
+  const VF m = mantissaAndExponent(add(one, s), k);
+  const VF x = select(above, sub(m, one), s);
+  const VF kAbove = bitAnd(above, k);
+  return fmadd(kAbove, set1(0.693359375f), fmadd(kAbove, set1(-2.12194440e-4f), log1pUnit(x)));
+}
+
+// Sums of log1p(e), e in [0, 1], as products: a lane holds p - 1 for p the product of its 1 + e,
+// which log1pNonNegative turns into the lane's sum when its float lanes are flushed. Two operations
+// a vector in place of log1pUnit's twelve, and about as exact: p - 1 is e itself for a lane's first
+// e (so that a tiny e is kept whole), and each step rounds p - 1 twice relatively (p - 1 + e, then
+// + (p - 1) e), as adding to a float sum rounds it once. p is at most 2^(vectors) a lane.
+inline VF log1pProductStep(VF pMinus1, VF e) { return fmadd(pMinus1, e, add(pMinus1, e)); }
 
 // The logistic family of z from one exp, one log1p and one division: softplus(-z) = -logsig(z),
 // softplus(z) = -logsig(-z), sig(z), sig(-z). With e = exp(-|z|) in [0, 1]:

@@ -1410,7 +1410,9 @@ void testGroupAdvantages(int64_t N, int64_t groupSize) {
 // pairs (two full vectors: the pipelined loop) and of one (the tail) all at z is softplus(-z),
 // and each chosen gradient -sig(-z)/N, for z over [-110, 110] and tiny |z|, against float64: both
 // within 2^-22 relative (1 ulp is 2^-23 relative at most) and, for denormal results, within two
-// of the smallest denormal. At 2^-23 the test fails.
+// of the smallest denormal. At 2^-23 the test fails. 1040 pairs (65 vectors of 16, more of the
+// narrower widths: several flushes) take each lane's product of 1 + e far above 2, where
+// log1pNonNegative turns it into its sum through the exponent: their loss within 2^-20.
 void testLogisticAccuracy() {
   std::vector<float> zs{0.0f};
   for (int k = 1; k <= 8000; ++k) zs.push_back(static_cast<float>(k) * 0.01373f);
@@ -1424,7 +1426,7 @@ void testLogisticAccuracy() {
   forEachCpuPath([&](const std::string& path) {
     std::string why;
     for (float z : zs) {
-      for (int64_t N : {16, 1}) {
+      for (int64_t N : {16, 1, 1040}) {
         std::vector<float> chosen(N, z), rejected(N, 0.0f), gc(N), gr(N);
         PairwiseLossArgs a;
         a.N = N;
@@ -1436,7 +1438,7 @@ void testLogisticAccuracy() {
         const double e = std::exp(-std::fabs(static_cast<double>(z)));
         const double softplus = std::log1p(e) + std::fmax(-static_cast<double>(z), 0.0);
         const double sigNeg = z >= 0 ? e / (1 + e) : 1 / (1 + e);
-        bool ok = within(static_cast<float>(loss), softplus, 2);
+        bool ok = within(static_cast<float>(loss), softplus, N > 16 ? 8 : 2);
         for (float g : gc) ok = ok && within(-static_cast<double>(g), sigNeg / static_cast<double>(N), 2);
         if (!ok) {
           why = "z=" + std::to_string(z) + " N=" + std::to_string(N) + ": softplus(-z) " + std::to_string(loss) +
