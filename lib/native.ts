@@ -261,6 +261,8 @@ export interface NativeAddon {
   measureBandwidth(elements: number, repeats: number, async: boolean): number | Promise<number>;
   /** Seconds of one STREAM triad a = b + 3c over three Float32Arrays of one length. */
   triadSeconds(a: Float32Array, b: Float32Array, c: Float32Array): number;
+  /** Seconds of one pass that only reads a Float32Array (4 bytes an element), on the thread pool. */
+  readSeconds(x: Float32Array): number;
   memoryTriadElements(): number;
   setCpuPath(path: 'auto' | 'baseline' | 'avx2' | 'reference'): void;
   /** How the passes that only read walk their rows: by the CPU's vendor, one at a time, or several in step. */

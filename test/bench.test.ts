@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import t from 'tap';
 
 import { benchOpNames, checkBenchOps, runBench } from '../lib/cli/bench';
+import * as rl from '../lib/index';
 import { native } from '../lib/native';
 import { expectError } from './helpers/index';
 
@@ -20,6 +21,19 @@ t.test('triadSeconds runs a = b + 3c once and returns its seconds', async (t) =>
   let wrong = 0;
   for (let i = 0; i < n; ++i) if (a[i] !== Math.fround(b[i] + Math.fround(3 * c[i]))) ++wrong;
   t.equal(wrong, 0, 'every element is b + 3c');
+});
+
+t.test('readSeconds reads a Float32Array once, on every thread count, and rejects anything else', async (t) => {
+  const x = new Float32Array((1 << 18) + 3).fill(1);
+  const before = rl.getNumThreads();
+  t.teardown(() => rl.setNumThreads(before));
+  for (const threads of [1, 2]) {
+    rl.setNumThreads(threads);
+    const s = native().readSeconds(x);
+    t.ok(Number.isFinite(s) && s > 0, `${threads} thread(s): seconds ${s}`);
+  }
+  t.ok(native().readSeconds(new Float32Array(0)) >= 0, 'an empty array');
+  expectError(t, () => native().readSeconds(new Int32Array(8) as unknown as Float32Array), TypeError, /readSeconds.*`x`/);
 });
 
 t.test('triadSeconds rejects what is not three Float32Arrays of one length', async (t) => {
@@ -54,10 +68,15 @@ t.test('a memory-bound row is set against the triads run between its own runs', 
   const row = report.rows[0];
   t.ok(row.bandwidthGBs !== undefined && row.bandwidthGBs > 0, `paired bandwidth ${row.bandwidthGBs}`);
   t.ok(Math.abs(row.pctOfBandwidth - (100 * row.gbPerS) / (row.bandwidthGBs ?? NaN)) < 1e-9, 'share of the paired triad');
+  // maskedMean only reads: it is also set against passes that only read, run between its runs.
+  t.ok(row.readBandwidthGBs !== undefined && row.readBandwidthGBs > 0, `paired read bandwidth ${row.readBandwidthGBs}`);
+  t.ok(Math.abs((row.pctOfReadBandwidth ?? NaN) - (100 * row.gbPerS) / (row.readBandwidthGBs ?? NaN)) < 1e-9,
+    'share of the paired read passes');
   t.equal(report.cpu, os.cpus()[0]?.model.trim() ?? 'unknown', `the report names the CPU: ${report.cpu}`);
   const small = runBench({ ops: ['gae'], backends: ['cpu'], quick: true, minSeconds: 0.01 });
   for (const r of small.rows) {
     t.equal(r.bandwidthGBs, undefined, `${r.shape}: in cache, no paired triad`);
+    t.equal(r.readBandwidthGBs, undefined, `${r.shape}: in cache, no read pass`);
     t.ok(Math.abs(r.pctOfBandwidth - (100 * r.gbPerS) / small.bandwidthGBs) < 1e-9, `${r.shape}: share of the run's triad`);
   }
 });

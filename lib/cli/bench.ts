@@ -1,6 +1,7 @@
 // `rlhf bench`: every op x backend x shape, timed through the public API (so the Node-API
 // crossing and validation are included), against the memory bandwidth measured in the same run
-// (STREAM triad on the library's thread pool; for CUDA rows, the GPU's device-to-device copy).
+// (STREAM triad on the library's thread pool; for CUDA rows, the GPU's device-to-device copy), and
+// the ops that only read also against a pass that only reads, measured likewise.
 // Backends: 'cpu' (the addon), 'cuda' (the addon on a GPU, synchronised after each call), 'js'
 // (the plain TypeScript loops of lib/reference).
 import * as fs from 'node:fs';
@@ -40,6 +41,15 @@ export interface BenchRow {
    * row's share is taken of.
    */
   bandwidthGBs?: number;
+  /**
+   * Memory-bound CPU rows of ops that only read (their writes under 1% of their bytes): the median
+   * bandwidth of passes that only read, run between the op's runs as the triads are, and the
+   * row's share of it in percent. A core keeps only so many reads in flight, and a triad's
+   * streamed stores do not count against them: on some machines such a pass runs well below the
+   * triad, and it, not the triad, is what these ops can reach.
+   */
+  readBandwidthGBs?: number;
+  pctOfReadBandwidth?: number;
   /** Compute-bound cases (matmul, a model step): floating-point operations per second, in G. */
   gflopPerS?: number;
 }
@@ -66,6 +76,8 @@ interface Case {
   flops?: number;
   /** The backends it runs on, when not all. */
   backends?: Backend[];
+  /** It only reads: its writes are under 1% of its bytes (see BenchRow.readBandwidthGBs). */
+  readOnly?: boolean;
   /** Sets up the inputs on a backend and returns one call. */
   prepare(backend: Backend, device: string): () => void;
 }
@@ -176,7 +188,7 @@ function meanCase(n: number): Case {
   const x = filled(n, (i) => (i % 1000) * 0.001);
   const mask = responseMask(n);
   return {
-    op: 'maskedMean', shape: `[${n}]`, elements: n, bytes: n * (4 + 1),
+    op: 'maskedMean', shape: `[${n}]`, elements: n, bytes: n * (4 + 1), readOnly: true,
     prepare(backend, device) {
       if (backend === 'js') return () => { maskedMeanReference(x, mask); };
       const xs = on(device, x, [n]);
@@ -198,7 +210,7 @@ function logprobsCase(N: number, V: number): Case {
   const { logits, labels } = logitsOf(N, V);
   return {
     // The logits are read once; labels, log-probs and entropies are noise beside them.
-    op: 'logprobsFromLogits', shape: `[N=${N},V=${V}]`, elements: N * V, bytes: N * V * 4 + N * (4 + 4 + 4),
+    op: 'logprobsFromLogits', shape: `[N=${N},V=${V}]`, elements: N * V, bytes: N * V * 4 + N * (4 + 4 + 4), readOnly: true,
     prepare(backend, device) {
       if (backend === 'js') return () => { logprobsReference(N, V, logits, labels, { entropy: true }); };
       const z = on(device, logits, [N, V]);
@@ -366,7 +378,7 @@ function sequenceCase(B: number, T: number): Case {
   const lp = filled(n, (i) => -1 - (i % 97) * 0.01);
   const mask = responseMask(n);
   return {
-    op: 'sequenceLogprobs', shape: `[B=${B},T=${T}]`, elements: n, bytes: n * (4 + 1) + B * 4,
+    op: 'sequenceLogprobs', shape: `[B=${B},T=${T}]`, elements: n, bytes: n * (4 + 1) + B * 4, readOnly: true,
     prepare(backend, device) {
       if (backend === 'js') return () => { sequenceLogprobsReference(B, T, lp, mask); };
       const x = on(device, lp, [B, T]);
@@ -596,23 +608,41 @@ class PairedTriad {
   }
 }
 
-// The median seconds of fn and of the triad, run in turns (each once first, to warm up) for at
-// least minSeconds and minRuns.
-function pairedMedians(fn: () => void, triad: PairedTriad, minSeconds: number, minRuns: number): [number, number] {
+// A pass that only reads, over as many bytes as the triad moves, run between the runs of an op
+// that only reads, as the triad is: that op's roofline where it is below the triad's.
+class PairedRead {
+  private readonly x: Float32Array;
+  readonly bytes: number;
+  constructor(triadElements: number) {
+    this.x = new Float32Array(3 * triadElements).fill(1);
+    this.bytes = 12 * triadElements;
+  }
+  seconds(): number {
+    return native().readSeconds(this.x);
+  }
+}
+
+// The median seconds of fn, of the triad and (when given) of the read pass, run in turns (each
+// once first, to warm up) for at least minSeconds and minRuns.
+function pairedMedians(fn: () => void, triad: PairedTriad, read: PairedRead | undefined, minSeconds: number,
+                       minRuns: number): { op: number; triad: number; read?: number } {
   fn();
   triad.seconds();
+  read?.seconds();
   const times: number[] = [];
   const triads: number[] = [];
+  const reads: number[] = [];
   const start = process.hrtime.bigint();
   for (;;) {
     const t0 = process.hrtime.bigint();
     fn();
     times.push(Number(process.hrtime.bigint() - t0) / 1e9);
     triads.push(triad.seconds());
+    if (read) reads.push(read.seconds());
     const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
     if ((times.length >= minRuns && elapsed >= minSeconds) || times.length >= 10000) break;
   }
-  return [median(times), median(triads)];
+  return { op: median(times), triad: median(triads), ...(read ? { read: median(reads) } : {}) };
 }
 
 export interface BenchOptions {
@@ -639,6 +669,7 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
       (report.cudaBandwidthGBs !== undefined ? `, CUDA copy ${report.cudaBandwidthGBs.toFixed(0)} GB/s` : ''));
   log(header());
   let triad: PairedTriad | undefined;
+  let read: PairedRead | undefined;
   const named = (op: string) => !opts.ops || opts.ops.some((o) => op === o || op.startsWith(`${o} `));
   for (const [family, make] of benchCases(opts.quick ?? false)) {
     if (!named(family) && !opts.ops?.some((o) => o.startsWith(`${family} `))) continue;
@@ -652,11 +683,14 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
       const minRuns = backend === 'js' ? 3 : 5;
       let s: number;
       let rowBandwidth: number | undefined;
+      let readBandwidth: number | undefined;
       if (backend !== 'cuda' && c.flops === undefined && c.bytes >= kPairedBytes) {
         triad ??= new PairedTriad(triadElements);
-        const [opSeconds, triadSeconds] = pairedMedians(fn, triad, minSeconds, minRuns);
-        s = opSeconds;
-        rowBandwidth = triad.bytes / triadSeconds / 1e9;
+        if (c.readOnly && backend === 'cpu') read ??= new PairedRead(triadElements);
+        const m = pairedMedians(fn, triad, c.readOnly && backend === 'cpu' ? read : undefined, minSeconds, minRuns);
+        s = m.op;
+        rowBandwidth = triad.bytes / m.triad / 1e9;
+        if (m.read !== undefined && read) readBandwidth = read.bytes / m.read / 1e9;
       } else {
         s = medianSeconds(fn, minSeconds, minRuns);
         if (backend === 'cuda') rowBandwidth = report.cudaBandwidthGBs;
@@ -665,6 +699,10 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
       const row: BenchRow = { op: c.op, shape: c.shape, backend, medianUs: s * 1e6, elementsPerS: c.elements / s, gbPerS,
         pctOfBandwidth: (100 * gbPerS) / (rowBandwidth ?? bandwidthGBs) };
       if (rowBandwidth !== undefined) row.bandwidthGBs = rowBandwidth;
+      if (readBandwidth !== undefined) {
+        row.readBandwidthGBs = readBandwidth;
+        row.pctOfReadBandwidth = (100 * gbPerS) / readBandwidth;
+      }
       if (c.flops !== undefined) row.gflopPerS = c.flops / s / 1e9;
       report.rows.push(row);
       log(format(row));
@@ -675,14 +713,17 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
 
 function header(): string {
   return `${'op'.padEnd(26)} ${'shape'.padEnd(23)} ${'backend'.padEnd(7)} ${'median us'.padStart(11)} ` +
-    `${'Melem/s'.padStart(9)} ${'GB/s'.padStart(7)} ${'of bw'.padStart(7)} ${'bw GB/s'.padStart(8)} ${'GFLOP/s'.padStart(8)}`;
+    `${'Melem/s'.padStart(9)} ${'GB/s'.padStart(7)} ${'of bw'.padStart(7)} ${'bw GB/s'.padStart(8)} ${'GFLOP/s'.padStart(8)} ` +
+    `${'of read'.padStart(8)} ${'read GB/s'.padStart(9)}`;
 }
 
 function format(r: BenchRow): string {
   return `${r.op.padEnd(26)} ${r.shape.padEnd(23)} ${r.backend.padEnd(7)} ${r.medianUs.toFixed(1).padStart(11)} ` +
     `${(r.elementsPerS / 1e6).toFixed(0).padStart(9)} ${r.gbPerS.toFixed(2).padStart(7)} ${(r.pctOfBandwidth.toFixed(1) + '%').padStart(7)} ` +
     `${(r.bandwidthGBs === undefined ? '' : r.bandwidthGBs.toFixed(2)).padStart(8)} ` +
-    `${(r.gflopPerS === undefined ? '' : r.gflopPerS.toFixed(1)).padStart(8)}`;
+    `${(r.gflopPerS === undefined ? '' : r.gflopPerS.toFixed(1)).padStart(8)} ` +
+    `${(r.pctOfReadBandwidth === undefined ? '' : r.pctOfReadBandwidth.toFixed(1) + '%').padStart(8)} ` +
+    `${(r.readBandwidthGBs === undefined ? '' : r.readBandwidthGBs.toFixed(2)).padStart(9)}`;
 }
 
 export function writeJson(file: string, report: BenchReport): void {

@@ -42,6 +42,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("opTable", Napi::Function::New(env, opTable));
   exports.Set("measureBandwidth", Napi::Function::New(env, measureBandwidth));
   exports.Set("triadSeconds", Napi::Function::New(env, triadSeconds));
+  exports.Set("readSeconds", Napi::Function::New(env, readSeconds));
   exports.Set("memoryTriadElements", Napi::Function::New(env, memoryTriadElements));
   exports.Set("setCpuPath", Napi::Function::New(env, setCpuPath));
   exports.Set("setReadStreams", Napi::Function::New(env, setReadStreams));

@@ -50,6 +50,7 @@ Napi::Value synchronize(const Napi::CallbackInfo& info);
 Napi::Value opTable(const Napi::CallbackInfo& info);
 Napi::Value measureBandwidth(const Napi::CallbackInfo& info);
 Napi::Value triadSeconds(const Napi::CallbackInfo& info);
+Napi::Value readSeconds(const Napi::CallbackInfo& info);
 Napi::Value memoryTriadElements(const Napi::CallbackInfo& info);
 Napi::Value setCpuPath(const Napi::CallbackInfo& info);
 Napi::Value setReadStreams(const Napi::CallbackInfo& info);

@@ -171,6 +171,16 @@ Napi::Value triadSeconds(const Napi::CallbackInfo& info) {
       env, rlhf::triadSeconds(arrays[0].as<float>(), arrays[1].as<float>(), arrays[2].as<float>(), arrays[0].length));
 }
 
+// readSeconds(x) -> seconds of one pass that only reads a Float32Array on the thread pool: the
+// read roofline the benchmark sets the ops that only read against, measured between their runs.
+Napi::Value readSeconds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Buffer x = bufferArg(info, 0, Dtype::F32, "readSeconds", "x");
+  if (x.device != kCpu) throwRangeError(env, "readSeconds", "x", "must be host memory (a Float32Array)");
+  float sum = 0.0f;
+  return Napi::Number::New(env, rlhf::readSeconds(x.as<float>(), x.length, &sum));
+}
+
 // The address of a TypedArray's first element.
 static const void* typedArrayStart(Napi::Env env, Napi::Value v, const char* op, const std::string& name) {
   if (!v.IsTypedArray()) throwTypeError(env, std::string(op) + ": expected a TypedArray for `" + name + "`");

@@ -25,6 +25,24 @@ double triadSeconds(float* a, const float* b, const float* c, int64_t n) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+double readSeconds(const float* x, int64_t n, float* sum) {
+  const ChunkKernels& k = activeKernels();
+  ThreadPool& pool = ThreadPool::instance();
+  // parallelFor's shares, each summed into its own slot.
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool.numThreads(), n >> 16));
+  const int64_t share = ((n + parts - 1) / parts + kLine - 1) / kLine * kLine;
+  std::vector<float> sums(static_cast<size_t>(parts), 0.0f);
+  const auto start = std::chrono::steady_clock::now();
+  pool.run(parts, [&](int64_t p) {
+    const int64_t i0 = p * share;
+    if (i0 < n) sums[static_cast<size_t>(p)] = k.readRange(x, i0, std::min(n, i0 + share));
+  });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  *sum = 0.0f;
+  for (const float s : sums) *sum += s;
+  return seconds;
+}
+
 // The largest cache the OS reports (on a virtual machine, the host's: shared with its other
 // tenants, but there to be hit).
 static int64_t lastLevelCacheBytes() {

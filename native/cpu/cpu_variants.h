@@ -157,6 +157,7 @@ struct ChunkKernels {
   void (*adamwRange)(const nn_math::AdamwStep&, const float* g, float* p, float* m, float* v, int64_t i0, int64_t i1);
   double (*sumSquaresRange)(const float* x, int64_t i0, int64_t i1);
   void (*triadRange)(float* a, const float* b, const float* c, int64_t i0, int64_t i1);
+  float (*readRange)(const float* x, int64_t i0, int64_t i1);
 };
 
 const ChunkKernels& baselineKernels();

@@ -12,7 +12,7 @@ const ChunkKernels& table() {
                                  blocksMoments, affineRange, rowSoftmax, rowSoftmaxPair, rowSoftmaxStep,
                                  rowGradGiven, klRange, policyBlock, valueBlock, pairwiseRange,
                                  maskedRowSums, maskedScaleRows, dpoRange, biasActRows, biasActGradRows, columnSums,
-                                 adamwRange, sumSquaresRange, triadRange};
+                                 adamwRange, sumSquaresRange, triadRange, readRange};
   return k;
 }
 

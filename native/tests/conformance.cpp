@@ -456,6 +456,21 @@ void testTriad() {
     }
 }
 
+// The read roofline's pass, in each variant: the sum of x over [i0, i1) from any alignment, within
+// float rounding of the float64 sum (positive terms, so that the bound is relative).
+void testReadPass() {
+  for (const ChunkKernels* k : baselineAndActive())
+    for (auto [i0, i1] : {std::pair<int64_t, int64_t>{0, 1000}, {1, 999}, {3, 4}, {5, 37}, {7, 7}}) {
+      const auto x = randomFloats(1000, 0, 1);
+      double want = 0;
+      for (int64_t i = i0; i < i1; ++i) want += x[i];
+      const double got = k->readRange(x.data(), i0, i1);
+      report(std::fabs(got - want) <= 1e-5 * want, std::string("read pass [") + k->name + "] [" + std::to_string(i0) + "," +
+                                                         std::to_string(i1) + ") " + std::to_string(got) + " against " +
+                                                         std::to_string(want));
+    }
+}
+
 // The valid-token count the losses weigh by, in each variant: every nonzero byte counts once
 // (any value, not just 1), over lengths either side of whole lines, from any start.
 void testMaskCount() {
@@ -1804,6 +1819,7 @@ int main() {
   testNanPropagation();
   testTooFewValid();
   testTriad();
+  testReadPass();
   testMaskCount();
   testAffinePlacement();
   testStreamingPlace();
