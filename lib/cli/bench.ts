@@ -687,11 +687,11 @@ export function runBench(opts: BenchOptions = {}, log: (line: string) => void = 
       let readBandwidth: number | undefined;
       if (backend !== 'cuda' && c.flops === undefined && c.bytes >= kPairedBytes) {
         triad ??= new PairedTriad(triadElements);
-        if (c.readOnly && backend === 'cpu') read ??= new PairedRead(triadElements);
-        const m = pairedMedians(fn, triad, c.readOnly && backend === 'cpu' ? read : undefined, minSeconds, minRuns);
+        const readPass = c.readOnly && backend === 'cpu' ? (read ??= new PairedRead(triadElements)) : undefined;
+        const m = pairedMedians(fn, triad, readPass, minSeconds, minRuns);
         s = m.op;
         rowBandwidth = triad.bytes / m.triad / 1e9;
-        if (m.read !== undefined && read) readBandwidth = read.bytes / m.read / 1e9;
+        if (readPass && m.read !== undefined) readBandwidth = readPass.bytes / m.read / 1e9;
       } else {
         s = medianSeconds(fn, minSeconds, minRuns);
         if (backend === 'cuda') rowBandwidth = report.cudaBandwidthGBs;

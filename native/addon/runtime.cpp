@@ -177,8 +177,7 @@ Napi::Value readSeconds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Buffer x = bufferArg(info, 0, Dtype::F32, "readSeconds", "x");
   if (x.device != kCpu) throwRangeError(env, "readSeconds", "x", "must be host memory (a Float32Array)");
-  float sum = 0.0f;
-  return Napi::Number::New(env, rlhf::readSeconds(x.as<float>(), x.length, &sum));
+  return Napi::Number::New(env, rlhf::readSeconds(x.as<float>(), x.length));
 }
 
 // The address of a TypedArray's first element.

@@ -276,7 +276,7 @@ static inline DpoTerms dpoVector(const DpoRatios& p, VF e, VF nc, VF nr, const D
   return {zero(), zero(), zero()};
 }
 
-// Sums as the pairwise loss's: float lanes (locals of dpoRangeT) flushed into float64; log1pProduct
+// Sums as the pairwise loss's: float lanes (locals of dpoSums) flushed into float64; log1pProduct
 // for the types that take it (kLog1pAsProduct), 0 for the others.
 struct DpoLanes {
   VF &loss, &log1pProduct, &bx, &by, &correct;

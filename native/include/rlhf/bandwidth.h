@@ -16,8 +16,8 @@ double triadSeconds(float* a, const float* b, const float* c, int64_t n);
 // Seconds of one pass that only reads n floats on the thread pool (4n bytes), each thread's share
 // front to back: the roofline of the ops that only read, which on some machines is well below the
 // triad's (a core keeps only so many reads in flight; the triad's streamed stores do not count
-// against them). Its sum is returned through `sum`.
-double readSeconds(const float* x, int64_t n, float* sum);
+// against them).
+double readSeconds(const float* x, int64_t n);
 
 // Elements per array of a triad that measures memory rather than cache: its three arrays
 // together at least twice the last-level cache (as the OS reports it; 32 MiB where it does not),
